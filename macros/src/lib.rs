@@ -1,0 +1,1 @@
+//! The `cnn!` proc-macro (front end in Rust source).

@@ -1,0 +1,67 @@
+//! The contract between the training loop and a backend (the reference interpreter, the
+//! native kernels, generated code). The runtime owns parameters and optimiser state; a backend
+//! computes predictions, the loss and gradients for one batch.
+
+use crate::init::Init;
+use crate::tensor::Tensor;
+
+/// A parameter a backend expects, in the backend's order (graph order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// Keras name, `<layer>.<kernel|bias|gamma|beta|moving_mean|moving_variance>`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+    /// False for state that training updates without the optimiser (BN moving statistics).
+    pub trainable: bool,
+}
+
+/// How targets are laid out for the loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetLayout {
+    /// One class id per sample, `[n]`.
+    ClassIds,
+    /// The prediction's shape per sample, `[n, outputs]` (one-hot for categorical losses).
+    Dense,
+}
+
+/// Result of one training step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepResult {
+    /// The batch's mean loss.
+    pub loss: f32,
+}
+
+/// A compiled (or interpreted) model with a fixed maximum batch size.
+pub trait Executor {
+    /// Short name shown to the user (`interp`, `native`, ...).
+    fn backend_name(&self) -> &str;
+    /// The batch size the model was compiled for; calls accept any `n` in `1..=batch_size()`.
+    fn batch_size(&self) -> usize;
+    /// Per-sample input shape, e.g. `[28, 28, 1]`.
+    fn input_shape(&self) -> &[usize];
+    /// Per-sample output size (classes).
+    fn output_size(&self) -> usize;
+    fn target_layout(&self) -> TargetLayout;
+    fn params(&self) -> &[ParamSpec];
+
+    /// One training step on `n` samples. `x` is `[n, ..input_shape]`, `y` the targets in
+    /// `target_layout()`. Writes the gradient of every trainable parameter into `grads` (same
+    /// order as the trainable entries of `params()`), updates non-trainable state in `params`
+    /// (moving statistics) and writes the predictions `[n, output_size]` into `preds`.
+    /// `step` seeds dropout so that runs are reproducible.
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
+        &mut self,
+        params: &mut [Tensor],
+        grads: &mut [Tensor],
+        x: &[f32],
+        y: &[f32],
+        n: usize,
+        step: u64,
+        preds: &mut [f32],
+    ) -> StepResult;
+
+    /// Inference on `n` samples: writes `[n, output_size]` predictions (final activation applied).
+    fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]);
+}
