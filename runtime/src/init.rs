@@ -39,7 +39,10 @@ impl Init {
             "he_uniform" => Init::HeUniform,
             "zeros" => Init::Zeros,
             "ones" => Init::Ones,
-            "random_normal" => Init::RandomNormal { mean: 0.0, stddev: 0.05 },
+            "random_normal" => Init::RandomNormal {
+                mean: 0.0,
+                stddev: 0.05,
+            },
             "random_uniform" => Init::RandomUniform { min: -0.05, max: 0.05 },
             _ => return None,
         })

@@ -9,16 +9,25 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn zeros(shape: &[usize]) -> Self {
-        Tensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
     }
 
     pub fn full(shape: &[usize], v: f32) -> Self {
-        Tensor { shape: shape.to_vec(), data: vec![v; shape.iter().product()] }
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![v; shape.iter().product()],
+        }
     }
 
     /// Wraps `data`; `None` when its length does not match the shape.
     pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Option<Self> {
-        (shape.iter().product::<usize>() == data.len()).then(|| Tensor { shape: shape.to_vec(), data })
+        (shape.iter().product::<usize>() == data.len()).then(|| Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
     }
 
     pub fn numel(&self) -> usize {

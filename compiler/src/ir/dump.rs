@@ -10,7 +10,14 @@ fn pad(p: &Pad2d) -> String {
 }
 
 fn window(w: &Window2d) -> String {
-    format!("size={}x{} strides={}x{} {}", w.size[0], w.size[1], w.strides[0], w.strides[1], pad(&w.pad))
+    format!(
+        "size={}x{} strides={}x{} {}",
+        w.size[0],
+        w.size[1],
+        w.strides[0],
+        w.strides[1],
+        pad(&w.pad)
+    )
 }
 
 /// The op's attributes as `key=value` words.
@@ -19,13 +26,38 @@ fn attrs(op: &Op) -> String {
         Op::Param { name, role, init } => format!("\"{name}\" {} init={init}", role.keras_suffix()),
         Op::Constant(v) => format!("{v}"),
         Op::Conv2d { strides, pad: p } => format!("strides={}x{} {}", strides[0], strides[1], pad(p)),
-        Op::Conv2dGradInput { strides, pad: p, input_hw } => {
-            format!("strides={}x{} {} input={}x{}", strides[0], strides[1], pad(p), input_hw[0], input_hw[1])
+        Op::Conv2dGradInput {
+            strides,
+            pad: p,
+            input_hw,
+        } => {
+            format!(
+                "strides={}x{} {} input={}x{}",
+                strides[0],
+                strides[1],
+                pad(p),
+                input_hw[0],
+                input_hw[1]
+            )
         }
-        Op::Conv2dGradKernel { strides, pad: p, kernel_hw } => {
-            format!("strides={}x{} {} kernel={}x{}", strides[0], strides[1], pad(p), kernel_hw[0], kernel_hw[1])
+        Op::Conv2dGradKernel {
+            strides,
+            pad: p,
+            kernel_hw,
+        } => {
+            format!(
+                "strides={}x{} {} kernel={}x{}",
+                strides[0],
+                strides[1],
+                pad(p),
+                kernel_hw[0],
+                kernel_hw[1]
+            )
         }
-        Op::MatMul { transpose_a, transpose_b } => {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
             let mut s = String::new();
             if *transpose_a {
                 s.push_str("ta ");
@@ -45,7 +77,11 @@ fn attrs(op: &Op) -> String {
         | Op::BatchNormGradGamma { epsilon } => format!("epsilon={epsilon}"),
         Op::MovingAverage { momentum, moment } => format!("momentum={momentum} {moment:?}").to_lowercase(),
         Op::Loss { kind, from_logits } | Op::LossGrad { kind, from_logits } => {
-            format!("{}{}", kind.keras_name(), if *from_logits { " from_logits" } else { "" })
+            format!(
+                "{}{}",
+                kind.keras_name(),
+                if *from_logits { " from_logits" } else { "" }
+            )
         }
         Op::SliceChannels { offset, len } => format!("offset={offset} len={len}"),
         Op::Input

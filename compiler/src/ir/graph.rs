@@ -120,25 +120,36 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>, batch: usize, mode: Mode) -> Self {
-        Graph { name: name.into(), batch, mode, nodes: Vec::new(), layers: Vec::new(), outputs: Vec::new() }
+        Graph {
+            name: name.into(),
+            batch,
+            mode,
+            nodes: Vec::new(),
+            layers: Vec::new(),
+            outputs: Vec::new(),
+        }
     }
 
     /// Appends a node, inferring its shape from its inputs. Leaves, `Reshape` and `Target`
     /// take their shape from `shape`; for every other op `shape` must be `None`.
-    pub fn add(
-        &mut self,
-        op: Op,
-        inputs: &[NodeId],
-        shape: Option<Shape>,
-        layer: &str,
-    ) -> Result<NodeId, ShapeError> {
+    pub fn add(&mut self, op: Op, inputs: &[NodeId], shape: Option<Shape>, layer: &str) -> Result<NodeId, ShapeError> {
         let in_shapes: Vec<&Shape> = inputs
             .iter()
-            .map(|i| self.nodes.get(i.index()).map(|n| &n.shape).ok_or(ShapeError::DanglingInput(*i)))
+            .map(|i| {
+                self.nodes
+                    .get(i.index())
+                    .map(|n| &n.shape)
+                    .ok_or(ShapeError::DanglingInput(*i))
+            })
             .collect::<Result<_, _>>()?;
         let shape = infer_shape(&op, &in_shapes, shape)?;
         let id = NodeId(self.nodes.len() as u32);
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), shape, layer: layer.to_string() });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            shape,
+            layer: layer.to_string(),
+        });
         Ok(id)
     }
 
@@ -166,7 +177,9 @@ impl Graph {
 
     /// Parameter nodes in graph order (the order of weights files and of the runtime's store).
     pub fn params(&self) -> Vec<NodeId> {
-        self.ids().filter(|&i| matches!(self.node(i).op, Op::Param { .. })).collect()
+        self.ids()
+            .filter(|&i| matches!(self.node(i).op, Op::Param { .. }))
+            .collect()
     }
 
     /// Name and role of a parameter node.

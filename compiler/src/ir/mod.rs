@@ -10,7 +10,7 @@ pub mod verify;
 
 pub use dump::dump;
 pub use graph::{Graph, GraphOutput, Layer, Mode, Node, NodeId, OutputRole, Shape};
-pub use rebatch::rebatch;
 pub use op::{Activation, LossKind, Moment, Op, Pad2d, ParamRole, Window2d};
+pub use rebatch::rebatch;
 pub use shape::{infer_shape, window_hw, ShapeError};
 pub use verify::{assert_valid, verify};

@@ -26,7 +26,11 @@ impl Activation {
     ];
 
     pub fn keras_name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("linear")
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("linear")
     }
 }
 
@@ -90,13 +94,20 @@ pub enum LossKind {
 
 impl LossKind {
     pub const ALL: [(&'static str, LossKind); 3] = [
-        ("sparse_categorical_crossentropy", LossKind::SparseCategoricalCrossentropy),
+        (
+            "sparse_categorical_crossentropy",
+            LossKind::SparseCategoricalCrossentropy,
+        ),
         ("categorical_crossentropy", LossKind::CategoricalCrossentropy),
         ("mean_squared_error", LossKind::MeanSquaredError),
     ];
 
     pub fn keras_name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, l)| *l == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, l)| *l == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
@@ -161,9 +172,17 @@ pub enum Op {
     /// (y = act(x), dy) -> dx, computed from the activation's output.
     ActGrad(Activation),
     /// (dy `[N,OH,OW,F]`, kernel) -> dx `[N,H,W,C]`.
-    Conv2dGradInput { strides: [usize; 2], pad: Pad2d, input_hw: [usize; 2] },
+    Conv2dGradInput {
+        strides: [usize; 2],
+        pad: Pad2d,
+        input_hw: [usize; 2],
+    },
     /// (x, dy) -> d kernel `[KH,KW,C,F]`.
-    Conv2dGradKernel { strides: [usize; 2], pad: Pad2d, kernel_hw: [usize; 2] },
+    Conv2dGradKernel {
+        strides: [usize; 2],
+        pad: Pad2d,
+        kernel_hw: [usize; 2],
+    },
     /// (dy `[..., C]`) -> `[C]`: sum over every axis but the last (bias and beta gradients).
     ReduceToChannels,
     /// (x, dy) -> dx: each window's gradient goes to its first maximum (TF semantics).

@@ -11,7 +11,11 @@ pub enum ShapeError {
     #[error("input {0} does not exist")]
     DanglingInput(NodeId),
     #[error("{op} takes {expected} input(s), got {found}")]
-    Arity { op: &'static str, expected: usize, found: usize },
+    Arity {
+        op: &'static str,
+        expected: usize,
+        found: usize,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -78,13 +82,22 @@ fn pool_shape(x: &Shape, w: &Window2d, what: &str) -> Result<Shape, ShapeError> 
 pub fn infer_shape(op: &Op, ins: &[&Shape], given: Option<Shape>) -> Result<Shape, ShapeError> {
     if let Some(n) = op.arity() {
         if ins.len() != n {
-            return Err(ShapeError::Arity { op: op.mnemonic(), expected: n, found: ins.len() });
+            return Err(ShapeError::Arity {
+                op: op.mnemonic(),
+                expected: n,
+                found: ins.len(),
+            });
         }
     }
     let needs_given = op.is_leaf() || matches!(op, Op::Reshape);
     match (&given, needs_given) {
         (None, true) => return Err(invalid(format!("{} needs an explicit shape", op.mnemonic()))),
-        (Some(_), false) => return Err(invalid(format!("{} infers its shape; none may be given", op.mnemonic()))),
+        (Some(_), false) => {
+            return Err(invalid(format!(
+                "{} infers its shape; none may be given",
+                op.mnemonic()
+            )))
+        }
         _ => {}
     }
     let out = match op {
@@ -106,7 +119,10 @@ pub fn infer_shape(op: &Op, ins: &[&Shape], given: Option<Shape>) -> Result<Shap
             let x = rank4(ins[0], "conv2d")?;
             let k = ins[1].dims();
             if k.len() != 4 || k[2] != x[3] {
-                return Err(invalid(format!("conv2d kernel {} does not fit input {}", ins[1], ins[0])));
+                return Err(invalid(format!(
+                    "conv2d kernel {} does not fit input {}",
+                    ins[1], ins[0]
+                )));
             }
             let [oh, ow] = window_hw([x[1], x[2]], [k[0], k[1]], *strides, *pad)?;
             Shape(vec![x[0], oh, ow, k[3]])
@@ -119,11 +135,18 @@ pub fn infer_shape(op: &Op, ins: &[&Shape], given: Option<Shape>) -> Result<Shap
             }
             let o = window_hw(*input_hw, [k[0], k[1]], *strides, *pad)?;
             if o != [dy[1], dy[2]] {
-                return Err(invalid(format!("gradient {} does not match input size {:?}", ins[0], input_hw)));
+                return Err(invalid(format!(
+                    "gradient {} does not match input size {:?}",
+                    ins[0], input_hw
+                )));
             }
             Shape(vec![dy[0], input_hw[0], input_hw[1], k[2]])
         }
-        Op::Conv2dGradKernel { strides, pad, kernel_hw } => {
+        Op::Conv2dGradKernel {
+            strides,
+            pad,
+            kernel_hw,
+        } => {
             let x = rank4(ins[0], "conv2d_grad_kernel")?;
             let dy = rank4(ins[1], "conv2d_grad_kernel")?;
             let o = window_hw([x[1], x[2]], *kernel_hw, *strides, *pad)?;
@@ -132,10 +155,16 @@ pub fn infer_shape(op: &Op, ins: &[&Shape], given: Option<Shape>) -> Result<Shap
             }
             Shape(vec![kernel_hw[0], kernel_hw[1], x[3], dy[3]])
         }
-        Op::MatMul { transpose_a, transpose_b } => {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
             let (a, b) = (ins[0].dims(), ins[1].dims());
             if a.len() != 2 || b.len() != 2 {
-                return Err(invalid(format!("matmul needs 2-D operands, got {} and {}", ins[0], ins[1])));
+                return Err(invalid(format!(
+                    "matmul needs 2-D operands, got {} and {}",
+                    ins[0], ins[1]
+                )));
             }
             let (m, ka) = if *transpose_a { (a[1], a[0]) } else { (a[0], a[1]) };
             let (kb, n) = if *transpose_b { (b[1], b[0]) } else { (b[0], b[1]) };
@@ -182,7 +211,9 @@ pub fn infer_shape(op: &Op, ins: &[&Shape], given: Option<Shape>) -> Result<Shap
             ins[0].clone()
         }
         Op::Concat => {
-            let first = ins.first().ok_or_else(|| invalid("concatenate needs at least one input"))?;
+            let first = ins
+                .first()
+                .ok_or_else(|| invalid("concatenate needs at least one input"))?;
             let lead = &first.dims()[..first.rank().saturating_sub(1)];
             let mut c = 0;
             for s in ins {

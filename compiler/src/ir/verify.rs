@@ -60,7 +60,12 @@ pub fn verify(g: &Graph) -> Vec<String> {
             if !exists(param) || !matches!(g.node(param).op, Op::Param { .. }) {
                 errs.push(format!("output {:?} does not refer to a parameter", o.role));
             } else if g.shape(param) != g.shape(o.node) {
-                errs.push(format!("output {:?} has shape {} but its parameter {}", o.role, g.shape(o.node), g.shape(param)));
+                errs.push(format!(
+                    "output {:?} has shape {} but its parameter {}",
+                    o.role,
+                    g.shape(o.node),
+                    g.shape(param)
+                ));
             }
         }
     }
@@ -83,6 +88,10 @@ pub fn verify(g: &Graph) -> Vec<String> {
 pub fn assert_valid(g: &Graph, after: &str) {
     let errs = verify(g);
     if !errs.is_empty() {
-        panic!("IR verifier failed after {after}:\n  {}\n{}", errs.join("\n  "), super::dump::dump(g));
+        panic!(
+            "IR verifier failed after {after}:\n  {}\n{}",
+            errs.join("\n  "),
+            super::dump::dump(g)
+        );
     }
 }
