@@ -1,1 +1,148 @@
-//! (to be written)
+//! The model specification: what a user declares, fully expanded (blocks and repeats resolved,
+//! every layer named, every input explicit), independent of YAML so the `cnn!` macro can build
+//! it directly.
+//!
+//! Pipeline: YAML text → `yaml` (serde structs that mirror the file, with locations) →
+//! `expand` (blocks, `repeat`, automatic Keras names, scoped `inputs:`) → [`ModelSpec`] →
+//! `validate` (names, references, cycles, argument ranges, size limits). The file format is
+//! documented in `yaml.rs`.
+
+mod arg;
+mod convert;
+mod expand;
+mod keywords;
+mod kind;
+mod locate;
+mod validate;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{CompileError, SourceLoc};
+
+pub use crate::ir::{Activation, LossKind};
+pub use cnnc_runtime::init::Init;
+pub use kind::{defaults, LayerKind, Padding};
+pub(crate) use validate::checked_order;
+pub use validate::{validate, MAX_INPUT_DIM, MAX_LAYERS, MAX_TENSOR_ELEMENTS, MAX_WEIGHT_ELEMENTS};
+
+/// Name by which layers refer to the model's input.
+pub const MODEL_INPUT: &str = "input";
+
+/// A model: its input shape (per sample, batch excluded) and its layers in declaration order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    /// `[H, W, C]` for images, `[F]` for flat inputs; the batch size is chosen at compile time.
+    pub input: Vec<usize>,
+    pub layers: Vec<LayerSpec>,
+    pub training: TrainingSpec,
+    /// The file the model came from, for error messages.
+    pub source: Option<PathBuf>,
+}
+
+/// One layer, fully expanded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerSpec {
+    /// Unique; layers inside a block instance are `<instance>/<local name>`.
+    pub name: String,
+    pub kind: LayerKind,
+    /// Names of the layers feeding this one, in order; [`MODEL_INPUT`] is the model's input.
+    pub inputs: Vec<String>,
+    /// Line of the layer's declaration in the model file.
+    pub line: Option<usize>,
+}
+
+/// Defaults for `cnnc train`, from the model file's `training:` section (as Keras's
+/// `compile`/`fit` arguments). The CLI's flags override them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainingSpec {
+    /// `adam`, `sgd` or `rmsprop`.
+    pub optimizer: Option<String>,
+    pub learning_rate: Option<f32>,
+    pub momentum: Option<f32>,
+    pub loss: Option<LossKind>,
+    pub from_logits: Option<bool>,
+    pub batch_size: Option<usize>,
+    pub epochs: Option<usize>,
+    pub validation_split: Option<f32>,
+}
+
+impl TrainingSpec {
+    /// Optimiser names accepted in `training.optimizer`.
+    pub const OPTIMIZERS: [&'static str; 3] = ["adam", "sgd", "rmsprop"];
+}
+
+impl ModelSpec {
+    /// A sequential model: each layer feeds the next, names are Keras's automatic ones
+    /// (`conv2d`, `conv2d_1`, ...). Handy for tests and code-built models.
+    pub fn sequential(name: &str, input: Vec<usize>, kinds: Vec<LayerKind>) -> ModelSpec {
+        let mut namer = kind::AutoNamer::default();
+        let mut prev = MODEL_INPUT.to_string();
+        let mut layers = Vec::new();
+        for kind in kinds {
+            let name = namer.next(kind.auto_name_base(), |_| false);
+            layers.push(LayerSpec {
+                name: name.clone(),
+                kind,
+                inputs: vec![prev],
+                line: None,
+            });
+            prev = name;
+        }
+        ModelSpec {
+            name: name.to_string(),
+            input,
+            layers,
+            training: TrainingSpec::default(),
+            source: None,
+        }
+    }
+
+    /// Location of a layer's declaration, for error messages.
+    pub fn loc(&self, layer: &LayerSpec) -> SourceLoc {
+        SourceLoc::new(self.source.clone(), layer.line, None)
+    }
+
+    pub fn layer(&self, name: &str) -> Option<&LayerSpec> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+}
+
+/// Parses and expands a model file's text; `path` is used in error messages and for the
+/// default model name (the file stem). The result is validated.
+pub fn parse_model(text: &str, path: &Path) -> Result<ModelSpec, CompileError> {
+    let raw = locate::parse_located(text, path)?;
+    let spec = expand::expand(raw, path)?;
+    validate(&spec)?;
+    Ok(spec)
+}
+
+/// Largest model file accepted (a model is a few kilobytes; this only guards memory).
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads and parses a model file; read errors name the file.
+pub fn load_model(path: &Path) -> Result<ModelSpec, CompileError> {
+    let io = |source| CompileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(CompileError::model(
+            SourceLoc::new(Some(path.to_path_buf()), None, None),
+            format!("the model file is {len} bytes; model files over {MAX_FILE_BYTES} bytes are refused"),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        CompileError::syntax(
+            SourceLoc::new(Some(path.to_path_buf()), None, None),
+            format!(
+                "the model file is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    parse_model(&text, path)
+}

@@ -1,0 +1,132 @@
+//! Deserializers for the model file's keyword and size values: activation, padding,
+//! initializer, loss and optimizer names (case-insensitive, as Keras lower-cases them; an unknown
+//! one lists the allowed ones), and sizes written as `3` or `[3, 5]`.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+
+use super::{Activation, Init, LossKind, Padding, TrainingSpec};
+
+/// Finds `s` (case-insensitively) in `table`, or says what was allowed.
+fn lookup<T: Copy>(s: &str, table: &[(&'static str, T)], what: &str) -> Result<T, String> {
+    let lower = s.to_ascii_lowercase();
+    table.iter().find(|(n, _)| *n == lower).map(|(_, v)| *v).ok_or_else(|| {
+        let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+        format!("unknown {what} `{s}`, expected one of: {}", names.join(", "))
+    })
+}
+
+macro_rules! keyword {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $what:literal, $table:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct $name(pub $inner);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                lookup(&s, &$table, $what).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+keyword!(
+    /// `activation: relu`.
+    ActName(Activation),
+    "activation",
+    Activation::ALL
+);
+keyword!(
+    /// `padding: same` (`SAME` accepted too, as Keras).
+    PaddingName(Padding),
+    "padding",
+    Padding::ALL
+);
+keyword!(
+    /// `loss: sparse_categorical_crossentropy`.
+    LossName(LossKind),
+    "loss",
+    LossKind::ALL
+);
+
+const INITS: [(&str, Init); 8] = [
+    ("glorot_uniform", Init::GlorotUniform),
+    ("glorot_normal", Init::GlorotNormal),
+    ("he_normal", Init::HeNormal),
+    ("he_uniform", Init::HeUniform),
+    ("zeros", Init::Zeros),
+    ("ones", Init::Ones),
+    (
+        "random_normal",
+        Init::RandomNormal {
+            mean: 0.0,
+            stddev: 0.05,
+        },
+    ),
+    ("random_uniform", Init::RandomUniform { min: -0.05, max: 0.05 }),
+];
+
+keyword!(
+    /// `kernel_initializer: he_normal` (Keras's argument-free initializer names).
+    InitName(Init),
+    "initializer",
+    INITS
+);
+
+const OPTIMIZERS: [(&str, &str); 3] = [
+    (TrainingSpec::OPTIMIZERS[0], TrainingSpec::OPTIMIZERS[0]),
+    (TrainingSpec::OPTIMIZERS[1], TrainingSpec::OPTIMIZERS[1]),
+    (TrainingSpec::OPTIMIZERS[2], TrainingSpec::OPTIMIZERS[2]),
+];
+
+keyword!(
+    /// `optimizer: adam`.
+    OptimizerName(&'static str),
+    "optimizer",
+    OPTIMIZERS
+);
+
+/// A size must be at least 1 (an upper bound is checked by `validate`).
+fn positive<E: de::Error>(v: u64) -> Result<usize, E> {
+    match usize::try_from(v) {
+        Ok(0) => Err(E::custom("sizes must be positive, got 0")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(E::custom(format!("size {v} is too large"))),
+    }
+}
+
+/// A 2-D size: `3` means `[3, 3]`, or `[height, width]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pair(pub [usize; 2]);
+
+impl<'de> Deserialize<'de> for Pair {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PairVisitor)
+    }
+}
+
+struct PairVisitor;
+
+impl<'de> Visitor<'de> for PairVisitor {
+    type Value = Pair;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a positive integer or [height, width]")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Pair, E> {
+        let n = positive(v)?;
+        Ok(Pair([n, n]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Pair, A::Error> {
+        let h: u64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let w: u64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("expected [height, width], got more than 2 sizes"));
+        }
+        Ok(Pair([positive(h)?, positive(w)?]))
+    }
+}
