@@ -1,0 +1,220 @@
+//! [`InterpExecutor`]: the reference interpreter behind the runtime's `Executor` contract, so
+//! the training loop can drive it exactly as it drives compiled backends.
+
+use std::collections::HashMap;
+
+use cnnc_runtime::{Executor, ParamSpec, StepResult, TargetLayout, Tensor};
+
+use super::run;
+use crate::autodiff::{training_graph, AutodiffError};
+use crate::ir::{rebatch, Graph, LossKind, NodeId, OutputRole};
+
+/// Runs the training graph (forward + loss + backward) and the inference graph with [`run`].
+/// Calls with fewer samples than the compiled batch use re-batched copies, cached by size.
+#[derive(Debug)]
+pub struct InterpExecutor {
+    train: Graph,
+    inference: Graph,
+    batch: usize,
+    train_by_n: HashMap<usize, Graph>,
+    inference_by_n: HashMap<usize, Graph>,
+    params: Vec<ParamSpec>,
+    /// For each inference-graph parameter, its index in `params` (matched by name).
+    inference_params: Vec<usize>,
+    /// Indices into `params` of the trainable ones, in order (the order of `grads`).
+    trainable: Vec<usize>,
+    input_shape: Vec<usize>,
+    output_size: usize,
+    layout: TargetLayout,
+}
+
+fn mismatch(train: &Graph, inference: &Graph, msg: String) -> AutodiffError {
+    AutodiffError::GraphMismatch {
+        train: train.name.clone(),
+        inference: inference.name.clone(),
+        msg,
+    }
+}
+
+impl InterpExecutor {
+    /// Differentiates `train_fwd` (a Training-mode forward graph) for `loss`; `inference` must
+    /// have the same batch size, input shape and prediction shape, and a subset of its parameters.
+    pub fn new(train_fwd: Graph, inference: Graph, loss: LossKind, from_logits: bool) -> Result<Self, AutodiffError> {
+        let train = training_graph(&train_fwd, loss, from_logits)?;
+        let params: Vec<ParamSpec> = train
+            .params()
+            .into_iter()
+            .filter_map(|id| match &train.node(id).op {
+                crate::ir::Op::Param { name, role, init } => Some(ParamSpec {
+                    name: name.clone(),
+                    shape: train.shape(id).0.clone(),
+                    init: *init,
+                    trainable: role.trainable(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut inference_params = Vec::new();
+        for id in inference.params() {
+            let (name, _) = inference.param_info(id).unwrap_or(("", crate::ir::ParamRole::Kernel));
+            let idx = params.iter().position(|p| p.name == name).ok_or_else(|| {
+                mismatch(
+                    &train,
+                    &inference,
+                    format!("parameter '{name}' is not in the training graph"),
+                )
+            })?;
+            if params[idx].shape != inference.shape(id).0 {
+                return Err(mismatch(
+                    &train,
+                    &inference,
+                    format!("parameter '{name}' has two shapes"),
+                ));
+            }
+            inference_params.push(idx);
+        }
+        let io = |g: &Graph| -> Option<(Vec<usize>, Vec<usize>)> {
+            let input = g.shape(g.input()?).0.clone();
+            let pred = g.shape(g.output(&OutputRole::Prediction)?).0.clone();
+            Some((input, pred))
+        };
+        let (Some((input, pred)), Some(inf_io)) = (io(&train), io(&inference)) else {
+            return Err(mismatch(
+                &train,
+                &inference,
+                "a graph lacks its input or prediction".into(),
+            ));
+        };
+        if (input.clone(), pred.clone()) != inf_io
+            || train.batch != inference.batch
+            || input.first() != Some(&train.batch)
+        {
+            return Err(mismatch(
+                &train,
+                &inference,
+                "batch, input or prediction shapes differ".into(),
+            ));
+        }
+        let trainable = (0..params.len()).filter(|&i| params[i].trainable).collect();
+        let layout = match loss {
+            LossKind::SparseCategoricalCrossentropy => TargetLayout::ClassIds,
+            _ => TargetLayout::Dense,
+        };
+        Ok(InterpExecutor {
+            batch: train.batch,
+            input_shape: input[1..].to_vec(),
+            output_size: pred[1..].iter().product(),
+            train_by_n: HashMap::new(),
+            inference_by_n: HashMap::new(),
+            train,
+            inference,
+            params,
+            inference_params,
+            trainable,
+            layout,
+        })
+    }
+
+    /// The full training graph (forward, loss, backward) at the compiled batch size.
+    pub fn training_graph(&self) -> &Graph {
+        &self.train
+    }
+
+    /// `g` re-batched to `n` samples (cached). Panics when `n` is outside `1..=batch`: a
+    /// violation of the `Executor` contract by the caller, not a user error.
+    fn graph_for<'a>(cache: &'a mut HashMap<usize, Graph>, g: &Graph, batch: usize, n: usize) -> &'a Graph {
+        assert!((1..=batch).contains(&n), "batch of {n} samples, expected 1..={batch}");
+        cache.entry(n).or_insert_with(|| {
+            rebatch(g, n).unwrap_or_else(|e| panic!("graph '{}' cannot be re-batched to {n}: {e}", g.name))
+        })
+    }
+
+    fn input_tensor(&self, x: &[f32], n: usize) -> Tensor {
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.input_shape);
+        Tensor::from_vec(&shape, x.to_vec())
+            .unwrap_or_else(|| panic!("input holds {} values, expected shape {shape:?}", x.len()))
+    }
+}
+
+/// Copies the value of output `node` into `preds[..len]`.
+fn write_preds(values: &super::Values, node: NodeId, preds: &mut [f32]) {
+    let p = &values.get(node).data;
+    preds[..p.len()].copy_from_slice(p);
+}
+
+impl Executor for InterpExecutor {
+    fn backend_name(&self) -> &str {
+        "interp"
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    fn output_size(&self) -> usize {
+        self.output_size
+    }
+
+    fn target_layout(&self) -> TargetLayout {
+        self.layout
+    }
+
+    fn params(&self) -> &[ParamSpec] {
+        &self.params
+    }
+
+    fn train_step(
+        &mut self,
+        params: &mut [Tensor],
+        grads: &mut [Tensor],
+        x: &[f32],
+        y: &[f32],
+        n: usize,
+        step: u64,
+        preds: &mut [f32],
+    ) -> StepResult {
+        let input = self.input_tensor(x, n);
+        let g = Self::graph_for(&mut self.train_by_n, &self.train, self.batch, n);
+        let tshape = g.target().map(|t| g.shape(t).0.clone()).unwrap_or_default();
+        let target = Tensor::from_vec(&tshape, y.to_vec())
+            .unwrap_or_else(|| panic!("targets hold {} values, expected shape {tshape:?}", y.len()));
+        let values = run(g, &input, Some(&target), params, step).unwrap_or_else(|e| panic!("interp: {e}"));
+        let param_ids = g.params();
+        let index_of = |param: NodeId| param_ids.iter().position(|&p| p == param);
+        for o in &g.outputs {
+            match o.role {
+                OutputRole::Prediction => write_preds(&values, o.node, preds),
+                OutputRole::Gradient { param } => {
+                    let slot = index_of(param).and_then(|i| self.trainable.iter().position(|&t| t == i));
+                    if let Some(j) = slot {
+                        grads[j].clone_from(values.get(o.node));
+                    }
+                }
+                OutputRole::StateUpdate { param } => {
+                    if let Some(i) = index_of(param) {
+                        params[i].clone_from(values.get(o.node));
+                    }
+                }
+                OutputRole::Loss => {}
+            }
+        }
+        StepResult {
+            loss: values.loss(g).unwrap_or(f32::NAN),
+        }
+    }
+
+    fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
+        let input = self.input_tensor(x, n);
+        let g = Self::graph_for(&mut self.inference_by_n, &self.inference, self.batch, n);
+        let bound: Vec<Tensor> = self.inference_params.iter().map(|&i| params[i].clone()).collect();
+        let values = run(g, &input, None, &bound, 0).unwrap_or_else(|e| panic!("interp: {e}"));
+        if let Some(p) = g.output(&OutputRole::Prediction) {
+            write_preds(&values, p, preds);
+        }
+    }
+}
