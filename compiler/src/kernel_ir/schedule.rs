@@ -1,0 +1,389 @@
+//! Schedules: how each kernel template's loop nest is tiled, vectorised, unrolled and split
+//! across threads. [`choose`] derives a schedule from the kernel's constant shapes and the
+//! [`Machine`]'s caches and SIMD width only; both emitters read the result and decide nothing.
+//!
+//! GEMM-shaped templates (conv forward/backward, gemm) use the BLIS blocking: loops
+//! `jc` (nc columns) ⊃ `pc` (kc of K, B panel packed) ⊃ `ic` (mc rows, A block packed) ⊃ micro-
+//! kernel `mr × nr` held in registers. Budgets: the micro-panels of A and B fill half of L1,
+//! the packed A block half of L2, the packed B panel half of this core's share of L3. Every
+//! other template walks "rows" (all axes but the channel axis) in blocks of `block` rows.
+
+use std::fmt;
+
+use super::kernel::{Epilogue, GemmDims, KernelOp, PoolKind};
+use super::machine::Machine;
+use crate::ir::Activation;
+
+/// Below this many flops a kernel runs on one thread: forking costs more than it saves.
+pub const PARALLEL_FLOPS: usize = 1 << 17;
+/// K-loop unroll of the micro-kernel and row-loop unroll of the other templates.
+pub const UNROLL: usize = 4;
+/// Alignment of every scratch region and arena buffer, in bytes (a cache line, an AVX-512 vector).
+pub const ALIGN: usize = 64;
+
+/// Cache blocking and register tile of a GEMM-shaped kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmTiles {
+    pub mc: usize,
+    pub kc: usize,
+    pub nc: usize,
+    pub mr: usize,
+    pub nr: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tiling {
+    Gemm(GemmTiles),
+    /// Rows per block of a row-wise template.
+    Rows {
+        block: usize,
+    },
+}
+
+/// Which loop the threads divide (into contiguous equal ranges of blocks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    None,
+    /// The `ic` loop: each thread owns whole mc blocks of rows of C.
+    M,
+    /// The `jc` loop: each thread owns whole nc blocks of columns of C.
+    N,
+    /// The row loop; reductions combine per-thread partials from scratch in thread order.
+    Rows,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Schedule {
+    pub tiling: Tiling,
+    /// f32 lanes per vector.
+    pub vector_width: usize,
+    pub unroll: usize,
+    pub threads: usize,
+    pub split: Split,
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.tiling {
+            Tiling::Gemm(t) => write!(f, "mc={} kc={} nc={} mr={} nr={}", t.mc, t.kc, t.nc, t.mr, t.nr)?,
+            Tiling::Rows { block } => write!(f, "rows/block={block}")?,
+        }
+        let split = match self.split {
+            Split::None => "none",
+            Split::M => "m",
+            Split::N => "n",
+            Split::Rows => "rows",
+        };
+        write!(
+            f,
+            " vw={} unroll={} threads={} split={split}",
+            self.vector_width, self.unroll, self.threads
+        )
+    }
+}
+
+fn round_down(x: usize, to: usize) -> usize {
+    (x / to) * to
+}
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The schedule of `op` on `machine`.
+pub fn choose(op: &KernelOp, machine: &Machine) -> Schedule {
+    match op.gemm_dims() {
+        Some(d) => gemm_schedule(op, d, machine),
+        None => rows_schedule(op, machine),
+    }
+}
+
+/// Rows of output a fused max-pool consumes per band: M tiles must hold whole bands.
+fn pool_band(op: &KernelOp) -> usize {
+    match op {
+        KernelOp::Conv2d {
+            geom,
+            epilogue: Epilogue { max_pool: Some(w), .. },
+        } => w.size[0] * geom.out_hw[1],
+        _ => 1,
+    }
+}
+
+fn gemm_schedule(op: &KernelOp, d: GemmDims, m: &Machine) -> Schedule {
+    let vw = m.vector_width;
+    let nr_vecs = d.n.div_ceil(vw).clamp(1, 2);
+    let nr = nr_vecs * vw;
+    // Accumulators mr × nr_vecs plus the B vectors and one broadcast A value must fit.
+    let mr = ((m.vector_registers() - nr_vecs - 2) / nr_vecs).clamp(1, 14).min(d.m);
+    let kc = round_down(m.l1 / 2 / ((mr + nr) * 4), UNROLL).max(UNROLL).min(d.k);
+    let unit = {
+        let band = pool_band(op);
+        band / gcd(band, mr) * mr
+    };
+    let m_full = round_up(d.m, unit);
+    let mut mc = round_down(m.l2 / 2 / (kc * 4), unit).max(unit).min(m_full);
+    let whole_rows = op.epilogue().is_some_and(|e| e.act == Activation::Softmax);
+    let n_full = round_up(d.n, nr);
+    let mut nc = if whole_rows {
+        n_full
+    } else {
+        round_down(m.l3 / 2 / m.cores.max(1) / (kc * 4), nr).max(nr).min(n_full)
+    };
+    let (mut threads, mut split) = (1, Split::None);
+    let t = m.cores;
+    if op.flops() >= PARALLEL_FLOPS && t > 1 {
+        // Split the dimension whose register tiles divide most evenly among the threads.
+        let (um, un) = (d.m.div_ceil(unit), d.n.div_ceil(nr));
+        let m_ok = um >= t;
+        let n_ok = un >= t && !whole_rows;
+        let m_better = um.div_ceil(t) * t * un <= un.div_ceil(t) * t * um;
+        if m_ok && (!n_ok || m_better) {
+            mc = even_blocks(d.m, mc, unit, t);
+            (threads, split) = (t, Split::M);
+        } else if n_ok {
+            nc = even_blocks(d.n, nc, nr, t);
+            (threads, split) = (t, Split::N);
+        }
+    }
+    Schedule {
+        tiling: Tiling::Gemm(GemmTiles { mc, kc, nc, mr, nr }),
+        vector_width: vw,
+        unroll: UNROLL,
+        threads,
+        split,
+    }
+}
+
+/// A block size, a multiple of `unit` and at most `block`, giving a number of blocks along
+/// `len` that `threads` divides (so contiguous ranges of blocks balance).
+fn even_blocks(len: usize, block: usize, unit: usize, threads: usize) -> usize {
+    let blocks = round_up(len.div_ceil(block), threads);
+    round_up(len.div_ceil(blocks), unit).min(block)
+}
+
+/// Rows and elements per row of a row-wise template (its parallel loop).
+fn rows_of(op: &KernelOp) -> (usize, usize) {
+    match op {
+        KernelOp::Pool { kind, geom: g } | KernelOp::PoolGrad { kind, geom: g } => match kind {
+            PoolKind::GlobalAvg => (g.n, g.in_hw[0] * g.in_hw[1] * g.c),
+            _ => (g.n * g.out_hw[0], g.out_hw[1] * g.c),
+        },
+        KernelOp::Elementwise { len, channels, .. } => (len / channels.max(&1), *channels),
+        KernelOp::Softmax { rows, cols } | KernelOp::SoftmaxGrad { rows, cols } => (*rows, *cols),
+        KernelOp::Loss { rows, cols, .. } | KernelOp::LossGrad { rows, cols, .. } => (*rows, *cols),
+        KernelOp::SoftmaxXent { rows, classes, .. } => (*rows, *classes),
+        KernelOp::Reduce { rows, channels }
+        | KernelOp::Moments { rows, channels }
+        | KernelOp::BnApply { rows, channels, .. }
+        | KernelOp::BnGradInput { rows, channels, .. }
+        | KernelOp::BnGradGamma { rows, channels, .. }
+        | KernelOp::BnActBackward { rows, channels, .. }
+        | KernelOp::SliceChannels { rows, channels, .. } => (*rows, *channels),
+        KernelOp::Concat { rows, parts } => (*rows, parts.iter().sum()),
+        KernelOp::MovingAverage { channels, .. } => (1, *channels),
+        KernelOp::OptimizerUpdate { len, .. } => (len.div_ceil(1024), 1024),
+        KernelOp::Conv2d { .. }
+        | KernelOp::ConvGradInput { .. }
+        | KernelOp::ConvGradKernel { .. }
+        | KernelOp::Gemm { .. } => (1, 1),
+    }
+}
+
+fn rows_schedule(op: &KernelOp, m: &Machine) -> Schedule {
+    let (rows, row_len) = rows_of(op);
+    let threads = if op.flops() >= PARALLEL_FLOPS {
+        m.cores.clamp(1, rows.max(1))
+    } else {
+        1
+    };
+    // A block's rows stay within a quarter of L1 so inputs and outputs of a block coexist.
+    let block = (m.l1 / 4 / (row_len.max(1) * 4)).clamp(1, rows.div_ceil(threads).max(1));
+    Schedule {
+        tiling: Tiling::Rows { block },
+        vector_width: m.vector_width,
+        unroll: UNROLL,
+        threads,
+        split: if threads > 1 { Split::Rows } else { Split::None },
+    }
+}
+
+/// A byte range of a kernel's scratch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Region {
+    pub offset: usize,
+    pub bytes: usize,
+}
+
+/// Where a kernel's workspace lives inside its scratch buffer (all regions 64-byte aligned):
+/// per-thread packed A blocks (`threads × mc × kc` f32), per-thread packed B panels
+/// (`threads × kc × nc` f32), per-thread f64 partial sums (`threads × partial_width`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ScratchLayout {
+    pub pack_a: Region,
+    pub pack_b: Region,
+    pub partials: Region,
+    /// f64 partial sums per thread (BN statistics, bias gradients, reductions, loss).
+    pub partial_width: usize,
+    pub total: usize,
+}
+
+/// How many f64 accumulators per thread a template reduces into.
+fn partial_width(op: &KernelOp) -> usize {
+    match op {
+        KernelOp::Conv2d { geom, epilogue } => usize::from(epilogue.bn_stats) * 2 * geom.f,
+        KernelOp::Gemm {
+            n, epilogue, bias_grad, ..
+        } => usize::from(epilogue.bn_stats) * 2 * n + usize::from(*bias_grad) * n,
+        KernelOp::ConvGradKernel { geom, bias_grad } => usize::from(*bias_grad) * geom.f,
+        KernelOp::Reduce { channels, .. } | KernelOp::BnGradGamma { channels, .. } => *channels,
+        KernelOp::Moments { channels, .. }
+        | KernelOp::BnGradInput { channels, .. }
+        | KernelOp::BnActBackward { channels, .. } => 2 * channels,
+        KernelOp::Loss { .. } | KernelOp::SoftmaxXent { .. } => 1,
+        _ => 0,
+    }
+}
+
+/// The scratch layout of `op` under schedule `s`; `total == 0` means no scratch buffer.
+pub fn scratch_layout(op: &KernelOp, s: &Schedule) -> ScratchLayout {
+    let t = s.threads.max(1);
+    let (a, b) = match s.tiling {
+        Tiling::Gemm(g) => (t * g.mc * g.kc * 4, t * g.kc * g.nc * 4),
+        Tiling::Rows { .. } => (0, 0),
+    };
+    let width = partial_width(op);
+    let p = t * width * 8;
+    let pack_a = Region { offset: 0, bytes: a };
+    let pack_b = Region {
+        offset: round_up(a, ALIGN),
+        bytes: b,
+    };
+    let partials = Region {
+        offset: pack_b.offset + round_up(b, ALIGN),
+        bytes: p,
+    };
+    let total = partials.offset + round_up(p, ALIGN);
+    ScratchLayout {
+        pack_a,
+        pack_b,
+        partials,
+        partial_width: width,
+        total,
+    }
+}
+
+/// Broken schedule invariants of `s` for `op` (used by the kernel IR verifier).
+pub fn check(op: &KernelOp, s: &Schedule) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.threads == 0 || s.vector_width == 0 || s.unroll == 0 {
+        errs.push(format!("degenerate schedule {s}"));
+    }
+    if (s.threads > 1) == (s.split == Split::None) {
+        errs.push(format!("{} threads with split {:?}", s.threads, s.split));
+    }
+    match (op.gemm_dims(), s.tiling) {
+        (Some(d), Tiling::Gemm(g)) => {
+            if g.mr == 0
+                || g.nr == 0
+                || !g.mc.is_multiple_of(g.mr)
+                || !g.nc.is_multiple_of(g.nr)
+                || g.kc == 0
+                || g.kc > d.k
+            {
+                errs.push(format!("gemm tiles {s} do not nest for m={} n={} k={}", d.m, d.n, d.k));
+            }
+            if !g.mc.is_multiple_of(pool_band(op)) {
+                errs.push(format!("mc={} does not hold whole pooling bands", g.mc));
+            }
+            if op.epilogue().is_some_and(|e| e.act == Activation::Softmax) && (g.nc < d.n || s.split == Split::N) {
+                errs.push(format!(
+                    "softmax epilogue needs whole rows per tile, nc={} < n={}",
+                    g.nc, d.n
+                ));
+            }
+        }
+        (None, Tiling::Rows { block }) if block > 0 => {}
+        _ => errs.push(format!("tiling {s} does not fit a {}", op.mnemonic())),
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Pad2d, Window2d};
+    use crate::kernel_ir::kernel::ConvGeom;
+
+    fn conv(n: usize, hw: usize, c: usize, f: usize, pool: bool) -> KernelOp {
+        let geom = ConvGeom {
+            n,
+            in_hw: [hw, hw],
+            c,
+            kernel_hw: [3, 3],
+            f,
+            strides: [1, 1],
+            pad: Pad2d {
+                top: 1,
+                bottom: 1,
+                left: 1,
+                right: 1,
+            },
+            out_hw: [hw, hw],
+        };
+        let mut epilogue = Epilogue::NONE;
+        if pool {
+            epilogue.max_pool = Some(Window2d {
+                size: [2, 2],
+                strides: [2, 2],
+                pad: Pad2d::default(),
+            });
+        }
+        KernelOp::Conv2d { geom, epilogue }
+    }
+
+    #[test]
+    fn gemm_tiles_fit_the_caches() {
+        let m = Machine::reference();
+        for op in [
+            conv(128, 28, 1, 32, true),
+            conv(128, 14, 32, 64, false),
+            conv(1, 5, 3, 4, false),
+        ] {
+            let s = choose(&op, &m);
+            assert!(check(&op, &s).is_empty(), "{:?}", check(&op, &s));
+            let Tiling::Gemm(g) = s.tiling else {
+                panic!("not a gemm tiling")
+            };
+            assert!((g.mr + g.nr) * g.kc * 4 <= m.l1 / 2 + g.nr * 4 * UNROLL);
+            assert!(g.mc * g.kc * 4 <= m.l2 / 2 || g.mc == pool_band(&op) / gcd(pool_band(&op), g.mr) * g.mr);
+            assert!(g.mr * (g.nr / m.vector_width) + g.nr / m.vector_width < m.vector_registers());
+        }
+    }
+
+    #[test]
+    fn pooled_conv_tiles_hold_whole_bands() {
+        let op = conv(128, 28, 1, 32, true);
+        let s = choose(&op, &Machine::reference());
+        let Tiling::Gemm(g) = s.tiling else {
+            panic!("not a gemm tiling")
+        };
+        assert!(g.mc.is_multiple_of(56));
+        assert_eq!((s.threads, s.split), (2, Split::M));
+    }
+
+    #[test]
+    fn small_kernels_stay_on_one_thread() {
+        let op = KernelOp::Reduce { rows: 4, channels: 10 };
+        let s = choose(&op, &Machine::reference());
+        assert_eq!((s.threads, s.split), (1, Split::None));
+        assert_eq!(scratch_layout(&op, &s).partials.bytes, 10 * 8);
+    }
+}

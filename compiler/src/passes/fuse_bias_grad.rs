@@ -1,0 +1,65 @@
+//! Training: the bias gradient `Σ dy` over rows is gathered by the kernel-gradient GEMM that
+//! already streams `dy` as its B operand (`gemm ta` for dense, `conv_grad_kernel` for conv):
+//! column sums are taken while B panels are packed, saving a separate pass over `dy`.
+
+use crate::kernel_ir::{KernelOp, Program};
+
+use super::fusion::{fuse, rewrite_each};
+
+fn try_at(p: &mut Program, r: usize) -> bool {
+    let KernelOp::Reduce { rows, channels } = p.kernels[r].op else {
+        return false;
+    };
+    let dy = p.kernels[r].inputs[0];
+    let stage = p.kernels[r].stage;
+    let Some(g) = p.kernels.iter().position(|k| {
+        let fits = match k.op {
+            KernelOp::Gemm {
+                n,
+                k: kk,
+                trans_a: true,
+                trans_b: false,
+                bias_grad: false,
+                epilogue,
+                ..
+            } => n == channels && kk == rows && epilogue.is_none(),
+            KernelOp::ConvGradKernel { geom, bias_grad: false } => {
+                geom.f == channels && geom.n * geom.out_hw[0] * geom.out_hw[1] == rows
+            }
+            _ => false,
+        };
+        fits && k.stage == stage && k.inputs.get(1) == Some(&dy)
+    }) else {
+        return false;
+    };
+    let op = match p.kernels[g].op.clone() {
+        KernelOp::Gemm {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            epilogue,
+            ..
+        } => KernelOp::Gemm {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            epilogue,
+            bias_grad: true,
+        },
+        KernelOp::ConvGradKernel { geom, .. } => KernelOp::ConvGradKernel { geom, bias_grad: true },
+        _ => return false,
+    };
+    let inputs = p.kernels[g].inputs.clone();
+    let mut outputs = p.kernels[g].outputs.clone();
+    outputs.push(p.kernels[r].outputs[0]);
+    fuse(p, &[r, g], op, inputs, outputs)
+}
+
+/// Fuses bias gradients into kernel-gradient GEMMs; returns the number of fusions.
+pub fn run(p: &mut Program) -> usize {
+    rewrite_each(p, try_at)
+}
