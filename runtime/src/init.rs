@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+use crate::exec::ParamSpec;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
 /// A Keras initialiser.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
@@ -47,6 +51,85 @@ impl Init {
             _ => return None,
         })
     }
+}
+
+/// Keras's `stddev` correction for a normal truncated at two standard deviations: the
+/// standard deviation of a unit normal truncated to (-2, 2), so that the truncated draws have
+/// the requested variance.
+const TRUNCATED_STDDEV: f64 = 0.879_625_661_034_239_8;
+
+/// (fan_in, fan_out) as Keras's `compute_fans`: a dense kernel `[in, out]` gives (in, out); a
+/// conv kernel `[KH, KW, C, F]` gives (KH·KW·C, KH·KW·F); a vector `[n]` gives (n, n).
+pub fn fans(shape: &[usize]) -> (usize, usize) {
+    match shape {
+        [] => (1, 1),
+        [n] => (*n, *n),
+        [fan_in, fan_out] => (*fan_in, *fan_out),
+        [spatial @ .., c, f] => {
+            let receptive: usize = spatial.iter().product();
+            (receptive * c, receptive * f)
+        }
+    }
+}
+
+impl Init {
+    /// Draws a tensor of `shape` (row-major) with Keras's semantics for this initialiser.
+    pub fn fill(&self, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let (fan_in, fan_out) = fans(shape);
+        let fan_avg = (fan_in + fan_out) as f64 / 2.0;
+        match *self {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Constant(v) => vec![v; n],
+            // VarianceScaling(scale=1, mode="fan_avg", distribution="uniform").
+            Init::GlorotUniform => uniform(n, (3.0 / fan_avg.max(1.0)).sqrt(), rng),
+            // VarianceScaling(scale=2, mode="fan_in", distribution="uniform").
+            Init::HeUniform => uniform(n, (6.0 / (fan_in as f64).max(1.0)).sqrt(), rng),
+            // VarianceScaling(scale=1, mode="fan_avg", distribution="truncated_normal").
+            Init::GlorotNormal => truncated_normal(n, (1.0 / fan_avg.max(1.0)).sqrt() / TRUNCATED_STDDEV, rng),
+            // VarianceScaling(scale=2, mode="fan_in", distribution="truncated_normal").
+            Init::HeNormal => truncated_normal(n, (2.0 / (fan_in as f64).max(1.0)).sqrt() / TRUNCATED_STDDEV, rng),
+            Init::RandomNormal { mean, stddev } => (0..n).map(|_| mean + stddev * rng.normal()).collect(),
+            Init::RandomUniform { min, max } => (0..n).map(|_| min + (max - min) * rng.uniform()).collect(),
+        }
+    }
+}
+
+/// Uniform in `[-limit, limit)`.
+fn uniform(n: usize, limit: f64, rng: &mut Rng) -> Vec<f32> {
+    let limit = limit as f32;
+    (0..n).map(|_| limit * (2.0 * rng.uniform() - 1.0)).collect()
+}
+
+/// Normal with the given stddev, redrawing values beyond two standard deviations (as
+/// `truncated_normal` does).
+fn truncated_normal(n: usize, stddev: f64, rng: &mut Rng) -> Vec<f32> {
+    let stddev = stddev as f32;
+    (0..n)
+        .map(|_| loop {
+            let z = rng.normal();
+            if z.abs() <= 2.0 {
+                break z * stddev;
+            }
+        })
+        .collect()
+}
+
+/// Initial values of every parameter. Each parameter draws from its own stream (seeded from
+/// `seed` and its position), so changing one layer's size does not change the others' values.
+pub fn init_params(specs: &[ParamSpec], seed: u64) -> Vec<Tensor> {
+    let mut seeds = Rng::new(seed);
+    specs
+        .iter()
+        .map(|spec| {
+            let mut rng = Rng::new(seeds.next_u64());
+            Tensor {
+                shape: spec.shape.clone(),
+                data: spec.init.fill(&spec.shape, &mut rng),
+            }
+        })
+        .collect()
 }
 
 impl fmt::Display for Init {

@@ -1,1 +1,211 @@
-//! (to be written)
+//! Parameter files: safetensors with Keras names (`<layer>.kernel`, ...), F32, Keras layouts
+//! (the shapes `ParamSpec` gives). Saving is atomic — a killed run leaves the previous file or
+//! the complete new one — and loading checks every tensor against the model's specs.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
+use thiserror::Error;
+
+use crate::data::write_atomic;
+use crate::exec::ParamSpec;
+use crate::tensor::Tensor;
+
+/// Why a weights file could not be written or read.
+#[derive(Debug, Error)]
+pub enum WeightsError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid safetensors file: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{}: missing tensor(s) {}", path.display(), names.join(", "))]
+    Missing { path: PathBuf, names: Vec<String> },
+    #[error("{}: tensor(s) {} are not parameters of this model", path.display(), names.join(", "))]
+    Unexpected { path: PathBuf, names: Vec<String> },
+    #[error("{}: tensor {name} has shape {found:?}, expected {expected:?}", path.display())]
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{}: tensor {name} has dtype {found}, expected F32", path.display())]
+    Dtype { path: PathBuf, name: String, found: String },
+    /// The parameters handed to `save_weights` do not match their specs.
+    #[error("{}: cannot save: {reason}", path.display())]
+    Params { path: PathBuf, reason: String },
+}
+
+/// Writes `params` (in `specs` order) to `path` atomically: a temporary file in the same
+/// directory is written, fsynced and renamed over `path`, then the directory is fsynced.
+pub fn save_weights(path: &Path, specs: &[ParamSpec], params: &[Tensor]) -> Result<(), WeightsError> {
+    let bad = |reason: String| WeightsError::Params {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if specs.len() != params.len() {
+        return Err(bad(format!("{} parameters for {} specs", params.len(), specs.len())));
+    }
+    let mut seen = HashSet::new();
+    let mut bytes = Vec::with_capacity(params.len());
+    for (spec, p) in specs.iter().zip(params) {
+        if !seen.insert(spec.name.as_str()) {
+            return Err(bad(format!("duplicate tensor name {}", spec.name)));
+        }
+        if p.shape != spec.shape || p.data.len() != spec.shape.iter().product::<usize>() {
+            return Err(bad(format!(
+                "tensor {} has shape {:?} ({} values), expected {:?}",
+                spec.name,
+                p.shape,
+                p.data.len(),
+                spec.shape
+            )));
+        }
+        bytes.push(p.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    }
+    let views = specs
+        .iter()
+        .zip(&bytes)
+        .map(|(spec, b)| {
+            TensorView::new(Dtype::F32, spec.shape.clone(), b)
+                .map(|v| (spec.name.as_str(), v))
+                .map_err(|e| bad(format!("tensor {}: {e}", spec.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = HashMap::from([("producer".to_string(), "cnnc".to_string())]);
+    let file = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
+    write_atomic(path, &file).map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads the parameters `specs` names from `path`, in `specs` order. Every tensor must be
+/// present, F32 and shaped as its spec; tensors the model does not have are an error too (a
+/// file from a different model is almost certainly a mistake).
+pub fn load_weights(path: &Path, specs: &[ParamSpec]) -> Result<Vec<Tensor>, WeightsError> {
+    let file = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&file).map_err(|e| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        reason: match e {
+            SafeTensorError::MetadataIncompleteBuffer => truncation(&file, specs),
+            other => describe(&other),
+        },
+    })?;
+    let wanted: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut unexpected: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| !wanted.contains(n))
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<String> = specs
+        .iter()
+        .filter(|s| st.tensor(&s.name).is_err())
+        .map(|s| s.name.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(WeightsError::Missing {
+            path: path.to_path_buf(),
+            names: missing,
+        });
+    }
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(WeightsError::Unexpected {
+            path: path.to_path_buf(),
+            names: unexpected,
+        });
+    }
+    specs
+        .iter()
+        .map(|spec| {
+            let view = st.tensor(&spec.name).map_err(|e| WeightsError::Corrupt {
+                path: path.to_path_buf(),
+                reason: describe(&e),
+            })?;
+            if view.dtype() != Dtype::F32 {
+                return Err(WeightsError::Dtype {
+                    path: path.to_path_buf(),
+                    name: spec.name.clone(),
+                    found: view.dtype().to_string(),
+                });
+            }
+            if view.shape() != spec.shape.as_slice() {
+                return Err(WeightsError::Shape {
+                    path: path.to_path_buf(),
+                    name: spec.name.clone(),
+                    expected: spec.shape.clone(),
+                    found: view.shape().to_vec(),
+                });
+            }
+            // safetensors validated that the byte range matches shape × dtype.
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Ok(Tensor {
+                shape: spec.shape.clone(),
+                data,
+            })
+        })
+        .collect()
+}
+
+/// Names the first parameter whose bytes lie past the end of a truncated file, by reading its
+/// `data_offsets` from the (intact) JSON header.
+fn truncation(file: &[u8], specs: &[ParamSpec]) -> String {
+    let generic = "data section does not match the header (truncated or padded file)".to_string();
+    let Some(n) = file
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+    else {
+        return generic;
+    };
+    let Some(header) = file
+        .get(8..8usize.saturating_add(n))
+        .and_then(|h| std::str::from_utf8(h).ok())
+    else {
+        return generic;
+    };
+    let data_len = file.len() - 8 - n;
+    let end_of = |name: &str| -> Option<usize> {
+        let entry = &header[header.find(&format!("\"{name}\":"))?..];
+        let offsets = &entry[entry.find("\"data_offsets\":[")? + 16..];
+        let close = offsets.find(']')?;
+        offsets[..close].split(',').nth(1)?.trim().parse().ok()
+    };
+    specs
+        .iter()
+        .filter_map(|s| end_of(&s.name).map(|end| (s, end)))
+        .filter(|&(_, end)| end > data_len)
+        .min_by_key(|&(_, end)| end)
+        .map(|(s, end)| {
+            format!(
+                "truncated: tensor {} ends at data byte {end} but the file holds only {data_len} data bytes",
+                s.name
+            )
+        })
+        .unwrap_or(generic)
+}
+
+fn describe(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
+            "truncated or garbage header".to_string()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "data section does not match the header (truncated or padded file)".to_string()
+        }
+        other => other.to_string(),
+    }
+}
