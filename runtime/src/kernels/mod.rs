@@ -1,1 +1,165 @@
-//! (to be written)
+//! CPU kernels over plain `f32` slices: GEMM, convolution (forward and both gradients),
+//! pooling, batch normalisation, softmax cross-entropy, elementwise ops and optimiser updates.
+//!
+//! Layouts follow the rest of cnnc: NHWC activations, HWIO conv kernels, row-major matrices,
+//! BN moments as `[2, C]` (mean row, then biased-variance row). Every shape is a parameter, so
+//! generated code calls these with constants and LLVM specialises the `#[inline]` drivers.
+//!
+//! Every parallel kernel takes a [`Ctx`] (thread pool + ISA). Work is split statically by
+//! [`crate::pool::task_range`], so results are bit-identical for a given thread count; the
+//! convolution and GEMM kernels are bit-identical across thread counts too (no split
+//! reductions), only the BN statistics epilogue combines per-thread partials.
+//!
+//! `unsafe` lives in `simd.rs` / `microkernel.rs` (intrinsics behind run-time feature checks)
+//! and in the `#[target_feature]` trampolines of [`KernelIsa::vectorize`].
+
+pub mod activation;
+mod epilogue;
+pub mod conv;
+mod conv_backward;
+pub mod elementwise;
+pub mod gemm;
+mod im2col;
+mod microkernel;
+pub mod norm;
+pub mod optim;
+mod pack;
+pub mod pool2d;
+mod scratch;
+mod simd;
+pub mod softmax;
+
+pub use activation::Act;
+pub use conv::{conv2d_forward, conv2d_forward_packed, ConvGeom, Pad};
+pub use epilogue::Epilogue;
+pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
+pub use gemm::{gemm, GemmGeom};
+pub use pack::PackedB;
+
+use crate::pool::Pool;
+
+/// The instruction set a kernel runs with. `detect()` picks the best the CPU has; forcing a
+/// lower one (tests, benchmarks) is always allowed, asking for a higher one than the CPU has
+/// silently falls back (see [`KernelIsa::supported`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelIsa {
+    /// AVX-512F + FMA: 14 × 32 register tile.
+    Avx512,
+    /// AVX2 + FMA: 6 × 16 register tile.
+    Avx2,
+    /// Plain Rust that LLVM vectorises for the baseline target: runs anywhere.
+    Portable,
+}
+
+impl KernelIsa {
+    /// The best ISA this CPU supports.
+    pub fn detect() -> KernelIsa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                return KernelIsa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return KernelIsa::Avx2;
+            }
+        }
+        KernelIsa::Portable
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn supported(self) -> bool {
+        match self {
+            KernelIsa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelIsa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// `self` if supported, else the best supported ISA below it.
+    pub fn checked(self) -> KernelIsa {
+        match self {
+            KernelIsa::Avx512 if !self.supported() => KernelIsa::Avx2.checked(),
+            KernelIsa::Avx2 if !self.supported() => KernelIsa::Portable,
+            isa => isa,
+        }
+    }
+
+    /// Every ISA this CPU supports, best first (for tests and benchmarks).
+    pub fn all_supported() -> Vec<KernelIsa> {
+        [KernelIsa::Avx512, KernelIsa::Avx2, KernelIsa::Portable]
+            .into_iter()
+            .filter(|i| i.supported())
+            .collect()
+    }
+
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelIsa::Avx512 => "avx512",
+            KernelIsa::Avx2 => "avx2",
+            KernelIsa::Portable => "portable",
+        }
+    }
+
+    /// Runs `f` compiled with this ISA's target features, so that plain loops inside it (which
+    /// must be `#[inline(always)]` closures or functions) are auto-vectorised for it.
+    #[inline(always)]
+    pub fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+        match self.checked() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `checked()` returned Avx512 only because the CPU has avx512f and fma.
+            KernelIsa::Avx512 => unsafe { with_avx512(f) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `checked()` returned Avx2 only because the CPU has avx2 and fma.
+            KernelIsa::Avx2 => unsafe { with_avx2(f) },
+            _ => f(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Where a kernel runs: the thread pool that shares its tiles and the ISA of its inner loops.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'p> {
+    pub pool: &'p Pool,
+    pub isa: KernelIsa,
+}
+
+impl<'p> Ctx<'p> {
+    /// The pool with the best ISA of this CPU.
+    pub fn new(pool: &'p Pool) -> Ctx<'p> {
+        Ctx {
+            pool,
+            isa: KernelIsa::detect(),
+        }
+    }
+
+    /// The pool with a chosen ISA (falls back if unsupported).
+    pub fn with_isa(pool: &'p Pool, isa: KernelIsa) -> Ctx<'p> {
+        Ctx {
+            pool,
+            isa: isa.checked(),
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+}

@@ -1,0 +1,43 @@
+//! Per-thread scratch buffers (im2col blocks, packed panels). Pool threads are persistent, so
+//! after the first call of a kernel its buffers are reused and no allocation happens on the hot
+//! path. Each buffer kind has its own thread-local so a kernel can hold two at once.
+
+use std::cell::RefCell;
+
+/// Which thread-local buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slot {
+    /// The A block (im2col) of a GEMM-shaped kernel.
+    A,
+    /// A packed B operand or a temporary output block.
+    B,
+    /// Per-task temporaries (col2im blocks, transposed weights).
+    C,
+}
+
+thread_local! {
+    static SLOT_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SLOT_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SLOT_C: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Floats per 64-byte cache line.
+const LINE: usize = 16;
+
+/// Calls `f` with this thread's buffer `slot`, at least `len` floats long and 64-byte aligned.
+/// Contents are unspecified. Panics if the same slot is already borrowed on this thread.
+pub(crate) fn with<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let key = match slot {
+        Slot::A => &SLOT_A,
+        Slot::B => &SLOT_B,
+        Slot::C => &SLOT_C,
+    };
+    key.with(|cell| {
+        let mut v = cell.borrow_mut();
+        if v.len() < len + LINE {
+            v.resize(len + LINE, 0.0);
+        }
+        let off = v.as_ptr().align_offset(64).min(LINE);
+        f(&mut v[off..off + len])
+    })
+}
