@@ -13,7 +13,7 @@ mod layers;
 use std::collections::HashMap;
 
 use crate::error::{CompileError, SourceLoc};
-use crate::ir::{self, Graph, GraphOutput, Mode, Op, OutputRole, Shape};
+use crate::ir::{Graph, GraphOutput, Mode, Op, OutputRole, Shape};
 use crate::spec::{checked_order, ModelSpec, MAX_TENSOR_ELEMENTS, MODEL_INPUT};
 
 use layers::Lowering;

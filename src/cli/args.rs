@@ -1,0 +1,162 @@
+//! clap definitions of every command and flag.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "cnnc", version, about = "Ahead-of-time compiler for convolutional neural networks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print a Keras-style table of layers, output shapes and parameter counts.
+    Summary(SummaryArgs),
+    /// Train a model and save its weights.
+    Train(TrainArgs),
+    /// Loss and accuracy of trained weights on a dataset.
+    Eval(EvalArgs),
+    /// Run the model on an .npy array of inputs and write its outputs.
+    Predict(PredictArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SummaryArgs {
+    pub model: PathBuf,
+    /// Batch size the graph is specialised for.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The reference interpreter (slow, the oracle).
+    Interp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerChoice {
+    Adam,
+    Sgd,
+    Rmsprop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum LossChoice {
+    SparseCategoricalCrossentropy,
+    CategoricalCrossentropy,
+    MeanSquaredError,
+}
+
+/// Where samples come from: a dataset directory or a pair of .npy files.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Directory with MNIST/Fashion-MNIST IDX files or CIFAR-10 binary batches.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// Flags shared by every command that runs a model.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Execution backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Interp)]
+    pub backend: BackendChoice,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Training images as float32 NHWC .npy (with --train-y).
+    #[arg(long, requires = "train_y", conflicts_with = "data")]
+    pub train_x: Option<PathBuf>,
+    /// Training labels as integer .npy (with --train-x).
+    #[arg(long, requires = "train_x")]
+    pub train_y: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimiser steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerChoice>,
+    #[arg(long)]
+    pub learning_rate: Option<f32>,
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Nesterov momentum (sgd).
+    #[arg(long)]
+    pub nesterov: bool,
+    #[arg(long)]
+    pub validation_split: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Start from these weights instead of the initialisers.
+    #[arg(long)]
+    pub init_weights: Option<PathBuf>,
+    /// Where to save the trained weights (safetensors, written atomically).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    #[arg(long)]
+    pub no_shuffle: bool,
+    #[arg(long, value_enum)]
+    pub loss: Option<LossChoice>,
+    /// The model's output is logits (no final softmax).
+    #[arg(long)]
+    pub from_logits: bool,
+    /// Write per-epoch metrics to a CSV file.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Draw the training and validation curves (.png or .svg).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    pub model: PathBuf,
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Images as .npy (with --y).
+    #[arg(long, requires = "y", conflicts_with = "data")]
+    pub x: Option<PathBuf>,
+    /// Labels as .npy (with --x).
+    #[arg(long, requires = "x")]
+    pub y: Option<PathBuf>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    pub model: PathBuf,
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Inputs as float32 .npy, [N, H, W, C].
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Outputs as float32 .npy, [N, outputs].
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}

@@ -1,0 +1,39 @@
+//! `cnnc predict`: run a model on an `.npy` array of inputs and write `[N, outputs]` float32
+//! predictions (the model's final activation applied), atomically.
+
+use cnnc_runtime::data::{load_npy_images, write_npy_f32};
+use cnnc_runtime::train::predict;
+use cnnc_runtime::weights::load_weights;
+
+use super::args::PredictArgs;
+use super::backend::{self, LossSetup};
+use super::error::{CliError, OrCli};
+use super::summary::check_output_path;
+
+pub fn run(a: PredictArgs) -> Result<(), CliError> {
+    check_output_path("--output", &a.output)?;
+    let spec = backend::load_spec(&a.model)?;
+    let (shape, x) = load_npy_images(&a.input).or_cli()?;
+    let n = shape[0];
+    if shape[1..] != spec.input[..] {
+        return Err(CliError::new(format!(
+            "{}: inputs of shape {:?}, but the model's input is {:?} (expected [N, {}])",
+            a.input.display(),
+            &shape[1..],
+            spec.input,
+            spec.input.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if n == 0 {
+        return Err(CliError::new(format!("{}: holds no samples", a.input.display())));
+    }
+    let loss = LossSetup::resolve(None, false, &spec.training)?;
+    let batch = a.batch_size.or(spec.training.batch_size).unwrap_or(32).min(n);
+    let mut exec = backend::build(&spec, batch, loss, &a.run)?;
+    let params = load_weights(&a.weights, exec.params()).or_cli()?;
+    let out = exec.output_size();
+    let preds = predict(exec.as_mut(), &params, &x, n).or_cli()?;
+    write_npy_f32(&a.output, &[n, out], &preds).or_cli()?;
+    eprintln!("wrote {} predictions of {out} values to {}", n, a.output.display());
+    Ok(())
+}
