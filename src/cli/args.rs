@@ -29,6 +29,16 @@ pub struct SummaryArgs {
     /// Batch size the graph is specialised for.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
+    /// Also report the compiled program for this mode: kernels after fusion and the size of
+    /// its one memory arena.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeChoice>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeChoice {
+    Inference,
+    Training,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
