@@ -21,6 +21,29 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run the model on an .npy array of inputs and write its outputs.
     Predict(PredictArgs),
+    /// Write a standalone Rust crate with the model's specialised forward pass (and training step).
+    Compile(CompileArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompileArgs {
+    pub model: std::path::PathBuf,
+    /// Directory of the crate to write (created; an existing non-empty directory is refused
+    /// unless it holds a crate cnnc wrote before).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Only the forward pass (no train_step).
+    #[arg(long)]
+    pub inference_only: bool,
+    /// A `#![no_std]` inference crate that allocates nothing and depends on nothing
+    /// (implies --inference-only).
+    #[arg(long)]
+    pub no_std: bool,
+    /// Embed these weights (safetensors) in the crate instead of loading them at run time.
+    #[arg(long)]
+    pub embed_weights: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 
 mod args;
 mod backend;
+mod compile;
 mod data;
 mod error;
 mod eval;
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Compile(a) => compile::run(a),
     }
 }

@@ -1,0 +1,109 @@
+//! Run: `cargo bench -p cnnc-benches --bench conv` (one layer: `... --bench conv -- resnet18/64`;
+//! two threads: `CNNC_BENCH_THREADS=2 cargo bench -p cnnc-benches --bench conv`).
+//!
+//! Criterion benchmarks of the convolution kernels on every conv layer of the MNIST CNN, the
+//! CIFAR-10 CNN and ResNet18 (CIFAR-10), at each model's training batch size: forward (with the
+//! fused bias + ReLU epilogue), input gradient, and kernel gradient (with bias gradient), plus
+//! fused vs unfused conv + bias + ReLU. Throughput is `Elements(flops)`, so criterion's
+//! `elem/s` column reads as FLOP/s (`Gelem/s` = GFLOP/s); the single-core FMA peak is printed
+//! first for comparison.
+//!
+//! | layer | input (H×W×C) | kernel | filters | stride | batch |
+//! |---|---|---|---|---|---|
+//! | mnist_cnn/conv1 | 28×28×1 | 3×3 | 32 | 1 | 128 |
+//! | mnist_cnn/conv2 | 14×14×32 | 3×3 | 64 | 1 | 128 |
+//! | cifar10_cnn/conv1 | 32×32×3 | 3×3 | 32 | 1 | 64 |
+//! | cifar10_cnn/conv2 | 32×32×32 | 3×3 | 32 | 1 | 64 |
+//! | cifar10_cnn/conv3 | 16×16×32 | 3×3 | 64 | 1 | 64 |
+//! | cifar10_cnn/conv4 | 16×16×64 | 3×3 | 64 | 1 | 64 |
+//! | cifar10_cnn/conv5 | 8×8×64 | 3×3 | 128 | 1 | 64 |
+//! | cifar10_cnn/conv6 | 8×8×128 | 3×3 | 128 | 1 | 64 |
+//! | resnet18/stem | 32×32×3 | 3×3 | 64 | 1 | 32 |
+//! | resnet18/64 | 32×32×64 | 3×3 | 64 | 1 | 32 |
+//! | resnet18/down128 | 32×32×64 | 3×3 | 128 | 2 | 32 |
+//! | resnet18/short128 | 32×32×64 | 1×1 | 128 | 2 | 32 |
+//! | resnet18/128 | 16×16×128 | 3×3 | 128 | 1 | 32 |
+//! | resnet18/down256 | 16×16×128 | 3×3 | 256 | 2 | 32 |
+//! | resnet18/short256 | 16×16×128 | 1×1 | 256 | 2 | 32 |
+//! | resnet18/256 | 8×8×256 | 3×3 | 256 | 1 | 32 |
+//! | resnet18/down512 | 8×8×256 | 3×3 | 512 | 2 | 32 |
+//! | resnet18/short512 | 8×8×256 | 1×1 | 512 | 2 | 32 |
+//! | resnet18/512 | 4×4×512 | 3×3 | 512 | 1 | 32 |
+//!
+//! All padding is TF SAME; the table is `cnnc_benches::CONV_SHAPES`.
+
+use cnnc_benches::{conv_bias_relu_fused, conv_bias_relu_unfused, data, fma_peak_gflops, CONV_SHAPES};
+use cnnc_runtime::kernels::{conv2d_grad_input, conv2d_grad_kernel, Ctx};
+use cnnc_runtime::pool::Pool;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+
+/// Layers whose fused vs unfused epilogue is compared.
+const FUSION_LAYERS: &[&str] = &["mnist_cnn/conv2", "cifar10_cnn/conv2", "resnet18/64", "resnet18/256"];
+
+fn threads() -> usize {
+    std::env::var("CNNC_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+fn bench_conv(c: &mut Criterion) {
+    if let Some((isa, p)) = fma_peak_gflops() {
+        println!("single-core {isa} FMA peak: {p:.1} GFLOP/s (criterion's Gelem/s below = GFLOP/s)");
+    }
+    let pool = Pool::new(threads());
+    let ctx = Ctx::new(&pool);
+    println!("conv benchmarks: {} thread(s), ISA {:?}", pool.threads(), ctx.isa);
+    println!("| layer | shape | GFLOP per pass |");
+    for s in CONV_SHAPES {
+        println!("| {} | {} | {:.3} |", s.name, s.id(), s.geom().flops() as f64 / 1e9);
+    }
+    for (dir, label) in [(0, "conv_forward_bias_relu"), (1, "conv_grad_input"), (2, "conv_grad_kernel_bias")] {
+        let mut group = c.benchmark_group(label);
+        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+        for s in CONV_SHAPES {
+            let g = s.geom();
+            let (x, w, bias, dy) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3), data(g.output_len(), 4));
+            group.throughput(Throughput::Elements(g.flops() as u64));
+            let id = BenchmarkId::new(s.name, s.id());
+            match dir {
+                0 => {
+                    let mut y = vec![0f32; g.output_len()];
+                    group.bench_function(id, |b| b.iter(|| conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y)));
+                }
+                1 => {
+                    let mut dx = vec![0f32; g.input_len()];
+                    group.bench_function(id, |b| b.iter(|| conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)));
+                }
+                _ => {
+                    let (mut dw, mut db) = (vec![0f32; g.kernel_len()], vec![0f32; g.f]);
+                    group.bench_function(id, |b| {
+                        b.iter(|| conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, Some(&mut db)))
+                    });
+                }
+            }
+        }
+        group.finish();
+    }
+}
+
+fn bench_fusion(c: &mut Criterion) {
+    let pool = Pool::new(threads());
+    let ctx = Ctx::new(&pool);
+    let mut group = c.benchmark_group("conv_bias_relu_fusion");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for s in CONV_SHAPES.iter().filter(|s| FUSION_LAYERS.contains(&s.name)) {
+        let g = s.geom();
+        let (x, w, bias) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3));
+        let mut y = vec![0f32; g.output_len()];
+        group.throughput(Throughput::Elements(g.flops() as u64));
+        group.bench_function(BenchmarkId::new(format!("{} fused", s.name), s.id()), |b| {
+            b.iter(|| conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y))
+        });
+        group.bench_function(BenchmarkId::new(format!("{} unfused", s.name), s.id()), |b| {
+            b.iter(|| conv_bias_relu_unfused(&ctx, &g, &x, &w, &bias, &mut y))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv, bench_fusion);
+criterion_main!(benches);

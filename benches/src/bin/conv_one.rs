@@ -1,0 +1,35 @@
+//! Runs one conv layer of `CONV_SHAPES` in one direction on one thread for a few seconds and
+//! prints its GFLOP/s — a target for profilers (`perf record`).
+//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw [seconds]`.
+
+use cnnc_benches::{best_cpu_time, data, CONV_SHAPES};
+use cnnc_runtime::kernels::{conv2d_forward, conv2d_grad_input, conv2d_grad_kernel, Act, Ctx, Epilogue};
+use cnnc_runtime::pool::Pool;
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(name), Some(dir)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: conv_one LAYER fwd|dx|dw [seconds]");
+        std::process::exit(2);
+    };
+    let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let Some(s) = CONV_SHAPES.iter().find(|s| s.name == name) else {
+        eprintln!("unknown layer {name}; known: {:?}", CONV_SHAPES.iter().map(|s| s.name).collect::<Vec<_>>());
+        std::process::exit(2);
+    };
+    let g = s.geom();
+    let (x, w, bias, dy) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3), data(g.output_len(), 4));
+    let (mut y, mut dx, mut dw) = (vec![0f32; g.output_len()], vec![0f32; g.input_len()], vec![0f32; g.kernel_len()]);
+    let pool = Pool::new(1);
+    let ctx = Ctx::new(&pool);
+    let budget = Duration::from_secs_f64(secs);
+    let t = match dir.as_str() {
+        "fwd" => best_cpu_time(budget, || {
+            conv2d_forward(&ctx, &g, &x, &w, Epilogue::none().with_bias(&bias).with_act(Act::Relu), &mut y)
+        }),
+        "dx" => best_cpu_time(budget, || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)),
+        _ => best_cpu_time(budget, || conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, None)),
+    };
+    println!("{name} {dir} {}: {:.1} GFLOP/s", s.id(), g.flops() as f64 / t / 1e9);
+}
