@@ -69,9 +69,9 @@ pub fn lower(spec: &ModelSpec, batch: usize, mode: Mode) -> Result<Graph, Compil
 #[cfg(debug_assertions)]
 fn check_forward(g: &Graph) {
     match g.mode {
-        Mode::Inference => ir::assert_valid(g, "lower"),
+        Mode::Inference => crate::ir::assert_valid(g, "lower"),
         Mode::Training => {
-            let errs: Vec<String> = ir::verify(g)
+            let errs: Vec<String> = crate::ir::verify(g)
                 .into_iter()
                 .filter(|e| e != "training graph has no loss output")
                 .collect();
@@ -79,7 +79,7 @@ fn check_forward(g: &Graph) {
                 errs.is_empty(),
                 "IR verifier failed after lower:\n  {}\n{}",
                 errs.join("\n  "),
-                ir::dump(g)
+                crate::ir::dump(g)
             );
         }
     }
