@@ -1,0 +1,12 @@
+use cnnc_macros::cnn;
+
+fn main() {
+    let _ = cnn! {
+        name: typo,
+        input: [28, 28, 1],
+        layers: [
+            conv2d { filters: 8, kernel_size: 3, colour: red },
+            flatten,
+        ],
+    };
+}
