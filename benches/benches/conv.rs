@@ -42,7 +42,10 @@ use std::time::Duration;
 const FUSION_LAYERS: &[&str] = &["mnist_cnn/conv2", "cifar10_cnn/conv2", "resnet18/64", "resnet18/256"];
 
 fn threads() -> usize {
-    std::env::var("CNNC_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+    std::env::var("CNNC_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 fn bench_conv(c: &mut Criterion) {
@@ -56,12 +59,24 @@ fn bench_conv(c: &mut Criterion) {
     for s in CONV_SHAPES {
         println!("| {} | {} | {:.3} |", s.name, s.id(), s.geom().flops() as f64 / 1e9);
     }
-    for (dir, label) in [(0, "conv_forward_bias_relu"), (1, "conv_grad_input"), (2, "conv_grad_kernel_bias")] {
+    for (dir, label) in [
+        (0, "conv_forward_bias_relu"),
+        (1, "conv_grad_input"),
+        (2, "conv_grad_kernel_bias"),
+    ] {
         let mut group = c.benchmark_group(label);
-        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
         for s in CONV_SHAPES {
             let g = s.geom();
-            let (x, w, bias, dy) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3), data(g.output_len(), 4));
+            let (x, w, bias, dy) = (
+                data(g.input_len(), 1),
+                data(g.kernel_len(), 2),
+                data(g.f, 3),
+                data(g.output_len(), 4),
+            );
             group.throughput(Throughput::Elements(g.flops() as u64));
             let id = BenchmarkId::new(s.name, s.id());
             match dir {
@@ -89,7 +104,10 @@ fn bench_fusion(c: &mut Criterion) {
     let pool = Pool::new(threads());
     let ctx = Ctx::new(&pool);
     let mut group = c.benchmark_group("conv_bias_relu_fusion");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     for s in CONV_SHAPES.iter().filter(|s| FUSION_LAYERS.contains(&s.name)) {
         let g = s.geom();
         let (x, w, bias) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3));

@@ -33,12 +33,18 @@ fn bench_gemm(c: &mut Criterion) {
     if let Some((isa, p)) = fma_peak_gflops() {
         println!("single-core {isa} FMA peak: {p:.1} GFLOP/s (criterion's Gelem/s below = GFLOP/s)");
     }
-    let threads = std::env::var("CNNC_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let threads = std::env::var("CNNC_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let pool = Pool::new(threads);
     let ctx = Ctx::new(&pool);
     println!("gemm benchmarks: {} thread(s), ISA {:?}", pool.threads(), ctx.isa);
     let mut group = c.benchmark_group("gemm");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     for s in GEMM_SHAPES {
         let g = s.geom;
         let (a, b) = (data(g.m * g.k, 1), data(g.k * g.n, 2));
@@ -54,12 +60,15 @@ fn bench_gemm(c: &mut Criterion) {
     let (a, b, bias) = (data(g.m * g.k, 1), data(g.k * g.n, 2), data(g.n, 3));
     let mut out = vec![0f32; g.m * g.n];
     group.throughput(Throughput::Elements(g.flops() as u64));
-    group.bench_function(BenchmarkId::new("mnist_cnn/dense1 fwd +bias+relu", "128x128x3136"), |bench| {
-        bench.iter(|| {
-            let epi = Epilogue::none().with_bias(&bias).with_act(Act::Relu);
-            gemm(&ctx, &g, &a, &b, &mut out, false, epi)
-        })
-    });
+    group.bench_function(
+        BenchmarkId::new("mnist_cnn/dense1 fwd +bias+relu", "128x128x3136"),
+        |bench| {
+            bench.iter(|| {
+                let epi = Epilogue::none().with_bias(&bias).with_act(Act::Relu);
+                gemm(&ctx, &g, &a, &b, &mut out, false, epi)
+            })
+        },
+    );
     group.finish();
 }
 

@@ -27,12 +27,22 @@ pub struct ConvShape {
 
 impl ConvShape {
     pub fn geom(&self) -> ConvGeom {
-        ConvGeom::same(self.batch, [self.hw, self.hw], self.c, [self.k, self.k], self.f, [self.stride, self.stride])
+        ConvGeom::same(
+            self.batch,
+            [self.hw, self.hw],
+            self.c,
+            [self.k, self.k],
+            self.f,
+            [self.stride, self.stride],
+        )
     }
 
     /// Short id for benchmark names: `28x28x1-32k3s1n128`.
     pub fn id(&self) -> String {
-        format!("{}x{}x{}-{}k{}s{}n{}", self.hw, self.hw, self.c, self.f, self.k, self.stride, self.batch)
+        format!(
+            "{}x{}x{}-{}k{}s{}n{}",
+            self.hw, self.hw, self.c, self.f, self.k, self.stride, self.batch
+        )
     }
 }
 
@@ -111,10 +121,14 @@ pub const GEMM_SHAPES: &[GemmShape] = &[
 
 /// `len` values in [-1, 1) from a 64-bit LCG (deterministic, no dependencies).
 pub fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut s = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()

@@ -6,11 +6,13 @@
 //! `interp` runs the unoptimised graph and is the oracle for every backend.
 
 pub mod autodiff;
+pub mod codegen;
 pub mod error;
 pub mod interp;
 pub mod ir;
 pub mod kernel_ir;
 pub mod lower;
+pub mod native;
 pub mod passes;
 pub mod spec;
 pub mod summary;

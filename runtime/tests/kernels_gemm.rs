@@ -30,7 +30,13 @@ fn gemm_matches_reference_on_odd_shapes_and_transposes() {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                     let a = data(m * k, 1);
                     let b = data(k * n, 2);
-                    let g = GemmGeom { m, n, k, trans_a: ta, trans_b: tb };
+                    let g = GemmGeom {
+                        m,
+                        n,
+                        k,
+                        trans_a: ta,
+                        trans_b: tb,
+                    };
                     let mut c = vec![f32::NAN; m * n];
                     gemm(&ctx, &g, &a, &b, &mut c, false, Epilogue::none());
                     let what = format!("{m}x{n}x{k} ta={ta} tb={tb} {isa:?} threads={}", pool.threads());
@@ -51,7 +57,10 @@ fn gemm_epilogue_bias_activation_accumulate_and_moments() {
                     let (a, b, bias, c0) = (data(m * k, 3), data(k * n, 4), data(n, 5), data(m * n, 6));
                     let mut c = c0.clone();
                     let mut moments = vec![0f32; 2 * n];
-                    let epi = Epilogue::none().with_bias(&bias).with_act(act).with_moments(&mut moments);
+                    let epi = Epilogue::none()
+                        .with_bias(&bias)
+                        .with_act(act)
+                        .with_moments(&mut moments);
                     gemm(&ctx, &GemmGeom::new(m, n, k), &a, &b, &mut c, true, epi);
                     let r = gemm_ref(m, n, k, &a, false, &b, false);
                     let expected: Vec<f32> = (0..m * n).map(|i| act.apply(r[i] + c0[i] + bias[i % n])).collect();
@@ -86,7 +95,40 @@ fn gemm_is_deterministic_and_thread_count_independent() {
             }
         }
         for r in &results[1..] {
-            assert!(r.iter().zip(&results[0]).all(|(x, y)| x.to_bits() == y.to_bits()), "{isa:?} not bit-identical");
+            assert!(
+                r.iter().zip(&results[0]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{isa:?} not bit-identical"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_and_conv_called_from_inside_pool_tasks() {
+    use cnnc_runtime::kernels::{conv2d_forward, ConvGeom};
+    use std::sync::Mutex;
+    let (m, n, k) = (29, 65, 129);
+    let (a, b) = (data(m * k, 9), data(k * n, 10));
+    let expected = gemm_ref(m, n, k, &a, false, &b, false);
+    let g = ConvGeom::same(2, [9, 9], 5, [3, 3], 7, [1, 1]);
+    let (x, w) = (data(g.input_len(), 11), data(g.kernel_len(), 12));
+    let conv_expected = kernels_common::conv_ref(&g, &x, &w);
+    for pool in pools() {
+        let ctx = Ctx::new(&pool);
+        let results = Mutex::new(Vec::new());
+        pool.run(4, |_| {
+            // Nested: the pool is busy, so these run inline on this thread.
+            let mut c = vec![0f32; m * n];
+            gemm(&ctx, &GemmGeom::new(m, n, k), &a, &b, &mut c, false, Epilogue::none());
+            let mut y = vec![0f32; g.output_len()];
+            conv2d_forward(&ctx, &g, &x, &w, Epilogue::none(), &mut y);
+            results.lock().unwrap().push((c, y));
+        });
+        let results = results.into_inner().unwrap();
+        assert_eq!(results.len(), 4);
+        for (c, y) in &results {
+            assert_close(c, &expected, KERNEL_TOL, "nested gemm");
+            assert_close(y, &conv_expected, KERNEL_TOL, "nested conv");
         }
     }
 }

@@ -66,6 +66,8 @@ pub enum ModeChoice {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
+    /// Fused, tiled native kernels over one planned arena (the fastest; default).
+    Native,
     /// The reference interpreter (slow, the oracle).
     Interp,
 }
@@ -97,7 +99,7 @@ pub struct DataArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Execution backend.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Interp)]
+    #[arg(long, value_enum, default_value_t = BackendChoice::Native)]
     pub backend: BackendChoice,
     /// Worker threads (default: all cores).
     #[arg(long)]

@@ -5,6 +5,7 @@ use std::path::Path;
 use cnnc_compiler::interp::InterpExecutor;
 use cnnc_compiler::ir::{LossKind, Mode};
 use cnnc_compiler::lower::lower;
+use cnnc_compiler::native::NativeExecutor;
 use cnnc_compiler::spec::{load_model, ModelSpec, TrainingSpec};
 use cnnc_runtime::train::LossFn;
 use cnnc_runtime::Executor;
@@ -68,10 +69,13 @@ pub fn build(spec: &ModelSpec, batch: usize, loss: LossSetup, run: &RunArgs) -> 
     if batch == 0 {
         return Err(CliError::new("batch size must be at least 1"));
     }
-    let _threads = threads(run)?;
+    let threads = threads(run)?;
     let train = lower(spec, batch, Mode::Training).or_cli()?;
     let infer = lower(spec, batch, Mode::Inference).or_cli()?;
     match run.backend {
+        BackendChoice::Native => Ok(Box::new(
+            NativeExecutor::new(train, infer, loss.kind, loss.from_logits, threads).or_cli()?,
+        )),
         BackendChoice::Interp => Ok(Box::new(InterpExecutor::new(train, infer, loss.kind, loss.from_logits).or_cli()?)),
     }
 }

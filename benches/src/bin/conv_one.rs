@@ -15,18 +15,37 @@ fn main() {
     };
     let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let Some(s) = CONV_SHAPES.iter().find(|s| s.name == name) else {
-        eprintln!("unknown layer {name}; known: {:?}", CONV_SHAPES.iter().map(|s| s.name).collect::<Vec<_>>());
+        eprintln!(
+            "unknown layer {name}; known: {:?}",
+            CONV_SHAPES.iter().map(|s| s.name).collect::<Vec<_>>()
+        );
         std::process::exit(2);
     };
     let g = s.geom();
-    let (x, w, bias, dy) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3), data(g.output_len(), 4));
-    let (mut y, mut dx, mut dw) = (vec![0f32; g.output_len()], vec![0f32; g.input_len()], vec![0f32; g.kernel_len()]);
+    let (x, w, bias, dy) = (
+        data(g.input_len(), 1),
+        data(g.kernel_len(), 2),
+        data(g.f, 3),
+        data(g.output_len(), 4),
+    );
+    let (mut y, mut dx, mut dw) = (
+        vec![0f32; g.output_len()],
+        vec![0f32; g.input_len()],
+        vec![0f32; g.kernel_len()],
+    );
     let pool = Pool::new(1);
     let ctx = Ctx::new(&pool);
     let budget = Duration::from_secs_f64(secs);
     let t = match dir.as_str() {
         "fwd" => best_cpu_time(budget, || {
-            conv2d_forward(&ctx, &g, &x, &w, Epilogue::none().with_bias(&bias).with_act(Act::Relu), &mut y)
+            conv2d_forward(
+                &ctx,
+                &g,
+                &x,
+                &w,
+                Epilogue::none().with_bias(&bias).with_act(Act::Relu),
+                &mut y,
+            )
         }),
         "dx" => best_cpu_time(budget, || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)),
         _ => best_cpu_time(budget, || conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, None)),

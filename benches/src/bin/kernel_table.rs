@@ -1,16 +1,22 @@
 //! Prints a markdown table of GFLOP/s for every conv shape of `CONV_SHAPES` (forward with the
 //! fused bias + ReLU epilogue, input gradient, kernel gradient with bias gradient) on 1 and 2
 //! threads, the fused vs unfused conv + bias + ReLU comparison, and the GEMM shapes.
-//! Run: `cargo run --release -p cnnc-benches --bin kernel_table [filter]` (quick best-of timing,
-//! about a minute for everything; `filter` keeps the shapes whose name contains it).
+//! Run: `cargo run --release -p cnnc-benches --bin kernel_table [filter] [rounds]` (quick best-of
+//! timing, about a minute per round; `filter` keeps the shapes whose name contains it; each cell
+//! is the best of `rounds` passes over the whole table, default 1, which filters out transient
+//! contention on a shared machine).
 
-use cnnc_benches::{best_cpu_time, best_time, conv_bias_relu_fused, conv_bias_relu_unfused, data, fma_peak_gflops, CONV_SHAPES, GEMM_SHAPES};
+use cnnc_benches::{
+    best_cpu_time, best_time, conv_bias_relu_fused, conv_bias_relu_unfused, data, fma_peak_gflops, CONV_SHAPES,
+    GEMM_SHAPES,
+};
 use cnnc_runtime::kernels::{conv2d_grad_input, conv2d_grad_kernel, gemm, Ctx, Epilogue};
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
 
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
+    let rounds: usize = std::env::args().nth(2).and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
     let peak = fma_peak_gflops();
     if let Some((isa, p)) = peak {
         println!("single-core {isa} FMA peak: {p:.1} GFLOP/s\n");
@@ -20,35 +26,58 @@ fn main() {
     let budget = Duration::from_millis(300);
     println!("| layer | shape (HxWxC-F k s n) | GFLOP | fwd 1T | %peak | dx 1T | %peak | dw 1T | %peak | fwd 2T | dx 2T | dw 2T | unfused fwd 1T |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for s in CONV_SHAPES.iter().filter(|s| s.name.contains(&filter)) {
-        let g = s.geom();
-        let (x, w, bias, dy) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3), data(g.output_len(), 4));
-        let (mut y, mut dx, mut dw, mut db) =
-            (vec![0f32; g.output_len()], vec![0f32; g.input_len()], vec![0f32; g.kernel_len()], vec![0f32; g.f]);
-        let gf = g.flops() as f64 / 1e9;
-        let mut cells = Vec::new();
-        for pool in &pools {
-            let ctx = Ctx::new(pool);
-            // One thread: CPU time of this thread (robust on a busy machine); two: wall time.
-            let time = |f: &mut dyn FnMut()| if pool.threads() == 1 { best_cpu_time(budget, f) } else { best_time(budget, f) };
-            let fwd = time(&mut || conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y));
-            let gi = time(&mut || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx));
-            let gk = time(&mut || conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, Some(&mut db)));
-            cells.push([gf / fwd, gf / gi, gf / gk]);
+    let shapes: Vec<_> = CONV_SHAPES.iter().filter(|s| s.name.contains(&filter)).collect();
+    // Per shape: [fwd, dx, dw] on 1 and 2 threads, then unfused fwd on 1 thread (GFLOP/s).
+    let mut best = vec![[0f64; 7]; shapes.len()];
+    for _ in 0..rounds {
+        for (s, cells) in shapes.iter().zip(best.iter_mut()) {
+            let g = s.geom();
+            let (x, w, bias, dy) = (
+                data(g.input_len(), 1),
+                data(g.kernel_len(), 2),
+                data(g.f, 3),
+                data(g.output_len(), 4),
+            );
+            let (mut y, mut dx, mut dw, mut db) = (
+                vec![0f32; g.output_len()],
+                vec![0f32; g.input_len()],
+                vec![0f32; g.kernel_len()],
+                vec![0f32; g.f],
+            );
+            let gf = g.flops() as f64 / 1e9;
+            for (p, pool) in pools.iter().enumerate() {
+                let ctx = Ctx::new(pool);
+                // One thread: CPU time of this thread (robust on a busy machine); two: wall time.
+                let time = |f: &mut dyn FnMut()| {
+                    if pool.threads() == 1 {
+                        best_cpu_time(budget, f)
+                    } else {
+                        best_time(budget, f)
+                    }
+                };
+                let fwd = time(&mut || conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y));
+                let gi = time(&mut || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx));
+                let gk = time(&mut || conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, Some(&mut db)));
+                for (i, t) in [fwd, gi, gk].into_iter().enumerate() {
+                    cells[3 * p + i] = cells[3 * p + i].max(gf / t);
+                }
+            }
+            let ctx = Ctx::new(&pools[0]);
+            let unfused = best_cpu_time(budget, || conv_bias_relu_unfused(&ctx, &g, &x, &w, &bias, &mut y));
+            cells[6] = cells[6].max(gf / unfused);
         }
-        let ctx = Ctx::new(&pools[0]);
-        let unfused = best_cpu_time(budget, || conv_bias_relu_unfused(&ctx, &g, &x, &w, &bias, &mut y));
+    }
+    for (s, cells) in shapes.iter().zip(&best) {
+        let gf = s.geom().flops() as f64 / 1e9;
         let pct = |v: f64| format!("{:.0}%", 100.0 * v / peak);
-        let [f1, i1, k1] = cells[0];
-        let [f2, i2, k2] = cells[1];
+        let [f1, i1, k1, f2, i2, k2, unfused] = *cells;
         println!(
-            "| {} | {} | {gf:.3} | {f1:.1} | {} | {i1:.1} | {} | {k1:.1} | {} | {f2:.1} | {i2:.1} | {k2:.1} | {:.1} |",
+            "| {} | {} | {gf:.3} | {f1:.1} | {} | {i1:.1} | {} | {k1:.1} | {} | {f2:.1} | {i2:.1} | {k2:.1} | {unfused:.1} |",
             s.name,
             s.id(),
             pct(f1),
             pct(i1),
             pct(k1),
-            gf / unfused
         );
     }
     println!("\n| gemm | m x n x k (ta, tb) | GFLOP/s 1T | GFLOP/s 2T |");
@@ -62,8 +91,16 @@ fn main() {
             .iter()
             .map(|pool| {
                 let ctx = Ctx::new(pool);
-                let mut run = || gemm(&ctx, &g, &a, &b, &mut c, false, Epilogue::none());
-                gf / if pool.threads() == 1 { best_cpu_time(budget, &mut run) } else { best_time(budget, &mut run) }
+                (0..rounds)
+                    .map(|_| {
+                        let mut run = || gemm(&ctx, &g, &a, &b, &mut c, false, Epilogue::none());
+                        gf / if pool.threads() == 1 {
+                            best_cpu_time(budget, &mut run)
+                        } else {
+                            best_time(budget, &mut run)
+                        }
+                    })
+                    .fold(0.0, f64::max)
             })
             .collect();
         println!(

@@ -1,19 +1,27 @@
 //! 2-D convolution forward as an implicit GEMM: `y[M, F] = im2col(x)[M, K] · w[K, F]` with
-//! M = n·oh·ow output pixels and K = kh·kw·c taps, NHWC input, HWIO kernel.
+//! M = n·oh·ow output pixels and K = kh·kw·c taps, NHWC input, HWIO kernel (packed into
+//! column panels, see [`PackedB`]).
 //!
-//! Rows of the output are cut into blocks of `mc` pixels (the parallel tasks, split statically
-//! across threads). For each block and each `kc`-long chunk of K, im2col writes the A block
-//! into a per-thread scratch buffer (skipped for 1×1 stride-1 unpadded convs, whose A is the
-//! input itself), then every (B panel, row tile) pair runs the micro-kernel; the epilogue
-//! (bias, activation, BN statistics) runs on the last chunk while the tile is hot.
+//! Rows of the output are cut into blocks of pixels (the parallel tasks, split statically
+//! across threads, sized so a block's working set stays in L2). Two ways to feed A:
+//!
+//! * Direct (output rows of 7+ pixels, kernels bigger than 1×1): the block's input rows are
+//!   copied once into a zero-padded slab; a row tile (≤ MR pixels of one output row) reads each
+//!   kernel row as a strided window of the slab (`lda = stride·c`), those windows being the
+//!   micro-kernel's K segments. No im2col, any stride, any padding.
+//! * im2col: per block and `kc`-long chunk of K, im2col writes the A block into a per-thread
+//!   scratch buffer (skipped for 1×1 stride-1 unpadded convs, whose A is the input itself).
+//!
+//! Then every (B panel, row tile) pair runs the micro-kernel; the epilogue (bias, activation,
+//! BN statistics) runs on the last K chunk while the tile is hot.
 
-use super::epilogue::{accumulate_stats, finish_moments, Epilogue};
+use super::epilogue::Epilogue;
+use super::gemm::{block_rows, k_chunks, padded_ld, row_blocks, stat_group, A_BLOCK_BYTES, KC_MAX};
 use super::im2col::im2col;
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
-use super::pack::PackedB;
+use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
 use super::{Ctx, KernelIsa};
-use crate::pool::task_range;
 use std::cell::RefCell;
 
 /// Explicit padding (TensorFlow's: may be asymmetric).
@@ -29,7 +37,8 @@ impl Pad {
     /// TensorFlow SAME padding of `size` input with `k` kernel and stride `s` along one axis:
     /// `(before, after)` with `total = max((ceil(size/s) − 1)·s + k − size, 0)`, before = total/2.
     pub fn same_1d(size: usize, k: usize, s: usize) -> (usize, usize) {
-        let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
+        let s = s.max(1);
+        let total = (size.div_ceil(s).saturating_sub(1) * s + k).saturating_sub(size);
         (total / 2, total - total / 2)
     }
 }
@@ -54,9 +63,19 @@ pub struct ConvGeom {
 impl ConvGeom {
     /// A geometry with explicit padding; the output size follows from it.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(n: usize, [h, w]: [usize; 2], c: usize, [kh, kw]: [usize; 2], f: usize, stride: [usize; 2], pad: Pad) -> Self {
-        let oh = (h + pad.top + pad.bottom).saturating_sub(kh) / stride[0] + 1;
-        let ow = (w + pad.left + pad.right).saturating_sub(kw) / stride[1] + 1;
+    pub fn new(
+        n: usize,
+        [h, w]: [usize; 2],
+        c: usize,
+        [kh, kw]: [usize; 2],
+        f: usize,
+        stride: [usize; 2],
+        pad: Pad,
+    ) -> Self {
+        // 0 (rejected by the kernels) when the kernel does not fit the padded input.
+        let out = |size: usize, k: usize, s: usize| if size >= k && s > 0 { (size - k) / s + 1 } else { 0 };
+        let oh = out(h + pad.top + pad.bottom, kh, stride[0]);
+        let ow = out(w + pad.left + pad.right, kw, stride[1]);
         ConvGeom {
             n,
             h,
@@ -76,7 +95,20 @@ impl ConvGeom {
     pub fn same(n: usize, hw: [usize; 2], c: usize, k: [usize; 2], f: usize, stride: [usize; 2]) -> Self {
         let (top, bottom) = Pad::same_1d(hw[0], k[0], stride[0]);
         let (left, right) = Pad::same_1d(hw[1], k[1], stride[1]);
-        Self::new(n, hw, c, k, f, stride, Pad { top, bottom, left, right })
+        Self::new(
+            n,
+            hw,
+            c,
+            k,
+            f,
+            stride,
+            Pad {
+                top,
+                bottom,
+                left,
+                right,
+            },
+        )
     }
 
     /// TensorFlow `padding="valid"`.
@@ -111,40 +143,29 @@ impl ConvGeom {
     }
 
     pub(crate) fn check(&self, x: usize, w: usize, y: usize) {
-        assert!(self.oh > 0 && self.ow > 0 && self.stride[0] > 0 && self.stride[1] > 0, "degenerate conv {self:?}");
-        assert_eq!(x, self.input_len(), "conv input has {x} elements, geometry {self:?} needs {}", self.input_len());
-        assert_eq!(w, self.kernel_len(), "conv kernel has {w} elements, expected {}", self.kernel_len());
-        assert_eq!(y, self.output_len(), "conv output has {y} elements, expected {}", self.output_len());
+        assert!(
+            self.oh > 0 && self.ow > 0 && self.stride[0] > 0 && self.stride[1] > 0,
+            "degenerate conv {self:?}"
+        );
+        assert_eq!(
+            x,
+            self.input_len(),
+            "conv input has {x} elements, geometry {self:?} needs {}",
+            self.input_len()
+        );
+        assert_eq!(
+            w,
+            self.kernel_len(),
+            "conv kernel has {w} elements, expected {}",
+            self.kernel_len()
+        );
+        assert_eq!(
+            y,
+            self.output_len(),
+            "conv output has {y} elements, expected {}",
+            self.output_len()
+        );
     }
-}
-
-/// Longest K chunk: the B micro-panel (kc × 32 floats) and an A row tile stay within L1.
-pub(crate) const KC_MAX: usize = 320;
-/// Bytes of A block kept per thread (a quarter of a 1 MiB L2).
-pub(crate) const A_BLOCK_BYTES: usize = 256 * 1024;
-
-/// K chunking: `(chunks, kc)` with chunks of near-equal length at most `KC_MAX`.
-pub(crate) fn k_chunks(k: usize) -> (usize, usize) {
-    let chunks = k.div_ceil(KC_MAX).max(1);
-    (chunks, k.div_ceil(chunks))
-}
-
-/// Row stride of a scratch block of `kc` columns, padded so rows do not alias in L1 sets.
-pub(crate) fn padded_ld(kc: usize) -> usize {
-    let ld = kc.div_ceil(16) * 16;
-    if ld % 256 == 0 {
-        ld + 16
-    } else {
-        ld
-    }
-}
-
-/// Rows per block: a multiple of `mr` whose A block fits the budget, and small enough that
-/// every thread gets at least two blocks when there are enough rows.
-pub(crate) fn block_rows(m: usize, ld: usize, mr: usize, threads: usize) -> usize {
-    let by_cache = (A_BLOCK_BYTES / (ld * 4)).max(mr) / mr * mr;
-    let by_threads = m.div_ceil(2 * threads).div_ceil(mr) * mr;
-    by_cache.min(by_threads).max(mr)
 }
 
 thread_local! {
@@ -155,10 +176,9 @@ thread_local! {
 /// Packs `w` on every call; use [`conv2d_forward_packed`] to reuse a pack.
 pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilogue, y: &mut [f32]) {
     g.check(x.len(), w.len(), y.len());
-    PACKED.with(|p| {
-        let mut p = p.borrow_mut();
+    with_pack(&PACKED, |p| {
         p.pack(ctx.isa, g.k(), g.f, w, false);
-        conv2d_forward_packed(ctx, g, x, &p, epi, y);
+        conv2d_forward_packed(ctx, g, x, p, epi, y);
     })
 }
 
@@ -166,20 +186,211 @@ pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilog
 /// with K = kh·kw·c, for `ctx.isa`).
 pub fn conv2d_forward_packed(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, mut epi: Epilogue, y: &mut [f32]) {
     g.check(x.len(), g.kernel_len(), y.len());
-    assert!(w.fits(ctx.isa, g.k(), g.f), "packed kernel does not match the conv or the ISA");
+    assert!(
+        w.fits(ctx.isa, g.k(), g.f),
+        "packed kernel does not match the conv or the ISA"
+    );
     epi.check(g.f);
     implicit_gemm(ctx, g, x, w, &mut epi, y);
 }
 
-/// Per-thread state of a GEMM-shaped kernel: its rows of the output and its partial sums.
-struct Part<'a> {
-    y: &'a mut [f32],
-    row0: usize,
-    partial: Vec<f64>,
+/// The forward implicit GEMM (also used by the stride-1 input gradient): the direct path when
+/// output rows are wide enough for good row tiles, else im2col.
+pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
+    let ctx = &ctx.for_work(g.flops());
+    if g.kh * g.kw > 1 && g.ow >= DIRECT_MIN_WIDTH {
+        direct(ctx, g, x, w, epi, y)
+    } else {
+        im2col_gemm(ctx, g, x, w, epi, y)
+    }
 }
 
-/// The forward implicit GEMM (also used by the stride-1 input gradient).
-pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
+/// Narrowest output row the direct path takes (its tiles never span output rows).
+const DIRECT_MIN_WIDTH: usize = 7;
+
+/// Row tiles of one output row of `ow` pixels: `(first pixel, pixels)`, balanced, at most `mr`.
+pub(crate) fn line_tiles(ow: usize, mr: usize) -> impl Iterator<Item = (usize, usize)> {
+    let nt = ow.div_ceil(mr);
+    let (base, extra) = (ow / nt, ow % nt);
+    (0..nt).map(move |t| (t * base + t.min(extra), base + usize::from(t < extra)))
+}
+
+/// K chunks of the direct path: `(k0, segment length, segment offsets)`, where a segment is a
+/// contiguous run of the slab for one tile row — a whole kernel row (`kw·c` floats: its taps
+/// are adjacent pixels) when it fits `KC_MAX`, else one tap's channels, cut into equal runs
+/// when even those do not fit — and its offset is relative to the tile's top-left input pixel
+/// in a zero-padded slab of row stride `wp` pixels. Segments are grouped while they fit.
+fn direct_chunks(g: &ConvGeom, wp: usize) -> Vec<(usize, usize, Vec<usize>)> {
+    let c = g.c;
+    let row = g.kw * c;
+    let mut chunks = Vec::new();
+    if row <= KC_MAX {
+        let per = (KC_MAX / row).max(1);
+        for r0 in (0..g.kh).step_by(per) {
+            chunks.push((
+                r0 * row,
+                row,
+                (r0..(r0 + per).min(g.kh)).map(|ky| ky * wp * c).collect(),
+            ));
+        }
+    } else if c <= KC_MAX {
+        let taps = g.kh * g.kw;
+        let tap_off = |t: usize| ((t / g.kw) * wp + t % g.kw) * c;
+        let per = (KC_MAX / c).max(1);
+        for t0 in (0..taps).step_by(per) {
+            chunks.push((t0 * c, c, (t0..(t0 + per).min(taps)).map(tap_off).collect()));
+        }
+    } else {
+        let parts = c.div_ceil(KC_MAX);
+        let len = c.div_ceil(parts);
+        for t in 0..g.kh * g.kw {
+            let off = ((t / g.kw) * wp + t % g.kw) * c;
+            for c0 in (0..c).step_by(len) {
+                chunks.push((t * c + c0, len.min(c - c0), vec![off + c0]));
+            }
+        }
+    }
+    chunks
+}
+
+/// Direct convolution: no im2col. Each row block's input rows are copied once into a zero-padded
+/// slab; a tile of pixels within one output row then reads, for every kernel tap, a strided
+/// window of the slab (`lda = stride·c`), the taps being the micro-kernel's K segments.
+fn direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
+    let isa = ctx.isa.checked();
+    let (mr, lanes) = tile_shape(isa);
+    let nr = 2 * lanes;
+    let (m, n, c) = (g.m(), g.f, g.c);
+    let [sh, sw] = g.stride;
+    let wp = g.w + g.pad.left + g.pad.right;
+    let chunks = direct_chunks(g, wp);
+    let kc_max = chunks.iter().map(|ch| ch.1 * ch.2.len()).max().unwrap_or(1);
+    // Blocks of whole output rows ("lines"): the slab rows they read plus their output rows and
+    // one K chunk of B within the L2 budget; statistics groups of whole lines too.
+    let line_bytes = (sh * wp * c + g.ow * n) * 4;
+    let fixed = (kc_max * n + g.kh * wp * c) * 4;
+    let budget = A_BLOCK_BYTES.saturating_sub(fixed).max(A_BLOCK_BYTES / 4);
+    let group_lines = stat_group(mr).div_ceil(g.ow);
+    let by_cache = (budget / line_bytes / group_lines).max(1) * group_lines;
+    let lines = g.n * g.oh;
+    let threads = ctx.threads();
+    let blocks = lines.div_ceil(by_cache).div_ceil(threads) * threads;
+    let block_lines = lines.div_ceil(blocks).div_ceil(group_lines).max(1) * group_lines;
+    let (bias, act) = (epi.bias, epi.act);
+    let mc = block_lines * g.ow;
+    let group = group_lines * g.ow;
+    let slab_len = slab_len(g, block_lines, wp);
+    row_blocks(
+        ctx.pool,
+        isa,
+        m,
+        n,
+        mc,
+        group,
+        y,
+        epi.moments.as_deref_mut(),
+        |r0, rows, out| {
+            let (l0, l1) = (r0 / g.ow, (r0 + rows) / g.ow);
+            scratch::with(Slot::A, slab_len, |slab| {
+                let (runs, used) = build_slab(g, x, l0, l1, wp, slab);
+                let slab = &slab[..used];
+                for (ci, (k0, seg_len, segs)) in chunks.iter().enumerate() {
+                    let last = ci + 1 == chunks.len();
+                    for j in 0..w.panels() {
+                        let c0 = j * nr;
+                        let cols = nr.min(n - c0);
+                        let finish = last.then(|| Finish {
+                            bias: bias.map(|b| &b[c0..]),
+                            act,
+                        });
+                        let b = w.panel_from(j, *k0);
+                        let mut line = 0;
+                        for &(_, oy0, oy1, soff) in &runs {
+                            for oy in oy0..oy1 {
+                                let row_base = soff + (oy - oy0) * sh * wp * c;
+                                for (ox0, px) in line_tiles(g.ow, mr) {
+                                    let tile = Tile {
+                                        rows: px,
+                                        cols,
+                                        kc: *seg_len,
+                                        a: &slab[row_base + ox0 * sw * c..],
+                                        lda: sw * c,
+                                        a_layout: ALayout::RowMajor,
+                                        segs: Some(segs),
+                                        b,
+                                        b_stride: nr,
+                                        ldc: n,
+                                        accumulate: ci > 0,
+                                        finish,
+                                    };
+                                    run_tile(isa, &tile, &mut out[(line * g.ow + ox0) * n + c0..]);
+                                }
+                                line += 1;
+                            }
+                        }
+                    }
+                }
+            });
+        },
+    );
+}
+
+/// Floats of a slab for any `lines` consecutive output lines (see [`build_slab`]).
+pub(crate) fn slab_len(g: &ConvGeom, lines: usize, wp: usize) -> usize {
+    // One run per image touched, each at most (its lines)·sh + kh padded rows.
+    (lines * g.stride[0] + (lines.div_ceil(g.oh) + 1) * g.kh) * wp * g.c
+}
+
+/// One image's run of output lines in a slab: `(image, oy0, oy1, slab offset)`.
+pub(crate) type SlabRun = (usize, usize, usize, usize);
+
+/// Copies the zero-padded input rows that output lines `l0..l1` (line = image·oh + oy) read
+/// into `slab`, one run per image: run `(img, oy0, oy1, off)` holds padded rows
+/// `oy0·sh .. (oy1−1)·sh + kh` as `[rows, wp, c]` from `off`. Returns the runs and floats used.
+pub(crate) fn build_slab(
+    g: &ConvGeom,
+    x: &[f32],
+    l0: usize,
+    l1: usize,
+    wp: usize,
+    slab: &mut [f32],
+) -> (Vec<SlabRun>, usize) {
+    let (sh, c) = (g.stride[0], g.c);
+    let mut runs = Vec::new();
+    let mut off = 0;
+    let mut l = l0;
+    while l < l1 {
+        let (img, oy0) = (l / g.oh, l % g.oh);
+        let oy1 = g.oh.min(oy0 + (l1 - l));
+        let rows = (oy1 - 1) * sh + g.kh - oy0 * sh;
+        fill_slab(g, x, img, oy0 * sh, rows, wp, &mut slab[off..off + rows * wp * c]);
+        runs.push((img, oy0, oy1, off));
+        off += rows * wp * c;
+        l += oy1 - oy0;
+    }
+    (runs, off)
+}
+
+/// Copies padded rows `pr0..pr0 + rows` of image `img` (padded coordinates: input row
+/// `pr − pad.top`, column `pc − pad.left`, zero outside the input) into `dst` (`[rows, wp, c]`).
+fn fill_slab(g: &ConvGeom, x: &[f32], img: usize, pr0: usize, rows: usize, wp: usize, dst: &mut [f32]) {
+    let c = g.c;
+    let (left, right) = (g.pad.left * c, (wp - g.pad.left - g.w) * c);
+    for (r, d) in dst.chunks_exact_mut(wp * c).take(rows).enumerate() {
+        let ih = (pr0 + r) as isize - g.pad.top as isize;
+        if ih < 0 || ih >= g.h as isize {
+            d.fill(0.0);
+            continue;
+        }
+        let src = &x[((img * g.h + ih as usize) * g.w) * c..][..g.w * c];
+        d[..left].fill(0.0);
+        d[left..left + g.w * c].copy_from_slice(src);
+        d[left + g.w * c..left + g.w * c + right].fill(0.0);
+    }
+}
+
+/// The im2col implicit GEMM: each row block's A is gathered into a scratch block per K chunk.
+fn im2col_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
     let isa = ctx.isa.checked();
     let (mr, lanes) = tile_shape(isa);
     let nr = 2 * lanes;
@@ -187,39 +398,27 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
     let (chunks, kc) = k_chunks(k);
     let pointwise = g.is_pointwise();
     let ld = if pointwise { k } else { padded_ld(kc) };
-    let threads = ctx.threads();
-    let mc = block_rows(m, ld, mr, threads);
-    let blocks = m.div_ceil(mc);
-    let stats = epi.moments.is_some();
+    // The A block, the block's C rows (re-read by every K chunk) and one K chunk of B share L2.
+    let budget = A_BLOCK_BYTES.saturating_sub(kc * n * 4).max(A_BLOCK_BYTES / 4);
+    let mc = block_rows(m, ld + n, mr, ctx.threads(), budget);
     let (bias, act) = (epi.bias, epi.act);
-
-    // Thread t owns blocks task_range(blocks, threads, t): a contiguous run of output rows.
-    let mut parts: Vec<Part> = Vec::with_capacity(threads);
-    let mut rest = y;
-    for t in 0..threads {
-        let r = task_range(blocks, threads, t);
-        let (row0, row1) = ((r.start * mc).min(m), (r.end * mc).min(m));
-        let (mine, tail) = rest.split_at_mut((row1 - row0) * n);
-        rest = tail;
-        parts.push(Part {
-            y: mine,
-            row0,
-            partial: vec![0.0; if stats { 2 * n } else { 0 }],
-        });
-    }
-
-    ctx.pool.run_with_state(&mut parts, blocks, |part, _t, range| {
-        for blk in range {
-            let r0 = blk * mc;
-            let rows = mc.min(m - r0);
-            let out = &mut part.y[(r0 - part.row0) * n..(r0 - part.row0 + rows) * n];
+    row_blocks(
+        ctx.pool,
+        isa,
+        m,
+        n,
+        mc,
+        stat_group(mr),
+        y,
+        epi.moments.as_deref_mut(),
+        |r0, rows, out| {
             scratch::with(Slot::A, if pointwise { 0 } else { rows * ld }, |buf| {
                 for ch in 0..chunks {
                     let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(k));
                     let a: &[f32] = if pointwise {
                         &x[r0 * k + k0..(r0 + rows) * k]
                     } else {
-                        im2col(g, x, r0, rows, k0, k1, buf, ld);
+                        im2col(g, x, r0..r0 + rows, k0..k1, buf, ld);
                         &buf[..]
                     };
                     let last = ch + 1 == chunks;
@@ -238,6 +437,7 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
                                 a: &a[i * ld..],
                                 lda: ld,
                                 a_layout: ALayout::RowMajor,
+                                segs: None,
                                 b: w.panel_from(j, k0),
                                 b_stride: nr,
                                 ldc: n,
@@ -249,16 +449,8 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
                     }
                 }
             });
-            if stats {
-                accumulate_stats(isa, out, n, &mut part.partial);
-            }
-        }
-    });
-
-    if let Some(mo) = epi.moments.as_deref_mut() {
-        let partials: Vec<Vec<f64>> = parts.into_iter().map(|p| p.partial).collect();
-        finish_moments(&partials, m, n, mo);
-    }
+        },
+    );
 }
 
 /// The packed-kernel cache key helper for callers that keep packs: whether `w` matches.

@@ -3,17 +3,19 @@
 //! * Input gradient, stride 1: a forward implicit GEMM of `dy` with the kernel flipped in
 //!   space and transposed in channels (`w'[ky', kx', f, c] = w[kh−1−ky', kw−1−kx', c, f]`) and
 //!   padding `k − 1 − pad`, so it gathers (no scatter, any row split is race-free).
-//! * Input gradient, other strides: per image, `dcols = dy · wᵀ` in row blocks, then col2im
-//!   scatter-adds the block into the image's `dx`; threads own whole images.
-//! * Kernel gradient: `dw[K, F] = Σ_pixels im2col(x)ᵀ · dy`. Threads split the K rows of dw
-//!   (each im2cols only its own taps), and walk all pixels in the same order, so dw is
-//!   bit-identical for any thread count. The optional bias gradient `Σ dy` is summed in f64.
+//! * Input gradient, other strides: `dcols = dy · wᵀ` in blocks of output pixels, then col2im
+//!   scatter-adds each block into `dx`; threads own whole images, blocks may span several.
+//! * Kernel gradient: `dw[K, F] = Σ_pixels im2col(x)ᵀ · dy`, directly from a zero-padded input
+//!   slab (no im2col) unless output rows are very narrow, else through im2col blocks. Threads split
+//!   the K rows of dw and walk all pixels in the same order, so dw is bit-identical for any
+//!   thread count. The optional bias gradient `Σ dy` is summed in f64 (by thread 0).
 
-use super::conv::{block_rows, implicit_gemm, k_chunks, padded_ld, ConvGeom, Pad};
+use super::conv::{build_slab, implicit_gemm, line_tiles, slab_len, ConvGeom, Pad};
 use super::epilogue::Epilogue;
+use super::gemm::{block_rows, k_chunks, padded_ld, A_BLOCK_BYTES};
 use super::im2col::{col2im_add, im2col};
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
-use super::pack::PackedB;
+use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
 use super::Ctx;
 use crate::pool::task_range;
@@ -31,6 +33,7 @@ const TAPS: usize = 256;
 /// `dx = ∂L/∂x` from `dy [n, oh, ow, f]` and the kernel `w [kh, kw, c, f]`; `dx` is overwritten.
 pub fn conv2d_grad_input(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     g.check(dx.len(), w.len(), dy.len());
+    let ctx = &ctx.for_work(g.flops());
     let p = g.pad;
     if g.stride == [1, 1] && p.top < g.kh && p.bottom < g.kh && p.left < g.kw && p.right < g.kw {
         gather_stride1(ctx, g, dy, w, dx);
@@ -59,24 +62,9 @@ fn gather_stride1(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
         oh: g.h,
         ow: g.w,
     };
-    PACKED.with(|packed| {
-        let mut packed = packed.borrow_mut();
-        scratch::with(Slot::C, w.len(), |wt| {
-            // wt[(ky', kx', fo), ci] = w[(kh-1-ky', kw-1-kx', ci), fo]
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let src_tap = ((kh - 1 - ky) * kw + (kw - 1 - kx)) * c * f;
-                    let dst_tap = (ky * kw + kx) * f * c;
-                    for ci in 0..c {
-                        for fo in 0..f {
-                            wt[dst_tap + fo * c + ci] = w[src_tap + ci * f + fo];
-                        }
-                    }
-                }
-            }
-            packed.pack(ctx.isa, kh * kw * f, c, wt, false);
-        });
-        implicit_gemm(ctx, &flipped, dy, &packed, &mut Epilogue::none(), dx);
+    with_pack(&PACKED, |packed| {
+        packed.pack_flipped(ctx.isa, [kh, kw, c, f], w);
+        implicit_gemm(ctx, &flipped, dy, packed, &mut Epilogue::none(), dx);
     });
 }
 
@@ -90,9 +78,9 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let threads = ctx.threads();
     let (chunks, kc) = k_chunks(f);
     let ldk = padded_ld(k);
-    let rows_per_block = block_rows(pix, ldk, mr, 1);
-    PACKED.with(|packed| {
-        let mut packed = packed.borrow_mut();
+    // Blocks of output pixels (spanning images of the same thread) sized for the cache only.
+    let mc = block_rows(g.m(), ldk, mr, 1, A_BLOCK_BYTES);
+    with_pack(&PACKED, |packed| {
         // B[f][kk] = w[kk][f]: w is [K, F] = B transposed.
         packed.pack(isa, f, k, w, true);
         let packed = &*packed;
@@ -104,36 +92,41 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             rest = tail;
             parts.push((mine, r.start));
         }
+        // Threads own whole images (col2im scatters within an image); every dx element gets
+        // its contributions in pixel order whatever the blocks, so results match across threads.
         ctx.pool.run_with_state(&mut parts, g.n, |(dxp, img0), _t, range| {
             dxp.fill(0.0);
-            scratch::with(Slot::A, rows_per_block * ldk, |cols| {
-                for n in range {
-                    for r0 in (n * pix..(n + 1) * pix).step_by(rows_per_block) {
-                        let rows = rows_per_block.min((n + 1) * pix - r0);
-                        for ch in 0..chunks {
-                            let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(f));
-                            for j in 0..packed.panels() {
-                                let c0 = j * nr;
-                                for i in (0..rows).step_by(mr) {
-                                    let tile = Tile {
-                                        rows: mr.min(rows - i),
-                                        cols: nr.min(k - c0),
-                                        kc: k1 - k0,
-                                        a: &dy[(r0 + i) * f + k0..],
-                                        lda: f,
-                                        a_layout: ALayout::RowMajor,
-                                        b: packed.panel_from(j, k0),
-                                        b_stride: nr,
-                                        ldc: ldk,
-                                        accumulate: ch > 0,
-                                        finish: None,
-                                    };
-                                    run_tile(isa, &tile, &mut cols[i * ldk + c0..]);
-                                }
+            let (p0, p1) = (range.start * pix, range.end * pix);
+            if p1 <= p0 {
+                return;
+            }
+            scratch::with(Slot::A, mc.min(p1 - p0) * ldk, |cols| {
+                for r0 in (p0..p1).step_by(mc) {
+                    let rows = mc.min(p1 - r0);
+                    for ch in 0..chunks {
+                        let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(f));
+                        for j in 0..packed.panels() {
+                            let c0 = j * nr;
+                            for i in (0..rows).step_by(mr) {
+                                let tile = Tile {
+                                    rows: mr.min(rows - i),
+                                    cols: nr.min(k - c0),
+                                    kc: k1 - k0,
+                                    a: &dy[(r0 + i) * f + k0..],
+                                    lda: f,
+                                    a_layout: ALayout::RowMajor,
+                                    segs: None,
+                                    b: packed.panel_from(j, k0),
+                                    b_stride: nr,
+                                    ldc: ldk,
+                                    accumulate: ch > 0,
+                                    finish: None,
+                                };
+                                run_tile(isa, &tile, &mut cols[i * ldk + c0..]);
                             }
                         }
-                        col2im_add(g, cols, ldk, r0, rows, dxp, *img0);
                     }
+                    col2im_add(g, cols, ldk, r0, rows, dxp, *img0);
                 }
             });
         });
@@ -147,6 +140,111 @@ pub fn conv2d_grad_kernel(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &m
     if let Some(b) = &dbias {
         assert_eq!(b.len(), g.f, "bias gradient has {} entries, expected {}", b.len(), g.f);
     }
+    let ctx = &ctx.for_work(g.flops());
+    if g.ow >= DIRECT_MIN_WIDTH {
+        grad_kernel_direct(ctx, g, x, dy, dw, dbias)
+    } else {
+        grad_kernel_im2col(ctx, g, x, dy, dw, dbias)
+    }
+}
+
+/// Narrowest output row for the direct kernel gradient (each output row is one K segment of
+/// `ow` steps; shorter segments cost more in overhead than im2col does).
+const DIRECT_MIN_WIDTH: usize = 4;
+
+/// Kernel gradient without im2col. A row tile of dw is up to MR channels of one tap; its
+/// "A" over the pixels of one output row is a strided window of a zero-padded input slab read
+/// column-major (`A[i][p] = slab[off + p·stride·c + i]`), so the output rows of a chunk of
+/// pixels are the micro-kernel's K segments. Threads split the row tiles (contiguous rows of dw)
+/// and walk every pixel chunk in the same order, so dw does not depend on the thread count.
+fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], dbias: Option<&mut [f32]>) {
+    let isa = ctx.isa.checked();
+    let (mr, lanes) = tile_shape(isa);
+    let nr = 2 * lanes;
+    let (c, f, kw) = (g.c, g.f, g.kw);
+    let [sh, sw] = g.stride;
+    let wp = g.w + g.pad.left + g.pad.right;
+    let ctiles: Vec<(usize, usize)> = line_tiles(c, mr).collect();
+    // (tap, first channel, rows), in dw row order.
+    let tiles: Vec<(usize, usize, usize)> = (0..g.kh * kw)
+        .flat_map(|t| ctiles.iter().map(move |&(c0, r)| (t, c0, r)))
+        .collect();
+    let lines = g.n * g.oh;
+    let chunk_lines = (PIXELS / g.ow).max(1);
+    let panels = f.div_ceil(nr);
+    let threads = ctx.threads();
+    let want_bias = dbias.is_some();
+    let mut parts: Vec<(&mut [f32], usize, Vec<f64>)> = Vec::with_capacity(threads);
+    let mut rest = dw;
+    for t in 0..threads {
+        let r = task_range(tiles.len(), threads, t);
+        let k_of = |i: usize| tiles.get(i).map_or(g.k(), |&(tap, c0, _)| tap * c + c0);
+        let (k0, k1) = (k_of(r.start), k_of(r.end));
+        let (mine, tail) = rest.split_at_mut((k1 - k0) * f);
+        rest = tail;
+        parts.push((mine, k0, vec![0.0; if t == 0 && want_bias { f } else { 0 }]));
+    }
+    let chunk_px = chunk_lines * g.ow;
+    ctx.pool
+        .run_with_state(&mut parts, tiles.len(), |(dwp, k0, bsum), _t, range| {
+            if range.is_empty() && bsum.is_empty() {
+                return;
+            }
+            scratch::with(Slot::B, panels * chunk_px * nr, |bpack| {
+                scratch::with(Slot::A, slab_len(g, chunk_lines, wp), |slab| {
+                    for (ci, l0) in (0..lines).step_by(chunk_lines).enumerate() {
+                        let l1 = (l0 + chunk_lines).min(lines);
+                        let (p0, p1) = (l0 * g.ow, l1 * g.ow);
+                        let dyb = &dy[p0 * f..p1 * f];
+                        if !bsum.is_empty() {
+                            for row in dyb.chunks_exact(f) {
+                                bsum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+                            }
+                        }
+                        if range.is_empty() {
+                            continue;
+                        }
+                        pack_rows(dyb, p1 - p0, f, nr, bpack);
+                        let (runs, used) = build_slab(g, x, l0, l1, wp, slab);
+                        let slab = &slab[..used];
+                        let segs: Vec<usize> = runs
+                            .iter()
+                            .flat_map(|&(_, oy0, oy1, off)| (oy0..oy1).map(move |oy| off + (oy - oy0) * sh * wp * c))
+                            .collect();
+                        for j in 0..panels {
+                            let c0 = j * nr;
+                            for &(tap, ch0, rows) in &tiles[range.clone()] {
+                                let tap_off = ((tap / kw) * wp + tap % kw) * c + ch0;
+                                let tile = Tile {
+                                    rows,
+                                    cols: nr.min(f - c0),
+                                    kc: g.ow,
+                                    a: &slab[tap_off..],
+                                    lda: sw * c,
+                                    a_layout: ALayout::ColMajor,
+                                    segs: Some(&segs),
+                                    b: &bpack[j * (p1 - p0) * nr..],
+                                    b_stride: nr,
+                                    ldc: f,
+                                    accumulate: ci > 0,
+                                    finish: None,
+                                };
+                                run_tile(isa, &tile, &mut dwp[(tap * c + ch0 - *k0) * f + c0..]);
+                            }
+                        }
+                    }
+                })
+            })
+        });
+    if let Some(db) = dbias {
+        for (d, s) in db.iter_mut().zip(&parts[0].2) {
+            *d = *s as f32;
+        }
+    }
+}
+
+/// Kernel gradient through im2col blocks (very narrow outputs).
+fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], dbias: Option<&mut [f32]>) {
     let isa = ctx.isa.checked();
     let (mr, lanes) = tile_shape(isa);
     let nr = 2 * lanes;
@@ -166,52 +264,54 @@ pub fn conv2d_grad_kernel(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &m
         parts.push((mine, k0, vec![0.0; if t == 0 && want_bias { f } else { 0 }]));
     }
     let ld = padded_ld(TAPS.min(k));
-    ctx.pool.run_with_state(&mut parts, tiles, |(dwp, k0, bsum), _t, range| {
-        let (k0, k1) = (*k0, (range.end * mr).min(k));
-        if k1 <= k0 && bsum.is_empty() {
-            return;
-        }
-        scratch::with(Slot::B, panels * PIXELS * nr, |bpack| {
-            scratch::with(Slot::A, PIXELS * ld, |cols| {
-                for (blk, p0) in (0..m).step_by(PIXELS).enumerate() {
-                    let pixels = PIXELS.min(m - p0);
-                    let dyb = &dy[p0 * f..(p0 + pixels) * f];
-                    if !bsum.is_empty() {
-                        for row in dyb.chunks_exact(f) {
-                            bsum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+    ctx.pool
+        .run_with_state(&mut parts, tiles, |(dwp, k0, bsum), _t, range| {
+            let (k0, k1) = (*k0, (range.end * mr).min(k));
+            if k1 <= k0 && bsum.is_empty() {
+                return;
+            }
+            scratch::with(Slot::B, panels * PIXELS * nr, |bpack| {
+                scratch::with(Slot::A, PIXELS * ld, |cols| {
+                    for (blk, p0) in (0..m).step_by(PIXELS).enumerate() {
+                        let pixels = PIXELS.min(m - p0);
+                        let dyb = &dy[p0 * f..(p0 + pixels) * f];
+                        if !bsum.is_empty() {
+                            for row in dyb.chunks_exact(f) {
+                                bsum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+                            }
                         }
-                    }
-                    if k1 <= k0 {
-                        continue;
-                    }
-                    pack_rows(dyb, pixels, f, nr, bpack);
-                    for t0 in (k0..k1).step_by(TAPS) {
-                        let taps = TAPS.min(k1 - t0);
-                        im2col(g, x, p0, pixels, t0, t0 + taps, cols, ld);
-                        for j in 0..panels {
-                            let c0 = j * nr;
-                            for i in (0..taps).step_by(mr) {
-                                let tile = Tile {
-                                    rows: mr.min(taps - i),
-                                    cols: nr.min(f - c0),
-                                    kc: pixels,
-                                    a: &cols[i..],
-                                    lda: ld,
-                                    a_layout: ALayout::ColMajor,
-                                    b: &bpack[j * pixels * nr..],
-                                    b_stride: nr,
-                                    ldc: f,
-                                    accumulate: blk > 0,
-                                    finish: None,
-                                };
-                                run_tile(isa, &tile, &mut dwp[(t0 - k0 + i) * f + c0..]);
+                        if k1 <= k0 {
+                            continue;
+                        }
+                        pack_rows(dyb, pixels, f, nr, bpack);
+                        for t0 in (k0..k1).step_by(TAPS) {
+                            let taps = TAPS.min(k1 - t0);
+                            im2col(g, x, p0..p0 + pixels, t0..t0 + taps, cols, ld);
+                            for j in 0..panels {
+                                let c0 = j * nr;
+                                for i in (0..taps).step_by(mr) {
+                                    let tile = Tile {
+                                        rows: mr.min(taps - i),
+                                        cols: nr.min(f - c0),
+                                        kc: pixels,
+                                        a: &cols[i..],
+                                        lda: ld,
+                                        a_layout: ALayout::ColMajor,
+                                        segs: None,
+                                        b: &bpack[j * pixels * nr..],
+                                        b_stride: nr,
+                                        ldc: f,
+                                        accumulate: blk > 0,
+                                        finish: None,
+                                    };
+                                    run_tile(isa, &tile, &mut dwp[(t0 - k0 + i) * f + c0..]);
+                                }
                             }
                         }
                     }
-                }
+                })
             })
-        })
-    });
+        });
     if let Some(db) = dbias {
         for (d, s) in db.iter_mut().zip(&parts[0].2) {
             *d = *s as f32;

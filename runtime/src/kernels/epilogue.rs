@@ -1,5 +1,6 @@
 //! What a GEMM-shaped kernel does to its output while it is hot: bias, activation, and BN
-//! statistics (per-column Σy and Σy² in f64 per thread, combined in thread order into moments).
+//! statistics (per-column Σy and Σy² in f64 per fixed row block, combined in block order into
+//! moments, so they do not depend on the thread count).
 
 use super::activation::Act;
 use super::KernelIsa;
@@ -41,7 +42,13 @@ impl<'a> Epilogue<'a> {
             assert_eq!(b.len(), n, "bias has {} entries, the output has {n} columns", b.len());
         }
         if let Some(m) = &self.moments {
-            assert_eq!(m.len(), 2 * n, "moments need [2, {n}] = {} entries, got {}", 2 * n, m.len());
+            assert_eq!(
+                m.len(),
+                2 * n,
+                "moments need [2, {n}] = {} entries, got {}",
+                2 * n,
+                m.len()
+            );
         }
     }
 }
@@ -75,8 +82,8 @@ pub(crate) fn accumulate_stats(isa: KernelIsa, y: &[f32], n: usize, partial: &mu
     )
 }
 
-/// Combines per-thread partials (in thread order) of `rows` rows into `[mean; biased var]`.
-pub(crate) fn finish_moments(partials: &[Vec<f64>], rows: usize, n: usize, moments: &mut [f32]) {
+/// Combines partials (in the given order, which must not depend on the thread count) of `rows` rows into `[mean; biased var]`.
+pub(crate) fn finish_moments(partials: &[&[f64]], rows: usize, n: usize, moments: &mut [f32]) {
     let inv = 1.0 / rows.max(1) as f64;
     for j in 0..n {
         let (mut s, mut q) = (0.0f64, 0.0f64);
@@ -93,6 +100,9 @@ pub(crate) fn finish_moments(partials: &[Vec<f64>], rows: usize, n: usize, momen
 /// Applies the activation to a whole `[rows, n]` buffer and, if asked, its statistics — the
 /// unfused fallback used when a kernel cannot apply the epilogue per tile.
 pub(crate) fn apply_rows(isa: KernelIsa, y: &mut [f32], n: usize, epi: &mut Epilogue) {
+    if n == 0 {
+        return;
+    }
     let (bias, act) = (epi.bias, epi.act);
     isa.vectorize(
         #[inline(always)]
@@ -108,6 +118,6 @@ pub(crate) fn apply_rows(isa: KernelIsa, y: &mut [f32], n: usize, epi: &mut Epil
     if let Some(m) = epi.moments.as_deref_mut() {
         let mut p = vec![0.0; 2 * n];
         accumulate_stats(isa, y, n, &mut p);
-        finish_moments(&[p], y.len() / n.max(1), n, m);
+        finish_moments(&[&p], y.len() / n, n, m);
     }
 }

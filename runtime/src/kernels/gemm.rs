@@ -1,23 +1,28 @@
 //! General matrix multiply `C[m, n] (+)= op(A)·op(B)` with the micro-kernel, cache blocking
 //! (kc chunks of K so a B micro-panel stays in L1; mc row blocks so the A block stays in L2)
-//! and the epilogue (bias, activation, BN statistics).
+//! and the epilogue (residual accumulate, bias, activation, BN statistics).
 //!
-//! A is read in place (`[m, k]` row-major, or `[k, m]` when `trans_a`, read column-wise).
-//! B is packed into column panels, except when C has only a few rows and B is `[k, n]` with
-//! `n` a multiple of the panel width: then each B element is used by few rows, so packing
+//! A is copied per row block and K chunk into a row-major scratch block with a padded stride
+//! (from `[m, k]`, or `[k, m]` when `trans_a`). B is packed into column panels, except when C has only a few rows and B is `[k, n]` with
+//! `n` a multiple of the vector width: then each B element is used by few rows, so packing
 //! would cost more than it saves (the batch-1 dense layer, a GEMV).
 //!
-//! Threads split the rows of C when there are enough (each thread writes its own rows);
+//! Threads split row blocks of C when there are enough rows (each thread writes its own rows);
 //! otherwise they split the column panels into private buffers copied into C afterwards.
-//! Either way every element of C is summed in the same order for any thread count.
+//! Either way every element of C is summed in the same order (the K chunking depends only on
+//! K) for any thread count, and the BN statistics are summed per fixed group of rows and
+//! combined in group order, so the whole result (moments included) is bit-identical across
+//! thread counts.
 
 use super::epilogue::{accumulate_stats, finish_moments, Epilogue};
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
-use super::pack::PackedB;
+use super::pack::{transpose_into, with_pack, PackedB};
+use super::scratch::{self, Slot};
 use super::{Ctx, KernelIsa};
 use crate::kernels::activation::Act;
-use crate::pool::task_range;
+use crate::pool::{task_range, Pool};
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Shape and operand layouts of a GEMM. A is stored `[m, k]` (`[k, m]` if `trans_a`), B is
 /// stored `[k, n]` (`[n, k]` if `trans_b`), C is `[m, n]`; all row-major and contiguous.
@@ -47,11 +52,117 @@ impl GemmGeom {
     }
 }
 
+/// Longest K chunk: the B micro-panel (kc × 32 floats) and an A row tile stay within L1.
+pub(crate) const KC_MAX: usize = 256;
+/// Bytes of A block kept per thread (half of a 2 MiB L2).
+pub(crate) const A_BLOCK_BYTES: usize = 1024 * 1024;
+/// Bytes of a GEMM's packed A block (it is re-read for every column panel).
+pub(crate) const GEMM_A_BYTES: usize = 256 * 1024;
+/// Row tiles per group of rows whose BN statistics are summed together. Row blocks are whole
+/// groups, so the statistics' summation order does not depend on how rows are cut into blocks.
+const STAT_GROUP_TILES: usize = 4;
+
+/// K chunking: `(chunks, kc)` with chunks of near-equal length at most `KC_MAX`.
+pub(crate) fn k_chunks(k: usize) -> (usize, usize) {
+    let chunks = k.div_ceil(KC_MAX).max(1);
+    (chunks, k.div_ceil(chunks).max(1))
+}
+
+/// Row stride of a scratch block of `kc` columns: a whole number of cache lines, padded so
+/// rows do not alias in the L1 sets.
+pub(crate) fn padded_ld(kc: usize) -> usize {
+    let ld = kc.div_ceil(16) * 16;
+    if ld.is_multiple_of(256) {
+        ld + 16
+    } else {
+        ld
+    }
+}
+
+/// Rows per BN-statistics group for tiles of `mr` rows.
+pub(crate) fn stat_group(mr: usize) -> usize {
+    STAT_GROUP_TILES * mr
+}
+
+/// Rows per block: whole statistics groups, an `ld`-wide A block within `budget` bytes, and a
+/// block count that is a multiple of the thread count (equal shares).
+pub(crate) fn block_rows(m: usize, ld: usize, mr: usize, threads: usize, budget: usize) -> usize {
+    let group = stat_group(mr);
+    let by_cache = (budget / (ld.max(1) * 4) / group).max(1) * group;
+    let blocks = m.div_ceil(by_cache).div_ceil(threads.max(1)) * threads.max(1);
+    m.div_ceil(blocks).div_ceil(group).max(1) * group
+}
+
+/// Per-thread state of [`row_blocks`]: its rows of the output and its groups' statistics.
+struct Part<'a> {
+    y: &'a mut [f32],
+    row0: usize,
+    /// `[groups of this thread][2, n]` partial sums.
+    stats: Vec<f64>,
+}
+
+/// Cuts `y` (`[m, n]`) into row blocks of `mc` rows (a multiple of `group`), split statically
+/// over the pool's threads, and calls `body(r0, rows, out)` for each block with `out` = rows
+/// `r0..r0 + rows` of `y`. With `moments`, each finished block's column statistics are summed
+/// per `group` rows (while the block is hot) and the groups combined in order into
+/// `[mean; biased variance]`: the same sums in the same order for any `mc` and thread count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_blocks<F>(
+    pool: &Pool,
+    isa: KernelIsa,
+    m: usize,
+    n: usize,
+    mc: usize,
+    group: usize,
+    y: &mut [f32],
+    moments: Option<&mut [f32]>,
+    body: F,
+) where
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    debug_assert!(y.len() == m * n && mc.is_multiple_of(group));
+    let threads = pool.threads();
+    let blocks = m.div_ceil(mc);
+    let width = if moments.is_some() { 2 * n } else { 0 };
+    let mut parts: Vec<Part> = Vec::with_capacity(threads);
+    let mut rest = y;
+    for t in 0..threads {
+        let r = task_range(blocks, threads, t);
+        let (row0, row1) = ((r.start * mc).min(m), (r.end * mc).min(m));
+        let (mine, tail) = rest.split_at_mut((row1 - row0) * n);
+        rest = tail;
+        parts.push(Part {
+            y: mine,
+            row0,
+            stats: vec![0.0; (row1 - row0).div_ceil(group) * width],
+        });
+    }
+    pool.run_with_state(&mut parts, blocks, |part, _t, range| {
+        for blk in range {
+            let r0 = blk * mc;
+            let rows = mc.min(m - r0);
+            let local = r0 - part.row0;
+            let out = &mut part.y[local * n..(local + rows) * n];
+            body(r0, rows, out);
+            if width > 0 {
+                for (gi, grp) in out.chunks(group * n).enumerate() {
+                    let at = (local / group + gi) * width;
+                    accumulate_stats(isa, grp, n, &mut part.stats[at..at + width]);
+                }
+            }
+        }
+    });
+    if let Some(mo) = moments {
+        let partials: Vec<&[f64]> = parts.iter().flat_map(|p| p.stats.chunks_exact(width.max(1))).collect();
+        finish_moments(&partials, m, n, mo);
+    }
+}
+
 /// B as the micro-kernel reads it.
 #[derive(Clone, Copy)]
 enum BSrc<'a> {
     Packed(&'a PackedB),
-    /// `[k, n]` row-major in place (`n` a multiple of the panel width).
+    /// `[k, n]` row-major in place (`n` a multiple of the vector width).
     Direct(&'a [f32], usize),
 }
 
@@ -70,35 +181,33 @@ thread_local! {
     static PACKED: RefCell<PackedB> = RefCell::new(PackedB::new());
 }
 
-/// `C (+)= epilogue(op(A)·op(B))`; with `accumulate` the product is added to C's contents
-/// before the epilogue.
+/// `C = epilogue(op(A)·op(B) [+ C])`: with `accumulate` the product is added to C's contents
+/// (a residual) before the bias and the activation; the moments are those of the final C.
 pub fn gemm(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool, mut epi: Epilogue) {
     let (m, n, k) = (g.m, g.n, g.k);
     assert_eq!(a.len(), m * k, "A has {} elements, expected {m}×{k}", a.len());
     assert_eq!(b.len(), k * n, "B has {} elements, expected {k}×{n}", b.len());
     assert_eq!(c.len(), m * n, "C has {} elements, expected {m}×{n}", c.len());
     epi.check(n);
-    if m == 0 || n == 0 {
+    let isa = ctx.isa.checked();
+    if n == 0 {
         return;
     }
-    let isa = ctx.isa.checked();
-    let (mr, lanes) = tile_shape(isa);
-    let nr = 2 * lanes;
-    if k == 0 {
+    if m == 0 || k == 0 {
         if !accumulate {
             c.fill(0.0);
         }
         super::epilogue::apply_rows(isa, c, n, &mut epi);
         return;
     }
-    let direct = !g.trans_b && n % nr == 0 && m <= 2 * mr;
+    let (mr, lanes) = tile_shape(isa);
+    let direct = !g.trans_b && n.is_multiple_of(lanes) && m <= 2 * mr;
     if direct {
         run(ctx, g, a, BSrc::Direct(b, n), c, accumulate, &mut epi);
     } else {
-        PACKED.with(|p| {
-            let mut p = p.borrow_mut();
+        with_pack(&PACKED, |p| {
             p.pack(isa, k, n, b, g.trans_b);
-            run(ctx, g, a, BSrc::Packed(&p), c, accumulate, &mut epi);
+            run(ctx, g, a, BSrc::Packed(p), c, accumulate, &mut epi);
         });
     }
 }
@@ -115,10 +224,15 @@ struct Job<'a> {
 }
 
 fn run(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: BSrc, c: &mut [f32], accumulate: bool, epi: &mut Epilogue) {
+    let ctx = &ctx.for_work(g.flops());
     let isa = ctx.isa.checked();
     let (mr, lanes) = tile_shape(isa);
     let nr = 2 * lanes;
     let (m, n) = (g.m, g.n);
+    let (_, kc) = k_chunks(g.k);
+    let threads = ctx.threads();
+    let mc = block_rows(m, padded_ld(kc), mr, threads, GEMM_A_BYTES);
+    let group = stat_group(mr);
     let job = Job {
         isa,
         g: *g,
@@ -128,88 +242,86 @@ fn run(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: BSrc, c: &mut [f32], accumulate: b
         act: epi.act,
         accumulate,
     };
-    let threads = ctx.threads();
     let panels = n.div_ceil(nr);
-    let tiles = m.div_ceil(mr);
-    let stats = epi.moments.is_some();
-    let width = if stats { 2 * n } else { 0 };
-    let partials: Vec<Vec<f64>>;
-    if threads == 1 || tiles >= 2 * threads || panels < threads {
-        // Split rows: tasks are row tiles; thread t owns a contiguous run of rows of C.
-        let mut parts: Vec<(&mut [f32], usize, Vec<f64>)> = Vec::with_capacity(threads);
-        let mut rest = c;
-        for t in 0..threads {
-            let r = task_range(tiles, threads, t);
-            let (r0, r1) = ((r.start * mr).min(m), (r.end * mr).min(m));
-            let (mine, tail) = rest.split_at_mut((r1 - r0) * n);
-            rest = tail;
-            parts.push((mine, r0, vec![0.0; width]));
+    if threads == 1 || m >= 2 * threads * group || panels < threads {
+        // Split row blocks: each thread owns a contiguous run of rows of C.
+        row_blocks(
+            ctx.pool,
+            isa,
+            m,
+            n,
+            mc,
+            group,
+            c,
+            epi.moments.as_deref_mut(),
+            |r0, rows, out| {
+                block(&job, r0, rows, 0..panels, out, n, 0);
+            },
+        );
+        return;
+    }
+    // Few rows, many columns: split column panels into private [m, cols] buffers.
+    let mut parts: Vec<Vec<f32>> = vec![Vec::new(); threads];
+    let cref: &[f32] = c;
+    ctx.pool.run_with_state(&mut parts, panels, |buf, _t, range| {
+        let (c0, c1) = (range.start * nr, (range.end * nr).min(n));
+        if c1 <= c0 {
+            return;
         }
-        ctx.pool.run_with_state(&mut parts, tiles, |(out, r0, partial), _t, range| {
-            let rows = (range.end * mr).min(m) - (range.start * mr).min(m);
-            if rows > 0 {
-                block(&job, *r0, rows, 0..panels, out, n, 0, partial);
-            }
-        });
-        partials = parts.into_iter().map(|p| p.2).collect();
-    } else {
-        // Split column panels into private [m, cols] buffers, copied into C afterwards.
-        let mut parts: Vec<(Vec<f32>, Vec<f64>)> = (0..threads).map(|_| (Vec::new(), vec![0.0; width])).collect();
-        let cref: &[f32] = c;
-        ctx.pool.run_with_state(&mut parts, panels, |(buf, partial), _t, range| {
-            let (c0, c1) = (range.start * nr, (range.end * nr).min(n));
-            if c1 <= c0 {
-                return;
-            }
-            let w = c1 - c0;
-            buf.resize(m * w, 0.0);
-            if accumulate {
-                for (dst, src) in buf.chunks_exact_mut(w).zip(cref.chunks_exact(n)) {
-                    dst.copy_from_slice(&src[c0..c1]);
-                }
-            }
-            block(&job, 0, m, range, buf, w, c0, partial);
-        });
-        for (t, (buf, _)) in parts.iter().enumerate() {
-            let r = task_range(panels, threads, t);
-            let (c0, c1) = (r.start * nr, (r.end * nr).min(n));
-            if c1 > c0 {
-                for (dst, src) in c.chunks_exact_mut(n).zip(buf.chunks_exact(c1 - c0)) {
-                    dst[c0..c1].copy_from_slice(src);
-                }
+        let w = c1 - c0;
+        buf.resize(m * w, 0.0);
+        if accumulate {
+            for (dst, src) in buf.chunks_exact_mut(w).zip(cref.chunks_exact(n)) {
+                dst.copy_from_slice(&src[c0..c1]);
             }
         }
-        partials = parts.into_iter().map(|p| p.1).collect();
+        for r0 in (0..m).step_by(mc) {
+            let rows = mc.min(m - r0);
+            block(&job, r0, rows, range.clone(), &mut buf[r0 * w..(r0 + rows) * w], w, c0);
+        }
+    });
+    for (t, buf) in parts.iter().enumerate() {
+        let r = task_range(panels, threads, t);
+        let (c0, c1) = (r.start * nr, (r.end * nr).min(n));
+        if c1 > c0 {
+            for (dst, src) in c.chunks_exact_mut(n).zip(buf.chunks_exact(c1 - c0)) {
+                dst[c0..c1].copy_from_slice(src);
+            }
+        }
     }
     if let Some(mo) = epi.moments.as_deref_mut() {
+        // The same row groups as the row split, summed in group order.
+        let width = 2 * n;
+        let mut stats = vec![0.0; m.div_ceil(group) * width];
+        for (grp, s) in c.chunks(group * n).zip(stats.chunks_exact_mut(width)) {
+            accumulate_stats(isa, grp, n, s);
+        }
+        let partials: Vec<&[f64]> = stats.chunks_exact(width).collect();
         finish_moments(&partials, m, n, mo);
     }
 }
 
-/// C rows `r0..r0 + rows`, panels `panels`, into `out` (`[rows, ldc]`, column 0 of `out` is
-/// column `col0` of C). Rows are walked in L2-sized blocks, K in L1-sized chunks.
-#[allow(clippy::too_many_arguments)]
-fn block(
-    job: &Job,
-    r0: usize,
-    rows: usize,
-    panels: std::ops::Range<usize>,
-    out: &mut [f32],
-    ldc: usize,
-    col0: usize,
-    partial: &mut [f64],
-) {
+/// C rows `r0..r0 + rows`, panels `panels`, into `out` (`[rows, ldc]`; column 0 of `out` is
+/// column `col0` of C). K is walked in L1-sized chunks; each chunk's A block is copied into a
+/// scratch block with a padded row stride (rows of a wide A would alias in the L1 sets, and a
+/// transposed A becomes row-major), then each B micro-panel serves every row tile of the block.
+fn block(job: &Job, r0: usize, rows: usize, panels: Range<usize>, out: &mut [f32], ldc: usize, col0: usize) {
     let (mr, lanes) = tile_shape(job.isa);
     let nr = 2 * lanes;
     let GemmGeom { m, n, k, trans_a, .. } = job.g;
-    let (chunks, kc) = super::conv::k_chunks(k);
-    // Row block: A block of mc × kc floats in L2.
-    let mc = (super::conv::A_BLOCK_BYTES / (kc * 4)).max(mr) / mr * mr;
-    let stats = !partial.is_empty();
-    for b0 in (0..rows).step_by(mc) {
-        let brows = mc.min(rows - b0);
+    let (chunks, kc) = k_chunks(k);
+    let ld = padded_ld(kc);
+    scratch::with(Slot::A, rows * ld, |ablk| {
         for ch in 0..chunks {
             let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(k));
+            if trans_a {
+                // ablk[i][p] = A[r0 + i][k0 + p] = a[(k0 + p)·m + r0 + i]
+                transpose_into(ablk, ld, &job.a[k0 * m + r0..], m, k1 - k0, rows);
+            } else {
+                for (i, dst) in ablk.chunks_mut(ld).take(rows).enumerate() {
+                    dst[..k1 - k0].copy_from_slice(&job.a[(r0 + i) * k + k0..(r0 + i) * k + k1]);
+                }
+            }
             let last = ch + 1 == chunks;
             for j in panels.clone() {
                 let c = j * nr;
@@ -219,42 +331,24 @@ fn block(
                     bias: job.bias.map(|b| &b[c..]),
                     act: job.act,
                 });
-                for i in (0..brows).step_by(mr) {
-                    let row = r0 + b0 + i;
-                    let (a, lda, a_layout) = if trans_a {
-                        (&job.a[k0 * m + row..], m, ALayout::ColMajor)
-                    } else {
-                        (&job.a[row * k + k0..], k, ALayout::RowMajor)
-                    };
+                for i in (0..rows).step_by(mr) {
                     let tile = Tile {
-                        rows: mr.min(brows - i),
+                        rows: mr.min(rows - i),
                         cols,
                         kc: k1 - k0,
-                        a,
-                        lda,
-                        a_layout,
+                        a: &ablk[i * ld..],
+                        lda: ld,
+                        a_layout: ALayout::RowMajor,
+                        segs: None,
                         b: bp,
                         b_stride,
                         ldc,
                         accumulate: ch > 0 || job.accumulate,
                         finish,
                     };
-                    run_tile(job.isa, &tile, &mut out[(b0 + i) * ldc + (c - col0)..]);
+                    run_tile(job.isa, &tile, &mut out[i * ldc + (c - col0)..]);
                 }
             }
         }
-        if stats {
-            let blk = &out[b0 * ldc..(b0 + brows) * ldc];
-            if ldc == n {
-                accumulate_stats(job.isa, blk, n, partial);
-            } else {
-                // Private column buffer: accumulate its columns at their place in C.
-                let (sum, sq) = partial.split_at_mut(n);
-                let mut p = vec![0.0; 2 * ldc];
-                accumulate_stats(job.isa, blk, ldc, &mut p);
-                sum[col0..col0 + ldc].iter_mut().zip(&p[..ldc]).for_each(|(d, s)| *d += s);
-                sq[col0..col0 + ldc].iter_mut().zip(&p[ldc..]).for_each(|(d, s)| *d += s);
-            }
-        }
-    }
+    });
 }

@@ -6,15 +6,46 @@
 //! most), so both directions move whole runs and only zero-fill or skip the padding.
 
 use super::conv::ConvGeom;
+use std::ops::Range;
 
-/// Visits, for output pixel `p` and columns `k0..k1`, each kernel row's span of columns as
+/// Output pixel `p` as `(image, row, column)`, stepped without divisions.
+#[derive(Clone, Copy)]
+struct Pixel {
+    n: usize,
+    y: usize,
+    x: usize,
+}
+
+impl Pixel {
+    fn of(g: &ConvGeom, p: usize) -> Pixel {
+        let plane = g.oh * g.ow;
+        Pixel {
+            n: p / plane,
+            y: p % plane / g.ow,
+            x: p % g.ow,
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self, g: &ConvGeom) {
+        self.x += 1;
+        if self.x == g.ow {
+            self.x = 0;
+            self.y += 1;
+            if self.y == g.oh {
+                self.y = 0;
+                self.n += 1;
+            }
+        }
+    }
+}
+
+/// Visits, for output pixel `px` and columns `k0..k1`, each kernel row's span of columns as
 /// `(dst_offset, len, Some(src_offset))` for input data or `(dst_offset, len, None)` for padding.
 /// Offsets: `dst` relative to `k0`, `src` into the whole NHWC input.
 #[inline(always)]
-fn for_runs(g: &ConvGeom, p: usize, k0: usize, k1: usize, mut f: impl FnMut(usize, usize, Option<usize>)) {
-    let [oh, ow] = [g.oh, g.ow];
-    let (n, rem) = (p / (oh * ow), p % (oh * ow));
-    let (y, x) = (rem / ow, rem % ow);
+fn for_runs(g: &ConvGeom, px: Pixel, k0: usize, k1: usize, mut f: impl FnMut(usize, usize, Option<usize>)) {
+    let Pixel { n, y, x } = px;
     let row_len = g.kw * g.c;
     let ky_first = k0 / row_len;
     let ky_last = (k1 - 1) / row_len;
@@ -31,7 +62,10 @@ fn for_runs(g: &ConvGeom, p: usize, k0: usize, k1: usize, mut f: impl FnMut(usiz
             continue;
         }
         // Data columns of this kernel row, clipped to [lo, hi).
-        let (d_lo, d_hi) = ((row_k0 + kx_lo * g.c).clamp(lo, hi), (row_k0 + kx_hi * g.c).clamp(lo, hi));
+        let (d_lo, d_hi) = (
+            (row_k0 + kx_lo * g.c).clamp(lo, hi),
+            (row_k0 + kx_hi * g.c).clamp(lo, hi),
+        );
         if d_lo > lo {
             f(lo - k0, d_lo - lo, None);
         }
@@ -48,15 +82,18 @@ fn for_runs(g: &ConvGeom, p: usize, k0: usize, k1: usize, mut f: impl FnMut(usiz
     }
 }
 
-/// `dst[r·ld + (k − k0)] = A[row0 + r][k]` for `r < rows`, `k0 <= k < k1`.
+/// `dst[(p − p0)·ld + (k − k0)] = A[p][k]` for pixels `p` in `pixels` and taps `k` in `taps`.
 #[inline]
-pub(crate) fn im2col(g: &ConvGeom, x: &[f32], row0: usize, rows: usize, k0: usize, k1: usize, dst: &mut [f32], ld: usize) {
+pub(crate) fn im2col(g: &ConvGeom, x: &[f32], pixels: Range<usize>, taps: Range<usize>, dst: &mut [f32], ld: usize) {
+    let (rows, k0, k1) = (pixels.len(), taps.start, taps.end);
+    let mut px = Pixel::of(g, pixels.start);
     for r in 0..rows {
         let d = &mut dst[r * ld..r * ld + (k1 - k0)];
-        for_runs(g, row0 + r, k0, k1, |off, len, src| match src {
+        for_runs(g, px, k0, k1, |off, len, src| match src {
             Some(s) => d[off..off + len].copy_from_slice(&x[s..s + len]),
             None => d[off..off + len].fill(0.0),
         });
+        px.step(g);
     }
 }
 
@@ -66,9 +103,10 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], row0: usize, rows: usize, k0: usiz
 pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], ld: usize, row0: usize, rows: usize, dx: &mut [f32], img0: usize) {
     let k = g.kh * g.kw * g.c;
     let base = img0 * g.h * g.w * g.c;
+    let mut px = Pixel::of(g, row0);
     for r in 0..rows {
         let src = &cols[r * ld..r * ld + k];
-        for_runs(g, row0 + r, 0, k, |off, len, dst| {
+        for_runs(g, px, 0, k, |off, len, dst| {
             if let Some(d) = dst {
                 let d = d - base;
                 for (o, &v) in dx[d..d + len].iter_mut().zip(&src[off..off + len]) {
@@ -76,5 +114,6 @@ pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], ld: usize, row0: usize, row
                 }
             }
         });
+        px.step(g);
     }
 }

@@ -1,11 +1,14 @@
-//! The GEMM micro-kernel: one `MR × (NV·LANES)` tile of C held in vector registers over a
-//! `kc`-long stretch of K, then the epilogue (accumulate into C, bias, activation, BN
-//! statistics) while the tile is hot.
+//! The GEMM micro-kernel: one `MR × (NV·LANES)` tile of C held in vector registers (14 × 32 =
+//! 28 zmm accumulators on AVX-512) over a stretch of K, then the epilogue (accumulate into C,
+//! bias, activation) while the tile is hot.
 //!
-//! A is read in place (no packing) as either row-major rows (`A[i][p] = a[i·lda + p]`, the
-//! im2col block of a forward conv) or column-major rows (`A[i][p] = a[p·lda + i]`, the
-//! transposed im2col block of a kernel gradient); B is a panel of `NR = 2·LANES` columns
-//! whose rows are `b_stride` apart (packed panels: `b_stride = NR`).
+//! A is read in place (no packing) as either row-major rows (`A[i][p] = a[i·lda + p]`: a GEMM's
+//! A, an im2col block, or a strided window of a padded conv input) or column-major rows
+//! (`A[i][p] = a[p·lda + i]`: a transposed A, or the input channels of a kernel gradient). The
+//! K stretch may be a list of segments at different A offsets (the taps of a direct
+//! convolution); B is a panel of `NR = 2·LANES` columns whose rows are `b_stride` apart (packed
+//! panels: `b_stride = NR`). The accumulators are indexed only with constants (see `unroll!`)
+//! so they stay in registers.
 //!
 //! [`run_tile`] is the safe entry: it checks that every index the tile touches lies inside the
 //! slices it was given, then calls the instantiation for `(isa, rows, vectors, A layout)`
@@ -36,6 +39,10 @@ pub(crate) struct Finish<'a> {
 }
 
 /// One tile: `C[0..rows, 0..cols] (+)= A[0..rows, 0..kc] · B[0..kc, 0..cols]`.
+///
+/// With `segs`, K is the concatenation of `segs.len()` segments of `kc` steps each, segment `s`
+/// reading A from `a[segs[s]..]` (same layout and `lda`) and B from row `s·kc` on: the taps of
+/// a direct convolution, each a strided window of the input.
 pub(crate) struct Tile<'a> {
     pub rows: usize,
     pub cols: usize,
@@ -43,6 +50,7 @@ pub(crate) struct Tile<'a> {
     pub a: &'a [f32],
     pub lda: usize,
     pub a_layout: ALayout,
+    pub segs: Option<&'a [usize]>,
     pub b: &'a [f32],
     pub b_stride: usize,
     pub ldc: usize,
@@ -57,6 +65,9 @@ struct RawTile {
     cols: usize,
     kc: usize,
     a: *const f32,
+    /// A offsets of the K segments (`nseg` of them, `kc` steps each).
+    segs: *const usize,
+    nseg: usize,
     lda: usize,
     b: *const f32,
     b_stride: usize,
@@ -86,16 +97,25 @@ pub(crate) fn tile_shape(isa: KernelIsa) -> (usize, usize) {
 pub(crate) fn run_tile(isa: KernelIsa, t: &Tile, c: &mut [f32]) {
     let (mr, lanes) = tile_shape(isa);
     let nr = 2 * lanes;
-    assert!(t.rows >= 1 && t.rows <= mr && t.cols >= 1 && t.cols <= nr, "tile shape out of range");
-    if t.kc > 0 {
+    assert!(
+        t.rows >= 1 && t.rows <= mr && t.cols >= 1 && t.cols <= nr,
+        "tile shape out of range"
+    );
+    const WHOLE: [usize; 1] = [0];
+    let segs: &[usize] = t.segs.unwrap_or(&WHOLE);
+    if t.kc > 0 && !segs.is_empty() {
         let a_last = match t.a_layout {
             ALayout::RowMajor => (t.rows - 1) * t.lda + t.kc - 1,
             ALayout::ColMajor => (t.kc - 1) * t.lda + t.rows - 1,
         };
-        assert!(a_last < t.a.len(), "A tile out of bounds");
+        let max_off = segs.iter().copied().max().unwrap_or(0);
+        assert!(max_off + a_last < t.a.len(), "A tile out of bounds");
         // The kernel loads whole vectors of B for the tile's vector count.
         let nv_cols = t.cols.div_ceil(lanes) * lanes;
-        assert!((t.kc - 1) * t.b_stride + nv_cols <= t.b.len(), "B panel out of bounds");
+        assert!(
+            (segs.len() * t.kc - 1) * t.b_stride + nv_cols <= t.b.len(),
+            "B panel out of bounds"
+        );
     }
     assert!((t.rows - 1) * t.ldc + t.cols <= c.len(), "C tile out of bounds");
     let bias = match t.finish.and_then(|f| f.bias) {
@@ -109,6 +129,8 @@ pub(crate) fn run_tile(isa: KernelIsa, t: &Tile, c: &mut [f32]) {
         cols: t.cols,
         kc: t.kc,
         a: t.a.as_ptr(),
+        segs: segs.as_ptr(),
+        nseg: segs.len(),
         lda: t.lda,
         b: t.b.as_ptr(),
         b_stride: t.b_stride,
@@ -139,56 +161,74 @@ pub(crate) fn run_tile(isa: KernelIsa, t: &Tile, c: &mut [f32]) {
     }
 }
 
+/// Repeats `$body` with `$i` bound to each constant `0..$n` (`$n` ≤ 16, a constant): every index
+/// into the accumulator array is a literal, so LLVM keeps the accumulators in registers.
+macro_rules! unroll {
+    ($n:expr, $i:ident, $body:block) => {
+        unroll!(@ $n, $i, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    };
+    (@ $n:expr, $i:ident, $body:block, $($k:literal)*) => {
+        $(
+            if $k < $n {
+                let $i: usize = $k;
+                $body
+            }
+        )*
+    };
+}
+
 /// The generic micro-kernel; inlined into each ISA's `#[target_feature]` entry.
 #[inline(always)]
 unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const COL_A: bool>(t: &RawTile) {
     let mut acc = [[S::zero(); NV]; MR];
     let (row_step, k_step) = if COL_A { (1, t.lda) } else { (t.lda, 1) };
-    let mut a = t.a;
     let mut b = t.b;
-    for _ in 0..t.kc {
-        let mut bv = [S::zero(); NV];
-        for (v, x) in bv.iter_mut().enumerate() {
-            *x = S::load(b.add(v * S::LANES));
+    for s in 0..t.nseg {
+        let mut a = t.a.add(*t.segs.add(s));
+        for _ in 0..t.kc {
+            let mut bv = [S::zero(); NV];
+            unroll!(NV, v, {
+                bv[v] = S::load(b.add(v * S::LANES));
+            });
+            unroll!(MR, i, {
+                let ai = S::splat(*a.add(i * row_step));
+                unroll!(NV, v, {
+                    acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+                });
+            });
+            a = a.add(k_step);
+            b = b.add(t.b_stride);
         }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = S::splat(*a.add(i * row_step));
-            for (v, x) in row.iter_mut().enumerate() {
-                *x = S::fma(ai, bv[v], *x);
-            }
-        }
-        a = a.add(k_step);
-        b = b.add(t.b_stride);
     }
     let full = t.cols == NV * S::LANES;
     let relu = t.finish && t.act == Act::Relu;
     let mut bias = [S::zero(); NV];
     if t.finish && !t.bias.is_null() {
-        for (v, x) in bias.iter_mut().enumerate() {
-            *x = load_cols::<S>(t.bias.add(v * S::LANES), t.cols, v, full);
-        }
+        unroll!(NV, v, {
+            bias[v] = load_cols::<S>(t.bias.add(v * S::LANES), t.cols, v, full);
+        });
     }
-    for (i, row) in acc.iter_mut().enumerate() {
+    unroll!(MR, i, {
         let c = t.c.add(i * t.ldc);
-        for (v, x) in row.iter_mut().enumerate() {
+        unroll!(NV, v, {
             let cv = c.add(v * S::LANES);
+            let mut x = acc[i][v];
             if t.accumulate {
-                *x = S::add(*x, load_cols::<S>(cv, t.cols, v, full));
+                x = S::add(x, load_cols::<S>(cv, t.cols, v, full));
             }
             if t.finish {
-                *x = S::add(*x, bias[v]);
+                x = S::add(x, bias[v]);
                 if relu {
-                    *x = S::max(*x, S::zero());
+                    x = S::max(x, S::zero());
                 }
             }
             if full {
-                S::store(cv, *x);
+                S::store(cv, x);
             } else {
-                let n = t.cols.saturating_sub(v * S::LANES).min(S::LANES);
-                S::store_partial(cv, *x, n);
+                S::store_partial(cv, x, t.cols.saturating_sub(v * S::LANES).min(S::LANES));
             }
-        }
-    }
+        });
+    });
 }
 
 /// Loads vector `v` of a row with `cols` valid entries.

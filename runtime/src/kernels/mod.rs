@@ -6,18 +6,18 @@
 //! generated code calls these with constants and LLVM specialises the `#[inline]` drivers.
 //!
 //! Every parallel kernel takes a [`Ctx`] (thread pool + ISA). Work is split statically by
-//! [`crate::pool::task_range`], so results are bit-identical for a given thread count; the
-//! convolution and GEMM kernels are bit-identical across thread counts too (no split
-//! reductions), only the BN statistics epilogue combines per-thread partials.
+//! [`crate::pool::task_range`], and no reduction is ever split by thread: the convolution and
+//! GEMM kernels (BN statistics epilogue included) give bit-identical results for any thread
+//! count. Kernels with little work run on the calling thread only.
 //!
 //! `unsafe` lives in `simd.rs` / `microkernel.rs` (intrinsics behind run-time feature checks)
 //! and in the `#[target_feature]` trampolines of [`KernelIsa::vectorize`].
 
 pub mod activation;
-mod epilogue;
 pub mod conv;
 mod conv_backward;
 pub mod elementwise;
+mod epilogue;
 pub mod gemm;
 mod im2col;
 mod microkernel;
@@ -31,12 +31,13 @@ pub mod softmax;
 
 pub use activation::Act;
 pub use conv::{conv2d_forward, conv2d_forward_packed, ConvGeom, Pad};
-pub use epilogue::Epilogue;
 pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
+pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
 
 use crate::pool::Pool;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The instruction set a kernel runs with. `detect()` picks the best the CPU has; forcing a
 /// lower one (tests, benchmarks) is always allowed, asking for a higher one than the CPU has
@@ -75,7 +76,9 @@ impl KernelIsa {
                 std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
             }
             #[cfg(target_arch = "x86_64")]
-            KernelIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            KernelIsa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -162,4 +165,31 @@ impl<'p> Ctx<'p> {
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
+
+    /// This context, or a single-threaded one when `flops` of work is too little to be worth
+    /// waking other threads (results do not depend on the thread count either way).
+    pub(crate) fn for_work(&self, flops: usize) -> Ctx<'p> {
+        if flops < PARALLEL_MIN_FLOPS.load(Ordering::Relaxed) {
+            Ctx {
+                pool: Pool::inline(),
+                isa: self.isa,
+            }
+        } else {
+            *self
+        }
+    }
+}
+
+/// Least work (FLOPs) a kernel splits across threads; see [`set_parallel_min_flops`].
+static PARALLEL_MIN_FLOPS: AtomicUsize = AtomicUsize::new(DEFAULT_PARALLEL_MIN_FLOPS);
+
+/// Default of [`set_parallel_min_flops`]: about 10–20 µs on one core, the order of waking a
+/// parked worker.
+pub const DEFAULT_PARALLEL_MIN_FLOPS: usize = 2_000_000;
+
+/// Sets (process-wide) the least work in FLOPs for which GEMM and convolution kernels split
+/// across the pool's threads; smaller calls run on the calling thread. Results do not depend on
+/// it. Tests set 0 to exercise the parallel split on small shapes.
+pub fn set_parallel_min_flops(flops: usize) {
+    PARALLEL_MIN_FLOPS.store(flops, Ordering::Relaxed);
 }

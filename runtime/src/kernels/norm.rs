@@ -1,1 +1,312 @@
-//! (in progress)
+//! Batch normalisation over `x [rows, c]` (rows = N·H·W): batch moments, normalise + scale +
+//! shift (+ a residual) + activation in one pass, the backward pass fused with the mask of the
+//! activation after BN, and the moving-statistics update.
+//!
+//! Moments are `[2, c]`: the mean row, then the biased variance row. With `x̂ = (x − μ)/√(σ² + ε)`
+//! and `g = act'(y)·dy` (just `dy` without an activation), the backward pass is
+//! `dx = γ/√(σ² + ε) · (g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ g·x̂`, `dβ = Σ g`.
+//!
+//! Reductions sum 16-row blocks in f32, then the blocks in f64, per thread over contiguous row
+//! ranges; per-thread partials are combined in thread order (so results depend only on the
+//! thread count). Per-channel coefficients are computed in f64.
+
+use std::ops::Range;
+
+use super::activation::Act;
+use super::elementwise::{par_rows, parallel};
+use super::Ctx;
+
+/// Rows summed in f32 before a block's sums are added to the f64 accumulators.
+const BLOCK: usize = 16;
+
+/// Runs `f(rows, partial)` over contiguous row ranges (one per thread when the work of `len`
+/// values is large enough) and returns the partials (`width` f64 each) summed in thread order.
+fn par_partials<F>(ctx: &Ctx, rows: usize, len: usize, width: usize, f: F) -> Vec<f64>
+where
+    F: Fn(Range<usize>, &mut [f64]) + Sync,
+{
+    if !parallel(ctx, len) || rows < 2 {
+        let mut p = vec![0.0; width];
+        f(0..rows, &mut p);
+        return p;
+    }
+    let mut parts = vec![vec![0f64; width]; ctx.threads()];
+    ctx.pool.run_with_state(&mut parts, rows, |p, _t, r| {
+        if !r.is_empty() {
+            f(r, p)
+        }
+    });
+    let mut total = vec![0f64; width];
+    for p in &parts {
+        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+    }
+    total
+}
+
+/// Writes `[mean; biased variance]` of the columns of `x [rows, c]` into `out [2, c]`. Sums are
+/// taken about the first row (shifted) to avoid cancellation.
+pub fn moments(ctx: &Ctx, rows: usize, c: usize, x: &[f32], out: &mut [f32]) {
+    assert!(x.len() == rows * c && out.len() == 2 * c, "moments: operand lengths");
+    if rows == 0 || c == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let shift = &x[..c];
+    let isa = ctx.isa;
+    let sums = par_partials(ctx, rows, x.len(), 2 * c, |r, p| {
+        let (s1, s2) = p.split_at_mut(c);
+        let (mut b1, mut b2) = (vec![0f32; c], vec![0f32; c]);
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for block in x[r.start * c..r.end * c].chunks(BLOCK * c) {
+                    b1.fill(0.0);
+                    b2.fill(0.0);
+                    for row in block.chunks_exact(c) {
+                        for (((a, q), &v), &s) in b1.iter_mut().zip(b2.iter_mut()).zip(row).zip(shift) {
+                            let d = v - s;
+                            *a += d;
+                            *q += d * d;
+                        }
+                    }
+                    for ((t1, t2), (&a, &q)) in s1.iter_mut().zip(s2.iter_mut()).zip(b1.iter().zip(&b2)) {
+                        *t1 += a as f64;
+                        *t2 += q as f64;
+                    }
+                }
+            },
+        )
+    });
+    let inv = 1.0 / rows as f64;
+    for ch in 0..c {
+        let d = sums[ch] * inv;
+        out[ch] = (shift[ch] as f64 + d) as f32;
+        out[c + ch] = (sums[c + ch] * inv - d * d).max(0.0) as f32;
+    }
+}
+
+/// `scale[c] = gamma[c] / √(var[c] + eps)` (f64 arithmetic); `gamma = None` means γ = 1.
+pub fn bn_scale(var: &[f32], gamma: Option<&[f32]>, eps: f32, scale: &mut [f32]) {
+    assert_eq!(var.len(), scale.len(), "bn_scale: operand lengths");
+    for (ch, (s, &v)) in scale.iter_mut().zip(var).enumerate() {
+        let g = gamma.map_or(1.0, |g| g[ch] as f64);
+        *s = (g / (v as f64 + eps as f64).sqrt()) as f32;
+    }
+}
+
+/// `y = act((x − mean)·scale + beta [+ residual])` per channel of `x [rows, c]` (`scale` from
+/// [`bn_scale`]).
+#[allow(clippy::too_many_arguments)]
+pub fn bn_apply(
+    ctx: &Ctx,
+    c: usize,
+    x: &[f32],
+    mean: &[f32],
+    scale: &[f32],
+    beta: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+    y: &mut [f32],
+) {
+    assert!(
+        c > 0 && x.len() == y.len() && x.len() % c == 0,
+        "bn_apply: operand lengths"
+    );
+    assert!(
+        mean.len() == c && scale.len() == c && beta.len() == c,
+        "bn_apply: per-channel operands"
+    );
+    if let Some(r) = residual {
+        assert_eq!(r.len(), x.len(), "bn_apply: residual length");
+    }
+    let isa = ctx.isa;
+    par_rows(ctx, x.len() / c, c, y, |rows, out| {
+        let xs = &x[rows.start * c..rows.end * c];
+        let rs = residual.map(|r| &r[rows.start * c..rows.end * c]);
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for (i, (orow, xrow)) in out.chunks_exact_mut(c).zip(xs.chunks_exact(c)).enumerate() {
+                    for ((((o, &v), &m), &s), &b) in orow.iter_mut().zip(xrow).zip(mean).zip(scale).zip(beta) {
+                        *o = (v - m) * s + b;
+                    }
+                    if let Some(r) = rs {
+                        for (o, &v) in orow.iter_mut().zip(&r[i * c..(i + 1) * c]) {
+                            *o += v;
+                        }
+                    }
+                    act.apply_slice(orow);
+                }
+            },
+        )
+    });
+}
+
+/// Operands of the BN backward pass over `x [rows, c]`.
+#[derive(Clone, Copy, Debug)]
+pub struct BnBackward<'a> {
+    pub c: usize,
+    /// BN's input.
+    pub x: &'a [f32],
+    /// The batch moments `[2, c]` BN normalised with.
+    pub moments: &'a [f32],
+    /// γ (`None`: dx is not needed).
+    pub gamma: Option<&'a [f32]>,
+    pub eps: f32,
+    /// The activation after BN, and its output `y` (needed unless linear).
+    pub act: Act,
+    pub y: Option<&'a [f32]>,
+    /// Gradient of the activation's output (of BN's output when linear).
+    pub dy: &'a [f32],
+}
+
+/// BN backward fused with the activation's mask: writes `dx` (when given, needs γ), `dγ` and
+/// `dβ` (when given).
+pub fn bn_backward(
+    ctx: &Ctx,
+    b: &BnBackward,
+    dx: Option<&mut [f32]>,
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+) {
+    let c = b.c;
+    assert!(
+        c > 0 && b.x.len() % c == 0 && b.dy.len() == b.x.len(),
+        "bn_backward: operand lengths"
+    );
+    assert_eq!(b.moments.len(), 2 * c, "bn_backward: moments must be [2, {c}]");
+    let y = match (b.act, b.y) {
+        (Act::Linear, _) => None,
+        (_, Some(y)) => {
+            assert_eq!(y.len(), b.x.len(), "bn_backward: activation output length");
+            Some(y)
+        }
+        (_, None) => panic!("bn_backward: the activation's output is needed for its gradient"),
+    };
+    let rows = b.x.len() / c;
+    let (mean, var) = b.moments.split_at(c);
+    let inv: Vec<f32> = var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + b.eps as f64).sqrt()) as f32)
+        .collect();
+    let (x, dy, act, isa) = (b.x, b.dy, b.act, ctx.isa);
+    // Pass 1: Σg and Σg·x̂ per channel.
+    let sums = par_partials(ctx, rows, b.x.len(), 2 * c, |r, p| {
+        let (sg, sgx) = p.split_at_mut(c);
+        let (mut bg, mut bgx, mut g) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                let mut row = r.start;
+                while row < r.end {
+                    let end = (row + BLOCK).min(r.end);
+                    bg.fill(0.0);
+                    bgx.fill(0.0);
+                    for i in row..end {
+                        let xs = &x[i * c..(i + 1) * c];
+                        let ds = &dy[i * c..(i + 1) * c];
+                        match y {
+                            Some(y) => {
+                                let ys = &y[i * c..(i + 1) * c];
+                                for ((gv, &yv), &d) in g.iter_mut().zip(ys).zip(ds) {
+                                    *gv = act.grad_from_output(yv, d);
+                                }
+                            }
+                            None => g.copy_from_slice(ds),
+                        }
+                        for ((((a, q), &gv), &xv), (&m, &s)) in bg
+                            .iter_mut()
+                            .zip(bgx.iter_mut())
+                            .zip(&g)
+                            .zip(xs)
+                            .zip(mean.iter().zip(&inv))
+                        {
+                            *a += gv;
+                            *q += gv * ((xv - m) * s);
+                        }
+                    }
+                    for ((t1, t2), (&a, &q)) in sg.iter_mut().zip(sgx.iter_mut()).zip(bg.iter().zip(&bgx)) {
+                        *t1 += a as f64;
+                        *t2 += q as f64;
+                    }
+                    row = end;
+                }
+            },
+        )
+    });
+    let (sum_g, sum_gx) = sums.split_at(c);
+    if let Some(d) = dgamma {
+        assert_eq!(d.len(), c, "bn_backward: dgamma length");
+        d.iter_mut().zip(sum_gx).for_each(|(o, &v)| *o = v as f32);
+    }
+    if let Some(d) = dbeta {
+        assert_eq!(d.len(), c, "bn_backward: dbeta length");
+        d.iter_mut().zip(sum_g).for_each(|(o, &v)| *o = v as f32);
+    }
+    let Some(dx) = dx else { return };
+    assert_eq!(dx.len(), b.x.len(), "bn_backward: dx length");
+    let gamma = b.gamma.expect("bn_backward: dx needs gamma");
+    assert_eq!(gamma.len(), c, "bn_backward: gamma length");
+    // dx = k·g − k·inv·mean(g·x̂)·(x − μ) − k·mean(g), k = γ·inv.
+    let m = rows.max(1) as f64;
+    let mut ka = vec![0f32; c];
+    let mut kb = vec![0f32; c];
+    let mut kd = vec![0f32; c];
+    for ch in 0..c {
+        let s = 1.0 / (var[ch] as f64 + b.eps as f64).sqrt();
+        let k = gamma[ch] as f64 * s;
+        ka[ch] = k as f32;
+        kb[ch] = (-k * s * sum_gx[ch] / m) as f32;
+        kd[ch] = (-k * sum_g[ch] / m) as f32;
+    }
+    par_rows(ctx, rows, c, dx, |r, out| {
+        let mut g = vec![0f32; c];
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for (i, orow) in r.zip(out.chunks_exact_mut(c)) {
+                    let xs = &x[i * c..(i + 1) * c];
+                    let ds = &dy[i * c..(i + 1) * c];
+                    match y {
+                        Some(y) => {
+                            let ys = &y[i * c..(i + 1) * c];
+                            for ((gv, &yv), &d) in g.iter_mut().zip(ys).zip(ds) {
+                                *gv = act.grad_from_output(yv, d);
+                            }
+                        }
+                        None => g.copy_from_slice(ds),
+                    }
+                    for (((o, &gv), &xv), (((&a, &bb), &d), &mu)) in orow
+                        .iter_mut()
+                        .zip(&g)
+                        .zip(xs)
+                        .zip(ka.iter().zip(&kb).zip(&kd).zip(mean))
+                    {
+                        *o = a * gv + bb * (xv - mu) + d;
+                    }
+                }
+            },
+        )
+    });
+}
+
+/// `out = momentum·moving + (1 − momentum)·stat` (f64 arithmetic).
+pub fn moving_average(moving: &[f32], stat: &[f32], momentum: f32, out: &mut [f32]) {
+    assert!(
+        moving.len() == stat.len() && out.len() == stat.len(),
+        "moving_average: operand lengths"
+    );
+    let m = momentum as f64;
+    for ((o, &v), &s) in out.iter_mut().zip(moving).zip(stat) {
+        *o = (m * v as f64 + (1.0 - m) * s as f64) as f32;
+    }
+}
+
+/// [`moving_average`] updating `moving` in place.
+pub fn moving_average_in_place(moving: &mut [f32], stat: &[f32], momentum: f32) {
+    assert_eq!(moving.len(), stat.len(), "moving_average: operand lengths");
+    let m = momentum as f64;
+    for (v, &s) in moving.iter_mut().zip(stat) {
+        *v = (m * *v as f64 + (1.0 - m) * s as f64) as f32;
+    }
+}

@@ -48,16 +48,42 @@ impl PackedB {
             let w = nr.min(n - c0);
             if trans {
                 // B[p][c0 + q] = b[(c0 + q)·k + p]
-                for q in 0..w {
-                    let src = &b[(c0 + q) * k..(c0 + q + 1) * k];
-                    for (p, &v) in src.iter().enumerate() {
-                        panel[p * nr + q] = v;
-                    }
-                }
+                transpose_into(panel, nr, &b[c0 * k..], k, w, k);
             } else {
                 for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
                     dst[..w].copy_from_slice(&b[p * n + c0..p * n + c0 + w]);
                 }
+            }
+        }
+    }
+
+    /// Packs the B operand of the stride-1 input gradient as a forward conv of `dy`: the HWIO
+    /// kernel `w [kh, kw, c, f]` flipped in space with its channels swapped,
+    /// `B[(ky, kx, fo), ci] = w[kh−1−ky, kw−1−kx, ci, fo]` (`K = kh·kw·f` rows, `c` columns).
+    pub(crate) fn pack_flipped(&mut self, isa: KernelIsa, [kh, kw, c, f]: [usize; 4], w: &[f32]) {
+        assert_eq!(
+            w.len(),
+            kh * kw * c * f,
+            "kernel has {} elements, expected {kh}×{kw}×{c}×{f}",
+            w.len()
+        );
+        let nr = 2 * tile_shape(isa).1;
+        let k = kh * kw * f;
+        self.k = k;
+        self.n = c;
+        self.nr = nr;
+        let panels = c.div_ceil(nr);
+        self.data.clear();
+        self.data.resize(panels * k * nr, 0.0);
+        for (j, panel) in self.data.chunks_exact_mut((k * nr).max(1)).enumerate().take(panels) {
+            let c0 = j * nr;
+            let cols = nr.min(c - c0);
+            for tap in 0..kh * kw {
+                let (ky, kx) = (tap / kw, tap % kw);
+                let src_tap = (kh - 1 - ky) * kw + (kw - 1 - kx);
+                // Rows tap·f + fo of the panel: column q is w[src_tap, c0 + q, fo].
+                let src = &w[(src_tap * c + c0) * f..];
+                transpose_into(&mut panel[tap * f * nr..(tap + 1) * f * nr], nr, src, f, cols, f);
             }
         }
     }
@@ -97,4 +123,33 @@ impl Default for PackedB {
     fn default() -> Self {
         PackedB::new()
     }
+}
+
+/// `dst[p·ld + q] = src[q·src_ld + p]` for `q < cols`, `p < rows`: a transpose in 16×16 blocks
+/// so both sides stay within a few cache lines.
+pub(crate) fn transpose_into(dst: &mut [f32], ld: usize, src: &[f32], src_ld: usize, cols: usize, rows: usize) {
+    const B: usize = 16;
+    for p0 in (0..rows).step_by(B) {
+        let p1 = (p0 + B).min(rows);
+        for q0 in (0..cols).step_by(B) {
+            for q in q0..(q0 + B).min(cols) {
+                let s = &src[q * src_ld + p0..q * src_ld + p1];
+                for (i, &v) in s.iter().enumerate() {
+                    dst[(p0 + i) * ld + q] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f` with the thread-local pack `key`, or with a fresh one when it is already in use on
+/// this thread (a kernel called from inside another's task).
+pub(crate) fn with_pack<R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<PackedB>>,
+    f: impl FnOnce(&mut PackedB) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut p) => f(&mut p),
+        Err(_) => f(&mut PackedB::new()),
+    })
 }

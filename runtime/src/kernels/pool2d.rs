@@ -1,1 +1,398 @@
-//! (in progress)
+//! 2-D pooling over NHWC maps and its gradients, with TensorFlow's treatment of padding:
+//! padded positions never win a max and are not counted in an average (so SAME pooling divides
+//! border windows by their real element count).
+//!
+//! Max-pool gradients go to each window's *first* maximum in row-major window order (later
+//! equal values do not take over); overlapping windows add up. A window lying entirely in the
+//! padding yields 0 and passes no gradient. Forward kernels split output rows among threads;
+//! gradients split whole images (windows of one image may overlap), so no two threads write the
+//! same element and results do not depend on the thread count.
+
+use super::activation::Act;
+use super::conv::Pad;
+use super::elementwise::par_rows;
+use super::Ctx;
+
+/// A pooling window over `x [n, h, w, c]` giving `y [n, oh, ow, c]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolGeom {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    /// Window `[height, width]`.
+    pub size: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: Pad,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl PoolGeom {
+    /// A geometry with explicit padding; the output size follows from it (0 when the window
+    /// does not fit).
+    pub fn new(n: usize, [h, w]: [usize; 2], c: usize, size: [usize; 2], stride: [usize; 2], pad: Pad) -> Self {
+        let out = |len: usize, k: usize, s: usize| {
+            if len < k || k == 0 || s == 0 {
+                0
+            } else {
+                (len - k) / s + 1
+            }
+        };
+        PoolGeom {
+            n,
+            h,
+            w,
+            c,
+            size,
+            stride,
+            pad,
+            oh: out(h + pad.top + pad.bottom, size[0], stride[0]),
+            ow: out(w + pad.left + pad.right, size[1], stride[1]),
+        }
+    }
+
+    /// TensorFlow `padding="same"`.
+    pub fn same(n: usize, hw: [usize; 2], c: usize, size: [usize; 2], stride: [usize; 2]) -> Self {
+        let (top, bottom) = Pad::same_1d(hw[0], size[0], stride[0]);
+        let (left, right) = Pad::same_1d(hw[1], size[1], stride[1]);
+        Self::new(
+            n,
+            hw,
+            c,
+            size,
+            stride,
+            Pad {
+                top,
+                bottom,
+                left,
+                right,
+            },
+        )
+    }
+
+    /// TensorFlow `padding="valid"`.
+    pub fn valid(n: usize, hw: [usize; 2], c: usize, size: [usize; 2], stride: [usize; 2]) -> Self {
+        Self::new(n, hw, c, size, stride, Pad::default())
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.n * self.oh * self.ow * self.c
+    }
+
+    /// Input rows `lo..hi` covered by output row `o` (clipped to the map).
+    #[inline]
+    fn rows(&self, o: usize) -> (usize, usize) {
+        span(o, self.stride[0], self.size[0], self.pad.top, self.h)
+    }
+
+    /// Input columns `lo..hi` covered by output column `o`.
+    #[inline]
+    fn cols(&self, o: usize) -> (usize, usize) {
+        span(o, self.stride[1], self.size[1], self.pad.left, self.w)
+    }
+
+    fn check(&self, x: usize, y: usize) {
+        assert!(self.c > 0, "pooling over zero channels");
+        assert_eq!(x, self.input_len(), "pool input has {x} values, geometry {self:?}");
+        assert_eq!(y, self.output_len(), "pool output has {y} values, geometry {self:?}");
+    }
+}
+
+/// Real input positions `lo..hi` of window `o` along one axis.
+#[inline]
+fn span(o: usize, stride: usize, size: usize, pad: usize, len: usize) -> (usize, usize) {
+    let start = o * stride;
+    let lo = start.saturating_sub(pad).min(len);
+    let hi = (start + size).saturating_sub(pad).min(len);
+    (lo, hi.max(lo))
+}
+
+/// `y` = the maximum of each window's real elements.
+pub fn max_pool(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32]) {
+    g.check(x.len(), y.len());
+    let (c, isa) = (g.c, ctx.isa);
+    par_rows(ctx, g.n * g.oh, g.ow * c, y, |rows, out| {
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for (row, orow) in rows.zip(out.chunks_exact_mut(g.ow * c)) {
+                    let (n, oh) = (row / g.oh, row % g.oh);
+                    let (r0, r1) = g.rows(oh);
+                    for (ow, best) in orow.chunks_exact_mut(c).enumerate() {
+                        let (c0, c1) = g.cols(ow);
+                        let mut first = true;
+                        for ih in r0..r1 {
+                            let base = ((n * g.h + ih) * g.w) * c;
+                            for iw in c0..c1 {
+                                let xs = &x[base + iw * c..base + (iw + 1) * c];
+                                if first {
+                                    best.copy_from_slice(xs);
+                                    first = false;
+                                } else {
+                                    for (b, &v) in best.iter_mut().zip(xs) {
+                                        *b = if v > *b { v } else { *b };
+                                    }
+                                }
+                            }
+                        }
+                        if first {
+                            best.fill(0.0);
+                        }
+                    }
+                }
+            },
+        )
+    });
+}
+
+/// `dx` from `x` and `dy`: each window's gradient to its first maximum (`dx` is overwritten).
+pub fn max_pool_grad(ctx: &Ctx, g: &PoolGeom, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    max_pool_grad_act(ctx, g, x, dy, Act::Linear, dx);
+}
+
+/// [`max_pool_grad`] fused with the gradient of the activation that produced `x` (the pool's
+/// input is the activation's output): `dx = act'(x)·(max-pool gradient)`.
+pub fn max_pool_grad_act(ctx: &Ctx, g: &PoolGeom, x: &[f32], dy: &[f32], act: Act, dx: &mut [f32]) {
+    g.check(x.len(), dy.len());
+    assert_eq!(dx.len(), x.len(), "max_pool_grad: dx has {} values", dx.len());
+    let isa = ctx.isa;
+    let img = g.h * g.w * g.c;
+    // Windows that do not overlap write each element at most once; when they also cover the
+    // whole map, no element needs zeroing first.
+    let disjoint = g.stride[0] >= g.size[0] && g.stride[1] >= g.size[1];
+    let covers = |len: usize, k: usize, s: usize, before: usize, out: usize| s == k && before == 0 && out * s >= len;
+    let covered = disjoint
+        && covers(g.h, g.size[0], g.stride[0], g.pad.top, g.oh)
+        && covers(g.w, g.size[1], g.stride[1], g.pad.left, g.ow);
+    par_rows(ctx, g.n, img, dx, |images, out| {
+        let mut best = vec![0f32; g.c];
+        let mut rem = vec![0f32; g.c];
+        for (n, dimg) in images.zip(out.chunks_exact_mut(img)) {
+            if !covered {
+                dimg.fill(0.0);
+            }
+            let ximg = &x[n * img..(n + 1) * img];
+            let dyimg = &dy[n * g.oh * g.ow * g.c..(n + 1) * g.oh * g.ow * g.c];
+            isa.vectorize(
+                #[inline(always)]
+                || match (act, disjoint) {
+                    (Act::Linear, true) => image::<true>(g, ximg, dyimg, dimg, &mut best, &mut rem, |_, v| v),
+                    (Act::Relu, true) => {
+                        image::<true>(
+                            g,
+                            ximg,
+                            dyimg,
+                            dimg,
+                            &mut best,
+                            &mut rem,
+                            |x, v| {
+                                if x > 0.0 {
+                                    v
+                                } else {
+                                    0.0
+                                }
+                            },
+                        )
+                    }
+                    (_, true) => image::<true>(g, ximg, dyimg, dimg, &mut best, &mut rem, |x, v| {
+                        act.grad_from_output(x, v)
+                    }),
+                    (_, false) => image::<false>(g, ximg, dyimg, dimg, &mut best, &mut rem, |x, v| {
+                        act.grad_from_output(x, v)
+                    }),
+                },
+            );
+        }
+    });
+}
+
+/// The max-pool gradient of one image. Per window: the maximum per channel, then each tap in
+/// order takes the remaining gradient where it equals the maximum (the first maximum takes it
+/// all). `DISJOINT`: windows do not overlap, so taps are stored rather than accumulated.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn image<const DISJOINT: bool>(
+    g: &PoolGeom,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    best: &mut [f32],
+    rem: &mut [f32],
+    grad: impl Fn(f32, f32) -> f32,
+) {
+    let c = g.c;
+    for oh in 0..g.oh {
+        let (r0, r1) = g.rows(oh);
+        for ow in 0..g.ow {
+            let (c0, c1) = g.cols(ow);
+            if r0 == r1 || c0 == c1 {
+                continue;
+            }
+            best.copy_from_slice(&x[(r0 * g.w + c0) * c..][..c]);
+            for ih in r0..r1 {
+                for iw in c0..c1 {
+                    for (b, &v) in best.iter_mut().zip(&x[(ih * g.w + iw) * c..][..c]) {
+                        *b = if v > *b { v } else { *b };
+                    }
+                }
+            }
+            rem.copy_from_slice(&dy[(oh * g.ow + ow) * c..][..c]);
+            for ih in r0..r1 {
+                for iw in c0..c1 {
+                    let at = (ih * g.w + iw) * c;
+                    let taps = dx[at..at + c]
+                        .iter_mut()
+                        .zip(&x[at..at + c])
+                        .zip(best.iter().zip(rem.iter_mut()));
+                    for ((d, &xv), (&b, r)) in taps {
+                        let hit = xv == b;
+                        let v = grad(xv, if hit { *r } else { 0.0 });
+                        *r = if hit { 0.0 } else { *r };
+                        if DISJOINT {
+                            *d = v;
+                        } else {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y` = the mean of each window's real elements.
+pub fn avg_pool(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32]) {
+    g.check(x.len(), y.len());
+    let (c, isa) = (g.c, ctx.isa);
+    par_rows(ctx, g.n * g.oh, g.ow * c, y, |rows, out| {
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for (row, orow) in rows.zip(out.chunks_exact_mut(g.ow * c)) {
+                    let (n, oh) = (row / g.oh, row % g.oh);
+                    let (r0, r1) = g.rows(oh);
+                    for (ow, acc) in orow.chunks_exact_mut(c).enumerate() {
+                        let (c0, c1) = g.cols(ow);
+                        acc.fill(0.0);
+                        let count = (r1 - r0) * (c1 - c0);
+                        if count == 0 {
+                            continue;
+                        }
+                        for ih in r0..r1 {
+                            let base = ((n * g.h + ih) * g.w) * c;
+                            for iw in c0..c1 {
+                                for (a, &v) in acc.iter_mut().zip(&x[base + iw * c..base + (iw + 1) * c]) {
+                                    *a += v;
+                                }
+                            }
+                        }
+                        let inv = 1.0 / count as f32;
+                        acc.iter_mut().for_each(|a| *a *= inv);
+                    }
+                }
+            },
+        )
+    });
+}
+
+/// `dx` from `dy`: each window's gradient shared equally by its real elements (`dx` is
+/// overwritten).
+pub fn avg_pool_grad(ctx: &Ctx, g: &PoolGeom, dy: &[f32], dx: &mut [f32]) {
+    g.check(dx.len(), dy.len());
+    let (c, isa) = (g.c, ctx.isa);
+    let img = g.h * g.w * c;
+    par_rows(ctx, g.n, img, dx, |images, out| {
+        let mut share = vec![0f32; c];
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for (n, dimg) in images.zip(out.chunks_exact_mut(img)) {
+                    dimg.fill(0.0);
+                    for oh in 0..g.oh {
+                        let (r0, r1) = g.rows(oh);
+                        for ow in 0..g.ow {
+                            let (c0, c1) = g.cols(ow);
+                            let count = (r1 - r0) * (c1 - c0);
+                            if count == 0 {
+                                continue;
+                            }
+                            let inv = 1.0 / count as f32;
+                            let d = &dy[((n * g.oh + oh) * g.ow + ow) * c..][..c];
+                            share.iter_mut().zip(d).for_each(|(s, &d)| *s = d * inv);
+                            for ih in r0..r1 {
+                                for iw in c0..c1 {
+                                    let at = (ih * g.w + iw) * c;
+                                    for (o, &s) in dimg[at..at + c].iter_mut().zip(&share) {
+                                        *o += s;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    });
+}
+
+/// `y [n, c]` = the mean of `x [n, hw, c]` over its `hw` positions.
+pub fn global_avg_pool(ctx: &Ctx, n: usize, hw: usize, c: usize, x: &[f32], y: &mut [f32]) {
+    assert!(
+        x.len() == n * hw * c && y.len() == n * c,
+        "global_avg_pool: operand lengths"
+    );
+    if c == 0 || hw == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let isa = ctx.isa;
+    let inv = 1.0 / hw.max(1) as f64;
+    let mut acc = vec![0f64; c];
+    let mut block = vec![0f32; c];
+    for (img, out) in x.chunks_exact(hw * c).zip(y.chunks_exact_mut(c)) {
+        acc.fill(0.0);
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for chunk in img.chunks(16 * c) {
+                    block.fill(0.0);
+                    for px in chunk.chunks_exact(c) {
+                        block.iter_mut().zip(px).for_each(|(b, &v)| *b += v);
+                    }
+                    acc.iter_mut().zip(&block).for_each(|(a, &b)| *a += b as f64);
+                }
+            },
+        );
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = (a * inv) as f32;
+        }
+    }
+}
+
+/// `dx [n, hw, c]` = `dy [n, c] / hw` at every position.
+pub fn global_avg_pool_grad(ctx: &Ctx, n: usize, hw: usize, c: usize, dy: &[f32], dx: &mut [f32]) {
+    assert!(
+        dx.len() == n * hw * c && dy.len() == n * c,
+        "global_avg_pool_grad: operand lengths"
+    );
+    if c == 0 || hw == 0 {
+        return;
+    }
+    let inv = 1.0 / hw.max(1) as f64;
+    par_rows(ctx, n, hw * c, dx, |images, out| {
+        let mut scaled = vec![0f32; c];
+        for (i, dimg) in images.zip(out.chunks_exact_mut(hw * c)) {
+            for (s, &d) in scaled.iter_mut().zip(&dy[i * c..(i + 1) * c]) {
+                *s = (d as f64 * inv) as f32;
+            }
+            for px in dimg.chunks_exact_mut(c) {
+                px.copy_from_slice(&scaled);
+            }
+        }
+    });
+}

@@ -11,33 +11,34 @@ pub(crate) enum Slot {
     A,
     /// A packed B operand or a temporary output block.
     B,
-    /// Per-task temporaries (col2im blocks, transposed weights).
-    C,
 }
 
 thread_local! {
     static SLOT_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SLOT_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static SLOT_C: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Floats per 64-byte cache line.
 const LINE: usize = 16;
 
 /// Calls `f` with this thread's buffer `slot`, at least `len` floats long and 64-byte aligned.
-/// Contents are unspecified. Panics if the same slot is already borrowed on this thread.
+/// Contents are unspecified. If the slot is already in use on this thread (a kernel called
+/// from inside another's task), `f` gets a fresh buffer instead.
 pub(crate) fn with<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let key = match slot {
         Slot::A => &SLOT_A,
         Slot::B => &SLOT_B,
-        Slot::C => &SLOT_C,
     };
-    key.with(|cell| {
-        let mut v = cell.borrow_mut();
-        if v.len() < len + LINE {
-            v.resize(len + LINE, 0.0);
-        }
-        let off = v.as_ptr().align_offset(64).min(LINE);
-        f(&mut v[off..off + len])
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => aligned(&mut v, len, f),
+        Err(_) => aligned(&mut Vec::new(), len, f),
     })
+}
+
+fn aligned<R>(v: &mut Vec<f32>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    if v.len() < len + LINE {
+        v.resize(len + LINE, 0.0);
+    }
+    let off = v.as_ptr().align_offset(64).min(LINE);
+    f(&mut v[off..off + len])
 }

@@ -20,8 +20,10 @@ pub fn isas() -> Vec<KernelIsa> {
     KernelIsa::all_supported()
 }
 
-/// Pools with 1 and 2 threads.
+/// Pools with 1 and 2 threads. Also makes every kernel split its work however small (the test
+/// shapes are), so the 2-thread pool really exercises the parallel split.
 pub fn pools() -> Vec<Pool> {
+    cnnc_runtime::kernels::set_parallel_min_flops(0);
     vec![Pool::new(1), Pool::new(2)]
 }
 

@@ -1,0 +1,244 @@
+//! One generated Rust function per distinct kernel template: the signature (operands as
+//! fixed-size arrays, named by role, in the template's operand order) and the body, whose
+//! every bound is a literal constant. Bodies live in `kernels_gemm` (convolutions, GEMM),
+//! `kernels_rows` (pooling, elementwise, softmax, data movement) and `kernels_norm` (batch
+//! norm, losses).
+
+use crate::ir::Activation;
+use crate::kernel_ir::{BnSource, EwOp, KernelOp, PoolKind, Schedule};
+
+use super::writer::Code;
+use super::{kernels_gemm as gemm, kernels_norm as norm, kernels_rows as rows};
+
+/// The support function applying `a` elementwise (`None`: the identity). Softmax is not
+/// elementwise; callers handle it before asking.
+pub(crate) fn act_fn(a: Activation) -> Option<&'static str> {
+    match a {
+        Activation::Linear | Activation::Softmax => None,
+        Activation::Relu => Some("relu"),
+        Activation::Sigmoid => Some("sigmoid"),
+        Activation::Tanh => Some("tanh_act"),
+    }
+}
+
+/// `dy` through activation `a` given its output `y` (source expressions), as source.
+pub(crate) fn act_grad_expr(a: Activation, y: &str, dy: &str) -> Result<String, String> {
+    Ok(match a {
+        Activation::Linear => dy.to_string(),
+        Activation::Relu => format!("if {y} > 0.0 {{ {dy} }} else {{ 0.0 }}"),
+        Activation::Sigmoid => format!("{dy} * {y} * (1.0 - {y})"),
+        Activation::Tanh => format!("{dy} * (1.0 - {y} * {y})"),
+        Activation::Softmax => return Err("softmax is not an elementwise activation".into()),
+    })
+}
+
+/// Operand names of `op`, inputs then outputs, matching `KernelOp::operand_sizes`.
+pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>), String> {
+    fn v(names: &[(&str, bool)]) -> Vec<String> {
+        names.iter().filter(|(_, on)| *on).map(|(n, _)| n.to_string()).collect()
+    }
+    let t = true;
+    Ok(match op {
+        KernelOp::Conv2d { epilogue: e, .. } => (
+            v(&[("x", t), ("w", t), ("bias", e.bias), ("res", e.residual)]),
+            v(&[("y", t), ("moments", e.bn_stats)]),
+        ),
+        KernelOp::ConvGradInput { .. } => (v(&[("dy", t), ("w", t)]), v(&[("dx", t)])),
+        KernelOp::ConvGradKernel { bias_grad, .. } => (v(&[("x", t), ("dy", t)]), v(&[("dw", t), ("db", *bias_grad)])),
+        KernelOp::Gemm {
+            epilogue: e, bias_grad, ..
+        } => (
+            v(&[("a", t), ("b", t), ("bias", e.bias), ("res", e.residual)]),
+            v(&[("c", t), ("moments", e.bn_stats), ("db", *bias_grad)]),
+        ),
+        KernelOp::Pool { .. } => (v(&[("x", t)]), v(&[("y", t)])),
+        KernelOp::PoolGrad { kind, .. } => (v(&[("x", *kind == PoolKind::Max), ("dy", t)]), v(&[("dx", t)])),
+        KernelOp::Elementwise { op, .. } => {
+            let ins = match op {
+                EwOp::Fill(_) => v(&[]),
+                EwOp::Act(_) | EwOp::Dropout { .. } | EwOp::Copy => v(&[("x", t)]),
+                EwOp::ActGrad(_) => v(&[("y", t), ("dy", t)]),
+                EwOp::Add => v(&[("a", t), ("b", t)]),
+                EwOp::BiasAdd => v(&[("x", t), ("bias", t)]),
+            };
+            let out = if matches!(op, EwOp::ActGrad(_)) { "dx" } else { "y" };
+            (ins, v(&[(out, t)]))
+        }
+        KernelOp::Softmax { .. } => (v(&[("x", t)]), v(&[("y", t)])),
+        KernelOp::SoftmaxGrad { .. } => (v(&[("y", t), ("dy", t)]), v(&[("dx", t)])),
+        KernelOp::Reduce { .. } => (v(&[("x", t)]), v(&[("y", t)])),
+        KernelOp::Moments { .. } => (v(&[("x", t)]), v(&[("moments", t)])),
+        KernelOp::BnApply { source, residual, .. } => {
+            let ins = match source {
+                BnSource::Batch => v(&[("x", t), ("moments", t), ("gamma", t), ("beta", t), ("res", *residual)]),
+                BnSource::Moving => v(&[
+                    ("x", t),
+                    ("gamma", t),
+                    ("beta", t),
+                    ("mean", t),
+                    ("var", t),
+                    ("res", *residual),
+                ]),
+            };
+            (ins, v(&[("y", t)]))
+        }
+        KernelOp::BnGradInput { .. } => (v(&[("x", t), ("moments", t), ("gamma", t), ("dy", t)]), v(&[("dx", t)])),
+        KernelOp::BnGradGamma { .. } => (v(&[("x", t), ("moments", t), ("dy", t)]), v(&[("dgamma", t)])),
+        KernelOp::BnActBackward {
+            act,
+            grad_gamma,
+            grad_beta,
+            ..
+        } => (
+            v(&[
+                ("x", t),
+                ("moments", t),
+                ("gamma", t),
+                ("y", *act != Activation::Linear),
+                ("dy", t),
+            ]),
+            v(&[("dx", t), ("dgamma", *grad_gamma), ("dbeta", *grad_beta)]),
+        ),
+        KernelOp::MovingAverage { .. } => (v(&[("moving", t), ("moments", t)]), v(&[("out", t)])),
+        KernelOp::Loss { .. } => (v(&[("pred", t), ("target", t)]), v(&[("loss", t)])),
+        KernelOp::LossGrad { .. } => (v(&[("pred", t), ("target", t)]), v(&[("dpred", t)])),
+        KernelOp::SoftmaxXent { probs, .. } => (
+            v(&[("logits", t), ("target", t)]),
+            v(&[("loss", t), ("dlogits", t), ("probs", *probs)]),
+        ),
+        KernelOp::Concat { parts, .. } => ((0..parts.len()).map(|i| format!("x{i}")).collect(), v(&[("y", t)])),
+        KernelOp::SliceChannels { .. } => (v(&[("x", t)]), v(&[("y", t)])),
+        KernelOp::OptimizerUpdate { .. } => {
+            return Err("optimiser updates are not generated: the crate returns gradients".into())
+        }
+    })
+}
+
+/// Whether the template reads the training step (dropout masks).
+pub(crate) fn needs_step(op: &KernelOp) -> bool {
+    matches!(
+        op,
+        KernelOp::Elementwise {
+            op: EwOp::Dropout { .. },
+            ..
+        }
+    )
+}
+
+/// Emits `fn name(operands..) { body }`. `in_place`: a moving average whose output is its
+/// input (the function then takes that operand once, `&mut`, after the others).
+pub(crate) fn emit_function(
+    c: &mut Code,
+    name: &str,
+    op: &KernelOp,
+    s: &Schedule,
+    in_place: bool,
+    doc: &str,
+) -> Result<(), String> {
+    let (in_names, out_names) = operand_names(op)?;
+    let (in_sizes, out_sizes) = op.operand_sizes();
+    if in_names.len() != in_sizes.len() || out_names.len() != out_sizes.len() {
+        return Err("operand names do not match the template's operands".into());
+    }
+    let mut params = Vec::new();
+    for (i, (n, len)) in in_names.iter().zip(&in_sizes).enumerate() {
+        if !(in_place && i == 0) {
+            params.push(format!("{n}: &[f32; {len}]"));
+        }
+    }
+    for (j, (n, len)) in out_names.iter().zip(&out_sizes).enumerate() {
+        let n = if in_place && j == 0 { &in_names[0] } else { n };
+        params.push(format!("{n}: &mut [f32; {len}]"));
+    }
+    if needs_step(op) {
+        params.push("step: u64".into());
+    }
+    c.doc(doc);
+    c.line("#[inline(never)]");
+    c.open(format!("fn {name}({})", params.join(", ")));
+    body(c, op, s, in_place)?;
+    c.close();
+    Ok(())
+}
+
+fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(), String> {
+    match op {
+        KernelOp::Conv2d { geom, epilogue } => gemm::conv2d(c, geom, epilogue, s)?,
+        KernelOp::ConvGradInput { geom } => gemm::conv_grad_input(c, geom),
+        KernelOp::ConvGradKernel { geom, bias_grad } => gemm::conv_grad_kernel(c, geom, *bias_grad),
+        KernelOp::Gemm {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            epilogue,
+            bias_grad,
+        } => gemm::gemm(c, (*m, *n, *k), *trans_a, *trans_b, epilogue, *bias_grad, s)?,
+        KernelOp::Pool { kind, geom } => rows::pool(c, *kind, geom)?,
+        KernelOp::PoolGrad { kind, geom } => rows::pool_grad(c, *kind, geom)?,
+        KernelOp::Elementwise { op, len, channels } => rows::elementwise(c, op, *len, *channels)?,
+        KernelOp::Softmax { rows: r, cols } => rows::softmax(c, *r, *cols),
+        KernelOp::SoftmaxGrad { rows: r, cols } => rows::softmax_grad(c, *r, *cols),
+        KernelOp::Reduce { rows: r, channels } => rows::reduce(c, *r, *channels),
+        KernelOp::Moments { rows: r, channels } => norm::moments(c, *r, *channels),
+        KernelOp::BnApply {
+            rows: r,
+            channels,
+            epsilon,
+            act,
+            source,
+            residual,
+        } => norm::bn_apply(c, *r, *channels, *epsilon, *act, *source, *residual)?,
+        KernelOp::BnGradInput {
+            rows: r,
+            channels,
+            epsilon,
+        } => norm::bn_backward(c, *r, *channels, *epsilon, Activation::Linear, true, false, false)?,
+        KernelOp::BnGradGamma {
+            rows: r,
+            channels,
+            epsilon,
+        } => norm::bn_backward(c, *r, *channels, *epsilon, Activation::Linear, false, true, false)?,
+        KernelOp::BnActBackward {
+            rows: r,
+            channels,
+            epsilon,
+            act,
+            grad_gamma,
+            grad_beta,
+        } => norm::bn_backward(c, *r, *channels, *epsilon, *act, true, *grad_gamma, *grad_beta)?,
+        KernelOp::MovingAverage {
+            channels,
+            momentum,
+            moment,
+        } => norm::moving_average(c, *channels, *momentum, *moment, in_place),
+        KernelOp::Loss {
+            kind,
+            from_logits,
+            rows: r,
+            cols,
+        } => norm::loss(c, *kind, *from_logits, *r, *cols),
+        KernelOp::LossGrad {
+            kind,
+            from_logits,
+            rows: r,
+            cols,
+        } => norm::loss_grad(c, *kind, *from_logits, *r, *cols),
+        KernelOp::SoftmaxXent {
+            rows: r,
+            classes,
+            sparse,
+            probs,
+        } => norm::softmax_xent(c, *r, *classes, *sparse, *probs),
+        KernelOp::Concat { rows: r, parts } => rows::concat(c, *r, parts),
+        KernelOp::SliceChannels {
+            rows: r,
+            channels,
+            offset,
+            len,
+        } => rows::slice_channels(c, *r, *channels, *offset, *len)?,
+        KernelOp::OptimizerUpdate { .. } => return Err("optimiser updates are not generated".into()),
+    }
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! Bodies of the batch-norm templates (moments, apply, the backward family, moving averages)
+//! and of the losses. Statistics, sums and losses are accumulated in f64, as the interpreter
+//! does; per-element work is f32 with per-channel coefficients.
+
+use crate::ir::{Activation, LossKind, Moment};
+use crate::kernel_ir::BnSource;
+
+use super::kernels::{act_fn, act_grad_expr};
+use super::writer::{f32_typed, Code};
+
+/// Keras's `epsilon()`, the clip bound for probabilities.
+const CLIP: &str = "1e-7f32";
+
+/// `(x) -> (moments [2, C])`: mean, then biased variance (two passes, f64).
+pub(crate) fn moments(c: &mut Code, rows: usize, ch: usize) {
+    c.line(format!("let (mut mean, mut var) = ([0f64; {ch}], [0f64; {ch}]);"));
+    c.open(format!("for xr in x.chunks_exact({ch})"));
+    c.line("for (m, &v) in mean.iter_mut().zip(xr) { *m += v as f64; }");
+    c.close();
+    c.line(format!("for m in mean.iter_mut() {{ *m /= {rows}.0; }}"));
+    c.open(format!("for xr in x.chunks_exact({ch})"));
+    c.line("for ((s, &v), &m) in var.iter_mut().zip(xr).zip(&mean) { let d = v as f64 - m; *s += d * d; }");
+    c.close();
+    c.open(format!("for j in 0..{ch}"));
+    c.line("moments[j] = mean[j] as f32;");
+    c.line(format!("moments[{ch} + j] = (var[j] / {rows}.0) as f32;"));
+    c.close();
+}
+
+/// `y = act(γ·(x − mean)/√(var + ε) + β [+ res])`.
+pub(crate) fn bn_apply(
+    c: &mut Code,
+    _rows: usize,
+    ch: usize,
+    eps: f32,
+    act: Activation,
+    source: BnSource,
+    residual: bool,
+) -> Result<(), String> {
+    if act == Activation::Softmax {
+        return Err("softmax after batch normalisation is not elementwise".into());
+    }
+    let (mean, var) = match source {
+        BnSource::Batch => (format!("moments[..{ch}]"), format!("moments[{ch}..]")),
+        BnSource::Moving => ("mean[..]".to_string(), "var[..]".to_string()),
+    };
+    c.line(format!("const EPS: f64 = {} as f64;", f32_typed(eps)));
+    c.line(format!("let mu = &{mean};"));
+    c.line(format!("let mut scale = [0f32; {ch}]; // γ/√(var + ε)"));
+    c.open(format!("for ((s, &g), &v) in scale.iter_mut().zip(gamma).zip(&{var})"));
+    c.line("*s = (g as f64 / sqrt(v as f64 + EPS)) as f32;");
+    c.close();
+    let f = act_fn(act);
+    let value = |r: &str| {
+        let v = format!("(v - m) * s + b{r}");
+        match f {
+            Some(f) => format!("{f}({v})"),
+            None => v,
+        }
+    };
+    if residual {
+        c.open(format!(
+            "for ((yr, xr), rr) in y.chunks_exact_mut({ch}).zip(x.chunks_exact({ch})).zip(res.chunks_exact({ch}))"
+        ));
+        c.open("for ((((o, &v), &r), &m), (&s, &b)) in yr.iter_mut().zip(xr).zip(rr).zip(mu).zip(scale.iter().zip(beta))");
+        c.line(format!("*o = {};", value(" + r")));
+    } else {
+        c.open(format!("for (yr, xr) in y.chunks_exact_mut({ch}).zip(x.chunks_exact({ch}))"));
+        c.open("for (((o, &v), &m), (&s, &b)) in yr.iter_mut().zip(xr).zip(mu).zip(scale.iter().zip(beta))");
+        c.line(format!("*o = {};", value("")));
+    }
+    c.close();
+    c.close();
+    Ok(())
+}
+
+/// BN backward through the batch statistics, with the activation's mask (`g = act'(y)·dy`):
+/// pass 1 gathers Σg and Σg·x̂ per channel (f64), pass 2 writes
+/// `dx = γ/σ·(g − Σg/m − x̂·Σg·x̂/m)`. Writes whichever of dx, dγ (= Σg·x̂), dβ (= Σg) are asked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_backward(
+    c: &mut Code,
+    rows: usize,
+    ch: usize,
+    eps: f32,
+    act: Activation,
+    dx: bool,
+    dgamma: bool,
+    dbeta: bool,
+) -> Result<(), String> {
+    let g = act_grad_expr(act, "yv", "d")?;
+    let has_y = act != Activation::Linear;
+    // rows of (x, [y], dy) zipped as xr, yr, dr
+    let rows_iter = if has_y {
+        format!("x.chunks_exact({ch}).zip(y.chunks_exact({ch})).zip(dy.chunks_exact({ch}))")
+    } else {
+        format!("x.chunks_exact({ch}).zip(dy.chunks_exact({ch}))")
+    };
+    let rows_pat = if has_y { "((xr, yr), dr)" } else { "(xr, dr)" };
+    let g_of = |c: &mut Code| {
+        if has_y {
+            c.line(format!("let g = {{ let (yv, d) = (yr[j], dr[j]); {g} }};"));
+        } else {
+            c.line("let g = dr[j];");
+        }
+    };
+    c.line(format!("const EPS: f64 = {} as f64;", f32_typed(eps)));
+    c.line(format!("let (mut mean, mut inv) = ([0f64; {ch}], [0f64; {ch}]); // μ, 1/σ"));
+    c.open(format!("for j in 0..{ch}"));
+    c.line("mean[j] = moments[j] as f64;");
+    c.line(format!("inv[j] = 1.0 / sqrt(moments[{ch} + j] as f64 + EPS);"));
+    c.close();
+    c.line(format!("let (mut sg, mut sgx) = ([0f64; {ch}], [0f64; {ch}]); // Σg, Σg·x̂"));
+    c.open(format!("for {rows_pat} in {rows_iter}"));
+    c.open(format!("for j in 0..{ch}"));
+    g_of(c);
+    c.line("let g = g as f64;");
+    c.line("sg[j] += g;");
+    c.line("sgx[j] += g * (xr[j] as f64 - mean[j]) * inv[j];");
+    c.close();
+    c.close();
+    if dgamma {
+        c.line("for (o, &v) in dgamma.iter_mut().zip(&sgx) { *o = v as f32; }");
+    }
+    if dbeta {
+        c.line("for (o, &v) in dbeta.iter_mut().zip(&sg) { *o = v as f32; }");
+    }
+    if dx {
+        c.line("// dx = k·g − q·(x − μ) − r per channel");
+        c.line(format!("let (mut k, mut q, mut r) = ([0f32; {ch}], [0f32; {ch}], [0f32; {ch}]);"));
+        c.open(format!("for j in 0..{ch}"));
+        c.line("let kj = gamma[j] as f64 * inv[j];");
+        c.line("k[j] = kj as f32;");
+        c.line(format!("q[j] = (kj * inv[j] * sgx[j] / {rows}.0) as f32;"));
+        c.line(format!("r[j] = (kj * sg[j] / {rows}.0) as f32;"));
+        c.close();
+        c.open(format!("for ({rows_pat}, o) in {rows_iter}.zip(dx.chunks_exact_mut({ch}))"));
+        c.open(format!("for j in 0..{ch}"));
+        g_of(c);
+        c.line("o[j] = k[j] * g - q[j] * (xr[j] - mean[j] as f32) - r[j];");
+        c.close();
+        c.close();
+    }
+    Ok(())
+}
+
+/// `out = momentum·moving + (1 − momentum)·statistic` (f64), in place when `in_place`.
+pub(crate) fn moving_average(c: &mut Code, ch: usize, momentum: f32, moment: Moment, in_place: bool) {
+    let stat = match moment {
+        Moment::Mean => format!("moments[..{ch}]"),
+        Moment::Variance => format!("moments[{ch}..]"),
+    };
+    c.line(format!("const MOMENTUM: f64 = {} as f64;", f32_typed(momentum)));
+    if in_place {
+        c.open(format!("for (v, &s) in moving.iter_mut().zip(&{stat})"));
+        c.line("*v = (MOMENTUM * *v as f64 + (1.0 - MOMENTUM) * s as f64) as f32;");
+    } else {
+        c.open(format!("for ((o, &v), &s) in out.iter_mut().zip(moving).zip(&{stat})"));
+        c.line("*o = (MOMENTUM * v as f64 + (1.0 - MOMENTUM) * s as f64) as f32;");
+    }
+    c.close();
+}
+
+/// Opens `for r in 0..rows`, binding `z` (the prediction row) and, for dense targets, `t`.
+fn open_loss_rows(c: &mut Code, kind: LossKind, cols: usize, pred: &str) {
+    c.open(format!("for (r, z) in {pred}.chunks_exact({cols}).enumerate()"));
+    if kind != LossKind::SparseCategoricalCrossentropy {
+        c.line(format!("let t = &target[r * {cols}..][..{cols}];"));
+    }
+}
+
+/// The row's class id `k`, or `on_bad` when the target is not one.
+fn class_or(c: &mut Code, cols: usize, on_bad: &str) {
+    c.line(format!("let Some(k) = class_id(target[r], {cols}) else {{ {on_bad} }};"));
+}
+
+/// `(pred, target) -> (loss [])`: the batch mean of the per-row loss.
+pub(crate) fn loss(c: &mut Code, kind: LossKind, from_logits: bool, rows: usize, cols: usize) {
+    c.line("let mut total = 0f64;");
+    open_loss_rows(c, kind, cols, "pred");
+    match kind {
+        LossKind::MeanSquaredError => {
+            c.line("let s: f64 = z.iter().zip(t).map(|(&p, &t)| (p as f64 - t as f64) * (p as f64 - t as f64)).sum();");
+            c.line(format!("total += s / {cols}.0;"));
+        }
+        _ => {
+            let sparse = kind == LossKind::SparseCategoricalCrossentropy;
+            if sparse {
+                class_or(c, cols, "total = f64::NAN; continue;");
+            }
+            if from_logits {
+                c.line("let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m }) as f64;");
+                c.line("let lse = max + ln(z.iter().map(|&v| exp(v as f64 - max)).sum::<f64>());");
+                if sparse {
+                    c.line("total += lse - z[k] as f64;");
+                } else {
+                    c.line("total += z.iter().zip(t).map(|(&v, &t)| t as f64 * (lse - v as f64)).sum::<f64>();");
+                }
+            } else if sparse {
+                c.line(format!("total -= ln(z[k].clamp({CLIP}, 1.0 - {CLIP}) as f64);"));
+            } else {
+                c.open("for (&p, &t) in z.iter().zip(t)");
+                c.line(format!("if t != 0.0 {{ total -= t as f64 * ln(p.clamp({CLIP}, 1.0 - {CLIP}) as f64); }}"));
+                c.close();
+            }
+        }
+    }
+    c.close();
+    c.line(format!("loss[0] = (total / {rows}.0) as f32;"));
+}
+
+/// `(pred, target) -> (dpred)`.
+pub(crate) fn loss_grad(c: &mut Code, kind: LossKind, from_logits: bool, rows: usize, cols: usize) {
+    let sparse = kind == LossKind::SparseCategoricalCrossentropy;
+    c.open(format!(
+        "for (r, (z, d)) in pred.chunks_exact({cols}).zip(dpred.chunks_exact_mut({cols})).enumerate()"
+    ));
+    match kind {
+        LossKind::MeanSquaredError => {
+            c.line(format!("let t = &target[r * {cols}..][..{cols}];"));
+            c.line(format!(
+                "for ((o, &p), &t) in d.iter_mut().zip(z).zip(t) {{ *o = (2.0 / {}.0 * (p as f64 - t as f64)) as f32; }}",
+                rows * cols
+            ));
+        }
+        _ => {
+            if sparse {
+                class_or(c, cols, "d.fill(0.0); continue;");
+            } else {
+                c.line(format!("let t = &target[r * {cols}..][..{cols}];"));
+            }
+            // The dense target value of column `j`.
+            let tj = if sparse {
+                "(if j == k { 1.0 } else { 0.0 })"
+            } else {
+                "t[j] as f64"
+            };
+            if from_logits {
+                c.line("let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m }) as f64;");
+                c.line("let sum: f64 = z.iter().map(|&v| exp(v as f64 - max)).sum();");
+                c.line(if sparse {
+                    "let tsum = 1.0;"
+                } else {
+                    "let tsum: f64 = t.iter().map(|&v| v as f64).sum();"
+                });
+                c.open(format!("for j in 0..{cols}"));
+                c.line("let s = exp(z[j] as f64 - max) / sum;");
+                c.line(format!("d[j] = ((s * tsum - {tj}) / {rows}.0) as f32;"));
+                c.close();
+            } else {
+                c.open(format!("for j in 0..{cols}"));
+                c.line(format!("let (p, t) = (z[j], {tj});"));
+                c.line(format!("let inside = p >= {CLIP} && p <= 1.0 - {CLIP};"));
+                c.line(format!(
+                    "d[j] = if t != 0.0 && inside {{ (-t / p as f64 / {rows}.0) as f32 }} else {{ 0.0 }};"
+                ));
+                c.close();
+            }
+        }
+    }
+    c.close();
+}
+
+/// Softmax + cross-entropy on logits: `(logits, target) -> (loss [], dlogits, [probs])`.
+pub(crate) fn softmax_xent(c: &mut Code, rows: usize, classes: usize, sparse: bool, probs: bool) {
+    c.line("let mut total = 0f64;");
+    c.open(format!(
+        "for (r, (z, d)) in logits.chunks_exact({classes}).zip(dlogits.chunks_exact_mut({classes})).enumerate()"
+    ));
+    c.line("let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m }) as f64;");
+    c.line("let sum: f64 = z.iter().map(|&v| exp(v as f64 - max)).sum();");
+    c.line("let lse = max + ln(sum);");
+    if probs {
+        c.line(format!("let pr = &mut probs[r * {classes}..][..{classes}];"));
+        c.line("for (o, &v) in pr.iter_mut().zip(z) { *o = (exp(v as f64 - max) / sum) as f32; }");
+    }
+    if sparse {
+        class_or(c, classes, "total = f64::NAN; d.fill(0.0); continue;");
+        c.line("total += lse - z[k] as f64;");
+        c.open(format!("for j in 0..{classes}"));
+        c.line("let t = if j == k { 1.0 } else { 0.0 };");
+        c.line(format!("d[j] = ((exp(z[j] as f64 - max) / sum - t) / {rows}.0) as f32;"));
+        c.close();
+    } else {
+        c.line(format!("let t = &target[r * {classes}..][..{classes}];"));
+        c.line("let tsum: f64 = t.iter().map(|&v| v as f64).sum();");
+        c.open(format!("for j in 0..{classes}"));
+        c.line("let tj = t[j] as f64;");
+        c.line("total += tj * (lse - z[j] as f64);");
+        c.line(format!("d[j] = ((exp(z[j] as f64 - max) / sum * tsum - tj) / {rows}.0) as f32;"));
+        c.close();
+    }
+    c.close();
+    c.line(format!("loss[0] = (total / {rows}.0) as f32;"));
+}

@@ -1,0 +1,456 @@
+//! The Rust backend: `cnnc compile` writes a standalone crate (no dependencies) with a model's
+//! specialised code.
+//!
+//! [`generate`] lowers the model, compiles it with the middle end (`passes::compile`: the same
+//! kernel-IR programs the native backend runs, so every fusion, schedule and arena offset comes
+//! from the kernel IR) — an inference program with batch norm folded into the weights and,
+//! unless inference-only, a training program (forward, loss, backward; the caller applies the
+//! optimiser to the returned gradients) — and prints:
+//!
+//! - one Rust function per distinct kernel template (`kernels*`): plain loop nests with literal
+//!   bounds over fixed-size array operands, the channel loop innermost for LLVM to vectorise;
+//!   kernels with equal `KernelOp`s share a function, so repeated blocks cost nothing to build;
+//! - per program a `*_prepare` function (load-time kernels) and a `*_run` function calling the
+//!   kernels in order on pieces of one arena carved out with `split_at_mut` (`layout`): the
+//!   crate has no `unsafe`;
+//! - the public API (`api`): constants (batch, shapes, arena size, the parameter layout), a
+//!   small safetensors reader, and `Model` (`forward`, `train_step`) — or, for `no_std`, a
+//!   `Model` over caller-owned parameters and arena.
+//!
+//! The programs are re-planned without the kernels' scratch buffers (the runtime kernels'
+//! packing workspace, which plain loops do not use), which shrinks the arena severalfold.
+//!
+//! [`GeneratedCrate::write_to`] writes the files and a marker (`.cnnc-crate`) listing them, so
+//! that regenerating into the same directory is allowed and removes files no longer written,
+//! while a non-empty directory without the marker is refused.
+
+mod api;
+mod kernels;
+mod kernels_gemm;
+mod kernels_norm;
+mod kernels_rows;
+mod layout;
+mod program;
+mod writer;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cnnc_runtime::weights::{load_weights, WeightsError};
+use cnnc_runtime::ParamSpec;
+use thiserror::Error;
+
+use crate::autodiff::{training_graph, AutodiffError};
+use crate::error::CompileError;
+use crate::ir::{Graph, LossKind, Mode, Op};
+use crate::kernel_ir::{self, Machine, Program};
+use crate::lower::lower;
+use crate::passes::{compile, PassError, PipelineOptions};
+use crate::spec::ModelSpec;
+
+use api::{CrateInfo, ParamInfo, TrainInfo};
+use layout::Binder;
+use program::{emit_program, Templates};
+use writer::Code;
+
+/// The file marking a directory as a crate cnnc wrote; lists the files it wrote.
+pub const MARKER: &str = ".cnnc-crate";
+
+/// The embedded weights' file name in the crate.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+#[derive(Debug, Error)]
+pub enum CodegenError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Autodiff(#[from] AutodiffError),
+    #[error(transparent)]
+    Pass(#[from] PassError),
+    /// A kernel the emitter cannot print (a compiler bug or an unsupported configuration).
+    #[error("model '{model}', {program} program, kernel {kernel}: {msg}")]
+    Kernel {
+        model: String,
+        program: &'static str,
+        kernel: usize,
+        msg: String,
+    },
+    #[error("model '{model}': {msg}")]
+    Model { model: String, msg: String },
+    #[error("weights to embed: {0}")]
+    Weights(#[from] WeightsError),
+    #[error("{}: {msg}", path.display())]
+    Output { path: PathBuf, msg: String },
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct CodegenOptions {
+    pub batch: usize,
+    /// Also a training program and `Model::train_step`.
+    pub training: bool,
+    /// A `#![no_std]` crate without allocation (inference only).
+    pub no_std: bool,
+    /// Embed this safetensors file (checked against the model) with `include_bytes!`.
+    pub embed_weights: Option<PathBuf>,
+    pub loss: LossKind,
+    pub from_logits: bool,
+    /// Schedules (tile sizes) are chosen for this machine.
+    pub machine: Machine,
+    /// Format `src/lib.rs` with `rustfmt` when it is installed.
+    pub rustfmt: bool,
+}
+
+impl CodegenOptions {
+    /// Training and inference for `batch` samples with the model's loss, scheduled for this
+    /// machine's caches and SIMD width on one thread (generated code is single-threaded).
+    pub fn new(spec: &ModelSpec, batch: usize) -> Self {
+        CodegenOptions {
+            batch,
+            training: true,
+            no_std: false,
+            embed_weights: None,
+            loss: spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy),
+            from_logits: spec.training.from_logits.unwrap_or(false),
+            machine: Machine {
+                cores: 1,
+                ..Machine::detect()
+            },
+            rustfmt: true,
+        }
+    }
+}
+
+/// A generated crate, in memory.
+#[derive(Clone, Debug)]
+pub struct GeneratedCrate {
+    pub package: String,
+    /// (path relative to the crate root, contents).
+    pub files: Vec<(PathBuf, String)>,
+    /// The safetensors file to copy to [`WEIGHTS_FILE`].
+    pub weights: Option<PathBuf>,
+    pub arena_bytes: usize,
+    /// Kernels per inference and per training run, and generated kernel functions.
+    pub inference_kernels: usize,
+    pub training_kernels: Option<usize>,
+    pub functions: usize,
+    /// Whether `rustfmt` formatted the sources.
+    pub formatted: bool,
+}
+
+impl GeneratedCrate {
+    /// The contents of `path` (relative to the crate root).
+    pub fn file(&self, path: &str) -> Option<&str> {
+        self.files.iter().find(|(p, _)| p == Path::new(path)).map(|(_, s)| s.as_str())
+    }
+
+    /// Writes the crate into `dir` (created when missing). Refuses a non-empty directory that
+    /// has no [`MARKER`]; in one that has, removes the files the previous generation wrote and
+    /// this one does not. Returns the written paths.
+    pub fn write_to(&self, dir: &Path) -> Result<Vec<PathBuf>, CodegenError> {
+        let out_err = |path: &Path, msg: String| CodegenError::Output {
+            path: path.to_path_buf(),
+            msg,
+        };
+        fn io(path: &Path) -> impl Fn(std::io::Error) -> CodegenError + '_ {
+            move |e| CodegenError::Output {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            }
+        }
+        let marker = dir.join(MARKER);
+        let mut previous = Vec::new();
+        if dir.exists() {
+            if !dir.is_dir() {
+                return Err(out_err(dir, "exists and is not a directory".into()));
+            }
+            let non_empty = std::fs::read_dir(dir).map_err(io(dir))?.next().is_some();
+            if non_empty && !marker.is_file() {
+                return Err(out_err(
+                    dir,
+                    format!("the directory is not empty and holds no {MARKER} (not a crate cnnc wrote); refusing to write into it"),
+                ));
+            }
+            if marker.is_file() {
+                let text = std::fs::read_to_string(&marker).map_err(io(&marker))?;
+                previous = text
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                    .map(PathBuf::from)
+                    .collect();
+            }
+        }
+        let mut written: Vec<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
+        if self.weights.is_some() {
+            written.push(PathBuf::from(WEIGHTS_FILE));
+        }
+        for old in &previous {
+            let safe = old.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+            if safe && !written.contains(old) && dir.join(old).is_file() {
+                std::fs::remove_file(dir.join(old)).map_err(io(&dir.join(old)))?;
+            }
+        }
+        for (rel, text) in &self.files {
+            let path = dir.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            std::fs::write(&path, text).map_err(io(&path))?;
+        }
+        if let Some(w) = &self.weights {
+            let dst = dir.join(WEIGHTS_FILE);
+            std::fs::copy(w, &dst).map_err(|e| out_err(&dst, format!("copying {}: {e}", w.display())))?;
+        }
+        let mut list = String::from("# Written by `cnnc compile`; cnnc may overwrite or remove the files below.\n");
+        for p in &written {
+            list.push_str(&format!("{}\n", p.display()));
+        }
+        std::fs::write(&marker, list).map_err(io(&marker))?;
+        written.push(PathBuf::from(MARKER));
+        Ok(written.into_iter().map(|p| dir.join(p)).collect())
+    }
+}
+
+/// A Cargo package name for model `name`: lowercase ASCII letters, digits and `_`.
+pub fn package_name(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let reserved = ["test", "core", "std", "alloc", "proc_macro", "self", "crate", "super"];
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit() || c == '_') || reserved.contains(&s.as_str()) {
+        s = format!("model_{s}");
+    }
+    s
+}
+
+/// Parameter specs of a graph, in graph order.
+fn param_specs(g: &Graph) -> Vec<ParamSpec> {
+    g.params()
+        .into_iter()
+        .filter_map(|id| match &g.node(id).op {
+            Op::Param { name, role, init } => Some(ParamSpec {
+                name: name.clone(),
+                shape: g.shape(id).0.clone(),
+                init: *init,
+                trainable: role.trainable(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Generates the crate for `spec`.
+pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrate, CodegenError> {
+    let model = spec.name.clone();
+    let model_err = |msg: String| CodegenError::Model {
+        model: model.clone(),
+        msg,
+    };
+    if opts.batch == 0 {
+        return Err(model_err("the batch size must be at least 1".into()));
+    }
+    let training = opts.training && !opts.no_std;
+    let pipeline = PipelineOptions {
+        machine: opts.machine,
+        fold_bn: true,
+        fuse: true,
+        update: None,
+        ..PipelineOptions::default()
+    };
+    let fwd_train = lower(spec, opts.batch, Mode::Training)?;
+    let specs = param_specs(&fwd_train);
+    let inference_graph = lower(spec, opts.batch, Mode::Inference)?;
+    let io_shapes = |g: &Graph| -> Option<(Vec<usize>, Vec<usize>)> {
+        let input = g.shape(g.input()?).0.clone();
+        let pred = g.shape(g.output(&crate::ir::OutputRole::Prediction)?).0.clone();
+        Some((input, pred))
+    };
+    let (input, pred) = io_shapes(&inference_graph).ok_or_else(|| model_err("no input or prediction".into()))?;
+    let replan = |p: Program| {
+        without_scratch(p).map_err(|e| model_err(format!("re-planning without scratch: {e}")))
+    };
+    let infer = replan(compile(inference_graph, &pipeline)?)?;
+    let train = if training {
+        let g = training_graph(&fwd_train, opts.loss, opts.from_logits)?;
+        Some(replan(compile(g, &pipeline)?)?)
+    } else {
+        None
+    };
+    if let Some(w) = &opts.embed_weights {
+        load_weights(w, &specs)?;
+    }
+
+    let mut params = Vec::new();
+    let mut offsets = HashMap::new();
+    let mut at = 0;
+    for s in &specs {
+        offsets.insert(s.name.clone(), at);
+        params.push(ParamInfo {
+            name: s.name.clone(),
+            shape: s.shape.clone(),
+            offset: at,
+            trainable: s.trainable,
+        });
+        at += s.shape.iter().product::<usize>();
+    }
+    let params_f32s = at;
+    let programs: Vec<&Program> = std::iter::once(&infer).chain(train.as_ref()).collect();
+    for p in &programs {
+        for b in p.params() {
+            let buf = p.buffer(b);
+            if let crate::kernel_ir::BufKind::Param { name, .. } = &buf.kind {
+                let known = params.iter().any(|q| &q.name == name && q.shape == buf.shape.0);
+                if !known {
+                    return Err(model_err(format!("parameter '{name}' {} is not a model parameter", buf.shape)));
+                }
+            }
+        }
+    }
+    let arena_f32s = programs.iter().map(|p| p.arena_bytes().div_ceil(4)).max().unwrap_or(0);
+
+    let mut templates = Templates::default();
+    let emit = |p: &Program, tag: &str, program: &'static str, t: &mut Templates| {
+        let binder = Binder {
+            program: p,
+            param_offsets: &offsets,
+            arena_f32s,
+        };
+        emit_program(p, tag, &binder, t).map_err(|(kernel, msg)| CodegenError::Kernel {
+            model: model.clone(),
+            program,
+            kernel,
+            msg,
+        })
+    };
+    let infer_code = emit(&infer, "infer", "inference", &mut templates)?;
+    let train_code = match &train {
+        Some(p) => Some(emit(p, "train", "training", &mut templates)?),
+        None => None,
+    };
+    let mut kernels = Code::new();
+    kernels.line("// ---- kernels: one function per distinct template ----");
+    for t in &templates.list {
+        kernels.line("");
+        let doc = format!("{}\n\nUsed by {}.", t.describe, t.uses.join(", "));
+        kernels::emit_function(&mut kernels, &t.name, &t.op, &t.schedule, t.in_place, &doc).map_err(|msg| {
+            CodegenError::Kernel {
+                model: model.clone(),
+                program: "any",
+                kernel: 0,
+                msg: format!("template {}: {msg}", t.name),
+            }
+        })?;
+    }
+
+    let target_f32s = train
+        .as_ref()
+        .and_then(|p| p.buffers.iter().find(|b| b.kind == crate::kernel_ir::BufKind::Target))
+        .map_or(0, |b| b.numel());
+    let info = CrateInfo {
+        model: model.clone(),
+        package: package_name(&model),
+        batch: opts.batch,
+        input_shape: input[1..].to_vec(),
+        outputs: pred[1..].iter().product(),
+        params,
+        params_f32s,
+        arena_f32s,
+        no_std: opts.no_std,
+        embed: opts.embed_weights.is_some(),
+        train: train_code.map(|code| TrainInfo {
+            code,
+            target_f32s,
+            sparse_targets: opts.loss == LossKind::SparseCategoricalCrossentropy,
+            loss: opts.loss.keras_name(),
+        }),
+        infer: infer_code,
+        functions: templates.list.len(),
+    };
+    let mut lib = Code::new();
+    api::lib_head(&mut lib, &info);
+    lib.line("// ---- programs ----");
+    lib.line("");
+    lib.raw(&info.infer.prepare_fn);
+    lib.line("");
+    lib.raw(&info.infer.run_fn);
+    if let Some(t) = &info.train {
+        lib.line("");
+        lib.raw(&t.code.prepare_fn);
+        lib.line("");
+        lib.raw(&t.code.run_fn);
+    }
+    lib.line("");
+    lib.raw(&kernels.finish());
+    let mut lib = lib.finish();
+    let mut check = api::check_rs(&info);
+    let mut formatted = false;
+    if opts.rustfmt {
+        if let (Some(l), Some(c)) = (rustfmt(&lib), rustfmt(&check)) {
+            (lib, check, formatted) = (l, c, true);
+        }
+    }
+    let files = vec![
+        (PathBuf::from("Cargo.toml"), api::cargo_toml(&info)),
+        (PathBuf::from("src/lib.rs"), lib),
+        (PathBuf::from("src/support.rs"), api::support_rs(opts.no_std)),
+        (PathBuf::from("examples/check.rs"), check),
+    ];
+    Ok(GeneratedCrate {
+        package: info.package.clone(),
+        files,
+        weights: opts.embed_weights.clone(),
+        arena_bytes: info.arena_f32s * 4,
+        inference_kernels: info.infer.run_kernels,
+        training_kernels: info.train.as_ref().map(|t| t.code.run_kernels),
+        functions: info.functions,
+        formatted,
+    })
+}
+
+/// `p` without its kernels' scratch buffers, re-planned. Scratch is the workspace of the
+/// runtime's kernels (packed GEMM panels, per-thread partial sums); generated kernels pack
+/// nothing and keep partial sums on the stack, so it would only inflate the arena. Fusion,
+/// schedules and everything else stay as the middle end decided.
+fn without_scratch(mut p: Program) -> Result<Program, String> {
+    for k in &mut p.kernels {
+        k.scratch = None;
+    }
+    p.compact();
+    kernel_ir::plan(&mut p);
+    let errs = kernel_ir::plan::check(&p);
+    if errs.is_empty() {
+        Ok(p)
+    } else {
+        Err(errs.join("; "))
+    }
+}
+
+/// `src` formatted by `rustfmt --edition 2021` (its default style), if rustfmt runs.
+fn rustfmt(src: &str) -> Option<String> {
+    let mut child = Command::new("rustfmt")
+        .args(["--edition", "2021"])
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let text = src.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().ok()?;
+    writer.join().ok()?.ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()
+}

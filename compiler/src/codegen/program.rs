@@ -1,0 +1,220 @@
+//! A planned program → generated program functions (`<tag>_prepare`, `<tag>_run`) that call
+//! one kernel function per kernel, plus where the program leaves its outputs. Kernels with the
+//! same template (`KernelOp` value, and in-place-ness for moving averages) share one generated
+//! function across both programs, so repeated blocks cost one function.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::ir::Mode;
+use crate::kernel_ir::{dump, BufKind, Kernel, KernelOp, OutRole, Program, Schedule, Stage};
+
+use super::kernels::needs_step;
+use super::layout::{check_operands, emit_call, Binder, Loc, Region};
+use super::writer::Code;
+
+/// One generated kernel function.
+pub(crate) struct Template {
+    pub name: String,
+    pub op: KernelOp,
+    pub schedule: Schedule,
+    pub in_place: bool,
+    /// The template's constants and schedule, as the IR dump prints them.
+    pub describe: String,
+    /// `inference k3 (conv2d_1)` per use.
+    pub uses: Vec<String>,
+}
+
+/// The distinct templates of the crate, in first-use order.
+#[derive(Default)]
+pub(crate) struct Templates {
+    pub list: Vec<Template>,
+    index: HashMap<String, usize>,
+    per_mnemonic: HashMap<&'static str, usize>,
+}
+
+impl Templates {
+    /// The function computing `k`, created on first use.
+    fn name_for(&mut self, k: &Kernel, in_place: bool, use_: String) -> String {
+        let key = format!("{:?}/{in_place}", k.op);
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let m = k.op.mnemonic();
+                let n = self.per_mnemonic.entry(m).or_default();
+                let name = format!("{m}_{n}");
+                *n += 1;
+                self.list.push(Template {
+                    name,
+                    op: k.op.clone(),
+                    schedule: k.schedule,
+                    in_place,
+                    describe: describe(k),
+                    uses: Vec::new(),
+                });
+                self.index.insert(key, self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
+        self.list[i].uses.push(use_);
+        self.list[i].name.clone()
+    }
+}
+
+/// `conv2d n=2 in=.. +bias +relu | mc=.. nr=..` from the IR dump's kernel line.
+fn describe(k: &Kernel) -> String {
+    let line = dump::kernel_line(0, k);
+    let after_outs = line
+        .find(" -> (")
+        .and_then(|i| line[i..].find(") ").map(|j| i + j + 2))
+        .unwrap_or(0);
+    let mut s = format!("{} {}", k.op.mnemonic(), &line[after_outs..]);
+    if let Some(i) = s.find(" ; ") {
+        s.truncate(i);
+    }
+    if let Some(i) = s.find(" scratch=") {
+        s.truncate(i);
+    }
+    s
+}
+
+/// A program's generated functions and where its outputs are after a run.
+pub(crate) struct ProgramCode {
+    pub prepare_fn: String,
+    pub run_fn: String,
+    pub run_kernels: usize,
+    pub prediction: Loc,
+    pub loss: Option<Loc>,
+    /// (parameter name, gradient) per gradient output.
+    pub grads: Vec<(String, Loc)>,
+    /// (parameter name, new value) per state update not made in place.
+    pub state: Vec<(String, Loc)>,
+}
+
+/// Emits `tag`_prepare and `tag`_run for program `p`.
+pub(crate) fn emit_program(
+    p: &Program,
+    tag: &str,
+    binder: &Binder,
+    templates: &mut Templates,
+) -> Result<ProgramCode, (usize, String)> {
+    let training = p.mode == Mode::Training;
+    let mode = if training { "training" } else { "inference" };
+    let mut bodies = [Code::new(), Code::new()];
+    let mut used: [BTreeSet<&str>; 2] = Default::default();
+    let mut counts = [0usize; 2];
+    for (i, k) in p.kernels.iter().enumerate() {
+        let fail = |msg: String| (i, msg);
+        let ins = k.inputs.iter().map(|&b| binder.locate(b)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
+        let outs = k.outputs.iter().map(|&b| binder.locate(b)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
+        let (want_in, want_out) = k.op.operand_sizes();
+        let lens = |v: &[Loc]| v.iter().map(|l| l.len).collect::<Vec<_>>();
+        if lens(&ins) != want_in || lens(&outs) != want_out {
+            return Err(fail(format!(
+                "operands hold {:?} -> {:?} values, the template needs {want_in:?} -> {want_out:?}",
+                lens(&ins),
+                lens(&outs)
+            )));
+        }
+        let moving = matches!(k.op, KernelOp::MovingAverage { .. });
+        let in_place = moving && ins.first() == outs.first();
+        check_operands(&ins, &outs, in_place, moving && training).map_err(fail)?;
+        let layers = if k.origin.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", k.origin.join(", "))
+        };
+        let name = templates.name_for(k, in_place, format!("{mode} k{i}{layers}"));
+        let stage = usize::from(k.stage != Stage::Prepare);
+        let code = &mut bodies[stage];
+        code.line(format!("// k{i} {}{layers}", k.op.mnemonic()));
+        let args: Vec<Loc> = ins.iter().skip(usize::from(in_place)).copied().collect();
+        emit_call(code, &name, &args, &outs, needs_step(&k.op)).map_err(fail)?;
+        for l in ins.iter().chain(&outs) {
+            used[stage].insert(l.region.var());
+        }
+        if needs_step(&k.op) {
+            used[stage].insert("step");
+        }
+        counts[stage] += 1;
+    }
+    let [prepare_body, run_body] = bodies;
+    let arg = |stage: usize, var: &'static str, ty: &str| {
+        let unused = if used[stage].contains(var) { "" } else { "_" };
+        format!("{unused}{var}: {ty}")
+    };
+    let p_ty = if training { "&mut [f32]" } else { "&[f32]" };
+    let mut prepare = Code::new();
+    prepare.doc(&format!(
+        "Load-time kernels of the {mode} program ({}: {}); they fill\nthe arena's persistent buffers and run again after the parameters change.",
+        if counts[0] == 0 { "none".to_string() } else { counts[0].to_string() },
+        if training { "constants" } else { "constants, batch norm folded into weights" }
+    ));
+    prepare.open(format!("fn {tag}_prepare({}, {})", arg(0, "p", "&[f32]"), arg(0, "a", "&mut [f32]")));
+    let prepare_body = prepare_body.finish();
+    if !prepare_body.is_empty() {
+        prepare.raw(&indent(&prepare_body));
+    }
+    prepare.close();
+    let mut run = Code::new();
+    run.doc(&format!("The {mode} program: its {} kernels in plan order.", counts[1]));
+    let mut args = vec![arg(1, "p", p_ty), arg(1, "x", "&[f32]")];
+    if training {
+        args.push(arg(1, "y", "&[f32]"));
+    }
+    args.push(arg(1, "a", "&mut [f32]"));
+    if training {
+        args.push(arg(1, "step", "u64"));
+    }
+    run.open(format!("fn {tag}_run({})", args.join(", ")));
+    let run_body = run_body.finish();
+    if !run_body.is_empty() {
+        run.raw(&indent(&run_body));
+    }
+    run.close();
+
+    let outputs_err = |msg: String| (p.kernels.len(), msg);
+    let name_of = |b| match &p.buffer(b).kind {
+        BufKind::Param { name, .. } => Ok(name.clone()),
+        _ => Err(outputs_err(format!("output refers to {b}, not a parameter"))),
+    };
+    let prediction = p
+        .output(OutRole::Prediction)
+        .ok_or_else(|| outputs_err("no prediction output".into()))
+        .and_then(|b| binder.locate(b).map_err(outputs_err))?;
+    let loss = match p.output(OutRole::Loss) {
+        Some(b) => Some(binder.locate(b).map_err(outputs_err)?),
+        None => None,
+    };
+    let (mut grads, mut state) = (Vec::new(), Vec::new());
+    for o in &p.outputs {
+        match o.role {
+            OutRole::Gradient { param } => grads.push((name_of(param)?, binder.locate(o.buf).map_err(outputs_err)?)),
+            OutRole::StateUpdate { param } if p.base(o.buf) != param => {
+                state.push((name_of(param)?, binder.locate(o.buf).map_err(outputs_err)?))
+            }
+            _ => {}
+        }
+    }
+    for l in grads.iter().chain(&state).map(|(_, l)| l).chain([&prediction]) {
+        if l.region == Region::Target {
+            return Err(outputs_err("an output lies in the target".into()));
+        }
+    }
+    Ok(ProgramCode {
+        prepare_fn: prepare.finish(),
+        run_fn: run.finish(),
+        run_kernels: counts[1],
+        prediction,
+        loss,
+        grads,
+        state,
+    })
+}
+
+/// Every non-empty line one level deeper.
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| if l.is_empty() { String::new() } else { format!("    {l}\n") })
+        .map(|l| if l.is_empty() { "\n".to_string() } else { l })
+        .collect()
+}

@@ -1,0 +1,450 @@
+//! [`NativeExecutor`]: compiled programs behind the runtime's `Executor` contract.
+//!
+//! One training program (forward, loss, backward; no optimiser update) and one inference
+//! program (BN folded into the weights) per batch size `n` that the caller has used, compiled
+//! on first use and cached; the full-batch ones are compiled by the constructor so that model
+//! errors surface there. Every program runs in the same arena (sized for the largest); when
+//! another program ran last, the prepare stage (constants) runs again before the next one.
+//! Inference programs run their prepare stage (BN folded into weights) on every call since the
+//! parameters may have changed in between.
+
+use std::collections::HashMap;
+
+use cnnc_runtime::kernels::{Ctx, KernelIsa};
+use cnnc_runtime::pool::Pool;
+use cnnc_runtime::{Executor, ParamSpec, StepResult, TargetLayout, Tensor};
+
+use super::compiled::{Compiled, Loc, Mem};
+use super::profile::Profile;
+use super::{dispatch, NativeError};
+use crate::autodiff::training_graph;
+use crate::ir::{rebatch, Graph, LossKind, Mode, Op, OutputRole};
+use crate::kernel_ir::{Machine, Program};
+use crate::lower::lower;
+use crate::passes::{compile, PipelineOptions};
+use crate::spec::ModelSpec;
+
+/// How the native backend compiles and runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeOptions {
+    /// Threads the kernels use (the calling thread counts as one); 0 is treated as 1.
+    pub threads: usize,
+    /// Run the kernel fusion passes (off: one kernel per graph node).
+    pub fuse: bool,
+    /// Inference: fold BN into the preceding conv / dense weights.
+    pub fold_bn: bool,
+    /// Instruction set of the kernels (`None`: the best this CPU has).
+    pub isa: Option<KernelIsa>,
+}
+
+impl Default for NativeOptions {
+    fn default() -> Self {
+        NativeOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            fuse: true,
+            fold_bn: true,
+            isa: None,
+        }
+    }
+}
+
+/// 64 bytes of f32s: the arena's unit, so that buffers (64-byte aligned offsets) are aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// The arena every program runs in; grows to the largest program and never shrinks.
+#[derive(Default)]
+struct Arena(Vec<Line>);
+
+impl Arena {
+    fn slice(&mut self, len: usize) -> &mut [f32] {
+        let lines = len.div_ceil(16);
+        if self.0.len() < lines {
+            self.0.resize(lines, Line([0.0; 16]));
+        }
+        // SAFETY: `Line` is `repr(C)` around `[f32; 16]`, so the vector holds `16 · lines`
+        // contiguous initialised f32 values, at least `len`.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<f32>(), len) }
+    }
+}
+
+/// Base pointers of the parameters of the running program, rebuilt on every call.
+#[derive(Default)]
+struct PtrTable(Vec<*mut f32>);
+// SAFETY: the pointers are only dereferenced during the call that stored them (which borrows
+// the parameters); between calls they are stale and unused.
+unsafe impl Send for PtrTable {}
+
+/// Compiles and runs a model's training and inference programs with the runtime kernels.
+pub struct NativeExecutor {
+    train: Graph,
+    inference: Graph,
+    batch: usize,
+    params: Vec<ParamSpec>,
+    /// Per parameter: its position among the trainable ones (the order of `grads`).
+    grad_slot: Vec<Option<usize>>,
+    input_shape: Vec<usize>,
+    output_size: usize,
+    layout: TargetLayout,
+    opts: NativeOptions,
+    machine: Machine,
+    pool: Pool,
+    isa: KernelIsa,
+    train_by_n: HashMap<usize, Compiled>,
+    inference_by_n: HashMap<usize, Compiled>,
+    arena: Arena,
+    workspace: Vec<f32>,
+    ptrs: PtrTable,
+    /// The program whose prepare stage the arena's persistent buffers hold.
+    prepared: Option<(Mode, usize)>,
+    profile: Option<Profile>,
+}
+
+impl std::fmt::Debug for NativeExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeExecutor")
+            .field("model", &self.train.name)
+            .field("batch", &self.batch)
+            .field("opts", &self.opts)
+            .field("machine", &self.machine)
+            .finish()
+    }
+}
+
+fn mismatch(train: &Graph, inference: &Graph, msg: &str) -> NativeError {
+    NativeError::Mismatch(format!(
+        "graphs '{}' and '{}' do not match: {msg}",
+        train.name, inference.name
+    ))
+}
+
+impl NativeExecutor {
+    /// Differentiates `train_fwd` (a Training-mode forward graph) for `loss`; `inference` must
+    /// have the same batch size, input and prediction shapes, and a subset of its parameters
+    /// (as `InterpExecutor::new`). Kernels run on `threads` threads.
+    pub fn new(
+        train_fwd: Graph,
+        inference: Graph,
+        loss: LossKind,
+        from_logits: bool,
+        threads: usize,
+    ) -> Result<Self, NativeError> {
+        let opts = NativeOptions {
+            threads,
+            ..NativeOptions::default()
+        };
+        Self::with_options(train_fwd, inference, loss, from_logits, opts)
+    }
+
+    /// Lowers `spec` for `batch` samples in both modes, then [`NativeExecutor::new`].
+    pub fn from_spec(
+        spec: &ModelSpec,
+        batch: usize,
+        loss: LossKind,
+        from_logits: bool,
+        threads: usize,
+    ) -> Result<Self, NativeError> {
+        let train = lower(spec, batch, Mode::Training)?;
+        let inference = lower(spec, batch, Mode::Inference)?;
+        Self::new(train, inference, loss, from_logits, threads)
+    }
+
+    /// [`NativeExecutor::new`] with every option.
+    pub fn with_options(
+        train_fwd: Graph,
+        inference: Graph,
+        loss: LossKind,
+        from_logits: bool,
+        opts: NativeOptions,
+    ) -> Result<Self, NativeError> {
+        let train = training_graph(&train_fwd, loss, from_logits)?;
+        let params: Vec<ParamSpec> = train
+            .params()
+            .into_iter()
+            .filter_map(|id| match &train.node(id).op {
+                Op::Param { name, role, init } => Some(ParamSpec {
+                    name: name.clone(),
+                    shape: train.shape(id).0.clone(),
+                    init: *init,
+                    trainable: role.trainable(),
+                }),
+                _ => None,
+            })
+            .collect();
+        for id in inference.params() {
+            let name = inference.param_info(id).map_or("", |(n, _)| n);
+            match params.iter().find(|p| p.name == name) {
+                None => return Err(mismatch(&train, &inference, &format!("'{name}' is not a training parameter"))),
+                Some(p) if p.shape != inference.shape(id).0 => {
+                    return Err(mismatch(&train, &inference, &format!("parameter '{name}' has two shapes")))
+                }
+                _ => {}
+            }
+        }
+        let io = |g: &Graph| -> Option<(Vec<usize>, Vec<usize>)> {
+            let input = g.shape(g.input()?).0.clone();
+            let pred = g.shape(g.output(&OutputRole::Prediction)?).0.clone();
+            Some((input, pred))
+        };
+        let (Some((input, pred)), Some(inf_io)) = (io(&train), io(&inference)) else {
+            return Err(mismatch(&train, &inference, "a graph lacks its input or prediction"));
+        };
+        if (input.clone(), pred.clone()) != inf_io || train.batch != inference.batch || input.first() != Some(&train.batch)
+        {
+            return Err(mismatch(&train, &inference, "batch, input or prediction shapes differ"));
+        }
+        let mut grad_slot = vec![None; params.len()];
+        for (slot, i) in (0..params.len()).filter(|&i| params[i].trainable).enumerate() {
+            grad_slot[i] = Some(slot);
+        }
+        let threads = opts.threads.max(1);
+        let machine = Machine {
+            cores: threads,
+            ..Machine::detect()
+        };
+        let mut ex = NativeExecutor {
+            batch: train.batch,
+            input_shape: input[1..].to_vec(),
+            output_size: pred[1..].iter().product(),
+            layout: match loss {
+                LossKind::SparseCategoricalCrossentropy => TargetLayout::ClassIds,
+                _ => TargetLayout::Dense,
+            },
+            train,
+            inference,
+            params,
+            grad_slot,
+            opts,
+            machine,
+            pool: Pool::new(threads),
+            isa: opts.isa.unwrap_or_else(KernelIsa::detect).checked(),
+            train_by_n: HashMap::new(),
+            inference_by_n: HashMap::new(),
+            arena: Arena::default(),
+            workspace: Vec::new(),
+            ptrs: PtrTable::default(),
+            prepared: None,
+            profile: None,
+        };
+        ex.ensure(Mode::Training, ex.batch)?;
+        ex.ensure(Mode::Inference, ex.batch)?;
+        Ok(ex)
+    }
+
+    /// The compiled program for `mode` and `n` samples (compiling it if needed), e.g. to dump it.
+    pub fn program(&mut self, mode: Mode, n: usize) -> Result<&Program, NativeError> {
+        self.ensure(mode, n)?;
+        let cache = match mode {
+            Mode::Training => &self.train_by_n,
+            Mode::Inference => &self.inference_by_n,
+        };
+        Ok(&cache[&n].program)
+    }
+
+    /// Starts (or stops and forgets) timing every kernel of every run.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(Profile::default);
+    }
+
+    /// Per-kernel times since profiling started, per program, slowest first.
+    pub fn profile_report(&self) -> String {
+        let Some(p) = &self.profile else {
+            return "profiling is off\n".into();
+        };
+        p.report(|mode, n| match mode {
+            Mode::Training => self.train_by_n.get(&n),
+            Mode::Inference => self.inference_by_n.get(&n),
+        })
+    }
+
+    /// The kernel threads.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Compiles the program for `mode` and `n` samples unless cached.
+    fn ensure(&mut self, mode: Mode, n: usize) -> Result<(), NativeError> {
+        let cached = match mode {
+            Mode::Training => self.train_by_n.contains_key(&n),
+            Mode::Inference => self.inference_by_n.contains_key(&n),
+        };
+        if cached {
+            return Ok(());
+        }
+        let g = match mode {
+            Mode::Training => &self.train,
+            Mode::Inference => &self.inference,
+        };
+        let g = if n == g.batch {
+            g.clone()
+        } else {
+            rebatch(g, n).map_err(|source| NativeError::Rebatch {
+                graph: g.name.clone(),
+                n,
+                source,
+            })?
+        };
+        let pipeline = PipelineOptions {
+            machine: self.machine,
+            fold_bn: self.opts.fold_bn,
+            fuse: self.opts.fuse,
+            update: None,
+            ..PipelineOptions::default()
+        };
+        let program = compile(g, &pipeline)?;
+        let c = Compiled::new(program, &self.params, mode == Mode::Training)?;
+        if self.workspace.len() < c.workspace_len {
+            self.workspace.resize(c.workspace_len, 0.0);
+        }
+        match mode {
+            Mode::Training => self.train_by_n.insert(n, c),
+            Mode::Inference => self.inference_by_n.insert(n, c),
+        };
+        Ok(())
+    }
+
+    /// [`Self::ensure`] for a call of the `Executor` contract: `n` must be in `1..=batch`, and
+    /// the full-batch programs compiled in the constructor make a failure a compiler bug.
+    fn ensure_for_call(&mut self, mode: Mode, n: usize) {
+        assert!(
+            (1..=self.batch).contains(&n),
+            "batch of {n} samples, expected 1..={}",
+            self.batch
+        );
+        if let Err(e) = self.ensure(mode, n) {
+            panic!("native backend: no program for {n} samples: {e}");
+        }
+    }
+
+    fn check_params(&self, c: &Compiled, params: &[Tensor]) {
+        assert_eq!(params.len(), self.params.len(), "expected {} parameters", self.params.len());
+        for (&idx, &len) in c.param_index.iter().zip(&c.param_lens) {
+            assert_eq!(
+                params[idx].data.len(),
+                len,
+                "parameter '{}' holds {} values, expected {len}",
+                self.params[idx].name,
+                params[idx].data.len()
+            );
+        }
+    }
+}
+
+/// Copies the `n` predictions at `loc` into `preds`.
+fn write_preds(mem: &Mem, loc: Loc, preds: &mut [f32]) {
+    let p = mem.get(loc);
+    assert!(preds.len() >= p.len(), "predictions need {} values, got {}", p.len(), preds.len());
+    preds[..p.len()].copy_from_slice(p);
+}
+
+impl Executor for NativeExecutor {
+    fn backend_name(&self) -> &str {
+        "native"
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    fn output_size(&self) -> usize {
+        self.output_size
+    }
+
+    fn target_layout(&self) -> TargetLayout {
+        self.layout
+    }
+
+    fn params(&self) -> &[ParamSpec] {
+        &self.params
+    }
+
+    fn train_step(
+        &mut self,
+        params: &mut [Tensor],
+        grads: &mut [Tensor],
+        x: &[f32],
+        y: &[f32],
+        n: usize,
+        step: u64,
+        preds: &mut [f32],
+    ) -> StepResult {
+        self.ensure_for_call(Mode::Training, n);
+        let c = &self.train_by_n[&n];
+        self.check_params(c, params);
+        assert_eq!(x.len(), c.input_len, "input holds {} values, expected {}", x.len(), c.input_len);
+        assert_eq!(y.len(), c.target_len, "targets hold {} values, expected {}", y.len(), c.target_len);
+        let ptrs = &mut self.ptrs.0;
+        ptrs.clear();
+        ptrs.extend(c.param_index.iter().map(|&i| params[i].data.as_mut_ptr()));
+        let ctx = Ctx::with_isa(&self.pool, self.isa);
+        let ws = &mut self.workspace[..];
+        let arena = self.arena.slice(c.arena_len);
+        // SAFETY: the arena, input, target and every parameter are distinct allocations valid
+        // for this call; parameters are borrowed mutably (`writable` training programs).
+        let mem = unsafe { Mem::new(arena, x, y, ptrs, &c.param_lens) };
+        if self.prepared != Some((Mode::Training, n)) {
+            for s in &c.prepare {
+                dispatch::run(s, &mem, &ctx, ws, step);
+            }
+            self.prepared = Some((Mode::Training, n));
+        }
+        match &mut self.profile {
+            Some(p) => p.run((Mode::Training, n), c, &mem, &ctx, ws, step),
+            None => c.run.iter().for_each(|s| dispatch::run(s, &mem, &ctx, ws, step)),
+        }
+        write_preds(&mem, c.prediction, preds);
+        let loss = c.loss.map_or(f32::NAN, |l| mem.get(l)[0]);
+        for &(idx, loc) in &c.grads {
+            let Some(j) = self.grad_slot[idx] else { continue };
+            let g = &mut grads[j];
+            if g.data.len() != loc.len || g.shape != self.params[idx].shape {
+                *g = Tensor::zeros(&self.params[idx].shape);
+            }
+            g.data.copy_from_slice(mem.get(loc));
+        }
+        for &(slot, loc) in &c.state {
+            let dst = Loc {
+                region: super::compiled::Region::Param(slot),
+                start: 0,
+                len: c.param_lens[slot],
+            };
+            mem.get_mut(dst).copy_from_slice(mem.get(loc));
+        }
+        drop(mem);
+        self.ptrs.0.clear();
+        StepResult { loss }
+    }
+
+    fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
+        self.ensure_for_call(Mode::Inference, n);
+        let c = &self.inference_by_n[&n];
+        self.check_params(c, params);
+        assert_eq!(x.len(), c.input_len, "input holds {} values, expected {}", x.len(), c.input_len);
+        let ptrs = &mut self.ptrs.0;
+        ptrs.clear();
+        // Inference programs never write parameters (`Compiled::new` with `writable: false`).
+        ptrs.extend(c.param_index.iter().map(|&i| params[i].data.as_ptr().cast_mut()));
+        let ctx = Ctx::with_isa(&self.pool, self.isa);
+        let ws = &mut self.workspace[..];
+        let arena = self.arena.slice(c.arena_len);
+        // SAFETY: as in `train_step`; the parameters are only read (no output of an inference
+        // program lies in a parameter).
+        let mem = unsafe { Mem::new(arena, x, &[], ptrs, &c.param_lens) };
+        for s in &c.prepare {
+            dispatch::run(s, &mem, &ctx, ws, 0);
+        }
+        match &mut self.profile {
+            Some(p) => p.run((Mode::Inference, n), c, &mem, &ctx, ws, 0),
+            None => c.run.iter().for_each(|s| dispatch::run(s, &mem, &ctx, ws, 0)),
+        }
+        self.prepared = Some((Mode::Inference, n));
+        write_preds(&mem, c.prediction, preds);
+        drop(mem);
+        self.ptrs.0.clear();
+    }
+}

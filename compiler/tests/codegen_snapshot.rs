@@ -1,0 +1,109 @@
+//! The Rust backend's output without building it: insta snapshots of the generated
+//! `src/lib.rs` of two small models (scheduled for the fixed reference machine, unformatted so
+//! that they do not depend on the installed rustfmt), kernel-function sharing on resnet18, and
+//! the output-directory rules.
+
+use std::path::Path;
+
+use cnnc_compiler::codegen::{generate, CodegenOptions};
+use cnnc_compiler::kernel_ir::Machine;
+use cnnc_compiler::spec::{load_model, parse_model};
+
+fn options(model: &str, batch: usize) -> (cnnc_compiler::spec::ModelSpec, CodegenOptions) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{model}.yaml"));
+    let spec = load_model(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = CodegenOptions::new(&spec, batch);
+    opts.machine = Machine {
+        cores: 1,
+        ..Machine::reference()
+    };
+    opts.rustfmt = false;
+    (spec, opts)
+}
+
+#[test]
+fn seed000_conv_pool_lib_rs() {
+    let (spec, opts) = options("seed000_conv_pool", 1);
+    let c = generate(&spec, &opts).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("codegen_snapshot");
+    let _ = std::fs::remove_dir_all(&dir);
+    c.write_to(&dir).unwrap();
+    insta::assert_snapshot!(c.file("src/lib.rs").unwrap());
+}
+
+/// A tiny conv + BN + relu + pool + dense model: BN folded into the conv at load time
+/// (prepare kernels) for inference, batch statistics and the fused BN backward for training.
+const TINY_BN: &str = "
+name: tiny_bn
+input: [6, 6, 2]
+layers:
+  - conv2d: {filters: 4, kernel_size: 3, padding: same}
+  - batch_normalization: {}
+  - activation: {activation: relu}
+  - max_pooling2d: {pool_size: 2}
+  - flatten
+  - dense: {units: 3, activation: softmax}
+";
+
+#[test]
+fn tiny_bn_lib_rs() {
+    let spec = parse_model(TINY_BN, Path::new("tiny_bn.yaml")).unwrap();
+    let mut opts = CodegenOptions::new(&spec, 2);
+    opts.machine = Machine {
+        cores: 1,
+        ..Machine::reference()
+    };
+    opts.rustfmt = false;
+    let c = generate(&spec, &opts).unwrap();
+    let lib = c.file("src/lib.rs").unwrap();
+    assert!(lib.contains("fn infer_prepare(p: &[f32], a: &mut [f32])"), "BN is folded at load time");
+    insta::assert_snapshot!(lib);
+}
+
+/// Kernels with equal templates share a function: resnet18's repeated blocks.
+#[test]
+fn repeated_blocks_share_kernel_functions() {
+    let (spec, opts) = options("resnet18", 1);
+    let c = generate(&spec, &opts).unwrap();
+    let kernels = c.inference_kernels + c.training_kernels.unwrap();
+    assert!(c.functions < kernels, "{} functions for {kernels} kernels", c.functions);
+    let lib = c.file("src/lib.rs").unwrap();
+    assert_eq!(lib.matches("\nfn ").count(), c.functions + 4, "kernel functions plus four program functions");
+}
+
+/// The output directory: created, refused when foreign, rewritten when cnnc's (stale files
+/// of the previous generation removed).
+#[test]
+fn writes_only_into_its_own_directories() {
+    let (spec, opts) = options("seed000_conv_pool", 1);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("codegen_dirs");
+    let _ = std::fs::remove_dir_all(&root);
+    let foreign = root.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let c = generate(&spec, &opts).unwrap();
+    let err = c.write_to(&foreign).unwrap_err().to_string();
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1);
+
+    let own = root.join("own");
+    let mut with_weights = opts.clone();
+    let w = root.join("w.safetensors");
+    let specs = cnnc_compiler::interp::InterpExecutor::new(
+        cnnc_compiler::lower::lower(&spec, 1, cnnc_compiler::ir::Mode::Training).unwrap(),
+        cnnc_compiler::lower::lower(&spec, 1, cnnc_compiler::ir::Mode::Inference).unwrap(),
+        cnnc_compiler::ir::LossKind::SparseCategoricalCrossentropy,
+        false,
+    )
+    .unwrap();
+    use cnnc_runtime::Executor;
+    let params = cnnc_runtime::init::init_params(specs.params(), 1);
+    cnnc_runtime::weights::save_weights(&w, specs.params(), &params).unwrap();
+    with_weights.embed_weights = Some(w);
+    generate(&spec, &with_weights).unwrap().write_to(&own).unwrap();
+    assert!(own.join("weights.safetensors").is_file());
+    std::fs::write(own.join("keep.txt"), "user file").unwrap();
+    c.write_to(&own).unwrap();
+    assert!(!own.join("weights.safetensors").exists(), "stale embedded weights are removed");
+    assert!(own.join("keep.txt").is_file() && own.join("src/lib.rs").is_file());
+}
