@@ -123,7 +123,13 @@ fn dropout_uses_the_shared_mask() {
     let want: Vec<f32> = x
         .iter()
         .enumerate()
-        .map(|(i, &v)| if dropout_keep(seed, step, i as u64, rate) { v * scale } else { 0.0 })
+        .map(|(i, &v)| {
+            if dropout_keep(seed, step, i as u64, rate) {
+                v * scale
+            } else {
+                0.0
+            }
+        })
         .collect();
     each_ctx(|ctx, at| {
         let mut y = vec![0f32; len];
@@ -219,7 +225,11 @@ fn pooling_matches_tf_semantics() {
         let (yavg, davg) = pool_ref(&g, &x, &dy, false);
         let relu_x: Vec<f32> = x.iter().map(|&v| v.max(0.0)).collect();
         let (_, drelu) = pool_ref(&g, &relu_x, &dy, true);
-        let drelu: Vec<f32> = drelu.iter().zip(&relu_x).map(|(&d, &r)| if r > 0.0 { d } else { 0.0 }).collect();
+        let drelu: Vec<f32> = drelu
+            .iter()
+            .zip(&relu_x)
+            .map(|(&d, &r)| if r > 0.0 { d } else { 0.0 })
+            .collect();
         each_ctx(|ctx, at| {
             let what = |k: &str| format!("case {i} {k}, {at}");
             let mut y = vec![f32::NAN; g.output_len()];
@@ -297,9 +307,8 @@ fn batch_norm_forward_backward_and_moving_stats() {
             .map(|i| act_ref(act, (gamma[i % c] as f64 * xhat(i) + beta[i % c] as f64) as f32 + r[i]))
             .collect();
         let g: Vec<f64> = (0..rows * c).map(|i| act_grad_ref(act, y[i], dy[i]) as f64).collect();
-        let sum = |f: &dyn Fn(usize) -> f64| -> Vec<f64> {
-            (0..c).map(|j| (0..rows).map(|i| f(i * c + j)).sum()).collect()
-        };
+        let sum =
+            |f: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..c).map(|j| (0..rows).map(|i| f(i * c + j)).sum()).collect() };
         let (sg, sgx) = (sum(&|i| g[i]), sum(&|i| g[i] * xhat(i)));
         let m = rows as f64;
         let dx: Vec<f32> = (0..rows * c)
@@ -416,7 +425,12 @@ fn softmax_cross_entropy_fused_and_losses() {
             Targets::Sparse(_) => LossKind::SparseCategoricalCrossentropy,
             Targets::Dense(_) => LossKind::CategoricalCrossentropy,
         };
-        assert_close(&[softmax::loss(kind, true, rows, k, &z, target)], &[loss], TOL, "loss from logits");
+        assert_close(
+            &[softmax::loss(kind, true, rows, k, &z, target)],
+            &[loss],
+            TOL,
+            "loss from logits",
+        );
         softmax::loss_grad(kind, true, rows, k, &z, target, &mut d);
         assert_close(&d, &grad, TOL, "loss grad from logits");
         // From probabilities: −log p of the true class, gradient −1/(p N) there.
@@ -426,16 +440,30 @@ fn softmax_cross_entropy_fused_and_losses() {
             .map(|(r, &c)| -(probs[r * k + c as usize].clamp(1e-7, 1.0 - 1e-7) as f64).ln())
             .sum::<f64>()
             / n;
-        assert_close(&[softmax::loss(kind, false, rows, k, &probs, target)], &[want_l as f32], TOL, "loss from p");
+        assert_close(
+            &[softmax::loss(kind, false, rows, k, &probs, target)],
+            &[want_l as f32],
+            TOL,
+            "loss from p",
+        );
         softmax::loss_grad(kind, false, rows, k, &probs, target, &mut d);
         for (i, (&g, &t)) in d.iter().zip(&onehot).enumerate() {
-            let want = if t != 0.0 { (-1.0 / (probs[i] as f64 * n)) as f32 } else { 0.0 };
+            let want = if t != 0.0 {
+                (-1.0 / (probs[i] as f64 * n)) as f32
+            } else {
+                0.0
+            };
             assert_close(&[g], &[want], TOL, "loss grad from p");
         }
     }
     // Mean squared error over every element.
     let t = data(rows * k, 61, -1.0, 1.0);
-    let mse = z.iter().zip(&t).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>() / (rows * k) as f64;
+    let mse = z
+        .iter()
+        .zip(&t)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum::<f64>()
+        / (rows * k) as f64;
     let dense = Targets::Dense(&t);
     let l = softmax::loss(LossKind::MeanSquaredError, false, rows, k, &z, dense);
     assert_close(&[l], &[mse as f32], TOL, "mse");
@@ -475,7 +503,11 @@ fn optimizer_updates_follow_the_rules() {
         optim::update(&ctx, &rule, t, &mut p, &g, &mut [&mut v]);
         for i in 0..len {
             let vv = 0.9 * s0[i] - 0.1 * g[i];
-            let pp = if nesterov { p0[i] + 0.9 * vv - 0.1 * g[i] } else { p0[i] + vv };
+            let pp = if nesterov {
+                p0[i] + 0.9 * vv - 0.1 * g[i]
+            } else {
+                p0[i] + vv
+            };
             assert_close(&[v[i], p[i]], &[vv, pp], Tol::TIGHT, "sgd momentum");
         }
     }
@@ -528,7 +560,19 @@ fn optimizer_updates_follow_the_rules() {
 #[test]
 fn pool_geometry_follows_tf() {
     let g = PoolGeom::same(1, [7, 7], 1, [2, 2], [2, 2]);
-    assert_eq!((g.oh, g.ow, g.pad), (4, 4, Pad { top: 0, bottom: 1, left: 0, right: 1 }));
+    assert_eq!(
+        (g.oh, g.ow, g.pad),
+        (
+            4,
+            4,
+            Pad {
+                top: 0,
+                bottom: 1,
+                left: 0,
+                right: 1
+            }
+        )
+    );
     let g = PoolGeom::valid(1, [7, 7], 1, [2, 2], [2, 2]);
     assert_eq!((g.oh, g.ow), (3, 3));
     let g = PoolGeom::valid(1, [1, 1], 1, [2, 2], [2, 2]);

@@ -169,63 +169,149 @@ pub fn max_pool_grad_act(ctx: &Ctx, g: &PoolGeom, x: &[f32], dy: &[f32], act: Ac
     let covered = disjoint
         && covers(g.h, g.size[0], g.stride[0], g.pad.top, g.oh)
         && covers(g.w, g.size[1], g.stride[1], g.pad.left, g.ow);
+    // A ReLU's gradient is the window's (its maximum's) mask, applied once per window.
+    let relu = act == Act::Relu;
     par_rows(ctx, g.n, img, dx, |images, out| {
-        let mut best = vec![0f32; g.c];
-        let mut rem = vec![0f32; g.c];
+        let mut scratch = vec![0f32; 2 * g.c];
         for (n, dimg) in images.zip(out.chunks_exact_mut(img)) {
             if !covered {
                 dimg.fill(0.0);
             }
             let ximg = &x[n * img..(n + 1) * img];
             let dyimg = &dy[n * g.oh * g.ow * g.c..(n + 1) * g.oh * g.ow * g.c];
-            isa.vectorize(
-                #[inline(always)]
-                || match (act, disjoint) {
-                    (Act::Linear, true) => image::<true>(g, ximg, dyimg, dimg, &mut best, &mut rem, |_, v| v),
-                    (Act::Relu, true) => {
-                        image::<true>(
-                            g,
-                            ximg,
-                            dyimg,
-                            dimg,
-                            &mut best,
-                            &mut rem,
-                            |x, v| {
-                                if x > 0.0 {
-                                    v
-                                } else {
-                                    0.0
-                                }
-                            },
-                        )
-                    }
-                    (_, true) => image::<true>(g, ximg, dyimg, dimg, &mut best, &mut rem, |x, v| {
-                        act.grad_from_output(x, v)
-                    }),
-                    (_, false) => image::<false>(g, ximg, dyimg, dimg, &mut best, &mut rem, |x, v| {
-                        act.grad_from_output(x, v)
-                    }),
-                },
-            );
+            // One monomorphised loop nest per activation (no branch inside the vector loops).
+            match act {
+                Act::Linear | Act::Relu => {
+                    grad_image(g, ximg, dyimg, dimg, &mut scratch, disjoint, relu, isa, |_, v| v)
+                }
+                Act::Sigmoid => grad_image(g, ximg, dyimg, dimg, &mut scratch, disjoint, false, isa, |y, v| {
+                    v * y * (1.0 - y)
+                }),
+                Act::Tanh => grad_image(g, ximg, dyimg, dimg, &mut scratch, disjoint, false, isa, |y, v| {
+                    v * (1.0 - y * y)
+                }),
+            }
         }
     });
 }
 
-/// The max-pool gradient of one image. Per window: the maximum per channel, then each tap in
-/// order takes the remaining gradient where it equals the maximum (the first maximum takes it
-/// all). `DISJOINT`: windows do not overlap, so taps are stored rather than accumulated.
-#[inline(always)]
+/// One image of [`max_pool_grad_act`], with `post(x, v)` the activation's gradient.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_image(
+    g: &PoolGeom,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    scratch: &mut [f32],
+    disjoint: bool,
+    relu: bool,
+    isa: super::KernelIsa,
+    post: impl Fn(f32, f32) -> f32 + Copy,
+) {
+    isa.vectorize(
+        #[inline(always)]
+        || match (disjoint, g.c % LANES == 0) {
+            (true, true) => image_lanes::<true>(g, x, dy, dx, relu, post),
+            (false, true) => image_lanes::<false>(g, x, dy, dx, relu, post),
+            (true, false) => image::<true>(g, x, dy, dx, scratch, relu, post),
+            (false, false) => image::<false>(g, x, dy, dx, scratch, relu, post),
+        },
+    );
+}
+
+/// Channels per block of [`image_lanes`]: one AVX-512 vector, a cache line.
+const LANES: usize = 16;
+
+/// The max-pool gradient of one window for one block of channels (`best` its maximum, `rem`
+/// the gradient not yet given out): each tap in row-major order takes the remaining gradient
+/// where it equals the maximum, so the first maximum takes it all. Arithmetic masks rather than
+/// selects keep the loops vectorised. `DISJOINT`: windows do not overlap, so taps are stored
+/// rather than accumulated.
+#[inline(always)]
+fn give<const DISJOINT: bool>(
+    x: &[f32],
+    best: &[f32],
+    rem: &mut [f32],
+    dx: &mut [f32],
+    post: impl Fn(f32, f32) -> f32,
+) {
+    let n = x.len();
+    let (best, rem, dx) = (&best[..n], &mut rem[..n], &mut dx[..n]);
+    for i in 0..n {
+        let take = rem[i] * ((x[i] == best[i]) as u32 as f32);
+        rem[i] -= take;
+        let v = post(x[i], take);
+        if DISJOINT {
+            dx[i] = v;
+        } else {
+            dx[i] += v;
+        }
+    }
+}
+
+/// The max-pool gradient of one image whose channel count is a multiple of [`LANES`]: each
+/// window one block of 16 channels at a time, in fixed-size arrays (one vector op a step).
+/// `relu`: multiply the window's gradient by `[max > 0]` (the ReLU before the pool).
+#[inline(always)]
+fn image_lanes<const DISJOINT: bool>(
+    g: &PoolGeom,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    relu: bool,
+    post: impl Fn(f32, f32) -> f32 + Copy,
+) {
+    let c = g.c;
+    for oh in 0..g.oh {
+        let (r0, r1) = g.rows(oh);
+        for ow in 0..g.ow {
+            let (c0, c1) = g.cols(ow);
+            if r0 == r1 || c0 == c1 {
+                continue;
+            }
+            for j in (0..c).step_by(LANES) {
+                let mut best = [0f32; LANES];
+                best.copy_from_slice(&x[(r0 * g.w + c0) * c + j..][..LANES]);
+                for ih in r0..r1 {
+                    for iw in c0..c1 {
+                        let xs = &x[(ih * g.w + iw) * c + j..][..LANES];
+                        for l in 0..LANES {
+                            best[l] = best[l].max(xs[l]);
+                        }
+                    }
+                }
+                let mut rem = [0f32; LANES];
+                rem.copy_from_slice(&dy[(oh * g.ow + ow) * c + j..][..LANES]);
+                if relu {
+                    for l in 0..LANES {
+                        rem[l] *= (best[l] > 0.0) as u32 as f32;
+                    }
+                }
+                for ih in r0..r1 {
+                    for iw in c0..c1 {
+                        let at = (ih * g.w + iw) * c + j;
+                        give::<DISJOINT>(&x[at..at + LANES], &best, &mut rem, &mut dx[at..at + LANES], post);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`image_lanes`] for any channel count (`scratch` holds `2·c` values).
+#[inline(always)]
 fn image<const DISJOINT: bool>(
     g: &PoolGeom,
     x: &[f32],
     dy: &[f32],
     dx: &mut [f32],
-    best: &mut [f32],
-    rem: &mut [f32],
-    grad: impl Fn(f32, f32) -> f32,
+    scratch: &mut [f32],
+    relu: bool,
+    post: impl Fn(f32, f32) -> f32 + Copy,
 ) {
     let c = g.c;
+    let (best, rem) = scratch.split_at_mut(c);
     for oh in 0..g.oh {
         let (r0, r1) = g.rows(oh);
         for ow in 0..g.ow {
@@ -237,28 +323,20 @@ fn image<const DISJOINT: bool>(
             for ih in r0..r1 {
                 for iw in c0..c1 {
                     for (b, &v) in best.iter_mut().zip(&x[(ih * g.w + iw) * c..][..c]) {
-                        *b = if v > *b { v } else { *b };
+                        *b = b.max(v);
                     }
                 }
             }
             rem.copy_from_slice(&dy[(oh * g.ow + ow) * c..][..c]);
+            if relu {
+                for (r, &b) in rem.iter_mut().zip(best.iter()) {
+                    *r *= (b > 0.0) as u32 as f32;
+                }
+            }
             for ih in r0..r1 {
                 for iw in c0..c1 {
                     let at = (ih * g.w + iw) * c;
-                    let taps = dx[at..at + c]
-                        .iter_mut()
-                        .zip(&x[at..at + c])
-                        .zip(best.iter().zip(rem.iter_mut()));
-                    for ((d, &xv), (&b, r)) in taps {
-                        let hit = xv == b;
-                        let v = grad(xv, if hit { *r } else { 0.0 });
-                        *r = if hit { 0.0 } else { *r };
-                        if DISJOINT {
-                            *d = v;
-                        } else {
-                            *d += v;
-                        }
-                    }
+                    give::<DISJOINT>(&x[at..at + c], best, rem, &mut dx[at..at + c], post);
                 }
             }
         }
