@@ -65,7 +65,10 @@ fn generated(rustflags: &str, tag: &str) -> (f64, f64) {
         .success();
     assert!(ok);
     println!("generated crate ({tag}) built in {:.1}s", t.elapsed().as_secs_f64());
-    let out = Command::new(target.join("release/examples/bench")).arg(STEPS.to_string()).output().unwrap();
+    let out = Command::new(target.join("release/examples/bench"))
+        .arg(STEPS.to_string())
+        .output()
+        .unwrap();
     let s = String::from_utf8(out.stdout).unwrap();
     let v: Vec<f64> = s.split_whitespace().map(|t| t.parse().unwrap()).collect();
     (v[0], v[1])
@@ -76,7 +79,12 @@ fn native() -> (f64, f64) {
     let spec = load_model(&path).unwrap();
     let mut ex = NativeExecutor::from_spec(&spec, BATCH, LossKind::SparseCategoricalCrossentropy, false, 1).unwrap();
     let mut params = init_params(ex.params(), 1);
-    let mut grads: Vec<Tensor> = ex.params().iter().filter(|p| p.trainable).map(|p| Tensor::zeros(&p.shape)).collect();
+    let mut grads: Vec<Tensor> = ex
+        .params()
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| Tensor::zeros(&p.shape))
+        .collect();
     let len: usize = ex.input_shape().iter().product();
     let x: Vec<f32> = (0..BATCH * len).map(|i| (i % 255) as f32 / 255.0).collect();
     let y: Vec<f32> = (0..BATCH).map(|i| (i % 10) as f32).collect();

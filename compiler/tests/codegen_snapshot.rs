@@ -10,7 +10,9 @@ use cnnc_compiler::kernel_ir::Machine;
 use cnnc_compiler::spec::{load_model, parse_model};
 
 fn options(model: &str, batch: usize) -> (cnnc_compiler::spec::ModelSpec, CodegenOptions) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{model}.yaml"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(format!("{model}.yaml"));
     let spec = load_model(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut opts = CodegenOptions::new(&spec, batch);
     opts.machine = Machine {
@@ -56,7 +58,10 @@ fn tiny_bn_lib_rs() {
     opts.rustfmt = false;
     let c = generate(&spec, &opts).unwrap();
     let lib = c.file("src/lib.rs").unwrap();
-    assert!(lib.contains("fn infer_prepare(p: &[f32], a: &mut [f32])"), "BN is folded at load time");
+    assert!(
+        lib.contains("fn infer_prepare(p: &[f32], a: &mut [f32])"),
+        "BN is folded at load time"
+    );
     insta::assert_snapshot!(lib);
 }
 
@@ -68,7 +73,11 @@ fn repeated_blocks_share_kernel_functions() {
     let kernels = c.inference_kernels + c.training_kernels.unwrap();
     assert!(c.functions < kernels, "{} functions for {kernels} kernels", c.functions);
     let lib = c.file("src/lib.rs").unwrap();
-    assert_eq!(lib.matches("\nfn ").count(), c.functions + 4, "kernel functions plus four program functions");
+    assert_eq!(
+        lib.matches("\nfn ").count(),
+        c.functions + 4,
+        "kernel functions plus four program functions"
+    );
 }
 
 /// The output directory: created, refused when foreign, rewritten when cnnc's (stale files
@@ -104,6 +113,9 @@ fn writes_only_into_its_own_directories() {
     assert!(own.join("weights.safetensors").is_file());
     std::fs::write(own.join("keep.txt"), "user file").unwrap();
     c.write_to(&own).unwrap();
-    assert!(!own.join("weights.safetensors").exists(), "stale embedded weights are removed");
+    assert!(
+        !own.join("weights.safetensors").exists(),
+        "stale embedded weights are removed"
+    );
     assert!(own.join("keep.txt").is_file() && own.join("src/lib.rs").is_file());
 }

@@ -59,10 +59,7 @@ pub fn run(a: CompileArgs) -> Result<(), CliError> {
     if !krate.formatted {
         println!("rustfmt did not run: the sources are left as emitted.");
     }
-    println!(
-        "Build it with: cd {} && cargo build --release",
-        a.output.display()
-    );
+    println!("Build it with: cd {} && cargo build --release", a.output.display());
     Ok(())
 }
 
@@ -73,7 +70,10 @@ fn check_output_dir(dir: &Path) -> Result<(), CliError> {
         return Ok(());
     }
     if !dir.is_dir() {
-        return Err(CliError::new(format!("--output {}: exists and is not a directory", dir.display())));
+        return Err(CliError::new(format!(
+            "--output {}: exists and is not a directory",
+            dir.display()
+        )));
     }
     let mut entries = std::fs::read_dir(dir).map_err(|e| CliError::new(format!("--output {}: {e}", dir.display())))?;
     if entries.next().is_some() && !dir.join(MARKER).is_file() {

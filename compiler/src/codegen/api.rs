@@ -47,7 +47,11 @@ impl CrateInfo {
     }
 
     fn grads_f32s(&self) -> usize {
-        self.params.iter().filter(|p| p.trainable).map(|p| numel(&p.shape)).sum()
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| numel(&p.shape))
+            .sum()
     }
 }
 
@@ -146,12 +150,16 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
          # Example\n```no_run\n{}```\n\n\
          # Performance\n\
          Plain loop nests that LLVM vectorises over the channel axis, on one thread. Build in\n\
-         release mode, and with `RUSTFLAGS=\"-C target-cpu=native\"` to use AVX2/AVX-512 (the\n\
-         default x86-64 target has SSE2 only).",
+         release mode, and with `RUSTFLAGS=\"-C target-cpu=native\"` to use AVX2/AVX-512 and FMA\n\
+         (the default x86-64 target has SSE2 only).",
         example(info, &lib)
     ));
     for l in docs.lines() {
-        c.line(if l.is_empty() { "//!".to_string() } else { format!("//! {l}") });
+        c.line(if l.is_empty() {
+            "//!".to_string()
+        } else {
+            format!("//! {l}")
+        });
     }
     c.line("");
     if info.no_std {
@@ -281,7 +289,10 @@ fn constants(c: &mut Code, info: &CrateInfo) {
                 }
             })
             .collect();
-        c.line(format!("pub const GRAD_OFFSETS: &[Option<usize>] = &[{}];", goff.join(", ")));
+        c.line(format!(
+            "pub const GRAD_OFFSETS: &[Option<usize>] = &[{}];",
+            goff.join(", ")
+        ));
         c.doc("f32 values of all gradients.");
         c.line(format!("pub const GRADS_F32S: usize = {};", info.grads_f32s()));
     }
@@ -438,7 +449,10 @@ fn train_methods(c: &mut Code, info: &CrateInfo, t: &TrainInfo) {
         let dst = format!("grads[{at}..{}]", at + n);
         match t.code.grads.iter().find(|(name, _)| *name == p.name) {
             Some((_, l)) => c.line(format!("{dst}.copy_from_slice({}); // {}", src(l), p.name)),
-            None => c.line(format!("{dst}.fill(0.0); // {} (the loss does not depend on it)", p.name)),
+            None => c.line(format!(
+                "{dst}.fill(0.0); // {} (the loss does not depend on it)",
+                p.name
+            )),
         }
         at += n;
     }
@@ -574,6 +588,12 @@ pub(crate) fn check_rs(info: &CrateInfo) -> String {
         c.line("    .try_into()");
         c.line("    .map_err(|_| \"arena\".to_string())?;");
         c.line("let mut model = Model::new(&p, &mut arena).map_err(|e| e.to_string())?;");
+    } else if info.embed {
+        c.open("let mut model = if w == \"embedded\"");
+        c.line("Model::new()");
+        c.else_();
+        c.line("Model::from_params(params(w)?)?");
+        c.close_with(";");
     } else {
         c.line("let mut model = Model::from_params(params(w)?)?;");
     }

@@ -1,6 +1,8 @@
 //! One generated Rust function per distinct kernel template: the signature (operands as
-//! fixed-size arrays, named by role, in the template's operand order) and the body, whose
-//! every bound is a literal constant. Bodies live in `kernels_gemm` (convolutions, GEMM),
+//! fixed-size arrays, named by role, in the template's operand order, then the scratch the
+//! generated template needs, if any, then the step for dropout) and the body, whose
+//! every bound is a literal constant. Bodies live in `kernels_conv` (convolutions),
+//! `kernels_gemm` (the GEMM and the pieces GEMM-shaped templates share),
 //! `kernels_rows` (pooling, elementwise, softmax, data movement) and `kernels_norm` (batch
 //! norm, losses).
 
@@ -8,7 +10,7 @@ use crate::ir::Activation;
 use crate::kernel_ir::{BnSource, EwOp, KernelOp, PoolKind, Schedule};
 
 use super::writer::Code;
-use super::{kernels_gemm as gemm, kernels_norm as norm, kernels_rows as rows};
+use super::{kernels_conv as conv, kernels_gemm as gemm, kernels_norm as norm, kernels_rows as rows};
 
 /// The support function applying `a` elementwise (`None`: the identity). Softmax is not
 /// elementwise; callers handle it before asking.
@@ -114,6 +116,18 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
     })
 }
 
+/// The scratch operand a generated template needs (name, f32 values): the input gradient's
+/// transposed kernel, a GEMM's transposed B. It follows the outputs.
+pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
+    match op {
+        KernelOp::ConvGradInput { geom } => Some(("wt", geom.kernel_len())),
+        KernelOp::Gemm {
+            n, k, trans_b: true, ..
+        } => Some(("bt", k * n)),
+        _ => None,
+    }
+}
+
 /// Whether the template reads the training step (dropout masks).
 pub(crate) fn needs_step(op: &KernelOp) -> bool {
     matches!(
@@ -150,6 +164,9 @@ pub(crate) fn emit_function(
         let n = if in_place && j == 0 { &in_names[0] } else { n };
         params.push(format!("{n}: &mut [f32; {len}]"));
     }
+    if let Some((n, len)) = scratch_of(op) {
+        params.push(format!("{n}: &mut [f32; {len}]"));
+    }
     if needs_step(op) {
         params.push("step: u64".into());
     }
@@ -163,9 +180,9 @@ pub(crate) fn emit_function(
 
 fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(), String> {
     match op {
-        KernelOp::Conv2d { geom, epilogue } => gemm::conv2d(c, geom, epilogue, s)?,
-        KernelOp::ConvGradInput { geom } => gemm::conv_grad_input(c, geom),
-        KernelOp::ConvGradKernel { geom, bias_grad } => gemm::conv_grad_kernel(c, geom, *bias_grad),
+        KernelOp::Conv2d { geom, epilogue } => conv::conv2d(c, geom, epilogue, s)?,
+        KernelOp::ConvGradInput { geom } => conv::conv_grad_input(c, geom, s),
+        KernelOp::ConvGradKernel { geom, bias_grad } => conv::conv_grad_kernel(c, geom, *bias_grad, s),
         KernelOp::Gemm {
             m,
             n,

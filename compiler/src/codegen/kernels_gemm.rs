@@ -1,17 +1,16 @@
-//! Bodies of the GEMM-shaped templates: convolution (with its epilogue, including a fused
-//! max-pool), both convolution gradients, and the GEMM.
+//! The GEMM template, and the pieces every GEMM-shaped template (`kernels_conv`) shares:
+//! accumulator blocks, tap coordinates, the epilogue and BN statistics.
 //!
-//! Loop order: output rows (pixels) outside, then blocks of `nb` output channels held in a
-//! local accumulator array (the schedule's register tile width `nr`, or every channel when
-//! there are few), then the reduction, whose innermost loop is an `axpy` over the block's
-//! contiguous channels (HWIO kernels, `[k, n]` matrices) — the loop LLVM vectorises. The GEMM
-//! also honours the schedule's column panel `nc` (a panel of B stays in cache across rows).
-//! Reductions whose operands are only contiguous along the reduced axis (the input gradient,
-//! GEMMs with a transposed B) use `dot`, which keeps eight partial sums to vectorise.
+//! Loop order: blocks of output rows (GEMM rows, convolution pixels) outside, then blocks of
+//! `nb` output channels (the schedule's register tile width `nr`) held in local accumulator
+//! arrays, then the reduction, whose innermost loop is an `axpy` over the block's contiguous
+//! channels (HWIO kernels, `[k, n]` matrices) — the loop LLVM vectorises. A block of `mr`
+//! rows shares each load of B (of the kernel). The GEMM also honours the schedule's column
+//! panel `nc` (a panel of B stays in cache across rows); a transposed B is first transposed
+//! into the template's scratch so that its rows are contiguous too.
 
 use crate::ir::Activation;
-use crate::kernel_ir::kernel::pool_tiles;
-use crate::kernel_ir::{ConvGeom, Epilogue, GemmTiles, Schedule, Tiling};
+use crate::kernel_ir::{Epilogue, GemmTiles, Schedule, Tiling};
 
 use super::kernels::act_fn;
 use super::writer::{add, mul, Code};
@@ -32,7 +31,7 @@ pub(crate) fn block_width(n: usize, s: &Schedule) -> usize {
 }
 
 /// The width of an accumulator block as source: the literal when every block is whole.
-fn width(nb: usize, full: bool) -> String {
+pub(crate) fn width(nb: usize, full: bool) -> String {
     if full {
         nb.to_string()
     } else {
@@ -41,19 +40,24 @@ fn width(nb: usize, full: bool) -> String {
 }
 
 /// Binds `wd`, the live width of the block starting at `j0` (of a row of `n` channels ending
-/// at `end`), and `name`, a zeroed accumulator of that width.
-fn open_block(c: &mut Code, name: &str, nb: usize, n: usize, end: &str, full: bool) {
+/// at `end`).
+pub(crate) fn block_width_line(c: &mut Code, nb: usize, n: usize, end: &str, full: bool) {
     if full || nb == n {
         c.line(format!("let wd = {nb};"));
     } else {
         c.line(format!("let wd = ({end} - j0).min({nb});"));
     }
+}
+
+/// Binds `wd` ([`block_width_line`]) and `name`, a zeroed accumulator of that width.
+pub(crate) fn open_block(c: &mut Code, name: &str, nb: usize, n: usize, end: &str, full: bool) {
+    block_width_line(c, nb, n, end, full);
     c.line(format!("let mut {name} = [0f32; {nb}];"));
     c.line(format!("let {name} = &mut {name}[..wd];"));
 }
 
 /// `for j0 in (FROM..TO).step_by(NB) {` or, with one block, `{ let j0 = FROM;`.
-fn open_j0(c: &mut Code, from: &str, to: &str, nb: usize, single: bool) {
+pub(crate) fn open_j0(c: &mut Code, from: &str, to: &str, nb: usize, single: bool) {
     if single {
         c.open("");
         c.line(format!("let j0 = {from};"));
@@ -64,6 +68,7 @@ fn open_j0(c: &mut Code, from: &str, to: &str, nb: usize, single: bool) {
 
 /// Lines binding input coordinate `i` read by output coordinate `o` at tap `t`; `continue`
 /// when the tap falls in the padding.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tap_coord(
     c: &mut Code,
     i: &str,
@@ -78,7 +83,7 @@ pub(crate) fn tap_coord(
     let expr = add(&mul(o, stride), t);
     if pad_before == 0 {
         c.line(format!("let {i} = {expr};"));
-        if (out_size.max(1) - 1) * stride + taps.max(1) - 1 >= in_size {
+        if (out_size.max(1) - 1) * stride + taps.max(1) > in_size {
             c.line(format!("if {i} >= {in_size} {{ continue; }}"));
         }
     } else {
@@ -89,7 +94,7 @@ pub(crate) fn tap_coord(
 
 /// Lines binding output coordinate `o` whose tap `t` reads input coordinate `i` (the inverse
 /// of [`tap_coord`]); `continue` when there is none.
-fn out_coord(c: &mut Code, o: &str, i: &str, t: &str, stride: usize, pad_before: usize, out_size: usize) {
+pub(crate) fn out_coord(c: &mut Code, o: &str, i: &str, t: &str, stride: usize, pad_before: usize, out_size: usize) {
     let shifted = if pad_before == 0 {
         i.to_string()
     } else {
@@ -107,7 +112,7 @@ fn out_coord(c: &mut Code, o: &str, i: &str, t: &str, stride: usize, pad_before:
 
 /// The epilogue on block `acc` of output row `row` (columns `j0..`): bias, residual,
 /// activation (not softmax), statistics.
-fn epilogue(c: &mut Code, e: &Epilogue, stats: bool) {
+pub(crate) fn epilogue(c: &mut Code, e: &Epilogue, stats: bool) {
     if e.bias {
         c.line("for (v, &b) in acc.iter_mut().zip(&bias[j0..][..wd]) { *v += b; }");
     }
@@ -123,7 +128,7 @@ fn epilogue(c: &mut Code, e: &Epilogue, stats: bool) {
 }
 
 /// Accumulates Σv and Σv² (f64) of the values of `block` (columns from `j0`) into `s1`, `s2`.
-fn stats_block(c: &mut Code, block: &str, j0: &str) {
+pub(crate) fn stats_block(c: &mut Code, block: &str, j0: &str) {
     c.open(format!("for (j, &v) in {block}.iter().enumerate()"));
     c.line("let v = v as f64;");
     c.line(format!("s1[{j0} + j] += v;"));
@@ -131,174 +136,45 @@ fn stats_block(c: &mut Code, block: &str, j0: &str) {
     c.close();
 }
 
-fn declare_stats(c: &mut Code, n: usize) {
+pub(crate) fn declare_stats(c: &mut Code, n: usize) {
     c.line(format!("let mut s1 = [0f64; {n}]; // Σy per channel"));
     c.line(format!("let mut s2 = [0f64; {n}]; // Σy² per channel"));
 }
 
 /// `moments = [mean; biased variance]` from the sums over `rows` rows.
-fn finish_stats(c: &mut Code, n: usize, rows: usize) {
+pub(crate) fn finish_stats(c: &mut Code, n: usize, rows: usize) {
     c.open(format!("for j in 0..{n}"));
     c.line(format!("let mean = s1[j] / {rows}.0;"));
     c.line("moments[j] = mean as f32;");
-    c.line(format!("moments[{n} + j] = (s2[j] / {rows}.0 - mean * mean).max(0.0) as f32;"));
+    c.line(format!(
+        "moments[{n} + j] = (s2[j] / {rows}.0 - mean * mean).max(0.0) as f32;"
+    ));
     c.close();
 }
 
-/// The taps of one output pixel `(n, oh, ow)` accumulated into `acc` (columns `j0..`);
-/// `width` is the block's width as source (a literal for whole blocks).
-fn conv_taps(c: &mut Code, g: &ConvGeom, width: &str) {
-    let [h, w] = g.in_hw;
-    let [kh, kw] = g.kernel_hw;
-    let (cc, f) = (g.c, g.f);
-    c.open(format!("for kh in 0..{kh}"));
-    tap_coord(c, "ih", "oh", "kh", g.strides[0], g.pad.top, h, g.out_hw[0], kh);
-    c.open(format!("for kw in 0..{kw}"));
-    tap_coord(c, "iw", "ow", "kw", g.strides[1], g.pad.left, w, g.out_hw[1], kw);
-    c.line(format!("let xs = &x[((n * {h} + ih) * {w} + iw) * {cc}..][..{cc}];"));
-    c.line(format!("let ws = &w[(kh * {kw} + kw) * {} + j0..];", cc * f));
-    c.open("for (ci, &xv) in xs.iter().enumerate()");
-    c.line(format!("axpy(acc, xv, &ws[{}..][..{width}]);", mul("ci", f)));
-    c.close();
-    c.close();
-    c.close();
-}
-
-/// Convolution forward: `(x, w, [bias], [res]) -> (y, [moments])`.
-pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> Result<(), String> {
-    if e.act == Activation::Softmax {
-        return Err("softmax in a convolution epilogue".into());
-    }
-    let (n, [oh, ow], f) = (g.n, g.out_hw, g.f);
-    let nb = block_width(f, s);
-    let full = f.is_multiple_of(nb);
-    if e.bn_stats {
-        declare_stats(c, f);
-    }
-    match &e.max_pool {
-        None => {
-            c.line(format!("// [{n}, {oh}, {ow}, {f}] outputs, {nb} channels at a time"));
-            c.open(format!("for n in 0..{n}"));
-            c.open(format!("for oh in 0..{oh}"));
-            c.open(format!("for ow in 0..{ow}"));
-            c.line(format!("let row = ((n * {oh} + oh) * {ow} + ow) * {f};"));
-            open_j0(c, "0", &f.to_string(), nb, nb == f);
-            open_block(c, "acc", nb, f, &f.to_string(), full);
-            conv_taps(c, g, &width(nb, full));
-            epilogue(c, e, e.bn_stats);
-            c.line("y[row + j0..][..wd].copy_from_slice(acc);");
-            c.close();
-            c.close();
-            c.close();
-            c.close();
-        }
-        Some(win) => {
-            if !pool_tiles(g.out_hw, win) {
-                return Err("the fused max-pool window does not tile the convolution output".into());
-            }
-            let [sh, sw] = win.size;
-            let (ph, pw) = (oh / sh, ow / sw);
-            c.line(format!(
-                "// [{n}, {ph}, {pw}, {f}] max-pooled outputs ({sh}x{sw} windows of the [{n}, {oh}, {ow}, {f}] convolution), {nb} channels at a time"
-            ));
-            c.open(format!("for n in 0..{n}"));
-            c.open(format!("for ph in 0..{ph}"));
-            c.open(format!("for pw in 0..{pw}"));
-            c.line(format!("let prow = ((n * {ph} + ph) * {pw} + pw) * {f};"));
-            open_j0(c, "0", &f.to_string(), nb, nb == f);
-            open_block(c, "best", nb, f, &f.to_string(), full);
-            c.open(format!("for t in 0..{}", sh * sw));
-            c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
-            c.line(format!("let ow = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
-            if e.residual {
-                c.line(format!("let row = ((n * {oh} + oh) * {ow} + ow) * {f};"));
-            }
-            open_block(c, "acc", nb, f, &f.to_string(), full);
-            conv_taps(c, g, &width(nb, full));
-            epilogue(c, e, e.bn_stats);
-            c.open("if t == 0");
-            c.line("best.copy_from_slice(acc);");
-            c.else_();
-            c.line("for (b, &v) in best.iter_mut().zip(acc.iter()) { if v > *b { *b = v; } }");
-            c.close();
-            c.close();
-            c.line("y[prow + j0..][..wd].copy_from_slice(best);");
-            c.close();
-            c.close();
-            c.close();
-            c.close();
-        }
-    }
-    if e.bn_stats {
-        finish_stats(c, f, n * oh * ow);
-    }
-    Ok(())
-}
-
-/// Gradient of the input: `(dy, w) -> (dx)`, one `dot` over the output channels per
-/// (input pixel, tap, input channel).
-pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom) {
-    let [h, w] = g.in_hw;
-    let [oh, ow] = g.out_hw;
-    let [kh, kw] = g.kernel_hw;
-    let (n, cc, f) = (g.n, g.c, g.f);
-    c.line(format!("// [{n}, {h}, {w}, {cc}] input gradients, every channel of a pixel at a time"));
-    c.open(format!("for n in 0..{n}"));
-    c.open(format!("for i in 0..{h}"));
-    c.open(format!("for j in 0..{w}"));
-    c.line(format!("let acc = &mut dx[((n * {h} + i) * {w} + j) * {cc}..][..{cc}];"));
-    c.line("acc.fill(0.0);");
-    c.open(format!("for kh in 0..{kh}"));
-    out_coord(c, "oh", "i", "kh", g.strides[0], g.pad.top, oh);
-    c.open(format!("for kw in 0..{kw}"));
-    out_coord(c, "ow", "j", "kw", g.strides[1], g.pad.left, ow);
-    c.line(format!("let ds = &dy[((n * {oh} + oh) * {ow} + ow) * {f}..][..{f}];"));
-    c.line(format!("let ws = &w[(kh * {kw} + kw) * {}..][..{}];", cc * f, cc * f));
-    c.open(format!("for (v, wr) in acc.iter_mut().zip(ws.chunks_exact({f}))"));
-    c.line("*v += dot(ds, wr);");
-    c.close();
-    for _ in 0..5 {
-        c.close();
+/// Rows of C per register block of the GEMM (pixels per block of a convolution): the
+/// schedule's `mr`, at most 4 so that the block's accumulators fit the registers of any x86-64
+/// target the crate may be built for.
+pub(crate) fn row_block(s: &Schedule) -> usize {
+    match s.tiling {
+        Tiling::Gemm(t) => t.mr.clamp(1, 4),
+        Tiling::Rows { .. } => 1,
     }
 }
 
-/// Gradient of the kernel: `(x, dy) -> (dw, [db])`, accumulated over the output pixels with an
-/// `axpy` over output channels per (tap, input channel).
-pub(crate) fn conv_grad_kernel(c: &mut Code, g: &ConvGeom, bias_grad: bool) {
-    let [h, w] = g.in_hw;
-    let [oh, ow] = g.out_hw;
-    let [kh, kw] = g.kernel_hw;
-    let (n, cc, f) = (g.n, g.c, g.f);
-    c.line("dw.fill(0.0);");
-    if bias_grad {
-        c.line(format!("let mut sb = [0f64; {f}]; // Σdy per channel"));
+/// The schedule's register-tile width `nr` (columns per accumulator), at most `n`.
+pub(crate) fn tile_width(n: usize, s: &Schedule) -> usize {
+    match s.tiling {
+        Tiling::Gemm(t) => t.nr,
+        Tiling::Rows { .. } => 2 * s.vector_width,
     }
-    c.line(format!("// Σ over the [{n}, {oh}, {ow}] output pixels"));
-    c.open(format!("for n in 0..{n}"));
-    c.open(format!("for oh in 0..{oh}"));
-    c.open(format!("for ow in 0..{ow}"));
-    c.line(format!("let ds = &dy[((n * {oh} + oh) * {ow} + ow) * {f}..][..{f}];"));
-    if bias_grad {
-        c.line("for (s, &d) in sb.iter_mut().zip(ds) { *s += d as f64; }");
-    }
-    c.open(format!("for kh in 0..{kh}"));
-    tap_coord(c, "ih", "oh", "kh", g.strides[0], g.pad.top, h, oh, kh);
-    c.open(format!("for kw in 0..{kw}"));
-    tap_coord(c, "iw", "ow", "kw", g.strides[1], g.pad.left, w, ow, kw);
-    c.line(format!("let xs = &x[((n * {h} + ih) * {w} + iw) * {cc}..][..{cc}];"));
-    c.line(format!("let dws = &mut dw[(kh * {kw} + kw) * {}..][..{}];", cc * f, cc * f));
-    c.open(format!("for (&xv, dwr) in xs.iter().zip(dws.chunks_exact_mut({f}))"));
-    c.line("axpy(dwr, xv, ds);");
-    c.close();
-    for _ in 0..5 {
-        c.close();
-    }
-    if bias_grad {
-        c.line("for (o, &s) in db.iter_mut().zip(&sb) { *o = s as f32; }");
-    }
+    .clamp(1, n.max(1))
 }
 
-/// The GEMM: `(a, b, [bias], [res]) -> (c, [moments], [db])`.
+/// The GEMM: `(a, b, [bias], [res]) -> (c, [moments], [db])`, with scratch `bt` (B
+/// transposed) when B is stored transposed. Blocks of `mr` rows × `nb` columns of C are
+/// accumulated in registers; each step of the reduction loads one `nb`-wide piece of a row of
+/// B and adds it, scaled, to every row of the block.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
     c: &mut Code,
@@ -313,29 +189,41 @@ pub(crate) fn gemm(
         return Err("max-pool in a GEMM epilogue".into());
     }
     let softmax = e.act == Activation::Softmax;
-    let nb = block_width(n, s);
+    let nb = tile_width(n, s);
     // The column panel: honoured when it splits the row into whole blocks.
     let nc = match s.tiling {
         Tiling::Gemm(t) if !softmax && t.nc < n && t.nc.is_multiple_of(nb) => t.nc,
         _ => n,
     };
     let full = n.is_multiple_of(nb) && nc.is_multiple_of(nb);
+    let mr = row_block(s).min(m.max(1));
+    let blocked_rows = if mr > 1 { m - m % mr } else { 0 };
+    let wdt = width(nb, full);
     if e.bn_stats {
         declare_stats(c, n);
+    }
+    let bm = if trans_b { "bt" } else { "b" };
+    if trans_b {
+        c.line(format!("// bt = B as [{k}, {n}]"));
+        c.open(format!("for j in 0..{n}"));
+        c.open(format!("for p in 0..{k}"));
+        c.line(format!("bt[p * {n} + j] = b[j * {k} + p];"));
+        c.close();
+        c.close();
     }
     let a_at = |i: &str, p: &str| {
         if trans_a {
             format!("a[{} + {i}]", mul(p, m))
         } else {
-            format!("a[{} + {p}]", mul(i, k))
+            format!("a[({i}) * {k} + {p}]")
         }
     };
     c.line(format!(
-        "// C [{m}, {n}] = {}·{}, {nb} columns at a time{}",
+        "// C [{m}, {n}] = {}·{}: blocks of {mr} rows x {nb} columns{}",
         if trans_a { "Aᵀ" } else { "A" },
         if trans_b { "Bᵀ" } else { "B" },
         if nc < n {
-            format!(" in panels of {nc}")
+            format!(", in column panels of {nc}")
         } else {
             String::new()
         }
@@ -346,50 +234,66 @@ pub(crate) fn gemm(
         c.open(format!("for jc in (0..{n}).step_by({nc})"));
         c.line(format!("let jend = (jc + {nc}).min({n});"));
     }
-    c.open(format!("for i in 0..{m}"));
-    c.line(format!("let row = {};", mul("i", n)));
-    if trans_b && !trans_a {
-        c.line(format!("let ar = &a[{}..][..{k}];", mul("i", k)));
-    }
-    open_j0(c, if panel { "jc" } else { "0" }, &end, nb, !panel && nb == n);
-    open_block(c, "acc", nb, n, &end, full);
-    match (trans_a, trans_b) {
-        (_, false) => {
-            c.open(format!("for p in 0..{k}"));
-            c.line(format!("axpy(acc, {}, &b[{} + j0..][..{}]);", a_at("i", "p"), mul("p", n), width(nb, full)));
-            c.close();
-        }
-        (false, true) => {
-            c.open("for (jj, v) in acc.iter_mut().enumerate()");
-            c.line(format!("*v = dot(ar, &b[(j0 + jj) * {k}..][..{k}]);"));
-            c.close();
-        }
-        (true, true) => {
-            c.open("for (jj, v) in acc.iter_mut().enumerate()");
-            c.line(format!("let br = &b[(j0 + jj) * {k}..][..{k}];"));
-            c.line("let mut t = 0f32;");
-            c.line(format!("for (p, &bv) in br.iter().enumerate() {{ t += {} * bv; }}", a_at("i", "p")));
-            c.line("*v = t;");
-            c.close();
-        }
-    }
     let before_softmax = Epilogue {
         act: if softmax { Activation::Linear } else { e.act },
         ..*e
     };
-    epilogue(c, &before_softmax, e.bn_stats && !softmax);
-    c.line("c[row + j0..][..wd].copy_from_slice(acc);");
-    c.close();
-    if softmax {
-        c.line(format!("let cr = &mut c[row..][..{n}];"));
-        c.line(format!("let mut t = [0f32; {n}];"));
-        c.line("t.copy_from_slice(cr);");
-        c.line("softmax_row(&t, cr);");
-        if e.bn_stats {
-            stats_block(c, "cr", "0");
+    let after_rows = |c: &mut Code| {
+        if softmax {
+            c.line(format!("let cr = &mut c[row..][..{n}];"));
+            c.line(format!("let mut t = [0f32; {n}];"));
+            c.line("t.copy_from_slice(cr);");
+            c.line("softmax_row(&t, cr);");
+            if e.bn_stats {
+                stats_block(c, "cr", "0");
+            }
         }
+    };
+    let from = if panel { "jc" } else { "0" };
+    if mr > 1 {
+        c.open(format!("for i0 in (0..{blocked_rows}).step_by({mr})"));
+        open_j0(c, from, &end, nb, !panel && nb == n);
+        block_width_line(c, nb, n, &end, full);
+        c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
+        c.open(format!("for p in 0..{k}"));
+        c.line(format!("let br = &{bm}[{} + j0..][..{wdt}];", mul("p", n)));
+        c.open("for (m, acc) in acc.iter_mut().enumerate()");
+        c.line(format!("axpy(&mut acc[..{wdt}], {}, br);", a_at("i0 + m", "p")));
+        c.close();
+        c.close();
+        c.open("for (m, acc) in acc.iter_mut().enumerate()");
+        c.line(format!("let row = (i0 + m) * {n};"));
+        c.line("let acc = &mut acc[..wd];");
+        epilogue(c, &before_softmax, e.bn_stats && !softmax);
+        c.line("c[row + j0..][..wd].copy_from_slice(acc);");
+        c.close();
+        c.close();
+        if softmax {
+            c.open(format!("for m in 0..{mr}"));
+            c.line(format!("let row = (i0 + m) * {n};"));
+            after_rows(c);
+            c.close();
+        }
+        c.close();
     }
-    c.close();
+    if blocked_rows < m {
+        c.open(format!("for i in {blocked_rows}..{m}"));
+        c.line(format!("let row = {};", mul("i", n)));
+        open_j0(c, from, &end, nb, !panel && nb == n);
+        open_block(c, "acc", nb, n, &end, full);
+        c.open(format!("for p in 0..{k}"));
+        c.line(format!(
+            "axpy(acc, {}, &{bm}[{} + j0..][..{wdt}]);",
+            a_at("i", "p"),
+            mul("p", n)
+        ));
+        c.close();
+        epilogue(c, &before_softmax, e.bn_stats && !softmax);
+        c.line("c[row + j0..][..wd].copy_from_slice(acc);");
+        c.close();
+        after_rows(c);
+        c.close();
+    }
     if panel {
         c.close();
     }

@@ -62,10 +62,14 @@ pub(crate) fn bn_apply(
         c.open(format!(
             "for ((yr, xr), rr) in y.chunks_exact_mut({ch}).zip(x.chunks_exact({ch})).zip(res.chunks_exact({ch}))"
         ));
-        c.open("for ((((o, &v), &r), &m), (&s, &b)) in yr.iter_mut().zip(xr).zip(rr).zip(mu).zip(scale.iter().zip(beta))");
+        c.open(
+            "for ((((o, &v), &r), &m), (&s, &b)) in yr.iter_mut().zip(xr).zip(rr).zip(mu).zip(scale.iter().zip(beta))",
+        );
         c.line(format!("*o = {};", value(" + r")));
     } else {
-        c.open(format!("for (yr, xr) in y.chunks_exact_mut({ch}).zip(x.chunks_exact({ch}))"));
+        c.open(format!(
+            "for (yr, xr) in y.chunks_exact_mut({ch}).zip(x.chunks_exact({ch}))"
+        ));
         c.open("for (((o, &v), &m), (&s, &b)) in yr.iter_mut().zip(xr).zip(mu).zip(scale.iter().zip(beta))");
         c.line(format!("*o = {};", value("")));
     }
@@ -105,12 +109,16 @@ pub(crate) fn bn_backward(
         }
     };
     c.line(format!("const EPS: f64 = {} as f64;", f32_typed(eps)));
-    c.line(format!("let (mut mean, mut inv) = ([0f64; {ch}], [0f64; {ch}]); // μ, 1/σ"));
+    c.line(format!(
+        "let (mut mean, mut inv) = ([0f64; {ch}], [0f64; {ch}]); // μ, 1/σ"
+    ));
     c.open(format!("for j in 0..{ch}"));
     c.line("mean[j] = moments[j] as f64;");
     c.line(format!("inv[j] = 1.0 / sqrt(moments[{ch} + j] as f64 + EPS);"));
     c.close();
-    c.line(format!("let (mut sg, mut sgx) = ([0f64; {ch}], [0f64; {ch}]); // Σg, Σg·x̂"));
+    c.line(format!(
+        "let (mut sg, mut sgx) = ([0f64; {ch}], [0f64; {ch}]); // Σg, Σg·x̂"
+    ));
     c.open(format!("for {rows_pat} in {rows_iter}"));
     c.open(format!("for j in 0..{ch}"));
     g_of(c);
@@ -127,14 +135,18 @@ pub(crate) fn bn_backward(
     }
     if dx {
         c.line("// dx = k·g − q·(x − μ) − r per channel");
-        c.line(format!("let (mut k, mut q, mut r) = ([0f32; {ch}], [0f32; {ch}], [0f32; {ch}]);"));
+        c.line(format!(
+            "let (mut k, mut q, mut r) = ([0f32; {ch}], [0f32; {ch}], [0f32; {ch}]);"
+        ));
         c.open(format!("for j in 0..{ch}"));
         c.line("let kj = gamma[j] as f64 * inv[j];");
         c.line("k[j] = kj as f32;");
         c.line(format!("q[j] = (kj * inv[j] * sgx[j] / {rows}.0) as f32;"));
         c.line(format!("r[j] = (kj * sg[j] / {rows}.0) as f32;"));
         c.close();
-        c.open(format!("for ({rows_pat}, o) in {rows_iter}.zip(dx.chunks_exact_mut({ch}))"));
+        c.open(format!(
+            "for ({rows_pat}, o) in {rows_iter}.zip(dx.chunks_exact_mut({ch}))"
+        ));
         c.open(format!("for j in 0..{ch}"));
         g_of(c);
         c.line("o[j] = k[j] * g - q[j] * (xr[j] - mean[j] as f32) - r[j];");
@@ -171,7 +183,9 @@ fn open_loss_rows(c: &mut Code, kind: LossKind, cols: usize, pred: &str) {
 
 /// The row's class id `k`, or `on_bad` when the target is not one.
 fn class_or(c: &mut Code, cols: usize, on_bad: &str) {
-    c.line(format!("let Some(k) = class_id(target[r], {cols}) else {{ {on_bad} }};"));
+    c.line(format!(
+        "let Some(k) = class_id(target[r], {cols}) else {{ {on_bad} }};"
+    ));
 }
 
 /// `(pred, target) -> (loss [])`: the batch mean of the per-row loss.
@@ -200,7 +214,9 @@ pub(crate) fn loss(c: &mut Code, kind: LossKind, from_logits: bool, rows: usize,
                 c.line(format!("total -= ln(z[k].clamp({CLIP}, 1.0 - {CLIP}) as f64);"));
             } else {
                 c.open("for (&p, &t) in z.iter().zip(t)");
-                c.line(format!("if t != 0.0 {{ total -= t as f64 * ln(p.clamp({CLIP}, 1.0 - {CLIP}) as f64); }}"));
+                c.line(format!(
+                    "if t != 0.0 {{ total -= t as f64 * ln(p.clamp({CLIP}, 1.0 - {CLIP}) as f64); }}"
+                ));
                 c.close();
             }
         }
@@ -279,7 +295,9 @@ pub(crate) fn softmax_xent(c: &mut Code, rows: usize, classes: usize, sparse: bo
         c.line("total += lse - z[k] as f64;");
         c.open(format!("for j in 0..{classes}"));
         c.line("let t = if j == k { 1.0 } else { 0.0 };");
-        c.line(format!("d[j] = ((exp(z[j] as f64 - max) / sum - t) / {rows}.0) as f32;"));
+        c.line(format!(
+            "d[j] = ((exp(z[j] as f64 - max) / sum - t) / {rows}.0) as f32;"
+        ));
         c.close();
     } else {
         c.line(format!("let t = &target[r * {classes}..][..{classes}];"));
@@ -287,7 +305,9 @@ pub(crate) fn softmax_xent(c: &mut Code, rows: usize, classes: usize, sparse: bo
         c.open(format!("for j in 0..{classes}"));
         c.line("let tj = t[j] as f64;");
         c.line("total += tj * (lse - z[j] as f64);");
-        c.line(format!("d[j] = ((exp(z[j] as f64 - max) / sum * tsum - tj) / {rows}.0) as f32;"));
+        c.line(format!(
+            "d[j] = ((exp(z[j] as f64 - max) / sum * tsum - tj) / {rows}.0) as f32;"
+        ));
         c.close();
     }
     c.close();

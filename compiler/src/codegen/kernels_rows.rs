@@ -22,9 +22,29 @@ fn open_taps(c: &mut Code, g: &PoolGeom) {
     let [h, w] = g.in_hw;
     let win = &g.window;
     c.open(format!("for kh in 0..{}", win.size[0]));
-    tap_coord(c, "ih", "oh", "kh", win.strides[0], win.pad.top, h, g.out_hw[0], win.size[0]);
+    tap_coord(
+        c,
+        "ih",
+        "oh",
+        "kh",
+        win.strides[0],
+        win.pad.top,
+        h,
+        g.out_hw[0],
+        win.size[0],
+    );
     c.open(format!("for kw in 0..{}", win.size[1]));
-    tap_coord(c, "iw", "ow", "kw", win.strides[1], win.pad.left, w, g.out_hw[1], win.size[1]);
+    tap_coord(
+        c,
+        "iw",
+        "ow",
+        "kw",
+        win.strides[1],
+        win.pad.left,
+        w,
+        g.out_hw[1],
+        win.size[1],
+    );
     c.line(format!("let xo = ((n * {h} + ih) * {w} + iw) * {};", g.c));
 }
 
@@ -43,7 +63,10 @@ pub(crate) fn pool(c: &mut Code, kind: PoolKind, g: &PoolGeom) -> Result<(), Str
             if g.out_hw != [1, 1] {
                 return Err(format!("global pooling to {:?}", g.out_hw));
             }
-            c.open(format!("for (yr, xs) in y.chunks_exact_mut({ch}).zip(x.chunks_exact({}))", hw * ch));
+            c.open(format!(
+                "for (yr, xs) in y.chunks_exact_mut({ch}).zip(x.chunks_exact({}))",
+                hw * ch
+            ));
             c.line("yr.fill(0.0);");
             c.open(format!("for px in xs.chunks_exact({ch})"));
             c.line("for (s, &v) in yr.iter_mut().zip(px) { *s += v; }");
@@ -96,7 +119,10 @@ pub(crate) fn pool_grad(c: &mut Code, kind: PoolKind, g: &PoolGeom) -> Result<()
     match kind {
         PoolKind::GlobalAvg => {
             let hw = g.in_hw[0] * g.in_hw[1];
-            c.open(format!("for (ds, dxs) in dy.chunks_exact({ch}).zip(dx.chunks_exact_mut({}))", hw * ch));
+            c.open(format!(
+                "for (ds, dxs) in dy.chunks_exact({ch}).zip(dx.chunks_exact_mut({}))",
+                hw * ch
+            ));
             c.open(format!("for px in dxs.chunks_exact_mut({ch})"));
             c.line(format!("for (o, &d) in px.iter_mut().zip(ds) {{ *o = d / {hw}.0; }}"));
             c.close();
@@ -140,7 +166,9 @@ pub(crate) fn pool_grad(c: &mut Code, kind: PoolKind, g: &PoolGeom) -> Result<()
             c.line("if ohn * own == 0 { continue; }");
             c.line("let k = (ohn * own) as f32;");
             open_taps(c, g);
-            c.line(format!("for (o, &d) in dx[xo..][..{ch}].iter_mut().zip(ds) {{ *o += d / k; }}"));
+            c.line(format!(
+                "for (o, &d) in dx[xo..][..{ch}].iter_mut().zip(ds) {{ *o += d / k; }}"
+            ));
             close(c, 5);
         }
     }
@@ -158,7 +186,9 @@ pub(crate) fn elementwise(c: &mut Code, op: &EwOp, len: usize, channels: usize) 
         }
         EwOp::ActGrad(a) => {
             let e = act_grad_expr(a, "yv", "d")?;
-            c.line(format!("for ((o, &yv), &d) in dx.iter_mut().zip(y).zip(dy) {{ *o = {e}; }}"));
+            c.line(format!(
+                "for ((o, &yv), &d) in dx.iter_mut().zip(y).zip(dy) {{ *o = {e}; }}"
+            ));
         }
         EwOp::BiasAdd => {
             if channels == 0 || !len.is_multiple_of(channels) {
@@ -191,7 +221,9 @@ pub(crate) fn elementwise(c: &mut Code, op: &EwOp, len: usize, channels: usize) 
 
 /// Row-wise softmax.
 pub(crate) fn softmax(c: &mut Code, _rows: usize, cols: usize) {
-    c.open(format!("for (yr, xr) in y.chunks_exact_mut({cols}).zip(x.chunks_exact({cols}))"));
+    c.open(format!(
+        "for (yr, xr) in y.chunks_exact_mut({cols}).zip(x.chunks_exact({cols}))"
+    ));
     c.line("softmax_row(xr, yr);");
     c.close();
 }
@@ -221,17 +253,27 @@ pub(crate) fn concat(c: &mut Code, rows: usize, parts: &[usize]) {
     c.open(format!("for r in 0..{rows}"));
     let mut off = 0;
     for (i, &w) in parts.iter().enumerate() {
-        c.line(format!("y[r * {total} + {off}..][..{w}].copy_from_slice(&x{i}[r * {w}..][..{w}]);"));
+        c.line(format!(
+            "y[r * {total} + {off}..][..{w}].copy_from_slice(&x{i}[r * {w}..][..{w}]);"
+        ));
         off += w;
     }
     c.close();
 }
 
-pub(crate) fn slice_channels(c: &mut Code, _rows: usize, channels: usize, offset: usize, len: usize) -> Result<(), String> {
+pub(crate) fn slice_channels(
+    c: &mut Code,
+    _rows: usize,
+    channels: usize,
+    offset: usize,
+    len: usize,
+) -> Result<(), String> {
     if offset + len > channels {
         return Err(format!("channels {offset}..{} of {channels}", offset + len));
     }
-    c.open(format!("for (yr, xr) in y.chunks_exact_mut({len}).zip(x.chunks_exact({channels}))"));
+    c.open(format!(
+        "for (yr, xr) in y.chunks_exact_mut({len}).zip(x.chunks_exact({channels}))"
+    ));
     c.line(format!("yr.copy_from_slice(&xr[{offset}..{}]);", offset + len));
     c.close();
     Ok(())

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::kernel_ir::{BufId, BufKind, Program, Storage};
+use crate::kernel_ir::{BufId, BufKind, DType, Program, Storage};
 
 use super::writer::Code;
 
@@ -68,7 +68,11 @@ impl Binder<'_> {
         let p = self.program;
         let base = p.base(b);
         let buf = p.buffer(base);
-        let len = p.buffer(b).numel();
+        let len = match p.buffer(b).dtype {
+            DType::F32 => p.buffer(b).numel(),
+            // Scratch is sized in bytes.
+            DType::U8 => p.buffer(b).numel() / 4,
+        };
         let (region, start, cap) = match (&buf.kind, buf.kind.storage()) {
             (BufKind::Input, _) => (Region::Input, 0, buf.numel()),
             (BufKind::Target, _) => (Region::Target, 0, buf.numel()),
@@ -100,12 +104,7 @@ impl Binder<'_> {
 /// Checks a kernel's operands: outputs in the arena (or, for `writes_params` kernels, the
 /// parameters), pairwise disjoint, and disjoint from every input except input 0 when
 /// `in_place` (then output 0 is input 0).
-pub(crate) fn check_operands(
-    ins: &[Loc],
-    outs: &[Loc],
-    in_place: bool,
-    writes_params: bool,
-) -> Result<(), String> {
+pub(crate) fn check_operands(ins: &[Loc], outs: &[Loc], in_place: bool, writes_params: bool) -> Result<(), String> {
     for (j, o) in outs.iter().enumerate() {
         match o.region {
             Region::Arena => {}
@@ -159,7 +158,10 @@ pub(crate) fn emit_call(c: &mut Code, fname: &str, ins: &[Loc], outs: &[Loc], st
             let gap = format!("{v}{n}");
             let last = n + 1 == mine.len();
             let rest_var = format!("r{v}");
-            lines.push(format!("let ({gap}, {rest_var}) = {rest}.split_at_mut({});", o.start - cursor));
+            lines.push(format!(
+                "let ({gap}, {rest_var}) = {rest}.split_at_mut({});",
+                o.start - cursor
+            ));
             pieces.push(Piece {
                 var: gap,
                 start: cursor,
@@ -167,7 +169,11 @@ pub(crate) fn emit_call(c: &mut Code, fname: &str, ins: &[Loc], outs: &[Loc], st
                 used: false,
             });
             let out = format!("o{j}");
-            let tail = if last { format!("{v}{}", n + 1) } else { rest_var.clone() };
+            let tail = if last {
+                format!("{v}{}", n + 1)
+            } else {
+                rest_var.clone()
+            };
             lines.push(format!("let ({out}, {tail}) = {rest_var}.split_at_mut({});", o.len));
             out_vars[j] = out;
             cursor = o.end();

@@ -17,8 +17,8 @@
 //!   small safetensors reader, and `Model` (`forward`, `train_step`) — or, for `no_std`, a
 //!   `Model` over caller-owned parameters and arena.
 //!
-//! The programs are re-planned without the kernels' scratch buffers (the runtime kernels'
-//! packing workspace, which plain loops do not use), which shrinks the arena severalfold.
+//! The programs are re-planned with the generated kernels' scratch instead of the runtime
+//! kernels' packing workspace, which plain loops do not use; this shrinks the arena.
 //!
 //! [`GeneratedCrate::write_to`] writes the files and a marker (`.cnnc-crate`) listing them, so
 //! that regenerating into the same directory is allowed and removes files no longer written,
@@ -26,6 +26,7 @@
 
 mod api;
 mod kernels;
+mod kernels_conv;
 mod kernels_gemm;
 mod kernels_norm;
 mod kernels_rows;
@@ -44,8 +45,8 @@ use thiserror::Error;
 
 use crate::autodiff::{training_graph, AutodiffError};
 use crate::error::CompileError;
-use crate::ir::{Graph, LossKind, Mode, Op};
-use crate::kernel_ir::{self, Machine, Program};
+use crate::ir::{Graph, LossKind, Mode, Op, Shape};
+use crate::kernel_ir::{self, BufKind, Buffer, Machine, Program};
 use crate::lower::lower;
 use crate::passes::{compile, PassError, PipelineOptions};
 use crate::spec::ModelSpec;
@@ -143,7 +144,10 @@ pub struct GeneratedCrate {
 impl GeneratedCrate {
     /// The contents of `path` (relative to the crate root).
     pub fn file(&self, path: &str) -> Option<&str> {
-        self.files.iter().find(|(p, _)| p == Path::new(path)).map(|(_, s)| s.as_str())
+        self.files
+            .iter()
+            .find(|(p, _)| p == Path::new(path))
+            .map(|(_, s)| s.as_str())
     }
 
     /// Writes the crate into `dir` (created when missing). Refuses a non-empty directory that
@@ -275,9 +279,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
         Some((input, pred))
     };
     let (input, pred) = io_shapes(&inference_graph).ok_or_else(|| model_err("no input or prediction".into()))?;
-    let replan = |p: Program| {
-        without_scratch(p).map_err(|e| model_err(format!("re-planning without scratch: {e}")))
-    };
+    let replan = |p: Program| with_generated_scratch(p).map_err(|e| model_err(format!("re-planning the arena: {e}")));
     let infer = replan(compile(inference_graph, &pipeline)?)?;
     let train = if training {
         let g = training_graph(&fwd_train, opts.loss, opts.from_logits)?;
@@ -307,10 +309,13 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     for p in &programs {
         for b in p.params() {
             let buf = p.buffer(b);
-            if let crate::kernel_ir::BufKind::Param { name, .. } = &buf.kind {
+            if let BufKind::Param { name, .. } = &buf.kind {
                 let known = params.iter().any(|q| &q.name == name && q.shape == buf.shape.0);
                 if !known {
-                    return Err(model_err(format!("parameter '{name}' {} is not a model parameter", buf.shape)));
+                    return Err(model_err(format!(
+                        "parameter '{name}' {} is not a model parameter",
+                        buf.shape
+                    )));
                 }
             }
         }
@@ -353,7 +358,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
 
     let target_f32s = train
         .as_ref()
-        .and_then(|p| p.buffers.iter().find(|b| b.kind == crate::kernel_ir::BufKind::Target))
+        .and_then(|p| p.buffers.iter().find(|b| b.kind == BufKind::Target))
         .map_or(0, |b| b.numel());
     let info = CrateInfo {
         model: model.clone(),
@@ -416,13 +421,16 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     })
 }
 
-/// `p` without its kernels' scratch buffers, re-planned. Scratch is the workspace of the
-/// runtime's kernels (packed GEMM panels, per-thread partial sums); generated kernels pack
-/// nothing and keep partial sums on the stack, so it would only inflate the arena. Fusion,
+/// `p` with the runtime kernels' scratch buffers (packed GEMM panels, per-thread partial
+/// sums) replaced by what the generated kernels need (transposed operands, see
+/// `kernels::scratch_of`; partial sums live on the stack), re-planned. Fusion,
 /// schedules and everything else stay as the middle end decided.
-fn without_scratch(mut p: Program) -> Result<Program, String> {
-    for k in &mut p.kernels {
-        k.scratch = None;
+fn with_generated_scratch(mut p: Program) -> Result<Program, String> {
+    for i in 0..p.kernels.len() {
+        p.kernels[i].scratch = kernels::scratch_of(&p.kernels[i].op).map(|(name, len)| {
+            let name = format!("{}.{name}", p.kernels[i].op.mnemonic());
+            p.add_buffer(Buffer::new(name, BufKind::Scratch, Shape(vec![4 * len])))
+        });
     }
     p.compact();
     kernel_ir::plan(&mut p);

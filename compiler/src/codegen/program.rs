@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::ir::Mode;
 use crate::kernel_ir::{dump, BufKind, Kernel, KernelOp, OutRole, Program, Schedule, Stage};
 
-use super::kernels::needs_step;
+use super::kernels::{needs_step, scratch_of};
 use super::layout::{check_operands, emit_call, Binder, Loc, Region};
 use super::writer::Code;
 
@@ -104,8 +104,18 @@ pub(crate) fn emit_program(
     let mut counts = [0usize; 2];
     for (i, k) in p.kernels.iter().enumerate() {
         let fail = |msg: String| (i, msg);
-        let ins = k.inputs.iter().map(|&b| binder.locate(b)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
-        let outs = k.outputs.iter().map(|&b| binder.locate(b)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
+        let ins = k
+            .inputs
+            .iter()
+            .map(|&b| binder.locate(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        let outs = k
+            .outputs
+            .iter()
+            .map(|&b| binder.locate(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
         let (want_in, want_out) = k.op.operand_sizes();
         let lens = |v: &[Loc]| v.iter().map(|l| l.len).collect::<Vec<_>>();
         if lens(&ins) != want_in || lens(&outs) != want_out {
@@ -114,6 +124,23 @@ pub(crate) fn emit_program(
                 lens(&ins),
                 lens(&outs)
             )));
+        }
+        // The generated template's own scratch comes after the outputs (`kernels::scratch_of`).
+        let mut outs = outs;
+        match (k.scratch, scratch_of(&k.op)) {
+            (Some(b), Some((_, len))) => {
+                let l = binder.locate(b).map_err(fail)?;
+                if l.len != len {
+                    return Err(fail(format!("scratch of {} values, the template needs {len}", l.len)));
+                }
+                outs.push(l);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(fail(
+                    "the kernel's scratch does not match its generated template".into(),
+                ))
+            }
         }
         let moving = matches!(k.op, KernelOp::MovingAverage { .. });
         let in_place = moving && ins.first() == outs.first();
@@ -149,7 +176,11 @@ pub(crate) fn emit_program(
         if counts[0] == 0 { "none".to_string() } else { counts[0].to_string() },
         if training { "constants" } else { "constants, batch norm folded into weights" }
     ));
-    prepare.open(format!("fn {tag}_prepare({}, {})", arg(0, "p", "&[f32]"), arg(0, "a", "&mut [f32]")));
+    prepare.open(format!(
+        "fn {tag}_prepare({}, {})",
+        arg(0, "p", "&[f32]"),
+        arg(0, "a", "&mut [f32]")
+    ));
     let prepare_body = prepare_body.finish();
     if !prepare_body.is_empty() {
         prepare.raw(&indent(&prepare_body));
@@ -214,7 +245,13 @@ pub(crate) fn emit_program(
 /// Every non-empty line one level deeper.
 fn indent(s: &str) -> String {
     s.lines()
-        .map(|l| if l.is_empty() { String::new() } else { format!("    {l}\n") })
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("    {l}\n")
+            }
+        })
         .map(|l| if l.is_empty() { "\n".to_string() } else { l })
         .collect()
 }

@@ -16,14 +16,6 @@ pub(crate) fn at_mut<const N: usize>(s: &mut [f32], i: usize) -> &mut [f32; N] {
     (&mut s[i..i + N]).try_into().unwrap()
 }
 
-/// `acc += a·x`, elementwise: the vectorised inner loop of the GEMM-shaped kernels.
-#[inline(always)]
-pub(crate) fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
-    for (s, &v) in acc.iter_mut().zip(x) {
-        *s += a * v;
-    }
-}
-
 /// Dot product with eight independent partial sums, so that it vectorises without fast-math.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -405,4 +397,4 @@ pub(crate) fn load_safetensors(
     Ok(())
 }
 
-// ---- math (f64) -------------------------------------------------------------------------
+// ---- target-dependent code: the axpy and the f64 math functions ----------------------

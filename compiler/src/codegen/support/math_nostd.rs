@@ -1,4 +1,12 @@
 
+/// `acc += a·x`, elementwise: the vectorised inner loop of the GEMM-shaped kernels.
+#[inline(always)]
+pub(crate) fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
+    for (s, &v) in acc.iter_mut().zip(x) {
+        *s += a * v;
+    }
+}
+
 // `core` has no transcendental functions: these are accurate to a few ulps of f64, far more
 // than the f32 results need.
 
