@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "cnnc", version, about = "Ahead-of-time compiler for convolutional neural networks")]
+#[command(
+    name = "cnnc",
+    version,
+    about = "Ahead-of-time compiler for convolutional neural networks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -76,6 +76,8 @@ pub fn build(spec: &ModelSpec, batch: usize, loss: LossSetup, run: &RunArgs) -> 
         BackendChoice::Native => Ok(Box::new(
             NativeExecutor::new(train, infer, loss.kind, loss.from_logits, threads).or_cli()?,
         )),
-        BackendChoice::Interp => Ok(Box::new(InterpExecutor::new(train, infer, loss.kind, loss.from_logits).or_cli()?)),
+        BackendChoice::Interp => Ok(Box::new(
+            InterpExecutor::new(train, infer, loss.kind, loss.from_logits).or_cli()?,
+        )),
     }
 }

@@ -46,7 +46,9 @@ pub fn load(
             ))
         }
     };
-    for (what, d) in std::iter::once(("training data", &loaded.train)).chain(loaded.test.iter().map(|t| ("test data", t))) {
+    for (what, d) in
+        std::iter::once(("training data", &loaded.train)).chain(loaded.test.iter().map(|t| ("test data", t)))
+    {
         check(&loaded.source, what, d, classes, input)?;
     }
     Ok(loaded)

@@ -21,6 +21,9 @@ pub fn run(a: EvalArgs) -> Result<(), CliError> {
         None => ("all", &loaded.train),
     };
     let (l, acc) = evaluate(exec.as_mut(), &params, set, batch, loss.loss_fn()).or_cli()?;
-    println!("{} samples ({name} of {}): loss: {l:.4} - accuracy: {acc:.4}", set.n, loaded.source);
+    println!(
+        "{} samples ({name} of {}): loss: {l:.4} - accuracy: {acc:.4}",
+        set.n, loaded.source
+    );
     Ok(())
 }

@@ -34,7 +34,12 @@ where
         .y_label_area_size(56)
         .build_cartesian_2d(1f32..epochs, (lo - margin)..(hi + margin))?;
     chart.configure_mesh().x_desc("epoch").y_desc(title).draw()?;
-    let series = |v: &[f32]| v.iter().enumerate().map(|(i, &y)| (i as f32 + 1.0, y)).collect::<Vec<_>>();
+    let series = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .map(|(i, &y)| (i as f32 + 1.0, y))
+            .collect::<Vec<_>>()
+    };
     for (v, color) in [(train, BLUE), (val, RED)] {
         chart.draw_series(series(v).into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
     }
@@ -48,7 +53,11 @@ where
             .label(format!("validation {title}"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED));
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
     Ok(())
 }
 
@@ -66,9 +75,17 @@ where
 
 /// Refuses a file name that is neither `.png` nor `.svg` (checked before training starts).
 pub fn check_extension(path: &Path) -> Result<(), CliError> {
-    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("png" | "svg") => Ok(()),
-        _ => Err(CliError::new(format!("--plot {}: use a .png or .svg file name", path.display()))),
+        _ => Err(CliError::new(format!(
+            "--plot {}: use a .png or .svg file name",
+            path.display()
+        ))),
     }
 }
 
@@ -80,11 +97,20 @@ pub fn write(path: &Path, c: &Curves) -> Result<(), CliError> {
     // Registering twice is harmless; a failure only loses the text of PNG files.
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     let size = (1000, 400);
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let res = match ext.as_str() {
         "svg" => draw(SVGBackend::new(path, size).into_drawing_area(), c),
         "png" => draw(BitMapBackend::new(path, size).into_drawing_area(), c),
-        _ => return Err(CliError::new(format!("--plot {}: use a .png or .svg file name", path.display()))),
+        _ => {
+            return Err(CliError::new(format!(
+                "--plot {}: use a .png or .svg file name",
+                path.display()
+            )))
+        }
     };
     res.map_err(|e| CliError::new(format!("cannot draw {}: {e}", path.display())))
 }

@@ -42,7 +42,10 @@ impl TrainObserver for ProgressObserver {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let mut line = format!("{:.1}s - loss: {:.4} - accuracy: {:.4}", log.seconds, log.loss, log.accuracy);
+        let mut line = format!(
+            "{:.1}s - loss: {:.4} - accuracy: {:.4}",
+            log.seconds, log.loss, log.accuracy
+        );
         if let (Some(vl), Some(va)) = (log.val_loss, log.val_accuracy) {
             line.push_str(&format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}"));
         }

@@ -51,7 +51,10 @@ pub fn check_output_path(flag: &str, path: &std::path::Path) -> Result<(), CliEr
     if path.is_dir() {
         return Err(CliError::new(format!("{flag} {}: is a directory", path.display())));
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     if !dir.is_dir() {
         return Err(CliError::new(format!(
             "{flag} {}: directory {} does not exist",

@@ -32,7 +32,9 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
     let batch = a.batch_size.or(t.batch_size).unwrap_or(32);
     let validation_split = a.validation_split.or(t.validation_split).unwrap_or(0.0);
     if !(0.0..1.0).contains(&validation_split) {
-        return Err(CliError::new(format!("validation split {validation_split} must be in [0, 1)")));
+        return Err(CliError::new(format!(
+            "validation split {validation_split} must be in [0, 1)"
+        )));
     }
     let opt_kind = optimizer(&a, t.optimizer.as_deref(), t.learning_rate, t.momentum)?;
 
@@ -123,7 +125,12 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
 
 /// The optimiser: the flag, else the model's `training.optimizer`, else Keras's `compile`
 /// default (rmsprop); learning rate and momentum likewise.
-fn optimizer(a: &TrainArgs, name: Option<&str>, lr: Option<f32>, momentum: Option<f32>) -> Result<OptimizerKind, CliError> {
+fn optimizer(
+    a: &TrainArgs,
+    name: Option<&str>,
+    lr: Option<f32>,
+    momentum: Option<f32>,
+) -> Result<OptimizerKind, CliError> {
     let mut kind = match a.optimizer {
         Some(OptimizerChoice::Adam) => OptimizerKind::adam_default(),
         Some(OptimizerChoice::Sgd) => OptimizerKind::sgd_default(),

@@ -1,0 +1,80 @@
+//! `cnnc compile` from the command line: what it writes and what it refuses. Building and
+//! running the generated crates is tested in compiler/tests/codegen_build.rs.
+
+mod support;
+
+use support::{cnnc, files_in, model};
+
+fn s(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn writes_a_crate_and_regenerates_it_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mnist_rs");
+    let args = |batch: &str| {
+        vec![
+            "compile".to_string(),
+            s(&model("mnist_cnn.yaml")),
+            "-o".into(),
+            s(&out),
+            "--batch-size".into(),
+            batch.into(),
+        ]
+    };
+    cnnc(args("4")).assert_ok();
+    let files = files_in(&out);
+    for f in ["Cargo.toml", "src", "examples"] {
+        assert!(files.iter().any(|x| x == f), "{f} in {files:?}");
+    }
+    let lib = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("pub const BATCH: usize = 4;"), "batch constant");
+    assert!(lib.contains("pub fn train_step"), "a training crate by default");
+    // The directory holds a crate cnnc wrote: regenerating into it is allowed.
+    cnnc(args("2")).assert_ok();
+    let lib = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("pub const BATCH: usize = 2;"));
+}
+
+#[test]
+fn refuses_a_foreign_non_empty_directory_and_a_zero_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let run = cnnc([
+        "compile".to_string(),
+        s(&model("lenet5.yaml")),
+        "-o".into(),
+        s(dir.path()),
+    ]);
+    run.assert_fails_with(&s(dir.path()));
+    assert_eq!(files_in(dir.path()), ["notes.txt"]);
+    let out = dir.path().join("x");
+    let run = cnnc([
+        "compile".to_string(),
+        s(&model("lenet5.yaml")),
+        "-o".into(),
+        s(&out),
+        "--batch-size".into(),
+        "0".into(),
+    ]);
+    run.assert_fails_with("batch");
+    assert!(!out.exists());
+}
+
+#[test]
+fn no_std_crate_is_inference_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lenet_nostd");
+    cnnc([
+        "compile".to_string(),
+        s(&model("lenet5.yaml")),
+        "-o".into(),
+        s(&out),
+        "--no-std".into(),
+    ])
+    .assert_ok();
+    let lib = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("#![no_std]"));
+    assert!(!lib.contains("pub fn train_step"));
+}
