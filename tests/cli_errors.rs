@@ -21,7 +21,11 @@ fn train_fails(data_args: &[String], needle: &str) {
     args.extend(data_args.iter().cloned());
     args.extend(["--save".into(), s(&save), "--steps".into(), "1".into()]);
     cnnc(&args).assert_fails_with(needle);
-    assert!(files_in(out.path()).is_empty(), "nothing written: {:?}", files_in(out.path()));
+    assert!(
+        files_in(out.path()).is_empty(),
+        "nothing written: {:?}",
+        files_in(out.path())
+    );
 }
 
 #[test]
@@ -33,8 +37,11 @@ fn missing_model_file_names_it() {
 fn invalid_model_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    std::fs::write(&path, "name: bad\ninput: [28, 28, 1]\nlayers:\n  - conv2d: {filters: 8, kernel_size: 3, colour: red}\n")
-        .unwrap();
+    std::fs::write(
+        &path,
+        "name: bad\ninput: [28, 28, 1]\nlayers:\n  - conv2d: {filters: 8, kernel_size: 3, colour: red}\n",
+    )
+    .unwrap();
     let run = cnnc(["summary".to_string(), s(&path)]);
     run.assert_fails_with("bad.yaml:4");
     assert!(run.stderr.contains("colour"), "{}", run.stderr);
@@ -114,7 +121,10 @@ fn weights_of_another_model_name_the_tensor_and_shapes() {
             trainable: true,
         })
         .collect();
-    let params: Vec<cnnc_runtime::Tensor> = shapes.iter().map(|(_, shape)| cnnc_runtime::Tensor::zeros(shape)).collect();
+    let params: Vec<cnnc_runtime::Tensor> = shapes
+        .iter()
+        .map(|(_, shape)| cnnc_runtime::Tensor::zeros(shape))
+        .collect();
     let weights = dir.path().join("w.safetensors");
     cnnc_runtime::weights::save_weights(&weights, &specs, &params).unwrap();
     let x = dir.path().join("x.npy");
@@ -130,13 +140,22 @@ fn weights_of_another_model_name_the_tensor_and_shapes() {
         s(&dir.path().join("y.npy")),
     ]);
     run.assert_fails_with("conv2d.kernel");
-    assert!(run.stderr.contains("[3, 3, 1, 32]") && run.stderr.contains("[5, 5, 1, 6]"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[3, 3, 1, 32]") && run.stderr.contains("[5, 5, 1, 6]"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn unwritable_output_is_refused_before_training() {
     train_fails(
-        &["--data".into(), s(&support::root().join("data/mnist")), "--history".into(), "/no/such/dir/h.csv".into()],
+        &[
+            "--data".into(),
+            s(&support::root().join("data/mnist")),
+            "--history".into(),
+            "/no/such/dir/h.csv".into(),
+        ],
         "/no/such/dir",
     );
 }

@@ -59,7 +59,7 @@ fn seed000_example_through_the_cli_gives_the_printed_pool() {
     let output = dir.path().join("y.npy");
     let run = cnnc([
         "predict".as_ref(),
-        model("seed000_conv_pool.yaml").as_os_str(),
+        model("examples/seed000_conv_pool.yaml").as_os_str(),
         "--weights".as_ref(),
         weights.as_os_str(),
         "--input".as_ref(),
@@ -80,14 +80,16 @@ fn predict_accepts_any_number_of_samples() {
     let dir = tempfile::tempdir().unwrap();
     let weights = seed_weights(dir.path());
     let n = 7;
-    let x: Vec<f32> = (0..n).flat_map(|i| IMAGE.iter().map(move |v| v * (i as f32 + 1.0))).collect();
+    let x: Vec<f32> = (0..n)
+        .flat_map(|i| IMAGE.iter().map(move |v| v * (i as f32 + 1.0)))
+        .collect();
     let input = dir.path().join("x.npy");
     write_npy_f32(&input, &[n, 4, 4, 1], &x).unwrap();
     let output = dir.path().join("y.npy");
     let args = |batch: &str, out: &std::path::Path| {
         vec![
             "predict".into(),
-            model("seed000_conv_pool.yaml").into_os_string(),
+            model("examples/seed000_conv_pool.yaml").into_os_string(),
             "--weights".into(),
             weights.clone().into_os_string(),
             "--input".into(),

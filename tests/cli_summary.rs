@@ -14,6 +14,10 @@ fn summary_prints_the_seed_totals() {
     ] {
         let run = cnnc(["summary".as_ref(), model(file).as_os_str()]);
         run.assert_ok();
-        assert!(run.stdout.contains(&format!("Total params: {total}")), "{file}:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(&format!("Total params: {total}")),
+            "{file}:\n{}",
+            run.stdout
+        );
     }
 }

@@ -76,7 +76,11 @@ fn training_on_real_mnist_learns_and_writes_weights_history_and_plot() {
     run.assert_ok();
     assert!(run.stdout.contains("val_accuracy"), "an epoch line:\n{}", run.stdout);
     let acc = test_accuracy(&run.stdout);
-    assert!(acc > 0.85, "test accuracy {acc} after one epoch on 2,700 images:\n{}", run.stdout);
+    assert!(
+        acc > 0.85,
+        "test accuracy {acc} after one epoch on 2,700 images:\n{}",
+        run.stdout
+    );
     let csv = std::fs::read_to_string(&history).unwrap();
     assert!(csv.starts_with("epoch,") && csv.lines().count() == 2, "{csv}");
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
@@ -93,7 +97,10 @@ fn training_on_real_mnist_learns_and_writes_weights_history_and_plot() {
     eval.assert_ok();
     let at = eval.stdout.find("accuracy: ").unwrap() + "accuracy: ".len();
     let eval_acc: f32 = eval.stdout[at..].split_whitespace().next().unwrap().parse().unwrap();
-    assert!((eval_acc - acc).abs() < 1e-3, "eval {eval_acc} vs train's test accuracy {acc}");
+    assert!(
+        (eval_acc - acc).abs() < 1e-3,
+        "eval {eval_acc} vs train's test accuracy {acc}"
+    );
 }
 
 #[test]
@@ -103,15 +110,36 @@ fn same_seed_gives_identical_weights_and_steps_stop_early() {
     std::fs::create_dir(&data).unwrap();
     mnist_subset(&data, 600, 100);
     let files: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("w{i}.safetensors"))).collect();
-    let common = ["--batch-size", "32", "--steps", "5", "--seed", "7", "--validation-split", "0"];
+    let common = [
+        "--batch-size",
+        "32",
+        "--steps",
+        "5",
+        "--seed",
+        "7",
+        "--validation-split",
+        "0",
+    ];
     for f in &files[..2] {
         train(&data, f, &common).assert_ok();
     }
-    let other_seed = ["--batch-size", "32", "--steps", "5", "--seed", "8", "--validation-split", "0"];
+    let other_seed = [
+        "--batch-size",
+        "32",
+        "--steps",
+        "5",
+        "--seed",
+        "8",
+        "--validation-split",
+        "0",
+    ];
     train(&data, &files[2], &other_seed).assert_ok();
     let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert!(bytes[0] == bytes[1], "same seed, same weights");
     assert!(bytes[0] != bytes[2], "another seed, other weights");
     // Only the weights files (and the data directory) were written: no temporaries left.
-    assert_eq!(files_in(dir.path()), ["mnist", "w0.safetensors", "w1.safetensors", "w2.safetensors"]);
+    assert_eq!(
+        files_in(dir.path()),
+        ["mnist", "w0.safetensors", "w1.safetensors", "w2.safetensors"]
+    );
 }

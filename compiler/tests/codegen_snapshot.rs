@@ -25,7 +25,7 @@ fn options(model: &str, batch: usize) -> (cnnc_compiler::spec::ModelSpec, Codege
 
 #[test]
 fn seed000_conv_pool_lib_rs() {
-    let (spec, opts) = options("seed000_conv_pool", 1);
+    let (spec, opts) = options("examples/seed000_conv_pool", 1);
     let c = generate(&spec, &opts).unwrap();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("codegen_snapshot");
     let _ = std::fs::remove_dir_all(&dir);
@@ -84,7 +84,7 @@ fn repeated_blocks_share_kernel_functions() {
 /// of the previous generation removed).
 #[test]
 fn writes_only_into_its_own_directories() {
-    let (spec, opts) = options("seed000_conv_pool", 1);
+    let (spec, opts) = options("examples/seed000_conv_pool", 1);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("codegen_dirs");
     let _ = std::fs::remove_dir_all(&root);
     let foreign = root.join("foreign");

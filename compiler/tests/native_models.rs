@@ -54,7 +54,9 @@ fn targets(ex: &dyn Executor, n: usize, rng: &mut Rng) -> Vec<f32> {
 }
 
 fn executors(model: &str, batch: usize, opts: NativeOptions) -> (InterpExecutor, NativeExecutor) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{model}.yaml"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(format!("{model}.yaml"));
     let spec = load_model(&path).unwrap_or_else(|e| panic!("{e}"));
     let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
     let from_logits = spec.training.from_logits.unwrap_or(false);
@@ -106,15 +108,22 @@ fn compare_step(model: &str, interp: &mut InterpExecutor, native: &mut NativeExe
 }
 
 fn check_model(model: &str, batch: usize, threads: usize) {
+    check_model_steps(model, batch, threads, true);
+}
+
+/// Full batch, a partial batch of one sample (its own program, no padding, sharing the arena),
+/// and (`again`) the full batch once more after the switch.
+fn check_model_steps(model: &str, batch: usize, threads: usize, again: bool) {
     let opts = NativeOptions {
         threads,
         ..NativeOptions::default()
     };
     let (mut interp, mut native) = executors(model, batch, opts);
     compare_step(model, &mut interp, &mut native, batch, 11);
-    // A partial batch compiles its own program (no padding) and runs in the same arena.
     compare_step(model, &mut interp, &mut native, 1, 12);
-    compare_step(model, &mut interp, &mut native, batch, 13);
+    if again {
+        compare_step(model, &mut interp, &mut native, batch, 13);
+    }
 }
 
 #[test]
@@ -169,5 +178,6 @@ fn inception10() {
 
 #[test]
 fn resnet18() {
-    check_model("resnet18", 2, 2);
+    // The interpreter needs seconds per step here: skip the third step.
+    check_model_steps("resnet18", 2, 2, false);
 }

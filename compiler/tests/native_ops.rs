@@ -41,7 +41,9 @@ fn spec(text: &str) -> ModelSpec {
 }
 
 fn seed_spec(model: &str) -> ModelSpec {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{model}.yaml"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(format!("{model}.yaml"));
     load_model(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -51,7 +53,12 @@ fn uniform(len: usize, rng: &mut Rng, lo: f32, hi: f32) -> Vec<f32> {
 
 /// Runs one training step and one prediction on both backends and compares everything.
 fn compare(spec: &ModelSpec, batch: usize, loss: LossKind, from_logits: bool, opts: NativeOptions, n: usize) {
-    let what = |s: &str| format!("{} (fuse={}, fold_bn={}) n={n}: {s}", spec.name, opts.fuse, opts.fold_bn);
+    let what = |s: &str| {
+        format!(
+            "{} (fuse={}, fold_bn={}) n={n}: {s}",
+            spec.name, opts.fuse, opts.fold_bn
+        )
+    };
     let train = lower(spec, batch, Mode::Training).unwrap();
     let inference = lower(spec, batch, Mode::Inference).unwrap();
     let mut interp = InterpExecutor::new(train.clone(), inference.clone(), loss, from_logits).unwrap();
@@ -105,10 +112,7 @@ fn variants(threads: usize) -> [NativeOptions; 3] {
     [
         base,
         NativeOptions { fuse: false, ..base },
-        NativeOptions {
-            fold_bn: false,
-            ..base
-        },
+        NativeOptions { fold_bn: false, ..base },
     ]
 }
 

@@ -13,8 +13,19 @@ use cnnc_runtime::init::init_params;
 use cnnc_runtime::rng::Rng;
 use cnnc_runtime::{Executor, Tensor};
 
+/// CPU time of this process so far (user + system, from `/proc/self/stat`, in seconds; Linux
+/// clock ticks of 1/100 s), or `None` where unavailable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{model}.yaml"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(format!("{model}.yaml"));
     let spec = load_model(&path).unwrap_or_else(|e| panic!("{e}"));
     let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
     let from_logits = spec.training.from_logits.unwrap_or(false);
@@ -36,16 +47,35 @@ fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
     }
     let profile = std::env::var("NATIVE_PROFILE").is_ok();
     ex.set_profiling(profile);
-    let t0 = Instant::now();
-    for s in 0..steps {
-        ex.train_step(&mut params, &mut grads, &x, &y, batch, s as u64 + 4, &mut preds);
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let ips = (steps * batch) as f64 / secs;
+    let cpu0 = cpu_seconds();
+    let mut times: Vec<f64> = (0..steps)
+        .map(|s| {
+            let t0 = Instant::now();
+            ex.train_step(&mut params, &mut grads, &x, &y, batch, s as u64 + 4, &mut preds);
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let cpu = cpu_seconds().zip(cpu0).map(|(a, b)| (a - b) / steps as f64);
+    times.sort_by(f64::total_cmp);
+    let mean = times.iter().sum::<f64>() / steps as f64;
+    let (median, min) = (times[steps / 2], times[0]);
+    // The machine may be shared: the median step is the figure to quote.
+    let ips = batch as f64 / median;
     println!(
-        "{model} batch {batch}, {threads} thread(s): {:.2} ms/step, {ips:.0} images/s",
-        secs * 1e3 / steps as f64
+        "{model} batch {batch}, {threads} thread(s): median {:.2} ms/step ({ips:.0} images/s), mean {:.2} ms, min {:.2} ms ({:.0} images/s)",
+        median * 1e3,
+        mean * 1e3,
+        min * 1e3,
+        batch as f64 / min
     );
+    if let Some(cpu) = cpu {
+        // With one thread, CPU time per step is the step's time on an otherwise idle core.
+        println!(
+            "  CPU time {:.2} ms/step ({:.0} images/s per core)",
+            cpu * 1e3,
+            batch as f64 / cpu
+        );
+    }
     if profile {
         print!("{}", ex.profile_report());
     }
@@ -58,5 +88,14 @@ fn mnist_cnn_training_throughput() {
     let steps = std::env::var("STEPS").map_or(30, |s| s.parse().unwrap_or(30));
     for threads in [1, 2] {
         assert!(throughput("mnist_cnn", 128, threads, steps) > 0.0);
+    }
+}
+
+#[test]
+#[ignore = "timing"]
+fn resnet18_training_throughput() {
+    let steps = std::env::var("STEPS").map_or(5, |s| s.parse().unwrap_or(5));
+    for threads in [1, 2] {
+        assert!(throughput("resnet18", 32, threads, steps) > 0.0);
     }
 }

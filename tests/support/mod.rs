@@ -41,7 +41,11 @@ where
 impl Run {
     /// Asserts a clean failure: non-zero exit, one `error:` line containing `needle`, no panic.
     pub fn assert_fails_with(&self, needle: &str) {
-        assert!(!self.ok, "expected failure, got success:\n{}{}", self.stdout, self.stderr);
+        assert!(
+            !self.ok,
+            "expected failure, got success:\n{}{}",
+            self.stdout, self.stderr
+        );
         assert!(!self.stderr.contains("panicked"), "panicked:\n{}", self.stderr);
         assert!(
             self.stderr.contains("error:") && self.stderr.contains(needle),
