@@ -26,7 +26,9 @@ const H: f32 = 1e-3;
 const MODEL: Tolerance = Tolerance { abs: 3e-3, rel: 5e-2 };
 
 fn check_model(file: &str, tensors: usize, per_tensor: usize) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(file);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(file);
     let spec = load_model(&path).unwrap();
     let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
     let from_logits = spec.training.from_logits.unwrap_or(false);
@@ -59,13 +61,16 @@ fn check_model(file: &str, tensors: usize, per_tensor: usize) {
         let mut ps = ps.to_vec();
         let mut scratch: Vec<Tensor> = grads.iter().map(|g| Tensor::zeros(&g.shape)).collect();
         let mut preds = vec![0.0; BATCH * classes];
-        exec.train_step(&mut ps, &mut scratch, &x, &y, BATCH, 0, &mut preds).loss as f64
+        exec.train_step(&mut ps, &mut scratch, &x, &y, BATCH, 0, &mut preds)
+            .loss as f64
     };
 
     let picks: Vec<usize> = if trainable.len() <= tensors {
         (0..trainable.len()).collect()
     } else {
-        (0..tensors).map(|k| k * (trainable.len() - 1) / (tensors - 1)).collect()
+        (0..tensors)
+            .map(|k| k * (trainable.len() - 1) / (tensors - 1))
+            .collect()
     };
     let (mut analytic, mut numeric, mut names, mut kinks) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for t in picks {
@@ -99,11 +104,18 @@ fn check_model(file: &str, tensors: usize, per_tensor: usize) {
             taken += 1;
         }
     }
-    assert!(analytic.len() >= 2 * kinks, "{file}: {kinks} kinks for {} checked coordinates", analytic.len());
+    assert!(
+        analytic.len() >= 2 * kinks,
+        "{file}: {kinks} kinks for {} checked coordinates",
+        analytic.len()
+    );
     if let Err(m) = MODEL.compare(&analytic, &numeric) {
         panic!("{file}: analytic vs finite-difference gradients differ: {m}\nsampled: {names:?}\nanalytic {analytic:?}\nnumeric {numeric:?}");
     }
-    assert!(analytic.iter().any(|g| g.abs() > 1e-4), "{file}: every sampled gradient is ~0");
+    assert!(
+        analytic.iter().any(|g| g.abs() > 1e-4),
+        "{file}: every sampled gradient is ~0"
+    );
 }
 
 /// `name: (tensors, elements per tensor)`: fewer samples where one interpreted step is slow.

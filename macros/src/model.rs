@@ -73,7 +73,9 @@ impl Parse for Arg {
 fn parse_args(input: ParseStream) -> syn::Result<Vec<Arg>> {
     let content;
     braced!(content in input);
-    Ok(Punctuated::<Arg, Token![,]>::parse_terminated(&content)?.into_iter().collect())
+    Ok(Punctuated::<Arg, Token![,]>::parse_terminated(&content)?
+        .into_iter()
+        .collect())
 }
 
 impl Parse for Layer {
@@ -99,12 +101,20 @@ impl Parse for Decl {
                 "input" => {
                     let content;
                     bracketed!(content in input);
-                    dims = Some(Punctuated::<LitInt, Token![,]>::parse_terminated(&content)?.into_iter().collect());
+                    dims = Some(
+                        Punctuated::<LitInt, Token![,]>::parse_terminated(&content)?
+                            .into_iter()
+                            .collect(),
+                    );
                 }
                 "layers" => {
                     let content;
                     bracketed!(content in input);
-                    layers = Some(Punctuated::<Layer, Token![,]>::parse_terminated(&content)?.into_iter().collect());
+                    layers = Some(
+                        Punctuated::<Layer, Token![,]>::parse_terminated(&content)?
+                            .into_iter()
+                            .collect(),
+                    );
                 }
                 "training" => training = parse_args(input)?,
                 other => {

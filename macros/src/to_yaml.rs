@@ -48,9 +48,11 @@ fn span_of_line(d: &Decl, line: Option<usize>) -> Span {
         Some(l) if l >= FIRST_LAYER_LINE && l - FIRST_LAYER_LINE < d.layers.len() => {
             d.layers[l - FIRST_LAYER_LINE].kind.span()
         }
-        Some(l) if l >= FIRST_LAYER_LINE + d.layers.len() => {
-            d.training.first().map(|a| a.key.span()).unwrap_or_else(|| d.name.span())
-        }
+        Some(l) if l >= FIRST_LAYER_LINE + d.layers.len() => d
+            .training
+            .first()
+            .map(|a| a.key.span())
+            .unwrap_or_else(|| d.name.span()),
         _ => d.name.span(),
     }
 }

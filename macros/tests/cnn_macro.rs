@@ -24,7 +24,10 @@ fn mnist_cnn_matches_the_yaml_model() {
     };
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist_cnn.yaml");
     let yaml = load_model(&path).unwrap();
-    let (a, b) = (lower(&spec, 1, Mode::Inference).unwrap(), lower(&yaml, 1, Mode::Inference).unwrap());
+    let (a, b) = (
+        lower(&spec, 1, Mode::Inference).unwrap(),
+        lower(&yaml, 1, Mode::Inference).unwrap(),
+    );
     assert_eq!(summary(&a), summary(&b));
     assert_eq!(spec.training.batch_size, Some(128));
 }

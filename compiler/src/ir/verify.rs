@@ -32,10 +32,8 @@ pub fn verify(g: &Graph) -> Vec<String> {
         }
         match &n.op {
             Op::Input => inputs += 1,
-            Op::Param { name, .. } => {
-                if !names.insert(name.clone()) {
-                    errs.push(format!("{here}: parameter name {name:?} used twice"));
-                }
+            Op::Param { name, .. } if !names.insert(name.clone()) => {
+                errs.push(format!("{here}: parameter name {name:?} used twice"))
             }
             Op::Target if g.mode == Mode::Inference => errs.push(format!("{here}: target in an inference graph")),
             Op::Dropout { .. } if g.mode == Mode::Inference => {
