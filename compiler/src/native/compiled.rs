@@ -15,10 +15,10 @@ use std::marker::PhantomData;
 
 use cnnc_runtime::ParamSpec;
 
-use super::dispatch;
 use super::NativeError;
+use super::{dispatch, fuse};
 use crate::ir::Activation;
-use crate::kernel_ir::{BufId, BufKind, EwOp, KernelOp, OutRole, PoolKind, Program, Stage, Storage, Uses};
+use crate::kernel_ir::{BufId, BufKind, KernelOp, OutRole, Program, Stage, Storage};
 
 /// Which memory a buffer lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,6 +28,8 @@ pub(super) enum Region {
     Target,
     /// A parameter, by its position in the program's bindings (`Program::params()` order).
     Param(usize),
+    /// The caller's gradient tensor of a trainable parameter, by its position among them.
+    Grad(usize),
 }
 
 /// A buffer's memory: `len` f32 values from f32 index `start` of its region.
@@ -54,8 +56,8 @@ pub(super) struct Step {
     pub op: KernelOp,
     pub ins: Vec<Loc>,
     pub outs: Vec<Loc>,
-    /// A max-pool gradient absorbed the activation gradient that followed it (see
-    /// [`fuse_act_grad`]): its output is the activation gradient's.
+    /// A max-pool gradient absorbed the activation gradient that read its result (see
+    /// `fuse`): its output is the activation gradient's.
     pub act_grad: Option<Activation>,
     /// Index of the (first) kernel in the program.
     pub kernel: usize,
@@ -78,7 +80,10 @@ pub(super) struct Compiled {
     pub target_len: usize,
     pub prediction: Loc,
     pub loss: Option<Loc>,
-    /// (index in the executor's parameter list, gradient) per gradient output.
+    /// Per trainable parameter (the caller's `grads` order), its length.
+    pub grad_lens: Vec<usize>,
+    /// (position among the trainable parameters, gradient) per gradient output the kernels do
+    /// not write directly into the caller's tensor (those live in `Region::Grad`).
     pub grads: Vec<(usize, Loc)>,
     /// (bound parameter slot, new value) per state update not done in place.
     pub state: Vec<(usize, Loc)>,
@@ -91,7 +96,8 @@ fn mismatch(p: &Program, msg: String) -> NativeError {
 impl Compiled {
     /// Binds `program`'s parameters to `params` (the executor's list) by name. `writable`:
     /// whether the caller lends parameters mutably (training), allowing in-place state updates.
-    pub fn new(program: Program, params: &[ParamSpec], writable: bool) -> Result<Compiled, NativeError> {
+    pub fn new(mut program: Program, params: &[ParamSpec], writable: bool) -> Result<Compiled, NativeError> {
+        let act_grads = fuse::run(&mut program);
         let p = &program;
         let bound = p.params();
         let mut slot_of: HashMap<BufId, usize> = HashMap::new();
@@ -118,19 +124,25 @@ impl Compiled {
             param_index.push(idx);
             param_lens.push(buf.numel());
         }
-        let size_of = |kind: &BufKind| {
-            p.buffers
-                .iter()
-                .find(|b| &b.kind == kind)
-                .map_or(0, |b| b.numel())
-        };
+        let size_of = |kind: &BufKind| p.buffers.iter().find(|b| &b.kind == kind).map_or(0, |b| b.numel());
         let (input_len, target_len) = (size_of(&BufKind::Input), size_of(&BufKind::Target));
         let arena_len = p.arena_size.div_ceil(4);
+        let trainable: Vec<usize> = (0..params.len()).filter(|&i| params[i].trainable).collect();
+        let grad_lens: Vec<usize> = trainable.iter().map(|&i| params[i].shape.iter().product()).collect();
+        let direct = if writable {
+            direct_grads(p, &slot_of, &param_index, &trainable)
+        } else {
+            HashMap::new()
+        };
         let locate = |b: BufId| -> Result<Loc, NativeError> {
             let base = p.base(b);
             let buf = p.buffer(base);
             let len = p.buffer(b).numel();
             let (region, start, cap) = match (&buf.kind, buf.kind.storage()) {
+                _ if direct.contains_key(&base) => {
+                    let j = direct[&base];
+                    (Region::Grad(j), 0, grad_lens[j])
+                }
                 (BufKind::Input, _) => (Region::Input, 0, input_len),
                 (BufKind::Target, _) => (Region::Target, 0, target_len),
                 (BufKind::Param { .. }, _) => {
@@ -159,12 +171,7 @@ impl Compiled {
 
         let (mut prepare, mut run) = (Vec::new(), Vec::new());
         let mut workspace_len = 0;
-        let uses = p.uses();
-        let mut absorbed = None;
         for (i, k) in p.kernels.iter().enumerate() {
-            if absorbed == Some(i) {
-                continue;
-            }
             let unsupported = |msg: String| NativeError::Unsupported {
                 program: p.name.clone(),
                 kernel: i,
@@ -184,17 +191,13 @@ impl Compiled {
             }
             workspace_len = workspace_len.max(dispatch::check(&k.op).map_err(unsupported)?);
             check_outputs(&k.op, &ins, &outs, writable).map_err(unsupported)?;
-            let mut step = Step {
+            let step = Step {
                 op: k.op.clone(),
                 ins,
                 outs,
-                act_grad: None,
+                act_grad: act_grads[i],
                 kernel: i,
             };
-            if let Some(j) = fuse_act_grad(p, &uses, i, &mut step, &locate) {
-                check_outputs(&step.op, &step.ins, &step.outs, writable).map_err(unsupported)?;
-                absorbed = Some(j);
-            }
             if k.stage == Stage::Prepare {
                 prepare.push(step);
             } else {
@@ -214,7 +217,12 @@ impl Compiled {
                     let slot = *slot_of
                         .get(&param)
                         .ok_or_else(|| mismatch(p, format!("gradient of {param}, not a parameter")))?;
-                    grads.push((param_index[slot], locate(o.buf)?));
+                    let loc = locate(o.buf)?;
+                    let j = trainable.iter().position(|&i| i == param_index[slot]);
+                    match (j, loc.region) {
+                        (Some(_), Region::Grad(_)) | (None, _) => {}
+                        (Some(j), _) => grads.push((j, loc)),
+                    }
                 }
                 OutRole::StateUpdate { param } => {
                     let slot = *slot_of
@@ -237,6 +245,7 @@ impl Compiled {
             workspace_len,
             param_index,
             param_lens,
+            grad_lens,
             input_len,
             target_len,
             prediction,
@@ -248,43 +257,37 @@ impl Compiled {
     }
 }
 
-/// Native-level fusion: a max-pool gradient whose result only the next kernel reads, an
-/// activation gradient from the pool's own input (`act_grad(x, pool_grad(x, dy))` — the
-/// activation before the pool), computes `act'(x)·pool_grad` directly into the activation
-/// gradient's output. Saves a full pass over the unpooled map. Applies only when the two
-/// kernels are adjacent (the activation gradient's output may reuse memory of buffers that
-/// die at the pool gradient; then, if it overlaps an operand, the fusion is skipped).
-/// Returns the absorbed kernel's index.
-fn fuse_act_grad(
+/// Gradient outputs the kernels can write straight into the caller's gradient tensors: a
+/// buffer of its own (no view, not shared by two outputs) written by exactly one kernel of the
+/// run stage. Maps the buffer to the parameter's position among the trainable ones.
+fn direct_grads(
     p: &Program,
-    uses: &Uses,
-    i: usize,
-    step: &mut Step,
-    locate: &dyn Fn(BufId) -> Result<Loc, NativeError>,
-) -> Option<usize> {
-    let k = &p.kernels[i];
-    if !matches!(k.op, KernelOp::PoolGrad { kind: PoolKind::Max, .. }) {
-        return None;
+    slot_of: &HashMap<BufId, usize>,
+    param_index: &[usize],
+    trainable: &[usize],
+) -> HashMap<BufId, usize> {
+    let uses = p.uses();
+    let mut count: HashMap<BufId, usize> = HashMap::new();
+    for o in &p.outputs {
+        *count.entry(p.base(o.buf)).or_default() += 1;
     }
-    let j = uses.sole_reader(k.outputs[0])?;
-    let next = p.kernels.get(j)?;
-    let KernelOp::Elementwise {
-        op: EwOp::ActGrad(a), ..
-    } = next.op
-    else {
-        return None;
-    };
-    let same_x = p.base(next.inputs[0]) == p.base(k.inputs[0]);
-    if j != i + 1 || next.stage != k.stage || !same_x || next.inputs[1] != k.outputs[0] || a == Activation::Softmax {
-        return None;
+    let mut direct = HashMap::new();
+    for o in &p.outputs {
+        let OutRole::Gradient { param } = o.role else { continue };
+        let b = o.buf;
+        let single_writer = match uses.writers[b.index()].as_slice() {
+            [w] => p.kernels[*w].stage != Stage::Prepare,
+            _ => false,
+        };
+        let own = p.base(b) == b && p.buffer(b).kind.storage() == Storage::Transient && count[&b] == 1;
+        let j = slot_of
+            .get(&param)
+            .and_then(|&s| trainable.iter().position(|&i| i == param_index[s]));
+        if let (true, true, Some(j)) = (single_writer, own, j) {
+            direct.insert(b, j);
+        }
     }
-    let out = locate(next.outputs[0]).ok()?;
-    if check_outputs(&k.op, &step.ins, &[out], false).is_err() {
-        return None;
-    }
-    step.outs = vec![out];
-    step.act_grad = Some(a);
-    Some(j)
+    direct
 }
 
 /// Outputs live in the arena (or, for state updates in training, in a parameter) and overlap
@@ -293,7 +296,7 @@ fn check_outputs(op: &KernelOp, ins: &[Loc], outs: &[Loc], writable: bool) -> Re
     let writes_params = matches!(op, KernelOp::MovingAverage { .. } | KernelOp::OptimizerUpdate { .. });
     for (j, o) in outs.iter().enumerate() {
         match o.region {
-            Region::Arena => {}
+            Region::Arena | Region::Grad(_) => {}
             Region::Param(_) if writes_params && writable => {}
             r => return Err(format!("output {j} would write {r:?}")),
         }
@@ -322,6 +325,8 @@ pub(super) struct Mem<'a> {
     target_len: usize,
     params: &'a [*mut f32],
     param_lens: &'a [usize],
+    grads: &'a [*mut f32],
+    grad_lens: &'a [usize],
     _borrow: PhantomData<&'a mut [f32]>,
 }
 
@@ -329,7 +334,8 @@ impl<'a> Mem<'a> {
     /// # Safety
     /// Each pointer must be valid for reads (and, except `input` and `target`, writes) of its
     /// length for `'a`, and the regions must not overlap. Parameters may be written only when
-    /// the program was loaded with `writable`. Callers may hold slices of several [`Loc`]s at
+    /// the program was loaded with `writable`; `grads` must be given (`grad_lens` long each)
+    /// when the program has gradients in `Region::Grad`. Callers may hold slices of several [`Loc`]s at
     /// once only as `Compiled::new` checked them: outputs of a kernel overlap none of its
     /// other operands.
     #[allow(clippy::too_many_arguments)]
@@ -339,6 +345,8 @@ impl<'a> Mem<'a> {
         target: &'a [f32],
         params: &'a [*mut f32],
         param_lens: &'a [usize],
+        grads: &'a [*mut f32],
+        grad_lens: &'a [usize],
     ) -> Mem<'a> {
         Mem {
             arena: arena.as_mut_ptr(),
@@ -349,6 +357,8 @@ impl<'a> Mem<'a> {
             target_len: target.len(),
             params,
             param_lens,
+            grads,
+            grad_lens,
             _borrow: PhantomData,
         }
     }
@@ -359,8 +369,12 @@ impl<'a> Mem<'a> {
             Region::Input => (self.input as *mut f32, self.input_len),
             Region::Target => (self.target as *mut f32, self.target_len),
             Region::Param(s) => (self.params[s], self.param_lens[s]),
+            Region::Grad(j) => (self.grads[j], self.grad_lens[j]),
         };
-        assert!(loc.start + loc.len <= cap, "{loc:?} lies outside its region ({cap} values)");
+        assert!(
+            loc.start + loc.len <= cap,
+            "{loc:?} lies outside its region ({cap} values)"
+        );
         ptr
     }
 

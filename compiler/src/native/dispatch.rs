@@ -55,7 +55,10 @@ fn check_pool(kind: PoolKind, g: &PoolGeom) -> Result<(), String> {
     }
     let r = pool_geom(g);
     if g.c == 0 || [r.oh, r.ow] != g.out_hw {
-        return Err(format!("pooling window gives {}x{}, the template says {:?}", r.oh, r.ow, g.out_hw));
+        return Err(format!(
+            "pooling window gives {}x{}, the template says {:?}",
+            r.oh, r.ow, g.out_hw
+        ));
     }
     Ok(())
 }
@@ -123,7 +126,7 @@ pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
                 EwOp::Act(a) | EwOp::ActGrad(a) => {
                     act_of(*a)?;
                 }
-                EwOp::BiasAdd if *channels == 0 || len % channels != 0 => {
+                EwOp::BiasAdd if *channels == 0 || !len.is_multiple_of(*channels) => {
                     return Err(format!("bias add of {len} values over {channels} channels"))
                 }
                 EwOp::Dropout { rate, .. } if !(0.0..1.0).contains(rate) => {
@@ -301,7 +304,15 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
             cols,
         } => {
             let tg = targets(*kind == LossKind::SparseCategoricalCrossentropy, m.get(i[1]));
-            softmax::loss_grad(rt_loss(*kind), *from_logits, *rows, *cols, m.get(i[0]), tg, m.get_mut(o[0]));
+            softmax::loss_grad(
+                rt_loss(*kind),
+                *from_logits,
+                *rows,
+                *cols,
+                m.get(i[0]),
+                tg,
+                m.get_mut(o[0]),
+            );
         }
         KernelOp::SoftmaxXent {
             rows,

@@ -103,7 +103,16 @@ fn with_epilogue(
     }
     product(epi, y);
     if let Some(r) = residual {
-        ew::add_act_in_place(ctx, if softmax { act(Activation::Linear) } else { act(activation) }, y, r);
+        ew::add_act_in_place(
+            ctx,
+            if softmax {
+                act(Activation::Linear)
+            } else {
+                act(activation)
+            },
+            y,
+            r,
+        );
     }
     if softmax {
         softmax::softmax_in_place(ctx, rows, n, y);

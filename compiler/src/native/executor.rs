@@ -14,7 +14,7 @@ use cnnc_runtime::kernels::{Ctx, KernelIsa};
 use cnnc_runtime::pool::Pool;
 use cnnc_runtime::{Executor, ParamSpec, StepResult, TargetLayout, Tensor};
 
-use super::compiled::{Compiled, Loc, Mem};
+use super::compiled::{Compiled, Loc, Mem, Region};
 use super::profile::Profile;
 use super::{dispatch, NativeError};
 use crate::autodiff::training_graph;
@@ -69,9 +69,9 @@ impl Arena {
     }
 }
 
-/// Base pointers of the parameters of the running program, rebuilt on every call.
+/// Base pointers of the parameters and gradients of the running program, rebuilt on every call.
 #[derive(Default)]
-struct PtrTable(Vec<*mut f32>);
+struct PtrTable(Vec<*mut f32>, Vec<*mut f32>);
 // SAFETY: the pointers are only dereferenced during the call that stored them (which borrows
 // the parameters); between calls they are stale and unused.
 unsafe impl Send for PtrTable {}
@@ -82,8 +82,6 @@ pub struct NativeExecutor {
     inference: Graph,
     batch: usize,
     params: Vec<ParamSpec>,
-    /// Per parameter: its position among the trainable ones (the order of `grads`).
-    grad_slot: Vec<Option<usize>>,
     input_shape: Vec<usize>,
     output_size: usize,
     layout: TargetLayout,
@@ -175,9 +173,19 @@ impl NativeExecutor {
         for id in inference.params() {
             let name = inference.param_info(id).map_or("", |(n, _)| n);
             match params.iter().find(|p| p.name == name) {
-                None => return Err(mismatch(&train, &inference, &format!("'{name}' is not a training parameter"))),
+                None => {
+                    return Err(mismatch(
+                        &train,
+                        &inference,
+                        &format!("'{name}' is not a training parameter"),
+                    ))
+                }
                 Some(p) if p.shape != inference.shape(id).0 => {
-                    return Err(mismatch(&train, &inference, &format!("parameter '{name}' has two shapes")))
+                    return Err(mismatch(
+                        &train,
+                        &inference,
+                        &format!("parameter '{name}' has two shapes"),
+                    ))
                 }
                 _ => {}
             }
@@ -190,13 +198,11 @@ impl NativeExecutor {
         let (Some((input, pred)), Some(inf_io)) = (io(&train), io(&inference)) else {
             return Err(mismatch(&train, &inference, "a graph lacks its input or prediction"));
         };
-        if (input.clone(), pred.clone()) != inf_io || train.batch != inference.batch || input.first() != Some(&train.batch)
+        if (input.clone(), pred.clone()) != inf_io
+            || train.batch != inference.batch
+            || input.first() != Some(&train.batch)
         {
             return Err(mismatch(&train, &inference, "batch, input or prediction shapes differ"));
-        }
-        let mut grad_slot = vec![None; params.len()];
-        for (slot, i) in (0..params.len()).filter(|&i| params[i].trainable).enumerate() {
-            grad_slot[i] = Some(slot);
         }
         let threads = opts.threads.max(1);
         let machine = Machine {
@@ -214,7 +220,6 @@ impl NativeExecutor {
             train,
             inference,
             params,
-            grad_slot,
             opts,
             machine,
             pool: Pool::new(threads),
@@ -318,7 +323,12 @@ impl NativeExecutor {
     }
 
     fn check_params(&self, c: &Compiled, params: &[Tensor]) {
-        assert_eq!(params.len(), self.params.len(), "expected {} parameters", self.params.len());
+        assert_eq!(
+            params.len(),
+            self.params.len(),
+            "expected {} parameters",
+            self.params.len()
+        );
         for (&idx, &len) in c.param_index.iter().zip(&c.param_lens) {
             assert_eq!(
                 params[idx].data.len(),
@@ -334,7 +344,12 @@ impl NativeExecutor {
 /// Copies the `n` predictions at `loc` into `preds`.
 fn write_preds(mem: &Mem, loc: Loc, preds: &mut [f32]) {
     let p = mem.get(loc);
-    assert!(preds.len() >= p.len(), "predictions need {} values, got {}", p.len(), preds.len());
+    assert!(
+        preds.len() >= p.len(),
+        "predictions need {} values, got {}",
+        p.len(),
+        preds.len()
+    );
     preds[..p.len()].copy_from_slice(p);
 }
 
@@ -376,17 +391,43 @@ impl Executor for NativeExecutor {
         self.ensure_for_call(Mode::Training, n);
         let c = &self.train_by_n[&n];
         self.check_params(c, params);
-        assert_eq!(x.len(), c.input_len, "input holds {} values, expected {}", x.len(), c.input_len);
-        assert_eq!(y.len(), c.target_len, "targets hold {} values, expected {}", y.len(), c.target_len);
-        let ptrs = &mut self.ptrs.0;
+        assert_eq!(
+            x.len(),
+            c.input_len,
+            "input holds {} values, expected {}",
+            x.len(),
+            c.input_len
+        );
+        assert_eq!(
+            y.len(),
+            c.target_len,
+            "targets hold {} values, expected {}",
+            y.len(),
+            c.target_len
+        );
+        let trainable = self.params.iter().filter(|p| p.trainable);
+        assert_eq!(
+            grads.len(),
+            trainable.clone().count(),
+            "one gradient per trainable parameter"
+        );
+        for (g, spec) in grads.iter_mut().zip(trainable) {
+            if g.shape != spec.shape || g.data.len() != spec.shape.iter().product::<usize>() {
+                *g = Tensor::zeros(&spec.shape);
+            }
+        }
+        let PtrTable(ptrs, gptrs) = &mut self.ptrs;
         ptrs.clear();
         ptrs.extend(c.param_index.iter().map(|&i| params[i].data.as_mut_ptr()));
+        gptrs.clear();
+        gptrs.extend(grads.iter_mut().map(|g| g.data.as_mut_ptr()));
         let ctx = Ctx::with_isa(&self.pool, self.isa);
         let ws = &mut self.workspace[..];
         let arena = self.arena.slice(c.arena_len);
-        // SAFETY: the arena, input, target and every parameter are distinct allocations valid
-        // for this call; parameters are borrowed mutably (`writable` training programs).
-        let mem = unsafe { Mem::new(arena, x, y, ptrs, &c.param_lens) };
+        // SAFETY: the arena, input, target, every parameter and every gradient are distinct
+        // allocations valid for this call; parameters and gradients are borrowed mutably
+        // (`writable` training programs) and have the lengths checked above.
+        let mem = unsafe { Mem::new(arena, x, y, ptrs, &c.param_lens, gptrs, &c.grad_lens) };
         if self.prepared != Some((Mode::Training, n)) {
             for s in &c.prepare {
                 dispatch::run(s, &mem, &ctx, ws, step);
@@ -399,24 +440,24 @@ impl Executor for NativeExecutor {
         }
         write_preds(&mem, c.prediction, preds);
         let loss = c.loss.map_or(f32::NAN, |l| mem.get(l)[0]);
-        for &(idx, loc) in &c.grads {
-            let Some(j) = self.grad_slot[idx] else { continue };
-            let g = &mut grads[j];
-            if g.data.len() != loc.len || g.shape != self.params[idx].shape {
-                *g = Tensor::zeros(&self.params[idx].shape);
-            }
-            g.data.copy_from_slice(mem.get(loc));
+        for &(j, loc) in &c.grads {
+            let dst = Loc {
+                region: Region::Grad(j),
+                start: 0,
+                len: c.grad_lens[j],
+            };
+            mem.get_mut(dst).copy_from_slice(mem.get(loc));
         }
         for &(slot, loc) in &c.state {
             let dst = Loc {
-                region: super::compiled::Region::Param(slot),
+                region: Region::Param(slot),
                 start: 0,
                 len: c.param_lens[slot],
             };
             mem.get_mut(dst).copy_from_slice(mem.get(loc));
         }
-        drop(mem);
         self.ptrs.0.clear();
+        self.ptrs.1.clear();
         StepResult { loss }
     }
 
@@ -424,7 +465,13 @@ impl Executor for NativeExecutor {
         self.ensure_for_call(Mode::Inference, n);
         let c = &self.inference_by_n[&n];
         self.check_params(c, params);
-        assert_eq!(x.len(), c.input_len, "input holds {} values, expected {}", x.len(), c.input_len);
+        assert_eq!(
+            x.len(),
+            c.input_len,
+            "input holds {} values, expected {}",
+            x.len(),
+            c.input_len
+        );
         let ptrs = &mut self.ptrs.0;
         ptrs.clear();
         // Inference programs never write parameters (`Compiled::new` with `writable: false`).
@@ -434,7 +481,7 @@ impl Executor for NativeExecutor {
         let arena = self.arena.slice(c.arena_len);
         // SAFETY: as in `train_step`; the parameters are only read (no output of an inference
         // program lies in a parameter).
-        let mem = unsafe { Mem::new(arena, x, &[], ptrs, &c.param_lens) };
+        let mem = unsafe { Mem::new(arena, x, &[], ptrs, &c.param_lens, &[], &[]) };
         for s in &c.prepare {
             dispatch::run(s, &mem, &ctx, ws, 0);
         }
@@ -444,7 +491,6 @@ impl Executor for NativeExecutor {
         }
         self.prepared = Some((Mode::Inference, n));
         write_preds(&mem, c.prediction, preds);
-        drop(mem);
         self.ptrs.0.clear();
     }
 }

@@ -12,28 +12,41 @@ use super::dispatch;
 use crate::ir::Mode;
 use crate::kernel_ir::KernelOp;
 
+/// Per kernel: total and fastest time over the calls.
+#[derive(Clone, Copy, Debug)]
+struct Times {
+    total: Duration,
+    min: Duration,
+}
+
 /// Times per program (mode, batch size): one entry per run-stage kernel, and the call count.
 #[derive(Debug, Default)]
 pub(super) struct Profile {
-    times: HashMap<(Mode, usize), (Vec<Duration>, u64)>,
+    times: HashMap<(Mode, usize), (Vec<Times>, u64)>,
 }
 
 impl Profile {
     /// Runs `c`'s run-stage kernels, timing each.
     pub fn run(&mut self, key: (Mode, usize), c: &Compiled, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
-        let (times, calls) = self
-            .times
-            .entry(key)
-            .or_insert_with(|| (vec![Duration::ZERO; c.run.len()], 0));
+        let (times, calls) = self.times.entry(key).or_insert_with(|| {
+            let zero = Times {
+                total: Duration::ZERO,
+                min: Duration::MAX,
+            };
+            (vec![zero; c.run.len()], 0)
+        });
         for (s, d) in c.run.iter().zip(times.iter_mut()) {
             let t0 = Instant::now();
             dispatch::run(s, m, ctx, ws, t);
-            *d += t0.elapsed();
+            let e = t0.elapsed();
+            d.total += e;
+            d.min = d.min.min(e);
         }
         *calls += 1;
     }
 
-    /// One table per profiled program: kernels by decreasing time, with ms per call and share.
+    /// One table per profiled program: kernels by decreasing time, with ms per call, share and
+    /// fastest call. The sum of the fastest calls estimates a step on an otherwise idle machine.
     pub fn report<'c>(&self, lookup: impl Fn(Mode, usize) -> Option<&'c Compiled>) -> String {
         let mut out = String::new();
         let mut keys: Vec<_> = self.times.keys().copied().collect();
@@ -41,26 +54,32 @@ impl Profile {
         for key in keys {
             let (times, calls) = &self.times[&key];
             let Some(c) = lookup(key.0, key.1) else { continue };
-            let total: Duration = times.iter().sum();
+            let total: Duration = times.iter().map(|t| t.total).sum();
+            let fastest: Duration = times.iter().map(|t| t.min).sum();
             let per_call = |d: Duration| d.as_secs_f64() * 1e3 / (*calls).max(1) as f64;
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             let _ = writeln!(
                 out,
-                "{:?} n={} ({} calls): {:.3} ms per call",
+                "{:?} n={} ({} calls): {:.3} ms per call; sum of per-kernel fastest calls {:.3} ms; \
+                 {} gradients copied out of the arena, the others written in place",
                 key.0,
                 key.1,
                 calls,
-                per_call(total)
+                per_call(total),
+                ms(fastest),
+                c.grads.len()
             );
             let mut order: Vec<usize> = (0..times.len()).collect();
-            order.sort_by_key(|&i| std::cmp::Reverse(times[i]));
+            order.sort_by_key(|&i| std::cmp::Reverse(times[i].total));
             for i in order {
                 let ki = c.run[i].kernel;
                 let k = &c.program.kernels[ki];
-                let share = 100.0 * times[i].as_secs_f64() / total.as_secs_f64().max(1e-12);
+                let share = 100.0 * times[i].total.as_secs_f64() / total.as_secs_f64().max(1e-12);
                 let _ = writeln!(
                     out,
-                    "  k{ki:<3} {:8.3} ms {share:5.1}%  {:<18} {} {}{}",
-                    per_call(times[i]),
+                    "  k{ki:<3} {:8.3} ms {share:5.1}% (fastest {:7.3})  {:<18} {} {}{}",
+                    per_call(times[i].total),
+                    ms(times[i].min),
                     k.op.mnemonic(),
                     describe(&k.op),
                     k.origin.join(","),

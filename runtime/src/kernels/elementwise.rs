@@ -127,7 +127,7 @@ pub fn bias_add(ctx: &Ctx, channels: usize, x: &[f32], bias: &[f32], y: &mut [f3
         bias.len()
     );
     assert!(
-        x.len() == y.len() && x.len() % channels == 0,
+        x.len() == y.len() && x.len().is_multiple_of(channels),
         "bias_add: operand lengths"
     );
     let isa = ctx.isa;

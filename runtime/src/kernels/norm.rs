@@ -109,7 +109,7 @@ pub fn bn_apply(
     y: &mut [f32],
 ) {
     assert!(
-        c > 0 && x.len() == y.len() && x.len() % c == 0,
+        c > 0 && x.len() == y.len() && x.len().is_multiple_of(c),
         "bn_apply: operand lengths"
     );
     assert!(
@@ -171,25 +171,60 @@ pub fn bn_backward(
 ) {
     let c = b.c;
     assert!(
-        c > 0 && b.x.len() % c == 0 && b.dy.len() == b.x.len(),
+        c > 0 && b.x.len().is_multiple_of(c) && b.dy.len() == b.x.len(),
         "bn_backward: operand lengths"
     );
     assert_eq!(b.moments.len(), 2 * c, "bn_backward: moments must be [2, {c}]");
-    let y = match (b.act, b.y) {
-        (Act::Linear, _) => None,
-        (_, Some(y)) => {
-            assert_eq!(y.len(), b.x.len(), "bn_backward: activation output length");
-            Some(y)
+    if b.act != Act::Linear {
+        let y =
+            b.y.expect("bn_backward: the activation's output is needed for its gradient");
+        assert_eq!(y.len(), b.x.len(), "bn_backward: activation output length");
+    }
+    // One monomorphised loop nest per activation (no branch inside the vector loops).
+    match b.act {
+        Act::Linear => backward(ctx, b, dx, dgamma, dbeta, |_, d| d),
+        Act::Relu => backward(ctx, b, dx, dgamma, dbeta, |y, d| if y > 0.0 { d } else { 0.0 }),
+        Act::Sigmoid => backward(ctx, b, dx, dgamma, dbeta, |y, d| d * y * (1.0 - y)),
+        Act::Tanh => backward(ctx, b, dx, dgamma, dbeta, |y, d| d * (1.0 - y * y)),
+    }
+}
+
+/// `g = grad(y, dy)` for one row (`dy` itself when there is no activation).
+#[inline(always)]
+fn row_grad(y: Option<&[f32]>, dy: &[f32], i: usize, g: &mut [f32], grad: impl Fn(f32, f32) -> f32) {
+    let c = g.len();
+    let ds = &dy[i * c..][..c];
+    match y {
+        Some(y) => {
+            let ys = &y[i * c..][..c];
+            for k in 0..c {
+                g[k] = grad(ys[k], ds[k]);
+            }
         }
-        (_, None) => panic!("bn_backward: the activation's output is needed for its gradient"),
-    };
+        None => g.copy_from_slice(ds),
+    }
+}
+
+/// [`bn_backward`] with the activation's gradient `grad(y, dy)`. Loops are indexed (not
+/// zipped) so that they vectorise.
+#[inline(always)]
+fn backward(
+    ctx: &Ctx,
+    b: &BnBackward,
+    dx: Option<&mut [f32]>,
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+    grad: impl Fn(f32, f32) -> f32 + Copy + Sync,
+) {
+    let c = b.c;
     let rows = b.x.len() / c;
     let (mean, var) = b.moments.split_at(c);
     let inv: Vec<f32> = var
         .iter()
         .map(|&v| (1.0 / (v as f64 + b.eps as f64).sqrt()) as f32)
         .collect();
-    let (x, dy, act, isa) = (b.x, b.dy, b.act, ctx.isa);
+    let (x, dy, isa) = (b.x, b.dy, ctx.isa);
+    let y = if b.act == Act::Linear { None } else { b.y };
     // Pass 1: Σg and Σg·x̂ per channel.
     let sums = par_partials(ctx, rows, b.x.len(), 2 * c, |r, p| {
         let (sg, sgx) = p.split_at_mut(c);
@@ -197,37 +232,25 @@ pub fn bn_backward(
         isa.vectorize(
             #[inline(always)]
             || {
+                let (mean, inv) = (&mean[..c], &inv[..c]);
+                let (bg, bgx, g) = (&mut bg[..c], &mut bgx[..c], &mut g[..c]);
+                let (sg, sgx) = (&mut sg[..c], &mut sgx[..c]);
                 let mut row = r.start;
                 while row < r.end {
                     let end = (row + BLOCK).min(r.end);
                     bg.fill(0.0);
                     bgx.fill(0.0);
                     for i in row..end {
-                        let xs = &x[i * c..(i + 1) * c];
-                        let ds = &dy[i * c..(i + 1) * c];
-                        match y {
-                            Some(y) => {
-                                let ys = &y[i * c..(i + 1) * c];
-                                for ((gv, &yv), &d) in g.iter_mut().zip(ys).zip(ds) {
-                                    *gv = act.grad_from_output(yv, d);
-                                }
-                            }
-                            None => g.copy_from_slice(ds),
-                        }
-                        for ((((a, q), &gv), &xv), (&m, &s)) in bg
-                            .iter_mut()
-                            .zip(bgx.iter_mut())
-                            .zip(&g)
-                            .zip(xs)
-                            .zip(mean.iter().zip(&inv))
-                        {
-                            *a += gv;
-                            *q += gv * ((xv - m) * s);
+                        row_grad(y, dy, i, g, grad);
+                        let xs = &x[i * c..][..c];
+                        for k in 0..c {
+                            bg[k] += g[k];
+                            bgx[k] += g[k] * ((xs[k] - mean[k]) * inv[k]);
                         }
                     }
-                    for ((t1, t2), (&a, &q)) in sg.iter_mut().zip(sgx.iter_mut()).zip(bg.iter().zip(&bgx)) {
-                        *t1 += a as f64;
-                        *t2 += q as f64;
+                    for k in 0..c {
+                        sg[k] += bg[k] as f64;
+                        sgx[k] += bgx[k] as f64;
                     }
                     row = end;
                 }
@@ -264,25 +287,14 @@ pub fn bn_backward(
         isa.vectorize(
             #[inline(always)]
             || {
+                let (ka, kb, kd, mean) = (&ka[..c], &kb[..c], &kd[..c], &mean[..c]);
+                let g = &mut g[..c];
                 for (i, orow) in r.zip(out.chunks_exact_mut(c)) {
-                    let xs = &x[i * c..(i + 1) * c];
-                    let ds = &dy[i * c..(i + 1) * c];
-                    match y {
-                        Some(y) => {
-                            let ys = &y[i * c..(i + 1) * c];
-                            for ((gv, &yv), &d) in g.iter_mut().zip(ys).zip(ds) {
-                                *gv = act.grad_from_output(yv, d);
-                            }
-                        }
-                        None => g.copy_from_slice(ds),
-                    }
-                    for (((o, &gv), &xv), (((&a, &bb), &d), &mu)) in orow
-                        .iter_mut()
-                        .zip(&g)
-                        .zip(xs)
-                        .zip(ka.iter().zip(&kb).zip(&kd).zip(mean))
-                    {
-                        *o = a * gv + bb * (xv - mu) + d;
+                    let orow = &mut orow[..c];
+                    row_grad(y, dy, i, g, grad);
+                    let xs = &x[i * c..][..c];
+                    for k in 0..c {
+                        orow[k] = ka[k] * g[k] + kb[k] * (xs[k] - mean[k]) + kd[k];
                     }
                 }
             },

@@ -124,24 +124,22 @@ pub fn max_pool(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32]) {
                     let (n, oh) = (row / g.oh, row % g.oh);
                     let (r0, r1) = g.rows(oh);
                     for (ow, best) in orow.chunks_exact_mut(c).enumerate() {
+                        let best = &mut best[..c];
                         let (c0, c1) = g.cols(ow);
-                        let mut first = true;
+                        if r0 == r1 || c0 == c1 {
+                            best.fill(0.0);
+                            continue;
+                        }
+                        // The first real element seeds the maximum; indexed loops vectorise.
+                        best.copy_from_slice(&x[((n * g.h + r0) * g.w + c0) * c..][..c]);
                         for ih in r0..r1 {
                             let base = ((n * g.h + ih) * g.w) * c;
                             for iw in c0..c1 {
-                                let xs = &x[base + iw * c..base + (iw + 1) * c];
-                                if first {
-                                    best.copy_from_slice(xs);
-                                    first = false;
-                                } else {
-                                    for (b, &v) in best.iter_mut().zip(xs) {
-                                        *b = if v > *b { v } else { *b };
-                                    }
+                                let xs = &x[base + iw * c..][..c];
+                                for k in 0..c {
+                                    best[k] = if xs[k] > best[k] { xs[k] } else { best[k] };
                                 }
                             }
-                        }
-                        if first {
-                            best.fill(0.0);
                         }
                     }
                 }
@@ -211,7 +209,7 @@ fn grad_image(
 ) {
     isa.vectorize(
         #[inline(always)]
-        || match (disjoint, g.c % LANES == 0) {
+        || match (disjoint, g.c.is_multiple_of(LANES)) {
             (true, true) => image_lanes::<true>(g, x, dy, dx, relu, post),
             (false, true) => image_lanes::<false>(g, x, dy, dx, relu, post),
             (true, false) => image::<true>(g, x, dy, dx, scratch, relu, post),

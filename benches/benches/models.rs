@@ -1,0 +1,120 @@
+//! Run: `cargo bench -p cnnc-benches --bench models` (one model: `... --bench models -- mnist_cnn`;
+//! threads: `CNNC_BENCH_THREADS=1`, default 2).
+//!
+//! Whole-model speed, the figures the peers (`../shared/peers/bench.py`) report on the same
+//! machine: training throughput (one `train_step`: forward, loss, backward, BN statistics, at
+//! batch 128, synthetic data; the optimiser update is the runtime's and not included) and batch-1
+//! inference latency, for the native backend and the reference interpreter. Throughput is
+//! `Elements(images)`, so criterion's `elem/s` reads as images/s; each line also gives GFLOP/s
+//! (conv + dense MACs × 2, × 3 for training, as the peers count).
+//!
+//! | model | input | train batch | fwd GFLOP/img | peers' best train img/s | ORT b1 ms |
+//! |---|---|---|---|---|---|
+//! | mnist_cnn | 28×28×1 | 128 | 0.00848 | 6,067 (keras-tf) | 0.054 |
+//! | lenet5 | 32×32×1 | 128 | 0.00056 | 26,559 (torch-cl) | 0.026 |
+//! | cifar10_cnn | 32×32×3 | 128 | 0.07937 | 1,105 (keras-tf) | 0.337 |
+//! | resnet18 | 32×32×3 | 128 | 1.11085 | 74 (torch-compile) | 3.682 |
+
+use std::path::Path;
+use std::time::Duration;
+
+use cnnc_compiler::interp::InterpExecutor;
+use cnnc_compiler::ir::{LossKind, Mode};
+use cnnc_compiler::lower::lower;
+use cnnc_compiler::native::NativeExecutor;
+use cnnc_compiler::spec::{load_model, ModelSpec};
+use cnnc_runtime::init::init_params;
+use cnnc_runtime::rng::Rng;
+use cnnc_runtime::{Executor, TargetLayout, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// (model file, forward GFLOP per image as the peers count it).
+const MODELS: [(&str, f64); 4] = [
+    ("mnist_cnn", 0.00848),
+    ("lenet5", 0.00056),
+    ("cifar10_cnn", 0.07937),
+    ("resnet18", 1.11085),
+];
+const TRAIN_BATCH: usize = 128;
+
+fn spec(name: &str) -> ModelSpec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{name}.yaml"));
+    load_model(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn threads() -> usize {
+    std::env::var("CNNC_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+fn executor(spec: &ModelSpec, batch: usize, native: bool) -> Box<dyn Executor> {
+    let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
+    let logits = spec.training.from_logits.unwrap_or(false);
+    let train = lower(spec, batch, Mode::Training).unwrap();
+    let infer = lower(spec, batch, Mode::Inference).unwrap();
+    if native {
+        Box::new(NativeExecutor::new(train, infer, loss, logits, threads()).unwrap())
+    } else {
+        Box::new(InterpExecutor::new(train, infer, loss, logits).unwrap())
+    }
+}
+
+/// Synthetic inputs `[n, ..input]` and targets in the executor's layout.
+fn batch(exec: &dyn Executor, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let len: usize = exec.input_shape().iter().product();
+    let k = exec.output_size();
+    let mut rng = Rng::new(1);
+    let x = (0..n * len).map(|_| rng.uniform()).collect();
+    let y = match exec.target_layout() {
+        TargetLayout::ClassIds => (0..n).map(|i| (i % k) as f32).collect(),
+        TargetLayout::Dense => (0..n * k).map(|j| if j % k == (j / k) % k { 1.0 } else { 0.0 }).collect(),
+    };
+    (x, y)
+}
+
+fn train(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    for (name, gflop) in MODELS {
+        let spec = spec(name);
+        for native in [true, false] {
+            // The interpreter needs minutes per ResNet18 step; it is the oracle, not a contender.
+            if !native && name == "resnet18" {
+                continue;
+            }
+            let mut exec = executor(&spec, TRAIN_BATCH, native);
+            let mut params: Vec<Tensor> = init_params(exec.params(), 0);
+            let mut grads: Vec<Tensor> =
+                exec.params().iter().filter(|p| p.trainable).map(|p| Tensor::zeros(&p.shape)).collect();
+            let (x, y) = batch(exec.as_ref(), TRAIN_BATCH);
+            let mut preds = vec![0.0; TRAIN_BATCH * exec.output_size()];
+            group.throughput(Throughput::Elements(TRAIN_BATCH as u64));
+            let id = BenchmarkId::new(if native { "native" } else { "interp" }, name);
+            let mut step = 0;
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    step += 1;
+                    exec.train_step(&mut params, &mut grads, &x, &y, TRAIN_BATCH, step, &mut preds)
+                })
+            });
+            eprintln!("  ({name}: {gflop} GFLOP/img forward; GFLOP/s = img/s x {:.4})", 3.0 * gflop);
+        }
+    }
+    group.finish();
+}
+
+fn latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("infer_b1");
+    for (name, _) in MODELS {
+        let spec = spec(name);
+        let mut exec = executor(&spec, 1, true);
+        let params: Vec<Tensor> = init_params(exec.params(), 0);
+        let (x, _) = batch(exec.as_ref(), 1);
+        let mut out = vec![0.0; exec.output_size()];
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("native", name), |b| b.iter(|| exec.predict(&params, &x, 1, &mut out)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, train, latency);
+criterion_main!(benches);
