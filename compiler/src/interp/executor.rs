@@ -41,19 +41,7 @@ impl InterpExecutor {
     /// have the same batch size, input shape and prediction shape, and a subset of its parameters.
     pub fn new(train_fwd: Graph, inference: Graph, loss: LossKind, from_logits: bool) -> Result<Self, AutodiffError> {
         let train = training_graph(&train_fwd, loss, from_logits)?;
-        let params: Vec<ParamSpec> = train
-            .params()
-            .into_iter()
-            .filter_map(|id| match &train.node(id).op {
-                crate::ir::Op::Param { name, role, init } => Some(ParamSpec {
-                    name: name.clone(),
-                    shape: train.shape(id).0.clone(),
-                    init: *init,
-                    trainable: role.trainable(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let params: Vec<ParamSpec> = train.param_specs();
         let mut inference_params = Vec::new();
         for id in inference.params() {
             let (name, _) = inference.param_info(id).unwrap_or(("", crate::ir::ParamRole::Kernel));

@@ -182,6 +182,23 @@ impl Graph {
             .collect()
     }
 
+    /// The parameters as the runtime's `Executor` contract lists them, in graph order: Keras
+    /// name, shape, initialiser, and whether the optimiser updates them.
+    pub fn param_specs(&self) -> Vec<cnnc_runtime::ParamSpec> {
+        self.params()
+            .into_iter()
+            .filter_map(|id| match &self.node(id).op {
+                Op::Param { name, role, init } => Some(cnnc_runtime::ParamSpec {
+                    name: name.clone(),
+                    shape: self.shape(id).0.clone(),
+                    init: *init,
+                    trainable: role.trainable(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Name and role of a parameter node.
     pub fn param_info(&self, id: NodeId) -> Option<(&str, ParamRole)> {
         match &self.node(id).op {

@@ -18,7 +18,7 @@ use super::compiled::{Compiled, Loc, Mem, Region};
 use super::profile::Profile;
 use super::{dispatch, NativeError};
 use crate::autodiff::training_graph;
-use crate::ir::{rebatch, Graph, LossKind, Mode, Op, OutputRole};
+use crate::ir::{rebatch, Graph, LossKind, Mode, OutputRole};
 use crate::kernel_ir::{Machine, Program};
 use crate::lower::lower;
 use crate::passes::{compile, PipelineOptions};
@@ -157,19 +157,7 @@ impl NativeExecutor {
         opts: NativeOptions,
     ) -> Result<Self, NativeError> {
         let train = training_graph(&train_fwd, loss, from_logits)?;
-        let params: Vec<ParamSpec> = train
-            .params()
-            .into_iter()
-            .filter_map(|id| match &train.node(id).op {
-                Op::Param { name, role, init } => Some(ParamSpec {
-                    name: name.clone(),
-                    shape: train.shape(id).0.clone(),
-                    init: *init,
-                    trainable: role.trainable(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let params: Vec<ParamSpec> = train.param_specs();
         for id in inference.params() {
             let name = inference.param_info(id).map_or("", |(n, _)| n);
             match params.iter().find(|p| p.name == name) {
