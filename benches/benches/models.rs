@@ -38,12 +38,17 @@ const MODELS: [(&str, f64); 4] = [
 const TRAIN_BATCH: usize = 128;
 
 fn spec(name: &str) -> ModelSpec {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{name}.yaml"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(format!("{name}.yaml"));
     load_model(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn threads() -> usize {
-    std::env::var("CNNC_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+    std::env::var("CNNC_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
 }
 
 fn executor(spec: &ModelSpec, batch: usize, native: bool) -> Box<dyn Executor> {
@@ -66,7 +71,9 @@ fn batch(exec: &dyn Executor, n: usize) -> (Vec<f32>, Vec<f32>) {
     let x = (0..n * len).map(|_| rng.uniform()).collect();
     let y = match exec.target_layout() {
         TargetLayout::ClassIds => (0..n).map(|i| (i % k) as f32).collect(),
-        TargetLayout::Dense => (0..n * k).map(|j| if j % k == (j / k) % k { 1.0 } else { 0.0 }).collect(),
+        TargetLayout::Dense => (0..n * k)
+            .map(|j| if j % k == (j / k) % k { 1.0 } else { 0.0 })
+            .collect(),
     };
     (x, y)
 }
@@ -83,8 +90,12 @@ fn train(c: &mut Criterion) {
             }
             let mut exec = executor(&spec, TRAIN_BATCH, native);
             let mut params: Vec<Tensor> = init_params(exec.params(), 0);
-            let mut grads: Vec<Tensor> =
-                exec.params().iter().filter(|p| p.trainable).map(|p| Tensor::zeros(&p.shape)).collect();
+            let mut grads: Vec<Tensor> = exec
+                .params()
+                .iter()
+                .filter(|p| p.trainable)
+                .map(|p| Tensor::zeros(&p.shape))
+                .collect();
             let (x, y) = batch(exec.as_ref(), TRAIN_BATCH);
             let mut preds = vec![0.0; TRAIN_BATCH * exec.output_size()];
             group.throughput(Throughput::Elements(TRAIN_BATCH as u64));
@@ -96,7 +107,10 @@ fn train(c: &mut Criterion) {
                     exec.train_step(&mut params, &mut grads, &x, &y, TRAIN_BATCH, step, &mut preds)
                 })
             });
-            eprintln!("  ({name}: {gflop} GFLOP/img forward; GFLOP/s = img/s x {:.4})", 3.0 * gflop);
+            eprintln!(
+                "  ({name}: {gflop} GFLOP/img forward; GFLOP/s = img/s x {:.4})",
+                3.0 * gflop
+            );
         }
     }
     group.finish();
@@ -111,7 +125,9 @@ fn latency(c: &mut Criterion) {
         let (x, _) = batch(exec.as_ref(), 1);
         let mut out = vec![0.0; exec.output_size()];
         group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::new("native", name), |b| b.iter(|| exec.predict(&params, &x, 1, &mut out)));
+        group.bench_function(BenchmarkId::new("native", name), |b| {
+            b.iter(|| exec.predict(&params, &x, 1, &mut out))
+        });
     }
     group.finish();
 }
