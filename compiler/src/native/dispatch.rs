@@ -5,7 +5,7 @@
 use cnnc_runtime::kernels::activation::Act;
 use cnnc_runtime::kernels::conv::Pad;
 use cnnc_runtime::kernels::norm::{self, BnBackward};
-use cnnc_runtime::kernels::optim::{self, Rule};
+use cnnc_runtime::kernels::optim;
 use cnnc_runtime::kernels::pool2d::{self, PoolGeom as RtPool};
 use cnnc_runtime::kernels::softmax::{self, LossKind as RtLoss, Targets};
 use cnnc_runtime::kernels::{elementwise as ew, Ctx};
@@ -13,7 +13,7 @@ use cnnc_runtime::kernels::{elementwise as ew, Ctx};
 use super::compiled::{Mem, Step};
 use super::dispatch_gemm;
 use crate::ir::{Activation, LossKind, Moment, Pad2d};
-use crate::kernel_ir::{BnSource, EwOp, KernelOp, PoolGeom, PoolKind, UpdateRule};
+use crate::kernel_ir::{BnSource, EwOp, KernelOp, PoolGeom, PoolKind};
 
 /// The runtime activation of `a`; softmax is not elementwise.
 pub(super) fn act_of(a: Activation) -> Result<Act, String> {
@@ -76,36 +76,6 @@ fn targets(sparse: bool, t: &[f32]) -> Targets<'_> {
         Targets::Sparse(t)
     } else {
         Targets::Dense(t)
-    }
-}
-
-fn rule(r: &UpdateRule) -> Rule {
-    match *r {
-        UpdateRule::Sgd { lr, momentum, nesterov } => Rule::Sgd { lr, momentum, nesterov },
-        UpdateRule::Adam {
-            lr,
-            beta_1,
-            beta_2,
-            epsilon,
-        } => Rule::Adam {
-            lr,
-            beta_1,
-            beta_2,
-            epsilon,
-        },
-        UpdateRule::RmsProp {
-            lr,
-            rho,
-            momentum,
-            epsilon,
-            centered,
-        } => Rule::RmsProp {
-            lr,
-            rho,
-            momentum,
-            epsilon,
-            centered,
-        },
     }
 }
 
@@ -345,7 +315,7 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
                 return;
             };
             let mut slots: Vec<&mut [f32]> = slots.iter().map(|&l| m.get_mut(l)).collect();
-            optim::update(ctx, &rule(r), t, m.get_mut(*param), m.get(i[0]), &mut slots);
+            optim::update(ctx, r, t, m.get_mut(*param), m.get(i[0]), &mut slots);
         }
     }
 }

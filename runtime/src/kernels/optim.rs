@@ -11,22 +11,28 @@
 //! Slots are passed in the rule's order (SGD `[velocity]` with momentum; Adam `[m, v]`;
 //! RMSprop `[velocity, (average_gradient if centered), (momentum if momentum ≠ 0)]`).
 
+use std::fmt;
+
 use super::Ctx;
 
-/// An update rule with its hyperparameters.
+/// A Keras optimiser with its hyperparameters (`tf.keras.optimizers.*` defaults via
+/// [`Rule::sgd`], [`Rule::adam`], [`Rule::rmsprop`]). `t` below is the
+/// 1-based step number every program run receives.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Rule {
-    Sgd {
-        lr: f32,
-        momentum: f32,
-        nesterov: bool,
-    },
+    /// `v = momentum·v − lr·g`; `w += v` (nesterov: `w += momentum·v − lr·g`); without momentum
+    /// `w −= lr·g` and no state.
+    Sgd { lr: f32, momentum: f32, nesterov: bool },
+    /// `m += (g − m)(1 − β1)`, `v += (g² − v)(1 − β2)`,
+    /// `w −= lr·√(1 − β2ᵗ)/(1 − β1ᵗ) · m / (√v + ε)`.
     Adam {
         lr: f32,
         beta_1: f32,
         beta_2: f32,
         epsilon: f32,
     },
+    /// `v = ρ·v + (1 − ρ)g²`; centered: `a = ρ·a + (1 − ρ)g`, `d = v − a²` else `d = v`;
+    /// `inc = lr·g/√(d + ε)`; with momentum `m = momentum·m + inc`, `w −= m`, else `w −= inc`.
     RmsProp {
         lr: f32,
         rho: f32,
@@ -37,12 +43,93 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// State slots the rule needs.
-    pub fn slots(&self) -> usize {
+    /// `tf.keras.optimizers.SGD()`: learning rate 0.01, no momentum.
+    pub fn sgd() -> Self {
+        Rule::Sgd {
+            lr: 0.01,
+            momentum: 0.0,
+            nesterov: false,
+        }
+    }
+
+    /// `tf.keras.optimizers.Adam()`: 0.001, β1 0.9, β2 0.999, ε 1e-7.
+    pub fn adam() -> Self {
+        Rule::Adam {
+            lr: 0.001,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        }
+    }
+
+    /// `tf.keras.optimizers.RMSprop()`: 0.001, ρ 0.9, no momentum, ε 1e-7, not centered.
+    pub fn rmsprop() -> Self {
+        Rule::RmsProp {
+            lr: 0.001,
+            rho: 0.9,
+            momentum: 0.0,
+            epsilon: 1e-7,
+            centered: false,
+        }
+    }
+
+    /// Names of the per-parameter state tensors (each the parameter's shape), in operand order.
+    pub fn slots(&self) -> Vec<&'static str> {
         match *self {
-            Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
-            Rule::Adam { .. } => 2,
-            Rule::RmsProp { momentum, centered, .. } => 1 + usize::from(centered) + usize::from(momentum != 0.0),
+            Rule::Sgd { momentum, .. } if momentum != 0.0 => vec!["velocity"],
+            Rule::Sgd { .. } => vec![],
+            Rule::Adam { .. } => vec!["m", "v"],
+            Rule::RmsProp { momentum, centered, .. } => {
+                let mut s = vec!["velocity"];
+                if centered {
+                    s.push("average_gradient");
+                }
+                if momentum != 0.0 {
+                    s.push("momentum");
+                }
+                s
+            }
+        }
+    }
+
+    pub fn keras_name(&self) -> &'static str {
+        match self {
+            Rule::Sgd { .. } => "sgd",
+            Rule::Adam { .. } => "adam",
+            Rule::RmsProp { .. } => "rmsprop",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Rule::Sgd { lr, momentum, nesterov } => {
+                write!(f, "sgd lr={lr} momentum={momentum}")?;
+                if nesterov {
+                    write!(f, " nesterov")?;
+                }
+                Ok(())
+            }
+            Rule::Adam {
+                lr,
+                beta_1,
+                beta_2,
+                epsilon,
+            } => write!(f, "adam lr={lr} beta_1={beta_1} beta_2={beta_2} epsilon={epsilon}"),
+            Rule::RmsProp {
+                lr,
+                rho,
+                momentum,
+                epsilon,
+                centered,
+            } => {
+                write!(f, "rmsprop lr={lr} rho={rho} momentum={momentum} epsilon={epsilon}")?;
+                if centered {
+                    write!(f, " centered")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -54,7 +141,7 @@ pub fn update(ctx: &Ctx, rule: &Rule, t: u64, param: &mut [f32], grad: &[f32], s
     assert_eq!(grad.len(), len, "update: gradient length");
     assert_eq!(
         slots.len(),
-        rule.slots(),
+        rule.slots().len(),
         "update: {} slots for rule {rule:?}",
         slots.len()
     );
@@ -143,5 +230,24 @@ fn apply(rule: &Rule, t: u64, p: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]
             }
         }
         _ => panic!("update: slots do not match the rule"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_hyperparameters() {
+        assert!(Rule::sgd().slots().is_empty());
+        assert_eq!(Rule::adam().slots(), ["m", "v"]);
+        let r = Rule::RmsProp {
+            lr: 0.001,
+            rho: 0.9,
+            momentum: 0.5,
+            epsilon: 1e-7,
+            centered: true,
+        };
+        assert_eq!(r.slots(), ["velocity", "average_gradient", "momentum"]);
     }
 }
