@@ -97,6 +97,22 @@ pub struct GraphOutput {
     pub node: NodeId,
 }
 
+impl GraphOutput {
+    /// The same output after a pass moved nodes: `map` gives each old node's new id (the
+    /// output's node and the parameter its role names).
+    pub fn remap(&self, map: impl Fn(NodeId) -> NodeId) -> GraphOutput {
+        let role = match self.role {
+            OutputRole::Gradient { param } => OutputRole::Gradient { param: map(param) },
+            OutputRole::StateUpdate { param } => OutputRole::StateUpdate { param: map(param) },
+            ref r => r.clone(),
+        };
+        GraphOutput {
+            role,
+            node: map(self.node),
+        }
+    }
+}
+
 /// A Keras layer as the user declared it: the rows of `cnnc summary`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {

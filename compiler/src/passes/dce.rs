@@ -62,20 +62,7 @@ pub fn run(g: Graph) -> Graph {
             l
         })
         .collect();
-    out.outputs = g
-        .outputs
-        .iter()
-        .map(|o| {
-            let mut o = o.clone();
-            o.node = live_ancestor(o.node);
-            if let crate::ir::OutputRole::Gradient { param } | crate::ir::OutputRole::StateUpdate { param } =
-                &mut o.role
-            {
-                *param = live_ancestor(*param);
-            }
-            o
-        })
-        .collect();
+    out.outputs = g.outputs.iter().map(|o| o.remap(live_ancestor)).collect();
     out
 }
 

@@ -108,19 +108,6 @@ pub fn run(g: Graph) -> Result<Graph, PassError> {
             l
         })
         .collect();
-    out.outputs = g
-        .outputs
-        .iter()
-        .map(|o| {
-            let mut o = o.clone();
-            o.node = m(o.node);
-            if let crate::ir::OutputRole::Gradient { param } | crate::ir::OutputRole::StateUpdate { param } =
-                &mut o.role
-            {
-                *param = m(*param);
-            }
-            o
-        })
-        .collect();
+    out.outputs = g.outputs.iter().map(|o| o.remap(m)).collect();
     Ok(out)
 }
