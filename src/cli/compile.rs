@@ -10,6 +10,7 @@ use cnnc_compiler::spec::load_model;
 
 use super::args::CompileArgs;
 use super::error::{CliError, OrCli};
+use super::summary::human_bytes;
 
 pub fn run(a: CompileArgs) -> Result<(), CliError> {
     if a.batch_size == 0 {
@@ -84,12 +85,4 @@ fn check_output_dir(dir: &Path) -> Result<(), CliError> {
         )));
     }
     Ok(())
-}
-
-fn human_bytes(b: usize) -> String {
-    match b {
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }

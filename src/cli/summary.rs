@@ -37,7 +37,8 @@ pub fn run(a: SummaryArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn human_bytes(b: usize) -> String {
+/// A byte count for people: `38.4 MiB`.
+pub fn human_bytes(b: usize) -> String {
     match b {
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
