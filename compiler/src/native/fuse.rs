@@ -63,3 +63,37 @@ pub(super) fn run(p: &mut Program) -> Vec<Option<Activation>> {
     }
     acts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autodiff::training_graph;
+    use crate::ir::{LossKind, Mode};
+    use crate::kernel_ir::Machine;
+    use crate::passes::{compile, PipelineOptions};
+
+    /// The MNIST CNN's training program has two conv → relu → max-pool stages: both pool
+    /// gradients absorb their ReLU gradient, so two kernels go and two fused ones carry ReLU.
+    #[test]
+    fn mnist_cnn_pool_gradients_absorb_relu_gradients() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist_cnn.yaml");
+        let spec = crate::spec::load_model(&path).unwrap();
+        let fwd = crate::lower::lower(&spec, 2, Mode::Training).unwrap();
+        let train = training_graph(&fwd, LossKind::SparseCategoricalCrossentropy, false).unwrap();
+        let opts = PipelineOptions {
+            machine: Machine::reference(),
+            verify: true,
+            ..PipelineOptions::default()
+        };
+        let mut p = compile(train, &opts).unwrap();
+        let before = p.run_kernels();
+        let acts = run(&mut p);
+        assert_eq!(
+            p.run_kernels(),
+            before - 2,
+            "two activation-gradient kernels fused away"
+        );
+        assert_eq!(acts.iter().filter(|a| **a == Some(Activation::Relu)).count(), 2);
+        assert!(plan::check(&p).is_empty(), "the re-planned arena is valid");
+    }
+}
