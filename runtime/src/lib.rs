@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod exec;
+pub mod fpenv;
 pub mod init;
 pub mod kernels;
 pub mod optim;

@@ -257,6 +257,8 @@ impl<S> StatePtr<S> {
 }
 
 fn worker_loop(sh: &Shared, index: usize, mut seen: usize) {
+    // Workers run nothing but kernels (see `crate::fpenv`).
+    crate::fpenv::flush_denormals_forever();
     loop {
         // Wait for a new epoch: spin, then block.
         let start = Instant::now();

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use cnnc_runtime::fpenv::FlushDenormals;
 use cnnc_runtime::kernels::{Ctx, KernelIsa};
 use cnnc_runtime::pool::Pool;
 use cnnc_runtime::{Executor, ParamSpec, StepResult, TargetLayout, Tensor};
@@ -410,6 +411,7 @@ impl Executor for NativeExecutor {
         gptrs.clear();
         gptrs.extend(grads.iter_mut().map(|g| g.data.as_mut_ptr()));
         let ctx = Ctx::with_isa(&self.pool, self.isa);
+        let _ftz = FlushDenormals::new();
         let ws = &mut self.workspace[..];
         let arena = self.arena.slice(c.arena_len);
         // SAFETY: the arena, input, target, every parameter and every gradient are distinct
@@ -465,6 +467,7 @@ impl Executor for NativeExecutor {
         // Inference programs never write parameters (`Compiled::new` with `writable: false`).
         ptrs.extend(c.param_index.iter().map(|&i| params[i].data.as_ptr().cast_mut()));
         let ctx = Ctx::with_isa(&self.pool, self.isa);
+        let _ftz = FlushDenormals::new();
         let ws = &mut self.workspace[..];
         let arena = self.arena.slice(c.arena_len);
         // SAFETY: as in `train_step`; the parameters are only read (no output of an inference

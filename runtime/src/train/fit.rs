@@ -25,6 +25,8 @@ pub fn fit(
     observer: &mut dyn TrainObserver,
 ) -> Result<History, TrainError> {
     check_params(exec, params)?;
+    // The optimiser's updates too run with denormals flushed, as every kernel does.
+    let _ftz = crate::fpenv::FlushDenormals::new();
     check_batch(exec, cfg.batch_size)?;
     check_data(exec, train, "training data")?;
     let specs = exec.params().to_vec();
