@@ -17,7 +17,7 @@ use super::im2col::{col2im_add, im2col};
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
-use super::Ctx;
+use super::{Ctx, KernelIsa};
 use crate::pool::task_range;
 use std::cell::RefCell;
 
@@ -164,10 +164,14 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
     let (c, f, kw) = (g.c, g.f, g.kw);
     let [sh, sw] = g.stride;
     let wp = g.w + g.pad.left + g.pad.right;
-    let ctiles: Vec<(usize, usize)> = line_tiles(c, mr).collect();
-    // (tap, first channel, rows), in dw row order.
-    let tiles: Vec<(usize, usize, usize)> = (0..g.kh * kw)
-        .flat_map(|t| ctiles.iter().map(move |&(c0, r)| (t, c0, r)))
+    // The dw rows of one kernel row (its `kw` taps × `c` channels) are contiguous in dw and in
+    // every slab row, so a row tile spans taps: a 1-channel conv gets 3-row tiles (6
+    // accumulators, enough to hide the FMA latency) instead of 1-row ones.
+    let row_len = kw * c;
+    let rtiles: Vec<(usize, usize)> = line_tiles(row_len, mr).collect();
+    // (kernel row, first row within it, rows), in dw row order.
+    let tiles: Vec<(usize, usize, usize)> = (0..g.kh)
+        .flat_map(|ky| rtiles.iter().map(move |&(r0, r)| (ky, r0, r)))
         .collect();
     let lines = g.n * g.oh;
     let chunk_lines = (PIXELS / g.ow).max(1);
@@ -178,13 +182,14 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
     let mut rest = dw;
     for t in 0..threads {
         let r = task_range(tiles.len(), threads, t);
-        let k_of = |i: usize| tiles.get(i).map_or(g.k(), |&(tap, c0, _)| tap * c + c0);
+        let k_of = |i: usize| tiles.get(i).map_or(g.k(), |&(ky, r0, _)| ky * row_len + r0);
         let (k0, k1) = (k_of(r.start), k_of(r.end));
         let (mine, tail) = rest.split_at_mut((k1 - k0) * f);
         rest = tail;
         parts.push((mine, k0, vec![0.0; if t == 0 && want_bias { f } else { 0 }]));
     }
     let chunk_px = chunk_lines * g.ow;
+    let in_place = f.is_multiple_of(lanes);
     ctx.pool
         .run_with_state(&mut parts, tiles.len(), |(dwp, k0, bsum), _t, range| {
             if range.is_empty() && bsum.is_empty() {
@@ -197,14 +202,18 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                         let (p0, p1) = (l0 * g.ow, l1 * g.ow);
                         let dyb = &dy[p0 * f..p1 * f];
                         if !bsum.is_empty() {
-                            for row in dyb.chunks_exact(f) {
-                                bsum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
-                            }
+                            add_columns(isa, dyb, f, bsum);
                         }
                         if range.is_empty() {
                             continue;
                         }
-                        pack_rows(dyb, p1 - p0, f, nr, bpack);
+                        // dy's rows are B's; when whole vectors tile them, read them in place.
+                        let (bsrc, b_stride, panel_len): (&[f32], usize, usize) = if in_place {
+                            (dyb, f, nr)
+                        } else {
+                            pack_rows(dyb, p1 - p0, f, nr, bpack);
+                            (&bpack[..], nr, (p1 - p0) * nr)
+                        };
                         let (runs, used) = build_slab(g, x, l0, l1, wp, slab);
                         let slab = &slab[..used];
                         let segs: Vec<usize> = runs
@@ -213,8 +222,8 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                             .collect();
                         for j in 0..panels {
                             let c0 = j * nr;
-                            for &(tap, ch0, rows) in &tiles[range.clone()] {
-                                let tap_off = ((tap / kw) * wp + tap % kw) * c + ch0;
+                            for &(ky, r0, rows) in &tiles[range.clone()] {
+                                let tap_off = ky * wp * c + r0;
                                 let tile = Tile {
                                     rows,
                                     cols: nr.min(f - c0),
@@ -223,13 +232,13 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                                     lda: sw * c,
                                     a_layout: ALayout::ColMajor,
                                     segs: Some(&segs),
-                                    b: &bpack[j * (p1 - p0) * nr..],
-                                    b_stride: nr,
+                                    b: &bsrc[j * panel_len..],
+                                    b_stride,
                                     ldc: f,
                                     accumulate: ci > 0,
                                     finish: None,
                                 };
-                                run_tile(isa, &tile, &mut dwp[(tap * c + ch0 - *k0) * f + c0..]);
+                                run_tile(isa, &tile, &mut dwp[(ky * row_len + r0 - *k0) * f + c0..]);
                             }
                         }
                     }
@@ -276,9 +285,7 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                         let pixels = PIXELS.min(m - p0);
                         let dyb = &dy[p0 * f..(p0 + pixels) * f];
                         if !bsum.is_empty() {
-                            for row in dyb.chunks_exact(f) {
-                                bsum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
-                            }
+                            add_columns(isa, dyb, f, bsum);
                         }
                         if k1 <= k0 {
                             continue;
@@ -317,6 +324,18 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
             *d = *s as f32;
         }
     }
+}
+
+/// `sums[j] += Σ_r rows[r·n + j]` in f64, vectorised for `isa` (a bias gradient's reduction).
+fn add_columns(isa: KernelIsa, rows: &[f32], n: usize, sums: &mut [f64]) {
+    isa.vectorize(
+        #[inline(always)]
+        || {
+            for row in rows.chunks_exact(n) {
+                sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+            }
+        },
+    )
 }
 
 /// Packs `rows × n` row-major `src` into panels `[ceil(n/nr)][rows][nr]` (zero-padded).
