@@ -97,8 +97,10 @@ fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
 #[ignore = "timing"]
 fn mnist_cnn_training_throughput() {
     let steps = std::env::var("STEPS").map_or(30, |s| s.parse().unwrap_or(30));
+    // `MODEL=lenet5` (any model of models/, batch 128) measures another one.
+    let model = std::env::var("MODEL").unwrap_or_else(|_| "mnist_cnn".into());
     for threads in [1, 2] {
-        assert!(throughput("mnist_cnn", 128, threads, steps) > 0.0);
+        assert!(throughput(&model, 128, threads, steps) > 0.0);
     }
 }
 
@@ -108,5 +110,52 @@ fn resnet18_training_throughput() {
     let steps = std::env::var("STEPS").map_or(5, |s| s.parse().unwrap_or(5));
     for threads in [1, 2] {
         assert!(throughput("resnet18", 32, threads, steps) > 0.0);
+    }
+}
+
+/// Batch-1 inference latency (fastest and median of many calls) with 1 and 2 threads.
+fn latency(model: &str, threads: usize, calls: usize) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(format!("{model}.yaml"));
+    let spec = load_model(&path).unwrap_or_else(|e| panic!("{e}"));
+    let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
+    let from_logits = spec.training.from_logits.unwrap_or(false);
+    let mut ex = NativeExecutor::from_spec(&spec, 1, loss, from_logits, threads).unwrap();
+    let params = init_params(ex.params(), 1);
+    let mut rng = Rng::new(2);
+    let len: usize = ex.input_shape().iter().product();
+    let x: Vec<f32> = (0..len).map(|_| rng.uniform()).collect();
+    let mut preds = vec![0f32; ex.output_size()];
+    for _ in 0..100 {
+        ex.predict(&params, &x, 1, &mut preds);
+    }
+    let profile = std::env::var("NATIVE_PROFILE").is_ok();
+    ex.set_profiling(profile);
+    let mut times: Vec<f64> = (0..calls)
+        .map(|_| {
+            let t0 = Instant::now();
+            ex.predict(&params, &x, 1, &mut preds);
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{model} batch 1, {threads} thread(s): fastest {:.1} us, median {:.1} us",
+        times[0] * 1e6,
+        times[calls / 2] * 1e6
+    );
+    if profile {
+        print!("{}", ex.profile_report());
+    }
+}
+
+#[test]
+#[ignore = "timing"]
+fn batch1_inference_latency() {
+    for model in ["mnist_cnn", "lenet5"] {
+        for threads in [1, 2] {
+            latency(model, threads, 2000);
+        }
     }
 }

@@ -4,6 +4,10 @@
 
 use super::microkernel::tile_shape;
 use super::KernelIsa;
+use crate::pool::Pool;
+
+/// Packs smaller than this many values are done on the calling thread.
+const PAR_MIN_VALUES: usize = 64 * 1024;
 
 /// A B operand (`k × n`) packed into column panels for one ISA's micro-kernel. Build it once
 /// per weight update (training) or once at load time (inference) and reuse it.
@@ -35,25 +39,55 @@ impl PackedB {
 
     /// Refills this pack from `B` (`[k, n]`, or `[n, k]` when `trans`).
     pub fn pack(&mut self, isa: KernelIsa, k: usize, n: usize, b: &[f32], trans: bool) {
+        self.pack_on(Pool::inline(), isa, k, n, b, trans);
+    }
+
+    /// [`PackedB::pack`] with the panels split over `pool`'s threads (a weight matrix packed
+    /// on every training step would otherwise be a serial stretch of its GEMM).
+    pub fn pack_on(&mut self, pool: &Pool, isa: KernelIsa, k: usize, n: usize, b: &[f32], trans: bool) {
         assert_eq!(b.len(), k * n, "B has {} elements, expected {k}×{n}", b.len());
         let nr = 2 * tile_shape(isa).1;
         self.k = k;
         self.n = n;
         self.nr = nr;
         let panels = n.div_ceil(nr);
-        self.data.clear();
+        // Every value is written below (padding columns included): no need to zero first.
         self.data.resize(panels * k * nr, 0.0);
-        for (j, panel) in self.data.chunks_exact_mut((k * nr).max(1)).enumerate().take(panels) {
-            let c0 = j * nr;
-            let w = nr.min(n - c0);
-            if trans {
-                // B[p][c0 + q] = b[(c0 + q)·k + p]
-                transpose_into(panel, nr, &b[c0 * k..], k, w, k);
-            } else {
-                for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
-                    dst[..w].copy_from_slice(&b[p * n + c0..p * n + c0 + w]);
+        let threads = if panels * k * nr >= PAR_MIN_VALUES {
+            pool.threads()
+        } else {
+            1
+        };
+        let mut parts: Vec<(usize, &mut [f32])> = Vec::with_capacity(threads);
+        let mut rest = &mut self.data[..];
+        for t in 0..threads {
+            let r = crate::pool::task_range(panels, threads, t);
+            let (mine, tail) = rest.split_at_mut(r.len() * k * nr);
+            rest = tail;
+            parts.push((r.start, mine));
+        }
+        let pack_panels = |(j0, dst): &mut (usize, &mut [f32])| {
+            for (dj, panel) in dst.chunks_exact_mut((k * nr).max(1)).enumerate() {
+                let c0 = (*j0 + dj) * nr;
+                let w = nr.min(n - c0);
+                if trans {
+                    // B[p][c0 + q] = b[(c0 + q)·k + p]
+                    transpose_into(panel, nr, &b[c0 * k..], k, w, k);
+                    if w < nr {
+                        panel.chunks_exact_mut(nr).for_each(|row| row[w..].fill(0.0));
+                    }
+                } else {
+                    for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                        dst[..w].copy_from_slice(&b[p * n + c0..p * n + c0 + w]);
+                        dst[w..].fill(0.0);
+                    }
                 }
             }
+        };
+        if threads == 1 {
+            parts.iter_mut().for_each(pack_panels);
+        } else {
+            pool.run_with_state(&mut parts, panels, |part, _t, _range| pack_panels(part));
         }
     }
 
