@@ -80,6 +80,34 @@ fn gemm_epilogue_bias_activation_accumulate_and_moments() {
     }
 }
 
+/// BN statistics of an output whose mean is large against its spread (a bias of 1000, values
+/// spread by about 1): E[y²] − mean² would lose the variance to cancellation in f32 sums; the
+/// centred group statistics keep it to the tolerance of the f64 reference.
+#[test]
+fn gemm_moments_stay_precise_when_the_mean_dwarfs_the_spread() {
+    let (m, n, k) = (1000, 48, 64);
+    let (a, b) = (data(m * k, 11), data(k * n, 12));
+    let bias = vec![1000.0f32; n];
+    for pool in pools() {
+        for isa in isas() {
+            let ctx = Ctx::with_isa(&pool, isa);
+            let mut c = vec![0f32; m * n];
+            let mut moments = vec![0f32; 2 * n];
+            let epi = Epilogue::none().with_bias(&bias).with_moments(&mut moments);
+            gemm(&ctx, &GemmGeom::new(m, n, k), &a, &b, &mut c, false, epi);
+            let mut mref = vec![0f32; 2 * n];
+            for j in 0..n {
+                let col: Vec<f64> = (0..m).map(|i| c[i * n + j] as f64).collect();
+                let mean = col.iter().sum::<f64>() / m as f64;
+                mref[j] = mean as f32;
+                mref[n + j] = (col.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / m as f64) as f32;
+            }
+            let what = format!("{isa:?} threads={}", pool.threads());
+            assert_close(&moments, &mref, KERNEL_TOL, &format!("moments, {what}"));
+        }
+    }
+}
+
 #[test]
 fn gemm_is_deterministic_and_thread_count_independent() {
     let (m, n, k) = (300, 96, 517);

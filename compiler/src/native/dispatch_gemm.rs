@@ -77,10 +77,9 @@ pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
 /// Runs a GEMM-shaped product (`product(epilogue, y)`) into `y [rows, n]` followed by the rest
 /// of the IR epilogue: bias, residual, activation, statistics — in that order.
 ///
-/// BN statistics are taken by a separate shifted pass (`norm::moments`) rather than by the
-/// GEMM epilogue's Σy, Σy² accumulation: E[y²] − mean² loses enough precision when the mean
-/// is large against the spread that normalised values near zero change sign, flipping the
-/// ReLU after BN (resnet18's gradients then drift from the interpreter's).
+/// BN statistics come out of the product's epilogue (per group of rows, centred, combined in a
+/// fixed order: see `kernels::epilogue`), except after a residual add or a softmax, which
+/// happen after the product: then a separate shifted pass (`norm::moments`) takes them.
 #[allow(clippy::too_many_arguments)]
 fn with_epilogue(
     ctx: &Ctx,
@@ -98,8 +97,12 @@ fn with_epilogue(
     if let Some(b) = bias {
         epi = epi.with_bias(b);
     }
+    let mut moments = moments;
     if residual.is_none() && !softmax {
         epi = epi.with_act(act(activation));
+        if let Some(mo) = moments.take() {
+            epi = epi.with_moments(mo);
+        }
     }
     product(epi, y);
     if let Some(r) = residual {

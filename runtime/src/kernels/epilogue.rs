@@ -1,6 +1,6 @@
 //! What a GEMM-shaped kernel does to its output while it is hot: bias, activation, and BN
-//! statistics (per-column Σy and Σy² in f64 per fixed row block, combined in block order into
-//! moments, so they do not depend on the thread count).
+//! statistics (per-column mean and sum of squared deviations per fixed group of rows, combined
+//! in group order into moments, so they do not depend on the thread count).
 
 use super::activation::Act;
 use super::KernelIsa;
@@ -53,47 +53,73 @@ impl<'a> Epilogue<'a> {
     }
 }
 
-/// Adds the column sums and sums of squares of `rows × n` block `y` (row stride `n`) into
-/// `partial = [Σ (n), Σ² (n)]`. Sums a block in f32 first (short, so exact enough), then f64.
+/// Column statistics of one group of rows, `y` (`rows × n`, row stride `n`), written to
+/// `partial = [mean (n), M2 (n)]` (M2: sum of squared deviations from the group mean). Deviations
+/// are taken from the group's first row (a sample, so close to the mean) and summed in f32 over
+/// 16-row blocks, then in f64: no E[y²] − mean² cancellation when the mean is large against the
+/// spread (which would flip the sign of normalised values near zero, and a ReLU after BN).
 #[inline]
-pub(crate) fn accumulate_stats(isa: KernelIsa, y: &[f32], n: usize, partial: &mut [f64]) {
+pub(crate) fn group_stats(isa: KernelIsa, y: &[f32], n: usize, partial: &mut [f64]) {
+    let rows = y.len() / n.max(1);
+    let (mean, m2) = partial.split_at_mut(n);
+    if rows == 0 {
+        mean.fill(0.0);
+        m2.fill(0.0);
+        return;
+    }
+    let shift = &y[..n];
     isa.vectorize(
         #[inline(always)]
         || {
-            let (sum, sq) = partial.split_at_mut(n);
             const BLOCK: usize = 16;
+            mean.fill(0.0);
+            m2.fill(0.0);
             let mut s = vec![0f32; 2 * n];
             for block in y.chunks(BLOCK * n) {
                 let (bs, bq) = s.split_at_mut(n);
                 bs.fill(0.0);
                 bq.fill(0.0);
                 for row in block.chunks_exact(n) {
-                    for ((a, q), &v) in bs.iter_mut().zip(bq.iter_mut()).zip(row) {
-                        *a += v;
-                        *q += v * v;
+                    for (((a, q), &v), &sh) in bs.iter_mut().zip(bq.iter_mut()).zip(row).zip(shift) {
+                        let d = v - sh;
+                        *a += d;
+                        *q += d * d;
                     }
                 }
-                for ((d, e), (&a, &q)) in sum.iter_mut().zip(sq.iter_mut()).zip(bs.iter().zip(bq.iter())) {
+                for ((d, e), (&a, &q)) in mean.iter_mut().zip(m2.iter_mut()).zip(bs.iter().zip(bq.iter())) {
                     *d += a as f64;
                     *e += q as f64;
                 }
             }
         },
-    )
+    );
+    let r = rows as f64;
+    for ((mu, q), &sh) in mean.iter_mut().zip(m2.iter_mut()).zip(shift) {
+        let (s1, s2) = (*mu, *q);
+        *mu = sh as f64 + s1 / r;
+        *q = (s2 - s1 * s1 / r).max(0.0);
+    }
 }
 
-/// Combines partials (in the given order, which must not depend on the thread count) of `rows` rows into `[mean; biased var]`.
-pub(crate) fn finish_moments(partials: &[&[f64]], rows: usize, n: usize, moments: &mut [f32]) {
-    let inv = 1.0 / rows.max(1) as f64;
+/// Combines group statistics (`[mean; M2]` per group of `group` rows, the last one possibly
+/// shorter, in row order — which does not depend on the thread count) of `rows` rows into
+/// `[mean; biased variance]`, by Chan et al.'s pairwise update.
+pub(crate) fn finish_moments(partials: &[&[f64]], rows: usize, group: usize, n: usize, moments: &mut [f32]) {
     for j in 0..n {
-        let (mut s, mut q) = (0.0f64, 0.0f64);
-        for p in partials {
-            s += p[j];
-            q += p[n + j];
+        let (mut count, mut mean, mut m2) = (0f64, 0f64, 0f64);
+        for (g, p) in partials.iter().enumerate() {
+            let nb = group.min(rows.saturating_sub(g * group)) as f64;
+            if nb == 0.0 {
+                continue;
+            }
+            let total = count + nb;
+            let delta = p[j] - mean;
+            mean += delta * nb / total;
+            m2 += p[n + j] + delta * delta * count * nb / total;
+            count = total;
         }
-        let mean = s * inv;
         moments[j] = mean as f32;
-        moments[n + j] = (q * inv - mean * mean).max(0.0) as f32;
+        moments[n + j] = if count > 0.0 { (m2 / count) as f32 } else { 0.0 };
     }
 }
 
@@ -117,7 +143,8 @@ pub(crate) fn apply_rows(isa: KernelIsa, y: &mut [f32], n: usize, epi: &mut Epil
     );
     if let Some(m) = epi.moments.as_deref_mut() {
         let mut p = vec![0.0; 2 * n];
-        accumulate_stats(isa, y, n, &mut p);
-        finish_moments(&[&p], y.len() / n, n, m);
+        let rows = y.len() / n;
+        group_stats(isa, y, n, &mut p);
+        finish_moments(&[&p], rows, rows, n, m);
     }
 }

@@ -14,7 +14,7 @@
 //! combined in group order, so the whole result (moments included) is bit-identical across
 //! thread counts.
 
-use super::epilogue::{accumulate_stats, finish_moments, Epilogue};
+use super::epilogue::{finish_moments, group_stats, Epilogue};
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
 use super::pack::{transpose_into, with_pack, PackedB};
 use super::scratch::{self, Slot};
@@ -147,14 +147,14 @@ pub(crate) fn row_blocks<F>(
             if width > 0 {
                 for (gi, grp) in out.chunks(group * n).enumerate() {
                     let at = (local / group + gi) * width;
-                    accumulate_stats(isa, grp, n, &mut part.stats[at..at + width]);
+                    group_stats(isa, grp, n, &mut part.stats[at..at + width]);
                 }
             }
         }
     });
     if let Some(mo) = moments {
         let partials: Vec<&[f64]> = parts.iter().flat_map(|p| p.stats.chunks_exact(width.max(1))).collect();
-        finish_moments(&partials, m, n, mo);
+        finish_moments(&partials, m, group, n, mo);
     }
 }
 
@@ -206,7 +206,7 @@ pub fn gemm(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: &[f32], c: &mut [f32], accumu
         run(ctx, g, a, BSrc::Direct(b, n), c, accumulate, &mut epi);
     } else {
         with_pack(&PACKED, |p| {
-            p.pack(isa, k, n, b, g.trans_b);
+            p.pack_on(ctx.for_work(g.flops()).pool, isa, k, n, b, g.trans_b);
             run(ctx, g, a, BSrc::Packed(p), c, accumulate, &mut epi);
         });
     }
@@ -294,10 +294,10 @@ fn run(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: BSrc, c: &mut [f32], accumulate: b
         let width = 2 * n;
         let mut stats = vec![0.0; m.div_ceil(group) * width];
         for (grp, s) in c.chunks(group * n).zip(stats.chunks_exact_mut(width)) {
-            accumulate_stats(isa, grp, n, s);
+            group_stats(isa, grp, n, s);
         }
         let partials: Vec<&[f64]> = stats.chunks_exact(width).collect();
-        finish_moments(&partials, m, n, mo);
+        finish_moments(&partials, m, group, n, mo);
     }
 }
 
