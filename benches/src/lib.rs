@@ -10,7 +10,7 @@
 use cnnc_runtime::kernels::{conv2d_forward, Act, ConvGeom, Ctx, Epilogue, GemmGeom};
 use std::time::{Duration, Instant};
 
-/// One convolution layer of a model, TF SAME padding.
+/// One convolution layer of a model, TF SAME (or VALID) padding.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvShape {
     /// `model/layer`.
@@ -23,11 +23,14 @@ pub struct ConvShape {
     pub k: usize,
     pub f: usize,
     pub stride: usize,
+    /// VALID padding (LeNet-5) instead of SAME.
+    pub valid: bool,
 }
 
 impl ConvShape {
     pub fn geom(&self) -> ConvGeom {
-        ConvGeom::same(
+        let geom = if self.valid { ConvGeom::valid } else { ConvGeom::same };
+        geom(
             self.batch,
             [self.hw, self.hw],
             self.c,
@@ -40,8 +43,15 @@ impl ConvShape {
     /// Short id for benchmark names: `28x28x1-32k3s1n128`.
     pub fn id(&self) -> String {
         format!(
-            "{}x{}x{}-{}k{}s{}n{}",
-            self.hw, self.hw, self.c, self.f, self.k, self.stride, self.batch
+            "{}x{}x{}-{}k{}s{}{}n{}",
+            self.hw,
+            self.hw,
+            self.c,
+            self.f,
+            self.k,
+            self.stride,
+            if self.valid { "v" } else { "" },
+            self.batch
         )
     }
 }
@@ -55,14 +65,24 @@ const fn conv(name: &'static str, batch: usize, hw: usize, c: usize, k: usize, f
         k,
         f,
         stride,
+        valid: false,
     }
 }
 
-/// Every distinct conv layer of the three models, at the model's training batch size
-/// (MNIST CNN 128, CIFAR-10 CNN 64, ResNet18 32; see `models/*.yaml`).
+const fn conv_valid(name: &'static str, batch: usize, hw: usize, c: usize, k: usize, f: usize) -> ConvShape {
+    ConvShape {
+        valid: true,
+        ..conv(name, batch, hw, c, k, f, 1)
+    }
+}
+
+/// Every distinct conv layer of the four models, at the model's training batch size
+/// (MNIST CNN and LeNet-5 128, CIFAR-10 CNN 64, ResNet18 32; see `models/*.yaml`).
 pub const CONV_SHAPES: &[ConvShape] = &[
     conv("mnist_cnn/conv1", 128, 28, 1, 3, 32, 1),
     conv("mnist_cnn/conv2", 128, 14, 32, 3, 64, 1),
+    conv_valid("lenet5/conv1", 128, 28, 1, 5, 6),
+    conv_valid("lenet5/conv2", 128, 12, 6, 5, 16),
     conv("cifar10_cnn/conv1", 64, 32, 3, 3, 32, 1),
     conv("cifar10_cnn/conv2", 64, 32, 32, 3, 32, 1),
     conv("cifar10_cnn/conv3", 64, 16, 32, 3, 64, 1),

@@ -190,6 +190,8 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
     }
     let chunk_px = chunk_lines * g.ow;
     let in_place = f.is_multiple_of(lanes);
+    // Packed panel width: one vector when every column fits in it.
+    let pw = if f <= lanes { lanes } else { nr };
     ctx.pool
         .run_with_state(&mut parts, tiles.len(), |(dwp, k0, bsum), _t, range| {
             if range.is_empty() && bsum.is_empty() {
@@ -211,8 +213,8 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                         let (bsrc, b_stride, panel_len): (&[f32], usize, usize) = if in_place {
                             (dyb, f, nr)
                         } else {
-                            pack_rows(dyb, p1 - p0, f, nr, bpack);
-                            (&bpack[..], nr, (p1 - p0) * nr)
+                            pack_rows(dyb, p1 - p0, f, pw, bpack);
+                            (&bpack[..], pw, (p1 - p0) * pw)
                         };
                         let (runs, used) = build_slab(g, x, l0, l1, wp, slab);
                         let slab = &slab[..used];
@@ -261,6 +263,7 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
     let threads = ctx.threads();
     let tiles = k.div_ceil(mr);
     let panels = f.div_ceil(nr);
+    let pw = if f <= lanes { lanes } else { nr };
     let want_bias = dbias.is_some();
     // Thread t owns dw rows of tiles task_range(tiles, threads, t); thread 0 also sums dy.
     let mut parts: Vec<(&mut [f32], usize, Vec<f64>)> = Vec::with_capacity(threads);
@@ -290,7 +293,7 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                         if k1 <= k0 {
                             continue;
                         }
-                        pack_rows(dyb, pixels, f, nr, bpack);
+                        pack_rows(dyb, pixels, f, pw, bpack);
                         for t0 in (k0..k1).step_by(TAPS) {
                             let taps = TAPS.min(k1 - t0);
                             im2col(g, x, p0..p0 + pixels, t0..t0 + taps, cols, ld);
@@ -305,8 +308,8 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                                         lda: ld,
                                         a_layout: ALayout::ColMajor,
                                         segs: None,
-                                        b: &bpack[j * pixels * nr..],
-                                        b_stride: nr,
+                                        b: &bpack[j * pixels * pw..],
+                                        b_stride: pw,
                                         ldc: f,
                                         accumulate: blk > 0,
                                         finish: None,
@@ -327,15 +330,39 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
 }
 
 /// `sums[j] += Σ_r rows[r·n + j]` in f64, vectorised for `isa` (a bias gradient's reduction).
+/// Narrow rows (a few channels) are summed as flat runs of `lcm(n, 16)` values in f32 first, so
+/// the loop is whole vectors rather than a short loop per row.
 fn add_columns(isa: KernelIsa, rows: &[f32], n: usize, sums: &mut [f64]) {
+    let run = n * (16 / gcd(n, 16));
     isa.vectorize(
         #[inline(always)]
         || {
-            for row in rows.chunks_exact(n) {
+            let mut rest = rows;
+            if n < 16 && rows.len() >= 4 * run {
+                let mut acc = [0f32; 256];
+                let acc = &mut acc[..run];
+                let whole = rows.len() / run * run;
+                for chunk in rows[..whole].chunks_exact(run) {
+                    acc.iter_mut().zip(chunk).for_each(|(a, &v)| *a += v);
+                }
+                for (i, &a) in acc.iter().enumerate() {
+                    sums[i % n] += a as f64;
+                }
+                rest = &rows[whole..];
+            }
+            for row in rest.chunks_exact(n) {
                 sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
             }
         },
     )
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Packs `rows × n` row-major `src` into panels `[ceil(n/nr)][rows][nr]` (zero-padded).

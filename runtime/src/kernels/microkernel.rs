@@ -152,8 +152,13 @@ pub(crate) fn run_tile(isa: KernelIsa, t: &Tile, c: &mut [f32]) {
             isa.vectorize(
                 #[inline(always)]
                 || {
-                    for r in 0..t.rows {
-                        act.apply_slice(&mut c[r * t.ldc..r * t.ldc + t.cols]);
+                    if t.ldc == t.cols {
+                        // Contiguous rows (a narrow conv's NHWC output): one long vector loop.
+                        act.apply_slice(&mut c[..t.rows * t.cols]);
+                    } else {
+                        for r in 0..t.rows {
+                            act.apply_slice(&mut c[r * t.ldc..r * t.ldc + t.cols]);
+                        }
                     }
                 },
             );
