@@ -1,12 +1,15 @@
 //! Optimisers with Keras 3's update rules, defaults and float32 arithmetic. The runtime owns
 //! their state (one or two slots per trainable parameter); hyperparameters are f64 like the
-//! Python floats Keras is configured with, and are rounded to f32 where Keras casts them
-//! (`1 - beta_1` is computed in f64 first, as Python does).
+//! Python floats Keras is configured with, and are rounded to f32 for the update kernels
+//! (`kernels::optim`, the same rules the compiled programs run).
 
 use std::fmt;
 
 use thiserror::Error;
 
+use crate::kernels::optim::{update, Rule};
+use crate::kernels::Ctx;
+use crate::pool::Pool;
 use crate::tensor::Tensor;
 
 /// An optimiser and its hyperparameters.
@@ -98,12 +101,41 @@ impl OptimizerKind {
         self
     }
 
-    /// State slots per parameter: momentum and/or second moment.
-    fn slots(&self) -> usize {
+    /// The update rule the kernels apply (hyperparameters rounded to f32, as Keras casts them).
+    pub fn rule(&self) -> Rule {
         match *self {
-            OptimizerKind::Sgd { momentum, .. } => usize::from(momentum != 0.0),
-            OptimizerKind::Adam { .. } => 2,
-            OptimizerKind::RmsProp { momentum, .. } => 1 + usize::from(momentum > 0.0),
+            OptimizerKind::Sgd {
+                learning_rate,
+                momentum,
+                nesterov,
+            } => Rule::Sgd {
+                lr: learning_rate as f32,
+                momentum: momentum as f32,
+                nesterov,
+            },
+            OptimizerKind::Adam {
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+            } => Rule::Adam {
+                lr: learning_rate as f32,
+                beta_1: beta_1 as f32,
+                beta_2: beta_2 as f32,
+                epsilon: epsilon as f32,
+            },
+            OptimizerKind::RmsProp {
+                learning_rate,
+                rho,
+                momentum,
+                epsilon,
+            } => Rule::RmsProp {
+                lr: learning_rate as f32,
+                rho: rho as f32,
+                momentum: momentum as f32,
+                epsilon: epsilon as f32,
+                centered: false,
+            },
         }
     }
 }
@@ -176,7 +208,7 @@ impl Optimizer {
     pub fn new(kind: OptimizerKind, shapes: &[Vec<usize>]) -> Self {
         let state = shapes
             .iter()
-            .map(|s| vec![vec![0.0; s.iter().product()]; kind.slots()])
+            .map(|s| vec![vec![0.0; s.iter().product()]; kind.rule().slots().len()])
             .collect();
         Optimizer {
             kind,
@@ -226,100 +258,13 @@ impl Optimizer {
             }
         }
         let t = self.iterations + 1;
+        let rule = self.kind.rule();
+        let ctx = Ctx::new(Pool::inline());
         for ((p, g), slots) in params.iter_mut().zip(grads).zip(&mut self.state) {
-            update(&self.kind, t, &mut p.data, &g.data, slots);
+            let mut slots: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.as_mut_slice()).collect();
+            update(&ctx, &rule, t, &mut p.data, &g.data, &mut slots);
         }
         self.iterations = t;
         Ok(())
-    }
-}
-
-/// One parameter's update at step `t` (1-based). Plain zipped loops over slices so that the
-/// compiler vectorises them.
-fn update(kind: &OptimizerKind, t: u64, p: &mut [f32], g: &[f32], slots: &mut [Vec<f32>]) {
-    match (*kind, slots) {
-        (OptimizerKind::Sgd { learning_rate, .. }, []) => {
-            let lr = learning_rate as f32;
-            for (p, &g) in p.iter_mut().zip(g) {
-                *p -= g * lr;
-            }
-        }
-        (
-            OptimizerKind::Sgd {
-                learning_rate,
-                momentum,
-                nesterov,
-            },
-            [m],
-        ) => {
-            let (lr, mu) = (learning_rate as f32, momentum as f32);
-            // m = mu·m − lr·g; plain: p += m; Nesterov: p += mu·m − lr·g.
-            if nesterov {
-                for ((p, m), &g) in p.iter_mut().zip(m.iter_mut()).zip(g) {
-                    *m = *m * mu - g * lr;
-                    *p += *m * mu - g * lr;
-                }
-            } else {
-                for ((p, m), &g) in p.iter_mut().zip(m.iter_mut()).zip(g) {
-                    *m = *m * mu - g * lr;
-                    *p += *m;
-                }
-            }
-        }
-        (
-            OptimizerKind::Adam {
-                learning_rate,
-                beta_1,
-                beta_2,
-                epsilon,
-            },
-            [m, v],
-        ) => {
-            let step = t as f32;
-            let b1_power = (beta_1 as f32).powf(step);
-            let b2_power = (beta_2 as f32).powf(step);
-            let alpha = learning_rate as f32 * (1.0 - b2_power).sqrt() / (1.0 - b1_power);
-            let (one_minus_b1, one_minus_b2) = ((1.0 - beta_1) as f32, (1.0 - beta_2) as f32);
-            let eps = epsilon as f32;
-            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                *m += (g - *m) * one_minus_b1;
-                *v += (g * g - *v) * one_minus_b2;
-                *p -= (*m * alpha) / (v.sqrt() + eps);
-            }
-        }
-        (
-            OptimizerKind::RmsProp {
-                learning_rate,
-                rho,
-                epsilon,
-                ..
-            },
-            [v],
-        ) => {
-            let (lr, r, one_minus_rho, eps) = (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32);
-            for ((p, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(g) {
-                *v = r * *v + one_minus_rho * (g * g);
-                *p -= (lr * g) / (*v + eps).sqrt();
-            }
-        }
-        (
-            OptimizerKind::RmsProp {
-                learning_rate,
-                rho,
-                momentum,
-                epsilon,
-            },
-            [v, mom],
-        ) => {
-            let (lr, r, one_minus_rho, eps) = (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32);
-            let mu = momentum as f32;
-            for (((p, v), mom), &g) in p.iter_mut().zip(v.iter_mut()).zip(mom.iter_mut()).zip(g) {
-                *v = r * *v + one_minus_rho * (g * g);
-                *mom = mu * *mom + (lr * g) / (*v + eps).sqrt();
-                *p -= *mom;
-            }
-        }
-        // `Optimizer::new` sizes the slots from the kind, so no other combination exists.
-        _ => unreachable!("optimiser state does not match its kind"),
     }
 }
