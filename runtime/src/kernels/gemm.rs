@@ -3,9 +3,10 @@
 //! and the epilogue (residual accumulate, bias, activation, BN statistics).
 //!
 //! A is copied per row block and K chunk into a row-major scratch block with a padded stride
-//! (from `[m, k]`, or `[k, m]` when `trans_a`). B is packed into column panels, except when C has only a few rows and B is `[k, n]` with
-//! `n` a multiple of the vector width: then each B element is used by few rows, so packing
-//! would cost more than it saves (the batch-1 dense layer, a GEMV).
+//! (from `[m, k]`, or `[k, m]` when `trans_a`). B is packed into column panels, except when C
+//! has only a few rows and B is `[k, n]`: then each B element is used by few rows, so packing
+//! would cost more than it saves (the batch-1 dense layer, a GEMV); only a last panel narrower
+//! than whole vectors is copied.
 //!
 //! Threads split row blocks of C when there are enough rows (each thread writes its own rows);
 //! otherwise they split the column panels into private buffers copied into C afterwards.
@@ -162,8 +163,14 @@ pub(crate) fn row_blocks<F>(
 #[derive(Clone, Copy)]
 enum BSrc<'a> {
     Packed(&'a PackedB),
-    /// `[k, n]` row-major in place (`n` a multiple of the vector width).
-    Direct(&'a [f32], usize),
+    /// `[k, n]` row-major read in place, except the last panel when its vector loads would run
+    /// past the end of a row (`n` not a multiple of the vector width): that one is `tail`,
+    /// packed `[k][nr]` and zero-padded.
+    Direct {
+        b: &'a [f32],
+        n: usize,
+        tail: Option<&'a [f32]>,
+    },
 }
 
 impl<'a> BSrc<'a> {
@@ -172,7 +179,8 @@ impl<'a> BSrc<'a> {
     fn panel(&self, j: usize, k0: usize, nr: usize) -> (&'a [f32], usize) {
         match *self {
             BSrc::Packed(p) => (p.panel_from(j, k0), nr),
-            BSrc::Direct(b, n) => (&b[k0 * n + j * nr..], n),
+            BSrc::Direct { tail: Some(t), n, .. } if j + 1 == n.div_ceil(nr) => (&t[k0 * nr..], nr),
+            BSrc::Direct { b, n, .. } => (&b[k0 * n + j * nr..], n),
         }
     }
 }
@@ -201,9 +209,20 @@ pub fn gemm(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: &[f32], c: &mut [f32], accumu
         return;
     }
     let (mr, lanes) = tile_shape(isa);
-    let direct = !g.trans_b && n.is_multiple_of(lanes) && m <= 2 * mr;
-    if direct {
-        run(ctx, g, a, BSrc::Direct(b, n), c, accumulate, &mut epi);
+    let direct = !g.trans_b && m <= 2 * mr;
+    if direct && n.is_multiple_of(lanes) {
+        run(ctx, g, a, BSrc::Direct { b, n, tail: None }, c, accumulate, &mut epi);
+    } else if direct {
+        let nr = 2 * lanes;
+        let c0 = (n.div_ceil(nr) - 1) * nr;
+        scratch::with(Slot::B, k * nr, |tail| {
+            for (dst, src) in tail.chunks_exact_mut(nr).zip(b.chunks_exact(n)) {
+                dst[..n - c0].copy_from_slice(&src[c0..]);
+                dst[n - c0..].fill(0.0);
+            }
+            let b = BSrc::Direct { b, n, tail: Some(tail) };
+            run(ctx, g, a, b, c, accumulate, &mut epi);
+        });
     } else {
         with_pack(&PACKED, |p| {
             p.pack_on(ctx.for_work(g.flops()).pool, isa, k, n, b, g.trans_b);
