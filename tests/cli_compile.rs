@@ -23,7 +23,9 @@ fn writes_a_crate_and_regenerates_it_in_place() {
             batch.into(),
         ]
     };
-    cnnc(args("4")).assert_ok();
+    let run = cnnc(args("4"));
+    run.assert_ok();
+    assert!(run.stdout.contains("applies the optimiser: adam"), "{}", run.stdout);
     let files = files_in(&out);
     for f in ["Cargo.toml", "src", "examples"] {
         assert!(files.iter().any(|x| x == f), "{f} in {files:?}");
@@ -31,6 +33,12 @@ fn writes_a_crate_and_regenerates_it_in_place() {
     let lib = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();
     assert!(lib.contains("pub const BATCH: usize = 4;"), "batch constant");
     assert!(lib.contains("pub fn train_step"), "a training crate by default");
+    // The model's optimiser (mnist_cnn: adam, Keras's defaults) is applied in the crate.
+    assert!(
+        lib.contains("pub const OPTIMIZER: &str = \"adam lr=0.001"),
+        "the model's optimiser"
+    );
+    assert!(lib.contains("pub fn gradients"), "gradients without the update");
     // The directory holds a crate cnnc wrote: regenerating into it is allowed.
     cnnc(args("2")).assert_ok();
     let lib = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();

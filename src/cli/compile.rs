@@ -1,5 +1,6 @@
 //! `cnnc compile`: writes a standalone Rust crate (no dependencies) with the model's
-//! specialised forward pass and, unless `--inference-only` or `--no-std`, its training step.
+//! specialised forward pass and, unless `--inference-only` or `--no-std`, its training step
+//! (with the optimiser of the model's `training:` section).
 //! The emitter is `cnnc_compiler::codegen`; this file validates the flags, refuses to write
 //! into a directory cnnc did not create, and reports what it wrote.
 
@@ -57,6 +58,9 @@ pub fn run(a: CompileArgs) -> Result<(), CliError> {
         krate.inference_kernels,
         krate.functions
     );
+    if let Some(rule) = &krate.update {
+        println!("Model::train_step applies the optimiser: {rule}.");
+    }
     if !krate.formatted {
         println!("rustfmt did not run: the sources are left as emitted.");
     }

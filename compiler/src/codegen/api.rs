@@ -20,6 +20,8 @@ pub(crate) struct TrainInfo {
     pub target_f32s: usize,
     pub sparse_targets: bool,
     pub loss: &'static str,
+    /// The update rule `train_step` applies, as the kernel IR prints it.
+    pub optimizer: String,
 }
 
 pub(crate) struct CrateInfo {
@@ -55,7 +57,7 @@ impl CrateInfo {
     }
 }
 
-fn numel(shape: &[usize]) -> usize {
+pub(crate) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
@@ -135,23 +137,35 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
         docs.push_str(&format!(
             "- Targets: [`TARGET_F32S`] values, {}.\n\
              - Gradients: [`GRADS_F32S`] values, one tensor per trainable parameter at its\n  \
-               [`GRAD_OFFSETS`] entry. Loss: {}.\n",
+               [`GRAD_OFFSETS`] entry. Loss: {}.\n\n\
+             # Training\n\
+             [`Model::train_step`] is one whole step, like Keras's `train_on_batch`: forward, loss,\n\
+             backward, then the model's optimiser updates the parameters in place:\n\
+             `{}` ([`OPTIMIZER`]). The model counts its steps ([`Model::iterations`], Keras's\n\
+             `optimizer.iterations`); step `t` (1-based) seeds the dropout masks and Adam's bias\n\
+             correction. The optimiser's state (momenta, moments) lives in the arena, zero when the\n\
+             model is created and after [`Model::reset_optimizer`]; [`Model::forward`] between steps\n\
+             leaves it intact. To apply another optimiser, [`Model::gradients`] runs forward, loss and\n\
+             backward only and writes the gradients; change the parameters with [`Model::params_mut`].\n\n",
             if t.sparse_targets {
                 "one class id (as f32) per sample"
             } else {
                 "one row of `OUTPUTS` per sample"
             },
-            t.loss
+            t.loss,
+            t.optimizer
         ));
     }
     docs.push_str(&format!(
-        "- Memory: one arena of [`ARENA_BYTES`] bytes laid out at compile time; activations, the\n  \
-         activations saved for backward, gradients and folded weights share it.\n\n\
+        "{}- Memory: one arena of [`ARENA_BYTES`] bytes laid out at compile time; activations, the\n  \
+         activations saved for backward, gradients{} and folded weights share it.\n\n\
          # Example\n```no_run\n{}```\n\n\
          # Performance\n\
          Plain loop nests that LLVM vectorises over the channel axis, on one thread. Build in\n\
          release mode, and with `RUSTFLAGS=\"-C target-cpu=native\"` to use AVX2/AVX-512 and FMA\n\
          (the default x86-64 target has SSE2 only).",
+        if train.is_some() { "# Memory\n" } else { "" },
+        if train.is_some() { ", the optimiser state" } else { "" },
         example(info, &lib)
     ));
     for l in docs.lines() {
@@ -179,7 +193,7 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
     } else {
         c.line("impl std::error::Error for LoadError {}");
         c.line("");
-        model_std(c, info);
+        super::api_model::model_std(c, info);
     }
 }
 
@@ -216,12 +230,13 @@ fn example(info: &CrateInfo, lib: &str) -> String {
         if info.train.is_some() {
             s.push_str(
                 "let y = vec![0f32; TARGET_F32S];\n\
+                 for _ in 0..10 {\n    \
+                     let loss = model.train_step(&x, &y);\n    \
+                     println!(\"step {}: loss {loss}\", model.iterations());\n\
+                 }\n\
+                 // Gradients only (the parameters and the optimiser are left alone):\n\
                  let mut grads = vec![0f32; GRADS_F32S];\n\
-                 for step in 1..=10 {\n    \
-                     let loss = model.train_step(&x, &y, step, &mut grads);\n    \
-                     model.sgd(&grads, 0.01);\n    \
-                     println!(\"step {step}: loss {loss}\");\n\
-                 }\n",
+                 let loss = model.gradients(&x, &y, model.iterations() + 1, &mut grads);\n",
             );
         }
         s
@@ -255,6 +270,8 @@ fn constants(c: &mut Code, info: &CrateInfo) {
         c.line(format!("pub const TARGET_F32S: usize = {};", t.target_f32s));
         c.doc("Whether targets are class ids (sparse categorical cross-entropy).");
         c.line(format!("pub const SPARSE_TARGETS: bool = {};", t.sparse_targets));
+        c.doc("The optimiser [`Model::train_step`] applies and its hyperparameters (Keras semantics).");
+        c.line(format!("pub const OPTIMIZER: &str = {};", str_lit(&t.optimizer)));
     }
     c.doc("f32 values of the arena (every program's memory, planned at compile time).");
     c.line(format!("pub const ARENA_F32S: usize = {};", info.arena_f32s));
@@ -313,7 +330,7 @@ fn constants(c: &mut Code, info: &CrateInfo) {
 }
 
 /// `&self.<region>[range]` (or `x`) of an output location.
-fn src(l: &Loc) -> String {
+pub(crate) fn src(l: &Loc) -> String {
     let (s, e) = (l.start, l.end());
     match l.region {
         Region::Arena => format!("&self.arena[{s}..{e}]"),
@@ -323,7 +340,7 @@ fn src(l: &Loc) -> String {
     }
 }
 
-fn forward_doc(c: &mut Code) {
+pub(crate) fn forward_doc(c: &mut Code) {
     c.doc(
         "Runs the model on `x` ([`INPUT_F32S`] values: [`BATCH`] samples of [`INPUT_SHAPE`]) and\n\
          writes the predictions ([`OUTPUT_F32S`] values: [`BATCH`] rows of [`OUTPUTS`]) to `out`.\n\n\
@@ -332,164 +349,9 @@ fn forward_doc(c: &mut Code) {
     );
 }
 
-fn forward_checks(c: &mut Code) {
+pub(crate) fn forward_checks(c: &mut Code) {
     c.line("assert_eq!(x.len(), INPUT_F32S, \"forward: the input must hold INPUT_F32S values\");");
     c.line("assert_eq!(out.len(), OUTPUT_F32S, \"forward: the output must hold OUTPUT_F32S values\");");
-}
-
-fn model_std(c: &mut Code, info: &CrateInfo) {
-    c.doc("Which program's load-time results the arena's persistent buffers hold.");
-    c.line("#[derive(Clone, Copy, Debug, PartialEq, Eq)]");
-    c.open("enum Prepared");
-    c.line("Nothing,");
-    c.line("Inference,");
-    if info.train.is_some() {
-        c.line("Training,");
-    }
-    c.close();
-    c.line("");
-    c.doc("The model: its parameters and its memory arena.");
-    c.open("pub struct Model");
-    c.line("params: Vec<f32>,");
-    c.line("arena: Vec<f32>,");
-    c.line("prepared: Prepared,");
-    c.close();
-    c.line("");
-    c.open("impl Model");
-    c.doc("A model with `params` ([`PARAMS_F32S`] values in the [`PARAMS`] layout).");
-    c.open("pub fn from_params(params: Vec<f32>) -> Result<Model, String>");
-    c.open("if params.len() != PARAMS_F32S");
-    c.line("return Err(LoadError::Length { expected: PARAMS_F32S, found: params.len() }.to_string());");
-    c.close();
-    c.line("Ok(Model { params, arena: vec![0.0; ARENA_F32S], prepared: Prepared::Nothing })");
-    c.close();
-    c.line("");
-    c.doc("A model with the parameters of a safetensors file's bytes (see [`load_params`]).");
-    c.open("pub fn from_safetensors(bytes: &[u8]) -> Result<Model, String>");
-    c.line("let mut params = vec![0.0; PARAMS_F32S];");
-    c.line("load_params(bytes, &mut params).map_err(|e| e.to_string())?;");
-    c.line("Model::from_params(params)");
-    c.close();
-    if info.embed {
-        c.line("");
-        c.doc("A model with the embedded [`WEIGHTS`] (checked by cnnc when it wrote the crate).");
-        c.open("pub fn new() -> Model");
-        c.line("Model::from_safetensors(WEIGHTS).expect(\"the embedded weights fit the model\")");
-        c.close();
-    }
-    c.line("");
-    c.doc("The parameters ([`PARAMS`] layout).");
-    c.open("pub fn params(&self) -> &[f32]");
-    c.line("&self.params");
-    c.close();
-    c.line("");
-    c.doc("The parameters, to be changed (e.g. by an optimiser).");
-    c.open("pub fn params_mut(&mut self) -> &mut [f32]");
-    c.line("self.prepared = Prepared::Nothing;");
-    c.line("&mut self.params");
-    c.close();
-    c.line("");
-    c.doc("The values of the parameter called `name` (a Keras name such as `dense.kernel`).");
-    c.open("pub fn param(&self, name: &str) -> Option<&[f32]>");
-    c.line("let i = PARAMS.iter().position(|(n, _)| *n == name)?;");
-    c.line("let len: usize = PARAMS[i].1.iter().product();");
-    c.line("Some(&self.params[PARAM_OFFSETS[i]..PARAM_OFFSETS[i] + len])");
-    c.close();
-    c.line("");
-    forward_doc(c);
-    c.open("pub fn forward(&mut self, x: &[f32], out: &mut [f32])");
-    forward_checks(c);
-    c.open("if self.prepared != Prepared::Inference");
-    c.line("infer_prepare(&self.params, &mut self.arena);");
-    c.line("self.prepared = Prepared::Inference;");
-    c.close();
-    c.line("infer_run(&self.params, x, &mut self.arena);");
-    c.line(format!("out.copy_from_slice({});", src(&info.infer.prediction)));
-    c.close();
-    if let Some(t) = &info.train {
-        train_methods(c, info, t);
-    }
-    c.close();
-    if info.embed {
-        c.line("");
-        c.open("impl Default for Model");
-        c.doc("[`Model::new`]: the embedded weights.");
-        c.open("fn default() -> Model");
-        c.line("Model::new()");
-        c.close();
-        c.close();
-    }
-    c.line("");
-}
-
-fn train_methods(c: &mut Code, info: &CrateInfo, t: &TrainInfo) {
-    c.line("");
-    c.doc(
-        "One training step on a batch: forward, loss, backward. Returns the loss (the batch mean;\n\
-         NaN when a sparse target is not a class id) and writes the gradient of every trainable\n\
-         parameter to `grads` ([`GRADS_F32S`] values, at [`GRAD_OFFSETS`]). Batch-norm moving\n\
-         statistics are updated in the parameters, as Keras does during `fit`; applying an\n\
-         optimiser to the gradients is the caller's job (e.g. [`Model::sgd`]). `step` (1-based)\n\
-         seeds the dropout masks.\n\n\
-         # Panics\n\
-         If `x`, `y` or `grads` has another length than [`INPUT_F32S`], [`TARGET_F32S`], [`GRADS_F32S`].",
-    );
-    c.open("pub fn train_step(&mut self, x: &[f32], y: &[f32], step: u64, grads: &mut [f32]) -> f32");
-    c.line("assert_eq!(x.len(), INPUT_F32S, \"train_step: the input must hold INPUT_F32S values\");");
-    c.line("assert_eq!(y.len(), TARGET_F32S, \"train_step: the target must hold TARGET_F32S values\");");
-    c.line("assert_eq!(grads.len(), GRADS_F32S, \"train_step: grads must hold GRADS_F32S values\");");
-    c.open("if self.prepared != Prepared::Training");
-    c.line("train_prepare(&self.params, &mut self.arena);");
-    c.line("self.prepared = Prepared::Training;");
-    c.close();
-    c.line("train_run(&mut self.params, x, y, &mut self.arena, step);");
-    let mut at = 0;
-    for p in info.params.iter().filter(|p| p.trainable) {
-        let n = numel(&p.shape);
-        let dst = format!("grads[{at}..{}]", at + n);
-        match t.code.grads.iter().find(|(name, _)| *name == p.name) {
-            Some((_, l)) => c.line(format!("{dst}.copy_from_slice({}); // {}", src(l), p.name)),
-            None => c.line(format!(
-                "{dst}.fill(0.0); // {} (the loss does not depend on it)",
-                p.name
-            )),
-        }
-        at += n;
-    }
-    for (name, l) in &t.code.state {
-        if let Some(p) = info.params.iter().find(|p| &p.name == name) {
-            c.line(format!(
-                "self.params[{}..{}].copy_from_slice({}); // {name}",
-                p.offset,
-                p.offset + numel(&p.shape),
-                src(l)
-            ));
-        }
-    }
-    match &t.code.loss {
-        Some(l) => c.line(format!("self.arena[{}]", l.start)),
-        None => c.line("f32::NAN"),
-    }
-    c.close();
-    c.line("");
-    c.doc(
-        "Plain SGD on the trainable parameters, `w -= learning_rate·g`, with `grads` as\n\
-         [`Model::train_step`] wrote them.\n\n\
-         # Panics\n\
-         If `grads` does not hold [`GRADS_F32S`] values.",
-    );
-    c.open("pub fn sgd(&mut self, grads: &[f32], learning_rate: f32)");
-    c.line("assert_eq!(grads.len(), GRADS_F32S, \"sgd: grads must hold GRADS_F32S values\");");
-    c.open("for (i, (_, shape)) in PARAMS.iter().enumerate()");
-    c.open("if let Some(g) = GRAD_OFFSETS[i]");
-    c.line("let (o, n) = (PARAM_OFFSETS[i], shape.iter().product::<usize>());");
-    c.open("for (w, &d) in self.params[o..o + n].iter_mut().zip(&grads[g..g + n])");
-    c.line("*w -= learning_rate * d;");
-    c.close();
-    c.close();
-    c.close();
-    c.line("self.prepared = Prepared::Nothing;");
-    c.close();
 }
 
 fn model_no_std(c: &mut Code, info: &CrateInfo) {
@@ -524,108 +386,4 @@ fn model_no_std(c: &mut Code, info: &CrateInfo) {
     c.close();
     c.close();
     c.line("");
-}
-
-/// `examples/check.rs`: runs the crate on raw little-endian f32 files.
-pub(crate) fn check_rs(info: &CrateInfo) -> String {
-    let lib = info.lib();
-    let mut c = Code::new();
-    c.line("//! Runs the compiled model on raw little-endian f32 files. cnnc's tests compare its");
-    c.line("//! results with cnnc's interpreter; it also shows the crate's API.");
-    c.line("//!");
-    c.line("//! ```text");
-    c.line("//! cargo run --release --example check -- forward WEIGHTS INPUT OUT");
-    if info.train.is_some() {
-        c.line("//! cargo run --release --example check -- train WEIGHTS INPUT TARGET STEP OUT");
-    }
-    c.line("//! ```");
-    c.line("//! WEIGHTS is a safetensors file, or `embedded` for the weights a crate embeds.");
-    if info.train.is_some() {
-        c.line("//! `train` writes the loss, the gradients and the parameters after the step.");
-    }
-    c.line("");
-    c.line("use std::process::ExitCode;");
-    c.line("");
-    c.line(format!("use {lib}::*;"));
-    c.line("");
-    c.open("fn read_f32(path: &str, len: usize) -> Result<Vec<f32>, String>");
-    c.line("let b = std::fs::read(path).map_err(|e| format!(\"{path}: {e}\"))?;");
-    c.open("if b.len() != 4 * len");
-    c.line("return Err(format!(\"{path}: {} bytes, expected {len} f32 values\", b.len()));");
-    c.close();
-    c.line("Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())");
-    c.close();
-    c.line("");
-    c.open("fn write_f32(path: &str, v: &[f32]) -> Result<(), String>");
-    c.line("let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();");
-    c.line("std::fs::write(path, b).map_err(|e| format!(\"{path}: {e}\"))");
-    c.close();
-    c.line("");
-    c.open("fn params(weights: &str) -> Result<Vec<f32>, String>");
-    c.open("let bytes = if weights == \"embedded\"");
-    if info.embed {
-        c.line("WEIGHTS.to_vec()");
-    } else {
-        c.line("return Err(\"this crate embeds no weights\".into());");
-    }
-    c.else_();
-    c.line("std::fs::read(weights).map_err(|e| format!(\"{weights}: {e}\"))?");
-    c.close_with(";");
-    c.line("let mut p = vec![0f32; PARAMS_F32S];");
-    c.line("load_params(&bytes, &mut p).map_err(|e| format!(\"{weights}: {e}\"))?;");
-    c.line("Ok(p)");
-    c.close();
-    c.line("");
-    c.open("fn run(args: &[String]) -> Result<(), String>");
-    c.open("match args");
-    c.open("[cmd, w, x, out] if cmd == \"forward\" =>");
-    c.line("let x = read_f32(x, INPUT_F32S)?;");
-    c.line("let mut y = vec![0f32; OUTPUT_F32S];");
-    if info.no_std {
-        c.line("let p = params(w)?;");
-        c.line("let mut arena: Box<[f32; ARENA_F32S]> = vec![0f32; ARENA_F32S]");
-        c.line("    .into_boxed_slice()");
-        c.line("    .try_into()");
-        c.line("    .map_err(|_| \"arena\".to_string())?;");
-        c.line("let mut model = Model::new(&p, &mut arena).map_err(|e| e.to_string())?;");
-    } else if info.embed {
-        c.open("let mut model = if w == \"embedded\"");
-        c.line("Model::new()");
-        c.else_();
-        c.line("Model::from_params(params(w)?)?");
-        c.close_with(";");
-    } else {
-        c.line("let mut model = Model::from_params(params(w)?)?;");
-    }
-    c.line("model.forward(&x, &mut y);");
-    c.line("write_f32(out, &y)");
-    c.close();
-    if info.train.is_some() {
-        c.open("[cmd, w, x, t, step, out] if cmd == \"train\" =>");
-        c.line("let mut model = Model::from_params(params(w)?)?;");
-        c.line("let (x, t) = (read_f32(x, INPUT_F32S)?, read_f32(t, TARGET_F32S)?);");
-        c.line("let step: u64 = step.parse().map_err(|_| format!(\"step {step}: not a number\"))?;");
-        c.line("let mut grads = vec![0f32; GRADS_F32S];");
-        c.line("let loss = model.train_step(&x, &t, step, &mut grads);");
-        c.line("let mut all = vec![loss];");
-        c.line("all.extend_from_slice(&grads);");
-        c.line("all.extend_from_slice(model.params());");
-        c.line("write_f32(out, &all)");
-        c.close();
-    }
-    c.line("_ => Err(\"usage: check forward WEIGHTS INPUT OUT | check train WEIGHTS INPUT TARGET STEP OUT\".into()),");
-    c.close();
-    c.close();
-    c.line("");
-    c.open("fn main() -> ExitCode");
-    c.line("let args: Vec<String> = std::env::args().skip(1).collect();");
-    c.open("match run(&args)");
-    c.line("Ok(()) => ExitCode::SUCCESS,");
-    c.open("Err(e) =>");
-    c.line("eprintln!(\"error: {e}\");");
-    c.line("ExitCode::FAILURE");
-    c.close();
-    c.close();
-    c.close();
-    c.finish()
 }

@@ -4,13 +4,15 @@
 //! every bound is a literal constant. Bodies live in `kernels_conv` (convolutions),
 //! `kernels_gemm` (the GEMM and the pieces GEMM-shaped templates share),
 //! `kernels_rows` (pooling, elementwise, softmax, data movement) and `kernels_norm` (batch
-//! norm, losses).
+//! norm, losses) and `kernels_optim` (the optimiser update, one function per rule over slices).
 
 use crate::ir::Activation;
 use crate::kernel_ir::{BnSource, EwOp, KernelOp, PoolKind, Schedule};
 
 use super::writer::Code;
-use super::{kernels_conv as conv, kernels_gemm as gemm, kernels_norm as norm, kernels_rows as rows};
+use super::{
+    kernels_conv as conv, kernels_gemm as gemm, kernels_norm as norm, kernels_optim as optim, kernels_rows as rows,
+};
 
 /// The support function applying `a` elementwise (`None`: the identity). Softmax is not
 /// elementwise; callers handle it before asking.
@@ -110,8 +112,10 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
         ),
         KernelOp::Concat { parts, .. } => ((0..parts.len()).map(|i| format!("x{i}")).collect(), v(&[("y", t)])),
         KernelOp::SliceChannels { .. } => (v(&[("x", t)]), v(&[("y", t)])),
-        KernelOp::OptimizerUpdate { .. } => {
-            return Err("optimiser updates are not generated: the crate returns gradients".into())
+        KernelOp::OptimizerUpdate { rule, .. } => {
+            let mut outs = vec!["w".to_string()];
+            outs.extend(rule.slots().iter().map(|s| s.to_string()));
+            (v(&[("g", t)]), outs)
         }
     })
 }
@@ -130,13 +134,20 @@ pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
 
 /// Whether the template reads the training step (dropout masks).
 pub(crate) fn needs_step(op: &KernelOp) -> bool {
-    matches!(
-        op,
+    match op {
         KernelOp::Elementwise {
             op: EwOp::Dropout { .. },
             ..
-        }
-    )
+        } => true,
+        KernelOp::OptimizerUpdate { rule, .. } => optim::needs_step(rule),
+        _ => false,
+    }
+}
+
+/// Whether the template's function takes its operands as slices of any length rather than
+/// fixed-size arrays: the optimiser update, one function per rule for every parameter.
+pub(crate) fn takes_slices(op: &KernelOp) -> bool {
+    matches!(op, KernelOp::OptimizerUpdate { .. })
 }
 
 /// Emits `fn name(operands..) { body }`. `in_place`: a moving average whose output is its
@@ -149,6 +160,10 @@ pub(crate) fn emit_function(
     in_place: bool,
     doc: &str,
 ) -> Result<(), String> {
+    if let KernelOp::OptimizerUpdate { rule, .. } = op {
+        optim::emit_function(c, name, rule, doc);
+        return Ok(());
+    }
     let (in_names, out_names) = operand_names(op)?;
     let (in_sizes, out_sizes) = op.operand_sizes();
     if in_names.len() != in_sizes.len() || out_names.len() != out_sizes.len() {
@@ -255,7 +270,7 @@ fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(),
             offset,
             len,
         } => rows::slice_channels(c, *r, *channels, *offset, *len)?,
-        KernelOp::OptimizerUpdate { .. } => return Err("optimiser updates are not generated".into()),
+        KernelOp::OptimizerUpdate { .. } => return Err("optimiser updates have their own emitter".into()),
     }
     Ok(())
 }

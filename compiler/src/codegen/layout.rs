@@ -60,6 +60,10 @@ pub(crate) struct Binder<'a> {
     pub program: &'a Program,
     /// f32 offset of each parameter (by Keras name) in the flat parameter buffer.
     pub param_offsets: &'a HashMap<String, usize>,
+    /// Where the program's arena starts in the crate's arena (f32 values): the inference
+    /// program lies after the training program's persistent buffers (its constants and the
+    /// optimiser state), so that inference between training steps leaves them intact.
+    pub arena_base: usize,
     pub arena_f32s: usize,
 }
 
@@ -90,7 +94,7 @@ impl Binder<'_> {
                 if !off.is_multiple_of(4) {
                     return Err(format!("buffer {base} ({}) is not f32-aligned", buf.name));
                 }
-                (Region::Arena, off / 4, self.arena_f32s)
+                (Region::Arena, self.arena_base + off / 4, self.arena_f32s)
             }
             _ => return Err(format!("buffer {base} ({}) has no memory", buf.name)),
         };
@@ -138,9 +142,17 @@ struct Piece {
 }
 
 /// Emits the call `fname(inputs.., outputs.., [step])` as a statement. `ins` excludes input 0
-/// of an in-place kernel (its output 0 stands for it). Operands must have passed
+/// of an in-place kernel (its output 0 stands for it). Operands are fixed-size arrays (`at`,
+/// `at_mut`), or with `slices` slices of their length. Operands must have passed
 /// [`check_operands`].
-pub(crate) fn emit_call(c: &mut Code, fname: &str, ins: &[Loc], outs: &[Loc], step: bool) -> Result<(), String> {
+pub(crate) fn emit_call(
+    c: &mut Code,
+    fname: &str,
+    ins: &[Loc],
+    outs: &[Loc],
+    step: bool,
+    slices: bool,
+) -> Result<(), String> {
     let mut lines: Vec<String> = Vec::new();
     // Per split region: the gap pieces between outputs; per output: its piece variable.
     let mut gaps: HashMap<Region, Vec<Piece>> = HashMap::new();
@@ -189,22 +201,29 @@ pub(crate) fn emit_call(c: &mut Code, fname: &str, ins: &[Loc], outs: &[Loc], st
         }
         gaps.insert(region, pieces);
     }
+    let input = |var: &str, at: usize, len: usize| {
+        if slices {
+            format!("&{var}[{at}..{}]", at + len)
+        } else {
+            format!("at({var}, {at})")
+        }
+    };
     let mut args = Vec::new();
     for l in ins {
         match gaps.get_mut(&l.region) {
-            None => args.push(format!("at({}, {})", l.region.var(), l.start)),
+            None => args.push(input(l.region.var(), l.start, l.len)),
             Some(pieces) => {
                 let piece = pieces
                     .iter_mut()
                     .find(|g| g.start <= l.start && l.end() <= g.end)
                     .ok_or_else(|| format!("input at {:?} {} straddles an output", l.region, l.start))?;
                 piece.used = true;
-                args.push(format!("at({}, {})", piece.var, l.start - piece.start));
+                args.push(input(&piece.var, l.start - piece.start, l.len));
             }
         }
     }
     for v in &out_vars {
-        args.push(format!("at_mut({v}, 0)"));
+        args.push(if slices { v.clone() } else { format!("at_mut({v}, 0)") });
     }
     if step {
         args.push("step".into());
@@ -261,7 +280,7 @@ mod tests {
         let ins = [arena(0, 4), arena(20, 2)];
         let outs = [arena(8, 4)];
         check_operands(&ins, &outs, false, false).unwrap();
-        emit_call(&mut c, "k", &ins, &outs, false).unwrap();
+        emit_call(&mut c, "k", &ins, &outs, false, false).unwrap();
         let s = c.finish();
         assert!(s.contains("let (a0, ra) = a.split_at_mut(8);"), "{s}");
         assert!(s.contains("let (o0, a1) = ra.split_at_mut(4);"), "{s}");

@@ -4,18 +4,22 @@
 //! [`generate`] lowers the model, compiles it with the middle end (`passes::compile`: the same
 //! kernel-IR programs the native backend runs, so every fusion, schedule and arena offset comes
 //! from the kernel IR) — an inference program with batch norm folded into the weights and,
-//! unless inference-only, a training program (forward, loss, backward; the caller applies the
-//! optimiser to the returned gradients) — and prints:
+//! unless inference-only, a training program (forward, loss, backward, then the optimiser's
+//! update kernels with the model's rule, `kernels_optim`; their state slots are persistent
+//! arena buffers) — and prints:
 //!
 //! - one Rust function per distinct kernel template (`kernels*`): plain loop nests with literal
 //!   bounds over fixed-size array operands, the channel loop innermost for LLVM to vectorise;
 //!   kernels with equal `KernelOp`s share a function, so repeated blocks cost nothing to build;
 //! - per program a `*_prepare` function (load-time kernels) and a `*_run` function calling the
-//!   kernels in order on pieces of one arena carved out with `split_at_mut` (`layout`): the
-//!   crate has no `unsafe`;
+//!   kernels in order on pieces of one arena carved out with `split_at_mut` (`layout`; the
+//!   optimiser updates behind `if update`): the crate has no `unsafe`. The inference program's
+//!   arena starts after the training program's persistent buffers, so `forward` between
+//!   training steps keeps the optimiser state;
 //! - the public API (`api`): constants (batch, shapes, arena size, the parameter layout), a
-//!   small safetensors reader, and `Model` (`forward`, `train_step`) — or, for `no_std`, a
-//!   `Model` over caller-owned parameters and arena.
+//!   small safetensors reader, and `Model` (`forward`, `train_step` with the optimiser and a
+//!   step counter, `gradients` without) — or, for `no_std`, a `Model` over caller-owned
+//!   parameters and arena.
 //!
 //! The programs are re-planned with the generated kernels' scratch instead of the runtime
 //! kernels' packing workspace, which plain loops do not use; this shrinks the arena.
@@ -25,10 +29,13 @@
 //! while a non-empty directory without the marker is refused.
 
 mod api;
+mod api_check;
+mod api_model;
 mod kernels;
 mod kernels_conv;
 mod kernels_gemm;
 mod kernels_norm;
+mod kernels_optim;
 mod kernels_rows;
 mod layout;
 mod program;
@@ -46,7 +53,7 @@ use thiserror::Error;
 use crate::autodiff::{training_graph, AutodiffError};
 use crate::error::CompileError;
 use crate::ir::{Graph, LossKind, Mode, Op, Shape};
-use crate::kernel_ir::{self, BufKind, Buffer, Machine, Program};
+use crate::kernel_ir::{self, BufKind, Buffer, Machine, Program, Storage, UpdateRule};
 use crate::lower::lower;
 use crate::passes::{compile, PassError, PipelineOptions};
 use crate::spec::ModelSpec;
@@ -55,6 +62,8 @@ use api::{CrateInfo, ParamInfo, TrainInfo};
 use layout::Binder;
 use program::{emit_program, Templates};
 use writer::Code;
+
+pub use kernels_optim::{spec_optimizer, update_rule};
 
 /// The file marking a directory as a crate cnnc wrote; lists the files it wrote.
 pub const MARKER: &str = ".cnnc-crate";
@@ -98,6 +107,8 @@ pub struct CodegenOptions {
     pub embed_weights: Option<PathBuf>,
     pub loss: LossKind,
     pub from_logits: bool,
+    /// The optimiser `Model::train_step` applies (required for training crates).
+    pub update: Option<UpdateRule>,
     /// Schedules (tile sizes) are chosen for this machine.
     pub machine: Machine,
     /// Format `src/lib.rs` with `rustfmt` when it is installed.
@@ -105,8 +116,9 @@ pub struct CodegenOptions {
 }
 
 impl CodegenOptions {
-    /// Training and inference for `batch` samples with the model's loss, scheduled for this
-    /// machine's caches and SIMD width on one thread (generated code is single-threaded).
+    /// Training and inference for `batch` samples with the model's loss and optimiser (as
+    /// `cnnc train` builds it: [`spec_optimizer`]), scheduled for this machine's caches and SIMD
+    /// width on one thread (generated code is single-threaded).
     pub fn new(spec: &ModelSpec, batch: usize) -> Self {
         CodegenOptions {
             batch,
@@ -115,6 +127,7 @@ impl CodegenOptions {
             embed_weights: None,
             loss: spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy),
             from_logits: spec.training.from_logits.unwrap_or(false),
+            update: spec_optimizer(spec).map(|k| update_rule(&k)),
             machine: Machine {
                 cores: 1,
                 ..Machine::detect()
@@ -136,6 +149,8 @@ pub struct GeneratedCrate {
     /// Kernels per inference and per training run, and generated kernel functions.
     pub inference_kernels: usize,
     pub training_kernels: Option<usize>,
+    /// The optimiser `Model::train_step` applies (training crates).
+    pub update: Option<UpdateRule>,
     pub functions: usize,
     /// Whether `rustfmt` formatted the sources.
     pub formatted: bool,
@@ -263,11 +278,20 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
         return Err(model_err("the batch size must be at least 1".into()));
     }
     let training = opts.training && !opts.no_std;
+    let update = match (training, opts.update) {
+        (true, None) => {
+            return Err(model_err(format!(
+                "a training crate needs an optimiser; training.optimizer {:?} is not one of adam, sgd, rmsprop",
+                spec.training.optimizer.as_deref().unwrap_or("")
+            )))
+        }
+        (_, u) => u,
+    };
     let pipeline = PipelineOptions {
         machine: opts.machine,
         fold_bn: true,
         fuse: true,
-        update: None,
+        update,
         ..PipelineOptions::default()
     };
     let fwd_train = lower(spec, opts.batch, Mode::Training)?;
@@ -320,13 +344,17 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
             }
         }
     }
-    let arena_f32s = programs.iter().map(|p| p.arena_bytes().div_ceil(4)).max().unwrap_or(0);
+    // The inference program's arena lies after the training program's persistent buffers.
+    let infer_base = train.as_ref().map_or(0, persistent_f32s);
+    let arena_f32s =
+        (infer_base + infer.arena_bytes().div_ceil(4)).max(train.as_ref().map_or(0, |p| p.arena_bytes().div_ceil(4)));
 
     let mut templates = Templates::default();
     let emit = |p: &Program, tag: &str, program: &'static str, t: &mut Templates| {
         let binder = Binder {
             program: p,
             param_offsets: &offsets,
+            arena_base: if program == "inference" { infer_base } else { 0 },
             arena_f32s,
         };
         emit_program(p, tag, &binder, t).map_err(|(kernel, msg)| CodegenError::Kernel {
@@ -376,6 +404,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
             target_f32s,
             sparse_targets: opts.loss == LossKind::SparseCategoricalCrossentropy,
             loss: opts.loss.keras_name(),
+            optimizer: update.map_or(String::new(), |u| u.to_string()),
         }),
         infer: infer_code,
         functions: templates.list.len(),
@@ -396,7 +425,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     lib.line("");
     lib.raw(&kernels.finish());
     let mut lib = lib.finish();
-    let mut check = api::check_rs(&info);
+    let mut check = api_check::check_rs(&info);
     let mut formatted = false;
     if opts.rustfmt {
         if let (Some(l), Some(c)) = (rustfmt(&lib), rustfmt(&check)) {
@@ -416,9 +445,22 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
         arena_bytes: info.arena_f32s * 4,
         inference_kernels: info.infer.run_kernels,
         training_kernels: info.train.as_ref().map(|t| t.code.run_kernels),
+        update: update.filter(|_| training),
         functions: info.functions,
         formatted,
     })
+}
+
+/// f32 values from the arena's start that hold `p`'s persistent buffers (the planner packs
+/// them first).
+fn persistent_f32s(p: &Program) -> usize {
+    p.buffers
+        .iter()
+        .filter(|b| b.kind.storage() == Storage::Persistent)
+        .filter_map(|b| Some(b.offset? + b.arena_bytes()))
+        .max()
+        .unwrap_or(0)
+        .div_ceil(4)
 }
 
 /// `p` with the runtime kernels' scratch buffers (packed GEMM panels, per-thread partial

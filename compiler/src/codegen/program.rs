@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::ir::Mode;
 use crate::kernel_ir::{dump, BufKind, Kernel, KernelOp, OutRole, Program, Schedule, Stage};
 
-use super::kernels::{needs_step, scratch_of};
+use super::kernels::{needs_step, scratch_of, takes_slices};
 use super::layout::{check_operands, emit_call, Binder, Loc, Region};
 use super::writer::Code;
 
@@ -35,7 +35,11 @@ pub(crate) struct Templates {
 impl Templates {
     /// The function computing `k`, created on first use.
     fn name_for(&mut self, k: &Kernel, in_place: bool, use_: String) -> String {
-        let key = format!("{:?}/{in_place}", k.op);
+        // The optimiser's function takes slices: one per rule, whatever the parameter's length.
+        let key = match &k.op {
+            KernelOp::OptimizerUpdate { rule, .. } => format!("update {rule:?}"),
+            op => format!("{op:?}/{in_place}"),
+        };
         let i = match self.index.get(&key) {
             Some(&i) => i,
             None => {
@@ -62,6 +66,9 @@ impl Templates {
 
 /// `conv2d n=2 in=.. +bias +relu | mc=.. nr=..` from the IR dump's kernel line.
 fn describe(k: &Kernel) -> String {
+    if let KernelOp::OptimizerUpdate { rule, .. } = &k.op {
+        return format!("{} {rule} (any parameter length)", k.op.mnemonic());
+    }
     let line = dump::kernel_line(0, k);
     let after_outs = line
         .find(" -> (")
@@ -82,6 +89,10 @@ pub(crate) struct ProgramCode {
     pub prepare_fn: String,
     pub run_fn: String,
     pub run_kernels: usize,
+    /// Whether the run function takes `update: bool` (the program has optimiser updates).
+    pub updates: bool,
+    /// The optimiser's state slots in the arena (persistent buffers, zero before the first step).
+    pub opt_state: Vec<Loc>,
     pub prediction: Loc,
     pub loss: Option<Loc>,
     /// (parameter name, gradient) per gradient output.
@@ -99,9 +110,11 @@ pub(crate) fn emit_program(
 ) -> Result<ProgramCode, (usize, String)> {
     let training = p.mode == Mode::Training;
     let mode = if training { "training" } else { "inference" };
-    let mut bodies = [Code::new(), Code::new()];
-    let mut used: [BTreeSet<&str>; 2] = Default::default();
-    let mut counts = [0usize; 2];
+    // Per stage (prepare, run, optimiser update): the calls, the regions they use, the count.
+    let mut bodies = [Code::new(), Code::new(), Code::new()];
+    let mut used: [BTreeSet<&str>; 3] = Default::default();
+    let mut counts = [0usize; 3];
+    let mut opt_state = Vec::new();
     for (i, k) in p.kernels.iter().enumerate() {
         let fail = |msg: String| (i, msg);
         let ins = k
@@ -144,18 +157,30 @@ pub(crate) fn emit_program(
         }
         let moving = matches!(k.op, KernelOp::MovingAverage { .. });
         let in_place = moving && ins.first() == outs.first();
-        check_operands(&ins, &outs, in_place, moving && training).map_err(fail)?;
+        let writes_params = (moving && training) || takes_slices(&k.op);
+        check_operands(&ins, &outs, in_place, writes_params).map_err(fail)?;
+        if let KernelOp::OptimizerUpdate { .. } = k.op {
+            opt_state.extend_from_slice(&outs[1..]);
+        }
         let layers = if k.origin.is_empty() {
             String::new()
         } else {
             format!(" ({})", k.origin.join(", "))
         };
         let name = templates.name_for(k, in_place, format!("{mode} k{i}{layers}"));
-        let stage = usize::from(k.stage != Stage::Prepare);
+        let stage = match k.stage {
+            Stage::Prepare => 0,
+            Stage::Update => 2,
+            _ => 1,
+        };
+        // The updates run after the other kernels, behind `if update`: they must come last.
+        if stage == 1 && counts[2] > 0 {
+            return Err(fail("a kernel follows the optimiser updates".into()));
+        }
         let code = &mut bodies[stage];
         code.line(format!("// k{i} {}{layers}", k.op.mnemonic()));
         let args: Vec<Loc> = ins.iter().skip(usize::from(in_place)).copied().collect();
-        emit_call(code, &name, &args, &outs, needs_step(&k.op)).map_err(fail)?;
+        emit_call(code, &name, &args, &outs, needs_step(&k.op), takes_slices(&k.op)).map_err(fail)?;
         for l in ins.iter().chain(&outs) {
             used[stage].insert(l.region.var());
         }
@@ -164,9 +189,11 @@ pub(crate) fn emit_program(
         }
         counts[stage] += 1;
     }
-    let [prepare_body, run_body] = bodies;
+    let [prepare_body, run_body, update_body] = bodies;
+    let updates = counts[2] > 0;
     let arg = |stage: usize, var: &'static str, ty: &str| {
-        let unused = if used[stage].contains(var) { "" } else { "_" };
+        let used = used[stage].contains(var) || (stage == 1 && used[2].contains(var));
+        let unused = if used { "" } else { "_" };
         format!("{unused}{var}: {ty}")
     };
     let p_ty = if training { "&mut [f32]" } else { "&[f32]" };
@@ -187,7 +214,14 @@ pub(crate) fn emit_program(
     }
     prepare.close();
     let mut run = Code::new();
-    run.doc(&format!("The {mode} program: its {} kernels in plan order.", counts[1]));
+    run.doc(&if updates {
+        format!(
+            "The {mode} program: its {} kernels in plan order, then, if `update`, the optimiser's\n{} (one per trainable parameter).",
+            counts[1], counts[2]
+        )
+    } else {
+        format!("The {mode} program: its {} kernels in plan order.", counts[1])
+    });
     let mut args = vec![arg(1, "p", p_ty), arg(1, "x", "&[f32]")];
     if training {
         args.push(arg(1, "y", "&[f32]"));
@@ -196,10 +230,18 @@ pub(crate) fn emit_program(
     if training {
         args.push(arg(1, "step", "u64"));
     }
+    if updates {
+        args.push("update: bool".into());
+    }
     run.open(format!("fn {tag}_run({})", args.join(", ")));
     let run_body = run_body.finish();
     if !run_body.is_empty() {
         run.raw(&indent(&run_body));
+    }
+    if updates {
+        run.open("if update");
+        run.raw(&indent(&indent(&update_body.finish())));
+        run.close();
     }
     run.close();
 
@@ -234,7 +276,9 @@ pub(crate) fn emit_program(
     Ok(ProgramCode {
         prepare_fn: prepare.finish(),
         run_fn: run.finish(),
-        run_kernels: counts[1],
+        run_kernels: counts[1] + counts[2],
+        updates,
+        opt_state,
         prediction,
         loss,
         grads,
