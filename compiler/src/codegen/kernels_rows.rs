@@ -2,6 +2,7 @@
 //! softmax, reductions and channel concatenation/slicing. Loops run over rows (all axes but
 //! the channel axis) with the channel loop innermost and contiguous.
 
+use crate::ir::Activation;
 use crate::kernel_ir::{EwOp, PoolGeom, PoolKind};
 
 use super::kernels::{act_fn, act_grad_expr};
@@ -114,7 +115,12 @@ pub(crate) fn pool(c: &mut Code, kind: PoolKind, g: &PoolGeom) -> Result<(), Str
 
 /// Max: `(x, dy) -> (dx)`, each window's gradient to its first maximum; Avg, GlobalAvg:
 /// `(dy) -> (dx)`, shared by the window's real elements.
-pub(crate) fn pool_grad(c: &mut Code, kind: PoolKind, g: &PoolGeom) -> Result<(), String> {
+pub(crate) fn pool_grad(
+    c: &mut Code,
+    kind: PoolKind,
+    g: &PoolGeom,
+    act_grad: Option<Activation>,
+) -> Result<(), String> {
     let ch = g.c;
     match kind {
         PoolKind::GlobalAvg => {
@@ -147,6 +153,13 @@ pub(crate) fn pool_grad(c: &mut Code, kind: PoolKind, g: &PoolGeom) -> Result<()
             c.line("if i != usize::MAX { dx[i] += d; }");
             c.close();
             close(c, 3);
+            if let Some(a) = act_grad {
+                // The fused gradient of the activation whose output `x` is.
+                let e = act_grad_expr(a, "yv", "d")?;
+                c.line(format!(
+                    "for (o, &yv) in dx.iter_mut().zip(x) {{ let d = *o; *o = {e}; }}"
+                ));
+            }
         }
         PoolKind::Avg => {
             let win = &g.window;

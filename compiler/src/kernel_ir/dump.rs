@@ -99,7 +99,14 @@ fn attrs(op: &KernelOp) -> String {
             epilogue(e),
             if *bias_grad { " +bias_grad" } else { "" }
         ),
-        KernelOp::Pool { kind, geom } | KernelOp::PoolGrad { kind, geom } => pool(*kind, geom),
+        KernelOp::Pool { kind, geom } => pool(*kind, geom),
+        KernelOp::PoolGrad { kind, geom, act_grad } => {
+            let mut d = pool(*kind, geom);
+            if let Some(a) = act_grad {
+                d.push_str(&format!(" +act_grad={}", act(*a)));
+            }
+            d
+        }
         KernelOp::Elementwise { op, len, channels } => {
             let what = match op {
                 EwOp::Act(a) | EwOp::ActGrad(a) => format!("{} ", act(*a)),

@@ -166,10 +166,13 @@ pub enum KernelOp {
         geom: PoolGeom,
     },
     /// Max: `(x, dy) -> (dx)` (each window's gradient to its first maximum); Avg, GlobalAvg:
-    /// `(dy) -> (dx)`.
+    /// `(dy) -> (dx)`. With `act_grad` (max only; `x` the activation's output), `dx` is also
+    /// multiplied by that activation's derivative at `x` (the activation gradient before the
+    /// pool, fused: see `passes::fuse_pool_act_grad`).
     PoolGrad {
         kind: PoolKind,
         geom: PoolGeom,
+        act_grad: Option<Activation>,
     },
     Elementwise {
         op: EwOp,
@@ -399,7 +402,7 @@ impl KernelOp {
                 vec![Some(m * n), opt(e.bn_stats, 2 * n), opt(*bias_grad, *n)],
             ),
             KernelOp::Pool { geom: g, .. } => (vec![Some(g.input_len())], vec![Some(g.output_len())]),
-            KernelOp::PoolGrad { kind, geom: g } => (
+            KernelOp::PoolGrad { kind, geom: g, .. } => (
                 vec![opt(*kind == PoolKind::Max, g.input_len()), Some(g.output_len())],
                 vec![Some(g.input_len())],
             ),

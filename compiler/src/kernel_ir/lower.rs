@@ -167,14 +167,17 @@ fn kernel_op(g: &Graph, node: &Node) -> Result<KernelOp, String> {
         Op::MaxPool2dGrad(w) => KernelOp::PoolGrad {
             kind: PoolKind::Max,
             geom: pool_geom(ins[0], ins[1], *w)?,
+            act_grad: None,
         },
         Op::AvgPool2dGrad { window, .. } => KernelOp::PoolGrad {
             kind: PoolKind::Avg,
             geom: pool_geom(out, ins[0], *window)?,
+            act_grad: None,
         },
         Op::GlobalAvgPoolGrad { .. } => KernelOp::PoolGrad {
             kind: PoolKind::GlobalAvg,
             geom: pool_geom(out, ins[0], global_window(out)?)?,
+            act_grad: None,
         },
         Op::Concat => KernelOp::Concat {
             rows,

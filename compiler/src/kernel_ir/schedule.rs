@@ -172,7 +172,7 @@ fn even_blocks(len: usize, block: usize, unit: usize, threads: usize) -> usize {
 /// Rows and elements per row of a row-wise template (its parallel loop).
 fn rows_of(op: &KernelOp) -> (usize, usize) {
     match op {
-        KernelOp::Pool { kind, geom: g } | KernelOp::PoolGrad { kind, geom: g } => match kind {
+        KernelOp::Pool { kind, geom: g } | KernelOp::PoolGrad { kind, geom: g, .. } => match kind {
             PoolKind::GlobalAvg => (g.n, g.in_hw[0] * g.in_hw[1] * g.c),
             _ => (g.n * g.out_hw[0], g.out_hw[1] * g.c),
         },

@@ -15,9 +15,8 @@ use std::marker::PhantomData;
 
 use cnnc_runtime::ParamSpec;
 
+use super::dispatch;
 use super::NativeError;
-use super::{dispatch, fuse};
-use crate::ir::Activation;
 use crate::kernel_ir::{BufId, BufKind, KernelOp, OutRole, Program, Stage, Storage};
 
 /// Which memory a buffer lives in.
@@ -56,9 +55,6 @@ pub(super) struct Step {
     pub op: KernelOp,
     pub ins: Vec<Loc>,
     pub outs: Vec<Loc>,
-    /// A max-pool gradient absorbed the activation gradient that read its result (see
-    /// `fuse`): its output is the activation gradient's.
-    pub act_grad: Option<Activation>,
     /// Index of the (first) kernel in the program.
     pub kernel: usize,
 }
@@ -96,8 +92,7 @@ fn mismatch(p: &Program, msg: String) -> NativeError {
 impl Compiled {
     /// Binds `program`'s parameters to `params` (the executor's list) by name. `writable`:
     /// whether the caller lends parameters mutably (training), allowing in-place state updates.
-    pub fn new(mut program: Program, params: &[ParamSpec], writable: bool) -> Result<Compiled, NativeError> {
-        let act_grads = fuse::run(&mut program);
+    pub fn new(program: Program, params: &[ParamSpec], writable: bool) -> Result<Compiled, NativeError> {
         let p = &program;
         let bound = p.params();
         let mut slot_of: HashMap<BufId, usize> = HashMap::new();
@@ -195,7 +190,6 @@ impl Compiled {
                 op: k.op.clone(),
                 ins,
                 outs,
-                act_grad: act_grads[i],
                 kernel: i,
             };
             if k.stage == Stage::Prepare {

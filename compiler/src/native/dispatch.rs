@@ -87,7 +87,7 @@ pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
         | KernelOp::ConvGradInput { .. }
         | KernelOp::ConvGradKernel { .. }
         | KernelOp::Gemm { .. } => dispatch_gemm::check(op)?,
-        KernelOp::Pool { kind, geom } | KernelOp::PoolGrad { kind, geom } => {
+        KernelOp::Pool { kind, geom } | KernelOp::PoolGrad { kind, geom, .. } => {
             check_pool(*kind, geom)?;
             0
         }
@@ -140,11 +140,11 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
                 }
             }
         }
-        KernelOp::PoolGrad { kind, geom } => {
+        KernelOp::PoolGrad { kind, geom, act_grad } => {
             let dx = m.get_mut(o[0]);
             match kind {
                 PoolKind::Max => {
-                    let a = act(s.act_grad.unwrap_or(Activation::Linear));
+                    let a = act(act_grad.unwrap_or(Activation::Linear));
                     pool2d::max_pool_grad_act(ctx, &pool_geom(geom), m.get(i[0]), m.get(i[1]), a, dx)
                 }
                 PoolKind::Avg => pool2d::avg_pool_grad(ctx, &pool_geom(geom), m.get(i[0]), dx),

@@ -11,8 +11,6 @@
 //! - `compiled`: a program bound to memory — every buffer resolved to an arena range or to a
 //!   caller-bound region (input, target, parameter), checked once so that no kernel's outputs
 //!   overlap its other operands.
-//! - `fuse`: fusions the runtime kernels offer beyond the kernel IR's templates (a max-pool
-//!   gradient computing the preceding activation's gradient too), then the arena is re-planned.
 //! - `dispatch` / `dispatch_gemm`: one kernel-IR template → runtime kernel calls.
 //!
 //! Parameters are not copied: the program's parameter buffers point at the caller's tensors
@@ -23,7 +21,6 @@ mod compiled;
 mod dispatch;
 mod dispatch_gemm;
 mod executor;
-mod fuse;
 mod profile;
 
 use thiserror::Error;

@@ -77,13 +77,12 @@ impl Profile {
                 let share = 100.0 * times[i].total.as_secs_f64() / total.as_secs_f64().max(1e-12);
                 let _ = writeln!(
                     out,
-                    "  k{ki:<3} {:8.3} ms {share:5.1}% (fastest {:7.3})  {:<18} {} {}{}",
+                    "  k{ki:<3} {:8.3} ms {share:5.1}% (fastest {:7.3})  {:<18} {} {}",
                     per_call(times[i].total),
                     ms(times[i].min),
                     k.op.mnemonic(),
                     describe(&k.op),
                     k.origin.join(","),
-                    if c.run[i].act_grad.is_some() { " +act_grad" } else { "" }
                 );
             }
         }
