@@ -208,6 +208,10 @@ pub fn gemm(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: &[f32], c: &mut [f32], accumu
         super::epilogue::apply_rows(isa, c, n, &mut epi);
         return;
     }
+    if m == 1 && !g.trans_a && !g.trans_b && epi.moments.is_none() {
+        super::gemv::gemv(ctx, [k, n], a, b, c, accumulate, &mut epi);
+        return;
+    }
     let (mr, lanes) = tile_shape(isa);
     let direct = !g.trans_b && m <= 2 * mr;
     if direct && n.is_multiple_of(lanes) {

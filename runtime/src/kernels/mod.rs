@@ -19,6 +19,7 @@ mod conv_backward;
 pub mod elementwise;
 mod epilogue;
 pub mod gemm;
+mod gemv;
 mod im2col;
 mod microkernel;
 pub mod norm;

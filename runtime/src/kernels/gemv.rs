@@ -1,0 +1,70 @@
+//! One row times a matrix, `c[n] (+)= a[k]·B[k, n]` (B row-major): the batch-1 dense layer.
+//!
+//! The GEMM micro-kernel's 1-row tile keeps only two accumulators (one FMA chain per vector, so
+//! a quarter of the FMA throughput) and walks B one 32-column panel at a time. Here each thread
+//! owns a block of up to 128 columns — eight vector accumulators, eight independent chains —
+//! and streams its part of every row of B once: the layer is then bound by reading the weights.
+//! Each column is summed over K in order by one thread, so results do not depend on the thread
+//! count.
+
+use super::epilogue::{apply_rows, Epilogue};
+use super::Ctx;
+use crate::pool::task_range;
+
+/// Columns per accumulator block: 8 AVX-512 vectors.
+const BLOCK: usize = 128;
+
+/// `c = epilogue(a·B [+ c])` for `a [k]`, `B [k, n]`, `c [n]`; no BN statistics (one row).
+pub(crate) fn gemv(
+    ctx: &Ctx,
+    [k, n]: [usize; 2],
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+    epi: &mut Epilogue,
+) {
+    debug_assert!(a.len() == k && b.len() == k * n && c.len() == n && epi.moments.is_none());
+    let isa = ctx.isa.checked();
+    let ctx = ctx.for_work(2 * k * n);
+    let threads = ctx.threads();
+    // Narrower blocks when there are fewer 128-column blocks than threads (n = 128: two of 64).
+    let width = if n.div_ceil(BLOCK) >= threads {
+        BLOCK
+    } else {
+        n.div_ceil(threads).div_ceil(16) * 16
+    };
+    let blocks = n.div_ceil(width.max(1));
+    let mut parts: Vec<(usize, &mut [f32])> = Vec::with_capacity(threads);
+    let mut rest = &mut c[..];
+    for t in 0..threads {
+        let r = task_range(blocks, threads, t);
+        let (c0, c1) = ((r.start * width).min(n), (r.end * width).min(n));
+        let (mine, tail) = rest.split_at_mut(c1 - c0);
+        rest = tail;
+        parts.push((c0, mine));
+    }
+    ctx.pool.run_with_state(&mut parts, blocks, |(c0, out), _t, _range| {
+        isa.vectorize(
+            #[inline(always)]
+            || {
+                for (bi, cols) in out.chunks_mut(width).enumerate() {
+                    let col0 = *c0 + bi * width;
+                    let mut acc = [0f32; BLOCK];
+                    let acc = &mut acc[..cols.len()];
+                    if accumulate {
+                        acc.copy_from_slice(cols);
+                    }
+                    for (p, &av) in a.iter().enumerate() {
+                        let row = &b[p * n + col0..][..acc.len()];
+                        for (s, &bv) in acc.iter_mut().zip(row) {
+                            *s = av.mul_add(bv, *s);
+                        }
+                    }
+                    cols.copy_from_slice(acc);
+                }
+            },
+        )
+    });
+    apply_rows(isa, c, n, epi);
+}
