@@ -22,14 +22,19 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
+/// The native executor of `models/{model}.yaml` for `batch` images on `threads` threads.
+fn executor(model: &str, batch: usize, threads: usize) -> NativeExecutor {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models")
         .join(format!("{model}.yaml"));
     let spec = load_model(&path).unwrap_or_else(|e| panic!("{e}"));
     let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
     let from_logits = spec.training.from_logits.unwrap_or(false);
-    let mut ex = NativeExecutor::from_spec(&spec, batch, loss, from_logits, threads).unwrap();
+    NativeExecutor::from_spec(&spec, batch, loss, from_logits, threads).unwrap()
+}
+
+fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
+    let mut ex = executor(model, batch, threads);
     let mut params = init_params(ex.params(), 1);
     let mut grads: Vec<Tensor> = ex
         .params()
@@ -115,13 +120,7 @@ fn resnet18_training_throughput() {
 
 /// Batch-1 inference latency (fastest and median of many calls) with 1 and 2 threads.
 fn latency(model: &str, threads: usize, calls: usize) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models")
-        .join(format!("{model}.yaml"));
-    let spec = load_model(&path).unwrap_or_else(|e| panic!("{e}"));
-    let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
-    let from_logits = spec.training.from_logits.unwrap_or(false);
-    let mut ex = NativeExecutor::from_spec(&spec, 1, loss, from_logits, threads).unwrap();
+    let mut ex = executor(model, 1, threads);
     let params = init_params(ex.params(), 1);
     let mut rng = Rng::new(2);
     let len: usize = ex.input_shape().iter().product();
