@@ -1,10 +1,12 @@
 //! Convolution gradients.
 //!
-//! * Input gradient, stride 1: a forward implicit GEMM of `dy` with the kernel flipped in
-//!   space and transposed in channels (`w'[ky', kx', f, c] = w[kh−1−ky', kw−1−kx', c, f]`) and
-//!   padding `k − 1 − pad`, so it gathers (no scatter, any row split is race-free).
-//! * Input gradient, other strides: `dcols = dy · wᵀ` in blocks of output pixels, then col2im
-//!   scatter-adds each block into `dx`; threads own whole images, blocks may span several.
+//! * Input gradient, stride 1, at least a vector's worth of input channels: a forward implicit
+//!   GEMM of `dy` with the kernel flipped in space and transposed in channels
+//!   (`w'[ky', kx', f, c] = w[kh−1−ky', kw−1−kx', c, f]`) and padding `k − 1 − pad`, so it
+//!   gathers (no scatter, any row split is race-free).
+//! * Input gradient, other strides or fewer channels: `dcols = dy · wᵀ` in blocks of output
+//!   pixels, then col2im scatter-adds each block into `dx`; threads own whole images, blocks may
+//!   span several.
 //! * Kernel gradient: `dw[K, F] = Σ_pixels im2col(x)ᵀ · dy`, directly from a zero-padded input
 //!   slab (no im2col) unless output rows are very narrow, else through im2col blocks. Threads split
 //!   the K rows of dw and walk all pixels in the same order, so dw is bit-identical for any
@@ -35,7 +37,10 @@ pub fn conv2d_grad_input(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mu
     g.check(dx.len(), w.len(), dy.len());
     let ctx = &ctx.for_work(g.flops());
     let p = g.pad;
-    if g.stride == [1, 1] && p.top < g.kh && p.bottom < g.kh && p.left < g.kw && p.right < g.kw {
+    // The gather writes dx's channels as its GEMM columns: fewer than a vector's worth (LeNet's
+    // 6) waste most lanes, and the scatter's GEMM (columns = taps × channels) is then faster.
+    let narrow = g.c < tile_shape(ctx.isa.checked()).1;
+    if g.stride == [1, 1] && !narrow && p.top < g.kh && p.bottom < g.kh && p.left < g.kw && p.right < g.kw {
         gather_stride1(ctx, g, dy, w, dx);
     } else {
         scatter(ctx, g, dy, w, dx);
