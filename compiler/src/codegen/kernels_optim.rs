@@ -31,45 +31,6 @@ pub fn spec_optimizer(spec: &ModelSpec) -> Option<OptimizerKind> {
     Some(kind)
 }
 
-/// `kind` as the kernel IR's update rule (hyperparameters rounded to f32; RMSprop is not
-/// centered, as the runtime optimiser has no centered variant).
-pub fn update_rule(kind: &OptimizerKind) -> UpdateRule {
-    match *kind {
-        OptimizerKind::Sgd {
-            learning_rate,
-            momentum,
-            nesterov,
-        } => UpdateRule::Sgd {
-            lr: learning_rate as f32,
-            momentum: momentum as f32,
-            nesterov,
-        },
-        OptimizerKind::Adam {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-        } => UpdateRule::Adam {
-            lr: learning_rate as f32,
-            beta_1: beta_1 as f32,
-            beta_2: beta_2 as f32,
-            epsilon: epsilon as f32,
-        },
-        OptimizerKind::RmsProp {
-            learning_rate,
-            rho,
-            momentum,
-            epsilon,
-        } => UpdateRule::RmsProp {
-            lr: learning_rate as f32,
-            rho: rho as f32,
-            momentum: momentum as f32,
-            epsilon: epsilon as f32,
-            centered: false,
-        },
-    }
-}
-
 /// Whether the rule's function reads the step (Adam's bias correction).
 pub(crate) fn needs_step(rule: &UpdateRule) -> bool {
     matches!(rule, UpdateRule::Adam { .. })
@@ -215,10 +176,10 @@ mod tests {
 
     #[test]
     fn rules_follow_the_runtime_optimiser() {
-        let r = update_rule(&OptimizerKind::adam_default());
+        let r = OptimizerKind::adam_default().rule();
         assert_eq!(r, UpdateRule::adam());
-        assert_eq!(update_rule(&OptimizerKind::sgd_default()), UpdateRule::sgd());
-        assert_eq!(update_rule(&OptimizerKind::rmsprop_default()), UpdateRule::rmsprop());
+        assert_eq!(OptimizerKind::sgd_default().rule(), UpdateRule::sgd());
+        assert_eq!(OptimizerKind::rmsprop_default().rule(), UpdateRule::rmsprop());
     }
 
     #[test]

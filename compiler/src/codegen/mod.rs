@@ -63,7 +63,7 @@ use layout::Binder;
 use program::{emit_program, Templates};
 use writer::Code;
 
-pub use kernels_optim::{spec_optimizer, update_rule};
+pub use kernels_optim::spec_optimizer;
 
 /// The file marking a directory as a crate cnnc wrote; lists the files it wrote.
 pub const MARKER: &str = ".cnnc-crate";
@@ -127,7 +127,7 @@ impl CodegenOptions {
             embed_weights: None,
             loss: spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy),
             from_logits: spec.training.from_logits.unwrap_or(false),
-            update: spec_optimizer(spec).map(|k| update_rule(&k)),
+            update: spec_optimizer(spec).map(|k| k.rule()),
             machine: Machine {
                 cores: 1,
                 ..Machine::detect()
