@@ -26,7 +26,9 @@ pub(crate) fn gemv(
 ) {
     debug_assert!(a.len() == k && b.len() == k * n && c.len() == n && epi.moments.is_none());
     let isa = ctx.isa.checked();
-    let ctx = ctx.for_work(2 * k * n);
+    // Bound by streaming B (about 4 bytes per 2 FLOPs), not by the FMAs: weigh the work as a
+    // GEMM of 4× the FLOPs would take on one core, so that large weight matrices are split.
+    let ctx = ctx.for_work(8 * k * n);
     let threads = ctx.threads();
     // Narrower blocks when there are fewer 128-column blocks than threads (n = 128: two of 64).
     let width = if n.div_ceil(BLOCK) >= threads {
@@ -50,21 +52,40 @@ pub(crate) fn gemv(
             || {
                 for (bi, cols) in out.chunks_mut(width).enumerate() {
                     let col0 = *c0 + bi * width;
-                    let mut acc = [0f32; BLOCK];
-                    let acc = &mut acc[..cols.len()];
-                    if accumulate {
-                        acc.copy_from_slice(cols);
-                    }
-                    for (p, &av) in a.iter().enumerate() {
-                        let row = &b[p * n + col0..][..acc.len()];
-                        for (s, &bv) in acc.iter_mut().zip(row) {
-                            *s = av.mul_add(bv, *s);
+                    // Whole blocks keep their accumulators in registers (a constant width).
+                    match cols.len() {
+                        128 => block::<128>(a, b, n, col0, cols, accumulate),
+                        64 => block::<64>(a, b, n, col0, cols, accumulate),
+                        32 => block::<32>(a, b, n, col0, cols, accumulate),
+                        _ => {
+                            for (q, out) in cols.iter_mut().enumerate() {
+                                let mut s = if accumulate { *out } else { 0.0 };
+                                for (p, &av) in a.iter().enumerate() {
+                                    s = av.mul_add(b[p * n + col0 + q], s);
+                                }
+                                *out = s;
+                            }
                         }
                     }
-                    cols.copy_from_slice(acc);
                 }
             },
         )
     });
     apply_rows(isa, c, n, epi);
+}
+
+/// `cols (+)= a·B[:, col0..col0 + W]` with `W` accumulators held in registers.
+#[inline(always)]
+fn block<const W: usize>(a: &[f32], b: &[f32], n: usize, col0: usize, cols: &mut [f32], accumulate: bool) {
+    let mut acc = [0f32; W];
+    if accumulate {
+        acc.copy_from_slice(cols);
+    }
+    for (p, &av) in a.iter().enumerate() {
+        let row: &[f32; W] = b[p * n + col0..][..W].try_into().expect("a whole block");
+        for q in 0..W {
+            acc[q] = av.mul_add(row[q], acc[q]);
+        }
+    }
+    cols.copy_from_slice(&acc);
 }
