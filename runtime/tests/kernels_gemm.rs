@@ -8,9 +8,10 @@ use cnnc_runtime::kernels::{gemm, Act, Ctx, Epilogue, GemmGeom};
 use kernels_common::{data, gemm_ref, isas, pools, KERNEL_TOL};
 use support::assert_close;
 
-const SHAPES: [(usize, usize, usize); 10] = [
+const SHAPES: [(usize, usize, usize); 11] = [
     (1, 1, 1),
     (1, 128, 300),
+    (1, 120, 256),
     (2, 10, 128),
     (13, 31, 7),
     (14, 32, 288),

@@ -52,20 +52,32 @@ pub(crate) fn gemv(
             || {
                 for (bi, cols) in out.chunks_mut(width).enumerate() {
                     let col0 = *c0 + bi * width;
-                    // Whole blocks keep their accumulators in registers (a constant width).
-                    match cols.len() {
-                        128 => block::<128>(a, b, n, col0, cols, accumulate),
-                        64 => block::<64>(a, b, n, col0, cols, accumulate),
-                        32 => block::<32>(a, b, n, col0, cols, accumulate),
-                        _ => {
-                            for (q, out) in cols.iter_mut().enumerate() {
-                                let mut s = if accumulate { *out } else { 0.0 };
-                                for (p, &av) in a.iter().enumerate() {
-                                    s = av.mul_add(b[p * n + col0 + q], s);
+                    // Blocks of a constant width keep their accumulators in registers; a last
+                    // sliver narrower than a vector is summed row by row over a short slice.
+                    let mut at = 0;
+                    while at < cols.len() {
+                        let rest = &mut cols[at..];
+                        let c = col0 + at;
+                        at += match rest.len() {
+                            128.. => block::<128>(a, b, n, c, &mut rest[..128], accumulate),
+                            64.. => block::<64>(a, b, n, c, &mut rest[..64], accumulate),
+                            32.. => block::<32>(a, b, n, c, &mut rest[..32], accumulate),
+                            16.. => block::<16>(a, b, n, c, &mut rest[..16], accumulate),
+                            w => {
+                                let mut acc = [0f32; 16];
+                                let acc = &mut acc[..w];
+                                if accumulate {
+                                    acc.copy_from_slice(rest);
                                 }
-                                *out = s;
+                                for (p, &av) in a.iter().enumerate() {
+                                    for (s, &bv) in acc.iter_mut().zip(&b[p * n + c..][..w]) {
+                                        *s = av.mul_add(bv, *s);
+                                    }
+                                }
+                                rest.copy_from_slice(acc);
+                                w
                             }
-                        }
+                        };
                     }
                 }
             },
@@ -74,9 +86,9 @@ pub(crate) fn gemv(
     apply_rows(isa, c, n, epi);
 }
 
-/// `cols (+)= a·B[:, col0..col0 + W]` with `W` accumulators held in registers.
+/// `cols (+)= a·B[:, col0..col0 + W]` with `W` accumulators held in registers; returns `W`.
 #[inline(always)]
-fn block<const W: usize>(a: &[f32], b: &[f32], n: usize, col0: usize, cols: &mut [f32], accumulate: bool) {
+fn block<const W: usize>(a: &[f32], b: &[f32], n: usize, col0: usize, cols: &mut [f32], accumulate: bool) -> usize {
     let mut acc = [0f32; W];
     if accumulate {
         acc.copy_from_slice(cols);
@@ -88,4 +100,5 @@ fn block<const W: usize>(a: &[f32], b: &[f32], n: usize, col0: usize, cols: &mut
         }
     }
     cols.copy_from_slice(&acc);
+    W
 }
