@@ -177,7 +177,7 @@ thread_local! {
 pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilogue, y: &mut [f32]) {
     g.check(x.len(), w.len(), y.len());
     with_pack(&PACKED, |p| {
-        p.pack(ctx.isa, g.k(), g.f, w, false);
+        p.pack_on(ctx.for_work(g.flops()).pool, ctx.isa, g.k(), g.f, w, false);
         conv2d_forward_packed(ctx, g, x, p, epi, y);
     })
 }

@@ -87,7 +87,7 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let mc = block_rows(g.m(), ldk, mr, 1, A_BLOCK_BYTES);
     with_pack(&PACKED, |packed| {
         // B[f][kk] = w[kk][f]: w is [K, F] = B transposed.
-        packed.pack(isa, f, k, w, true);
+        packed.pack_on(ctx.pool, isa, f, k, w, true);
         let packed = &*packed;
         let mut parts: Vec<(&mut [f32], usize)> = Vec::with_capacity(threads);
         let mut rest = dx;
