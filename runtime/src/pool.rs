@@ -31,6 +31,28 @@ pub fn task_range(n_tasks: usize, threads: usize, t: usize) -> Range<usize> {
     (t * n_tasks / threads)..((t + 1) * n_tasks / threads)
 }
 
+/// Cuts `data` into one contiguous part per thread following [`task_range`]: thread `t`, with
+/// tasks `r`, gets `data[start(r.start)..start(r.end)]`, where `start(i)` is the offset of task
+/// `i`'s first element (`start(0) = 0`, `start(n_tasks)` = the end of the last). Returns each
+/// thread's tasks and part, in thread order — the per-thread states of a kernel whose threads
+/// own disjoint stretches of its output.
+pub fn split_by_tasks<T>(
+    data: &mut [T],
+    n_tasks: usize,
+    threads: usize,
+    start: impl Fn(usize) -> usize,
+) -> Vec<(Range<usize>, &mut [T])> {
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = data;
+    for t in 0..threads.max(1) {
+        let r = task_range(n_tasks, threads, t);
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(start(r.end) - start(r.start));
+        rest = tail;
+        parts.push((r, mine));
+    }
+    parts
+}
+
 /// The job workers run: called with the worker's thread index (1-based; 0 is the caller).
 type Job = dyn Fn(usize) + Sync;
 

@@ -20,7 +20,7 @@ use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
 use super::{Ctx, KernelIsa};
-use crate::pool::task_range;
+use crate::pool::split_by_tasks;
 use std::cell::RefCell;
 
 thread_local! {
@@ -89,14 +89,10 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         // B[f][kk] = w[kk][f]: w is [K, F] = B transposed.
         packed.pack_on(ctx.pool, isa, f, k, w, true);
         let packed = &*packed;
-        let mut parts: Vec<(&mut [f32], usize)> = Vec::with_capacity(threads);
-        let mut rest = dx;
-        for t in 0..threads {
-            let r = task_range(g.n, threads, t);
-            let (mine, tail) = rest.split_at_mut(r.len() * img);
-            rest = tail;
-            parts.push((mine, r.start));
-        }
+        let mut parts: Vec<(&mut [f32], usize)> = split_by_tasks(dx, g.n, threads, |i| i * img)
+            .into_iter()
+            .map(|(r, part)| (part, r.start))
+            .collect();
         // Threads own whole images (col2im scatters within an image); every dx element gets
         // its contributions in pixel order whatever the blocks, so results match across threads.
         ctx.pool.run_with_state(&mut parts, g.n, |(dxp, img0), _t, range| {
@@ -183,16 +179,12 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
     let panels = f.div_ceil(nr);
     let threads = ctx.threads();
     let want_bias = dbias.is_some();
-    let mut parts: Vec<(&mut [f32], usize, Vec<f64>)> = Vec::with_capacity(threads);
-    let mut rest = dw;
-    for t in 0..threads {
-        let r = task_range(tiles.len(), threads, t);
-        let k_of = |i: usize| tiles.get(i).map_or(g.k(), |&(ky, r0, _)| ky * row_len + r0);
-        let (k0, k1) = (k_of(r.start), k_of(r.end));
-        let (mine, tail) = rest.split_at_mut((k1 - k0) * f);
-        rest = tail;
-        parts.push((mine, k0, vec![0.0; if t == 0 && want_bias { f } else { 0 }]));
-    }
+    let k_of = |i: usize| tiles.get(i).map_or(g.k(), |&(ky, r0, _)| ky * row_len + r0);
+    let mut parts: Vec<(&mut [f32], usize, Vec<f64>)> = split_by_tasks(dw, tiles.len(), threads, |i| k_of(i) * f)
+        .into_iter()
+        .enumerate()
+        .map(|(t, (r, part))| (part, k_of(r.start), vec![0.0; if t == 0 && want_bias { f } else { 0 }]))
+        .collect();
     let chunk_px = chunk_lines * g.ow;
     let in_place = f.is_multiple_of(lanes);
     // Packed panel width: one vector when every column fits in it.
@@ -271,15 +263,12 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
     let pw = if f <= lanes { lanes } else { nr };
     let want_bias = dbias.is_some();
     // Thread t owns dw rows of tiles task_range(tiles, threads, t); thread 0 also sums dy.
-    let mut parts: Vec<(&mut [f32], usize, Vec<f64>)> = Vec::with_capacity(threads);
-    let mut rest = dw;
-    for t in 0..threads {
-        let r = task_range(tiles, threads, t);
-        let (k0, k1) = ((r.start * mr).min(k), (r.end * mr).min(k));
-        let (mine, tail) = rest.split_at_mut((k1 - k0) * f);
-        rest = tail;
-        parts.push((mine, k0, vec![0.0; if t == 0 && want_bias { f } else { 0 }]));
-    }
+    let k_of = |i: usize| (i * mr).min(k);
+    let mut parts: Vec<(&mut [f32], usize, Vec<f64>)> = split_by_tasks(dw, tiles, threads, |i| k_of(i) * f)
+        .into_iter()
+        .enumerate()
+        .map(|(t, (r, part))| (part, k_of(r.start), vec![0.0; if t == 0 && want_bias { f } else { 0 }]))
+        .collect();
     let ld = padded_ld(TAPS.min(k));
     ctx.pool
         .run_with_state(&mut parts, tiles, |(dwp, k0, bsum), _t, range| {

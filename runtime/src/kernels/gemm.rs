@@ -21,7 +21,7 @@ use super::pack::{transpose_into, with_pack, PackedB};
 use super::scratch::{self, Slot};
 use super::{Ctx, KernelIsa};
 use crate::kernels::activation::Act;
-use crate::pool::{task_range, Pool};
+use crate::pool::{split_by_tasks, task_range, Pool};
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -125,19 +125,18 @@ pub(crate) fn row_blocks<F>(
     let threads = pool.threads();
     let blocks = m.div_ceil(mc);
     let width = if moments.is_some() { 2 * n } else { 0 };
-    let mut parts: Vec<Part> = Vec::with_capacity(threads);
-    let mut rest = y;
-    for t in 0..threads {
-        let r = task_range(blocks, threads, t);
-        let (row0, row1) = ((r.start * mc).min(m), (r.end * mc).min(m));
-        let (mine, tail) = rest.split_at_mut((row1 - row0) * n);
-        rest = tail;
-        parts.push(Part {
-            y: mine,
-            row0,
-            stats: vec![0.0; (row1 - row0).div_ceil(group) * width],
-        });
-    }
+    let row_of = |b: usize| (b * mc).min(m);
+    let mut parts: Vec<Part> = split_by_tasks(y, blocks, threads, |b| row_of(b) * n)
+        .into_iter()
+        .map(|(r, mine)| {
+            let (row0, row1) = (row_of(r.start), row_of(r.end));
+            Part {
+                y: mine,
+                row0,
+                stats: vec![0.0; (row1 - row0).div_ceil(group) * width],
+            }
+        })
+        .collect();
     pool.run_with_state(&mut parts, blocks, |part, _t, range| {
         for blk in range {
             let r0 = blk * mc;

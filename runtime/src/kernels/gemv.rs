@@ -9,7 +9,7 @@
 
 use super::epilogue::{apply_rows, Epilogue};
 use super::Ctx;
-use crate::pool::task_range;
+use crate::pool::split_by_tasks;
 
 /// Columns per accumulator block: 8 AVX-512 vectors.
 const BLOCK: usize = 128;
@@ -37,15 +37,11 @@ pub(crate) fn gemv(
         n.div_ceil(threads).div_ceil(16) * 16
     };
     let blocks = n.div_ceil(width.max(1));
-    let mut parts: Vec<(usize, &mut [f32])> = Vec::with_capacity(threads);
-    let mut rest = &mut c[..];
-    for t in 0..threads {
-        let r = task_range(blocks, threads, t);
-        let (c0, c1) = ((r.start * width).min(n), (r.end * width).min(n));
-        let (mine, tail) = rest.split_at_mut(c1 - c0);
-        rest = tail;
-        parts.push((c0, mine));
-    }
+    let col_of = |b: usize| (b * width).min(n);
+    let mut parts: Vec<(usize, &mut [f32])> = split_by_tasks(c, blocks, threads, col_of)
+        .into_iter()
+        .map(|(r, mine)| (col_of(r.start), mine))
+        .collect();
     ctx.pool.run_with_state(&mut parts, blocks, |(c0, out), _t, _range| {
         isa.vectorize(
             #[inline(always)]

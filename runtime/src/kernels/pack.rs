@@ -4,7 +4,7 @@
 
 use super::microkernel::tile_shape;
 use super::KernelIsa;
-use crate::pool::Pool;
+use crate::pool::{split_by_tasks, Pool};
 
 /// Packs smaller than this many values are done on the calling thread.
 const PAR_MIN_VALUES: usize = 64 * 1024;
@@ -58,14 +58,10 @@ impl PackedB {
         } else {
             1
         };
-        let mut parts: Vec<(usize, &mut [f32])> = Vec::with_capacity(threads);
-        let mut rest = &mut self.data[..];
-        for t in 0..threads {
-            let r = crate::pool::task_range(panels, threads, t);
-            let (mine, tail) = rest.split_at_mut(r.len() * k * nr);
-            rest = tail;
-            parts.push((r.start, mine));
-        }
+        let mut parts: Vec<(usize, &mut [f32])> = split_by_tasks(&mut self.data, panels, threads, |j| j * k * nr)
+            .into_iter()
+            .map(|(r, mine)| (r.start, mine))
+            .collect();
         let pack_panels = |(j0, dst): &mut (usize, &mut [f32])| {
             for (dj, panel) in dst.chunks_exact_mut((k * nr).max(1)).enumerate() {
                 let c0 = (*j0 + dj) * nr;
