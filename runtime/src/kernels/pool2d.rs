@@ -112,9 +112,14 @@ fn span(o: usize, stride: usize, size: usize, pad: usize, len: usize) -> (usize,
     (lo, hi.max(lo))
 }
 
-/// `y` = the maximum of each window's real elements.
-pub fn max_pool(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32]) {
-    g.check(x.len(), y.len());
+/// Calls `reduce(out, n, rows, cols)` for every output pixel of `y` (its `c` channels), with
+/// the image and the real input rows and columns of its window (empty when the window lies
+/// in the padding); output rows are split over the threads. Forward pooling's driver.
+#[inline(always)]
+fn for_each_window<F>(ctx: &Ctx, g: &PoolGeom, y: &mut [f32], reduce: F)
+where
+    F: Fn(&mut [f32], usize, (usize, usize), (usize, usize)) + Sync,
+{
     let (c, isa) = (g.c, ctx.isa);
     par_rows(ctx, g.n * g.oh, g.ow * c, y, |rows, out| {
         isa.vectorize(
@@ -122,30 +127,43 @@ pub fn max_pool(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32]) {
             || {
                 for (row, orow) in rows.zip(out.chunks_exact_mut(g.ow * c)) {
                     let (n, oh) = (row / g.oh, row % g.oh);
-                    let (r0, r1) = g.rows(oh);
-                    for (ow, best) in orow.chunks_exact_mut(c).enumerate() {
-                        let best = &mut best[..c];
-                        let (c0, c1) = g.cols(ow);
-                        if r0 == r1 || c0 == c1 {
-                            best.fill(0.0);
-                            continue;
-                        }
-                        // The first real element seeds the maximum; indexed loops vectorise.
-                        best.copy_from_slice(&x[((n * g.h + r0) * g.w + c0) * c..][..c]);
-                        for ih in r0..r1 {
-                            let base = ((n * g.h + ih) * g.w) * c;
-                            for iw in c0..c1 {
-                                let xs = &x[base + iw * c..][..c];
-                                for k in 0..c {
-                                    best[k] = if xs[k] > best[k] { xs[k] } else { best[k] };
-                                }
-                            }
-                        }
+                    for (ow, px) in orow.chunks_exact_mut(c).enumerate() {
+                        reduce(px, n, g.rows(oh), g.cols(ow));
                     }
                 }
             },
         )
     });
+}
+
+/// `y` = the maximum of each window's real elements.
+pub fn max_pool(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32]) {
+    g.check(x.len(), y.len());
+    let c = g.c;
+    for_each_window(
+        ctx,
+        g,
+        y,
+        #[inline(always)]
+        |best, n, (r0, r1), (c0, c1)| {
+            let best = &mut best[..c];
+            if r0 == r1 || c0 == c1 {
+                best.fill(0.0);
+                return;
+            }
+            // The first real element seeds the maximum; indexed loops vectorise.
+            best.copy_from_slice(&x[((n * g.h + r0) * g.w + c0) * c..][..c]);
+            for ih in r0..r1 {
+                let base = ((n * g.h + ih) * g.w) * c;
+                for iw in c0..c1 {
+                    let xs = &x[base + iw * c..][..c];
+                    for k in 0..c {
+                        best[k] = if xs[k] > best[k] { xs[k] } else { best[k] };
+                    }
+                }
+            }
+        },
+    );
 }
 
 /// `dx` from `x` and `dy`: each window's gradient to its first maximum (`dx` is overwritten).
@@ -344,36 +362,30 @@ fn image<const DISJOINT: bool>(
 /// `y` = the mean of each window's real elements.
 pub fn avg_pool(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32]) {
     g.check(x.len(), y.len());
-    let (c, isa) = (g.c, ctx.isa);
-    par_rows(ctx, g.n * g.oh, g.ow * c, y, |rows, out| {
-        isa.vectorize(
-            #[inline(always)]
-            || {
-                for (row, orow) in rows.zip(out.chunks_exact_mut(g.ow * c)) {
-                    let (n, oh) = (row / g.oh, row % g.oh);
-                    let (r0, r1) = g.rows(oh);
-                    for (ow, acc) in orow.chunks_exact_mut(c).enumerate() {
-                        let (c0, c1) = g.cols(ow);
-                        acc.fill(0.0);
-                        let count = (r1 - r0) * (c1 - c0);
-                        if count == 0 {
-                            continue;
-                        }
-                        for ih in r0..r1 {
-                            let base = ((n * g.h + ih) * g.w) * c;
-                            for iw in c0..c1 {
-                                for (a, &v) in acc.iter_mut().zip(&x[base + iw * c..base + (iw + 1) * c]) {
-                                    *a += v;
-                                }
-                            }
-                        }
-                        let inv = 1.0 / count as f32;
-                        acc.iter_mut().for_each(|a| *a *= inv);
+    let c = g.c;
+    for_each_window(
+        ctx,
+        g,
+        y,
+        #[inline(always)]
+        |acc, n, (r0, r1), (c0, c1)| {
+            acc.fill(0.0);
+            let count = (r1 - r0) * (c1 - c0);
+            if count == 0 {
+                return;
+            }
+            for ih in r0..r1 {
+                let base = ((n * g.h + ih) * g.w) * c;
+                for iw in c0..c1 {
+                    for (a, &v) in acc.iter_mut().zip(&x[base + iw * c..base + (iw + 1) * c]) {
+                        *a += v;
                     }
                 }
-            },
-        )
-    });
+            }
+            let inv = 1.0 / count as f32;
+            acc.iter_mut().for_each(|a| *a *= inv);
+        },
+    );
 }
 
 /// `dx` from `dy`: each window's gradient shared equally by its real elements (`dx` is
