@@ -1,8 +1,9 @@
 //! Runs one conv layer of `CONV_SHAPES` in one direction on one thread for a few seconds and
 //! prints its GFLOP/s — a target for profilers (`perf record`).
-//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw [seconds]`.
+//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw [seconds] [threads]`
+//! (one thread: the calling thread's CPU time; more: wall time).
 
-use cnnc_benches::{best_cpu_time, data, CONV_SHAPES};
+use cnnc_benches::{best_cpu_time, best_time, data, CONV_SHAPES};
 use cnnc_runtime::kernels::{conv2d_forward, conv2d_grad_input, conv2d_grad_kernel, Act, Ctx, Epilogue};
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
@@ -21,7 +22,10 @@ fn main() {
         );
         std::process::exit(2);
     };
-    let g = s.geom();
+    let mut g = s.geom();
+    if let Some(n) = std::env::var("BATCH").ok().and_then(|s| s.parse().ok()) {
+        g.n = n;
+    }
     let (x, w, bias, dy) = (
         data(g.input_len(), 1),
         data(g.kernel_len(), 2),
@@ -33,11 +37,17 @@ fn main() {
         vec![0f32; g.input_len()],
         vec![0f32; g.kernel_len()],
     );
-    let pool = Pool::new(1);
+    let threads: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let pool = Pool::new(threads);
+    let best: fn(Duration, &mut dyn FnMut()) -> f64 = if threads > 1 {
+        |b, f| best_time(b, f)
+    } else {
+        |b, f| best_cpu_time(b, f)
+    };
     let ctx = Ctx::new(&pool);
     let budget = Duration::from_secs_f64(secs);
     let t = match dir.as_str() {
-        "fwd" => best_cpu_time(budget, || {
+        "fwd" => best(budget, &mut || {
             conv2d_forward(
                 &ctx,
                 &g,
@@ -47,8 +57,12 @@ fn main() {
                 &mut y,
             )
         }),
-        "dx" => best_cpu_time(budget, || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)),
-        _ => best_cpu_time(budget, || conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, None)),
+        "dx" => best(budget, &mut || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)),
+        _ => best(budget, &mut || conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, None)),
     };
-    println!("{name} {dir} {}: {:.1} GFLOP/s", s.id(), g.flops() as f64 / t / 1e9);
+    println!(
+        "{name} {dir} {} on {threads} thread(s): {:.1} GFLOP/s",
+        s.id(),
+        g.flops() as f64 / t / 1e9
+    );
 }
