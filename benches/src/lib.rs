@@ -1,11 +1,13 @@
 //! Shared pieces of cnnc's kernel benchmarks: the layer shape tables (the conv layers of the
 //! MNIST CNN, the CIFAR-10 CNN and ResNet18 on CIFAR-10, and the dense layers of those models),
 //! deterministic data, a quick best-of timer, the unfused conv + bias + ReLU baseline, and the
-//! single-core FMA peak probe.
+//! single-core FMA peak probe; [`bn`]: conv + BN + ReLU fused, unfused and interpreted.
 //!
 //! Benchmarks: `cargo bench -p cnnc-benches --bench conv` / `--bench gemm` (criterion; elem/s is
 //! FLOP/s). Quick table: `cargo run --release -p cnnc-benches --bin kernel_table`. Peak:
 //! `cargo run --release -p cnnc-benches --bin fma_peak`.
+
+pub mod bn;
 
 use cnnc_runtime::kernels::{conv2d_forward, Act, ConvGeom, Ctx, Epilogue, GemmGeom};
 use std::time::{Duration, Instant};
