@@ -94,48 +94,47 @@ impl ConvBn {
 
     /// `Conv2d` with `bn_stats` in its epilogue, then `BnApply` with the ReLU.
     pub fn forward_fused(&mut self, ctx: &Ctx) {
-        let (g, f) = (&self.g, self.g.f);
-        conv2d_forward(
-            ctx,
-            g,
-            &self.x,
-            &self.w,
-            Epilogue::none().with_moments(&mut self.moments),
-            &mut self.z,
-        );
-        let (mean, var) = self.moments.split_at(f);
-        norm::bn_scale(var, Some(&self.gamma), EPS, &mut self.scale);
-        norm::bn_apply(
-            ctx,
-            f,
-            &self.z,
-            mean,
-            &self.scale,
-            &self.beta,
-            None,
-            Act::Relu,
-            &mut self.y,
-        );
+        run(self, ctx, FORWARD_FUSED)
     }
 
     /// `Conv2d`, `Moments`, `BnApply` (linear), `Act(relu)`: four kernels, three extra passes.
     pub fn forward_unfused(&mut self, ctx: &Ctx) {
-        let (g, f) = (&self.g, self.g.f);
-        conv2d_forward(ctx, g, &self.x, &self.w, Epilogue::none(), &mut self.z);
-        norm::moments(ctx, self.rows(), f, &self.z, &mut self.moments);
+        run(self, ctx, FORWARD_UNFUSED)
+    }
+
+    /// `BnActBackward` (ReLU mask, dz, dγ, dβ in one kernel), then the conv gradients.
+    pub fn backward_fused(&mut self, ctx: &Ctx) {
+        run(self, ctx, BACKWARD_FUSED)
+    }
+
+    /// `ActGrad(relu)`, `BnGradInput`, `BnGradGamma`, `Reduce` (dβ), then the conv gradients.
+    pub fn backward_unfused(&mut self, ctx: &Ctx) {
+        run(self, ctx, BACKWARD_UNFUSED)
+    }
+
+    fn conv_moments(&mut self, ctx: &Ctx) {
+        let epi = Epilogue::none().with_moments(&mut self.moments);
+        conv2d_forward(ctx, &self.g, &self.x, &self.w, epi, &mut self.z);
+    }
+
+    fn conv(&mut self, ctx: &Ctx) {
+        conv2d_forward(ctx, &self.g, &self.x, &self.w, Epilogue::none(), &mut self.z);
+    }
+
+    fn moments(&mut self, ctx: &Ctx) {
+        norm::moments(ctx, self.rows(), self.g.f, &self.z, &mut self.moments);
+    }
+
+    /// `bn_scale` then `bn_apply` with `act`, into `y` (ReLU) or `t` (linear, ReLU to follow).
+    fn bn_apply(&mut self, ctx: &Ctx, act: Act) {
+        let f = self.g.f;
         let (mean, var) = self.moments.split_at(f);
         norm::bn_scale(var, Some(&self.gamma), EPS, &mut self.scale);
-        norm::bn_apply(
-            ctx,
-            f,
-            &self.z,
-            mean,
-            &self.scale,
-            &self.beta,
-            None,
-            Act::Linear,
-            &mut self.t,
-        );
+        let out = if act == Act::Linear { &mut self.t } else { &mut self.y };
+        norm::bn_apply(ctx, f, &self.z, mean, &self.scale, &self.beta, None, act, out);
+    }
+
+    fn relu(&mut self, ctx: &Ctx) {
         ew::act(ctx, Act::Relu, &self.t, &mut self.y);
     }
 
@@ -154,38 +153,55 @@ impl ConvBn {
         }
     }
 
-    /// `BnActBackward` (ReLU mask, dz, dγ, dβ in one kernel), then the conv gradients.
-    pub fn backward_fused(&mut self, ctx: &Ctx) {
+    fn bn_act_backward(&mut self, ctx: &Ctx) {
         let mut dz = std::mem::take(&mut self.dz);
         let (mut dgamma, mut dbeta) = (std::mem::take(&mut self.dgamma), std::mem::take(&mut self.dbeta));
         let b = self.bn_backward_operands(Act::Relu, &self.dy, Some(&self.gamma));
         norm::bn_backward(ctx, &b, Some(&mut dz), Some(&mut dgamma), Some(&mut dbeta));
         (self.dz, self.dgamma, self.dbeta) = (dz, dgamma, dbeta);
-        self.conv_backward(ctx);
     }
 
-    /// `ActGrad(relu)`, `BnGradInput`, `BnGradGamma`, `Reduce` (dβ), then the conv gradients.
-    pub fn backward_unfused(&mut self, ctx: &Ctx) {
+    fn relu_grad(&mut self, ctx: &Ctx) {
         ew::act_grad(ctx, Act::Relu, &self.y, &self.dy, &mut self.g_act);
-        let (mut dz, mut dgamma) = (std::mem::take(&mut self.dz), std::mem::take(&mut self.dgamma));
+    }
+
+    fn bn_grad_input(&mut self, ctx: &Ctx) {
+        let mut dz = std::mem::take(&mut self.dz);
         let b = self.bn_backward_operands(Act::Linear, &self.g_act, Some(&self.gamma));
         norm::bn_backward(ctx, &b, Some(&mut dz), None, None);
-        let b = self.bn_backward_operands(Act::Linear, &self.g_act, None);
-        norm::bn_backward(ctx, &b, None, Some(&mut dgamma), None);
-        (self.dz, self.dgamma) = (dz, dgamma);
-        ew::reduce_rows(ctx, self.rows(), self.g.f, &self.g_act, &mut self.dbeta);
-        self.conv_backward(ctx);
+        self.dz = dz;
     }
 
-    /// The conv's input and kernel gradients from `dz` (no bias: BN follows the conv).
-    fn conv_backward(&mut self, ctx: &Ctx) {
+    fn bn_grad_gamma(&mut self, ctx: &Ctx) {
+        let mut dgamma = std::mem::take(&mut self.dgamma);
+        let b = self.bn_backward_operands(Act::Linear, &self.g_act, None);
+        norm::bn_backward(ctx, &b, None, Some(&mut dgamma), None);
+        self.dgamma = dgamma;
+    }
+
+    fn reduce_beta(&mut self, ctx: &Ctx) {
+        ew::reduce_rows(ctx, self.rows(), self.g.f, &self.g_act, &mut self.dbeta);
+    }
+
+    /// The conv's input gradient from `dz`.
+    fn conv_dx(&mut self, ctx: &Ctx) {
         conv2d_grad_input(ctx, &self.g, &self.dz, &self.w, &mut self.dx);
+    }
+
+    /// The conv's kernel gradient from `dz` (no bias: BN follows the conv).
+    fn conv_dw(&mut self, ctx: &Ctx) {
         conv2d_grad_kernel(ctx, &self.g, &self.x, &self.dz, &mut self.dw, None);
+    }
+
+    /// The conv's input and kernel gradients from `dz`.
+    fn conv_backward(&mut self, ctx: &Ctx) {
+        self.conv_dx(ctx);
+        self.conv_dw(ctx);
     }
 
     /// The conv alone (no epilogue): the floor under both forward sequences.
     pub fn conv_only_forward(&mut self, ctx: &Ctx) {
-        conv2d_forward(ctx, &self.g, &self.x, &self.w, Epilogue::none(), &mut self.z);
+        self.conv(ctx);
     }
 
     /// The conv gradients alone: the floor under both backward sequences.
@@ -198,6 +214,49 @@ impl ConvBn {
         [&self.y, &self.dx, &self.dw, &self.dgamma, &self.dbeta]
     }
 }
+
+/// One kernel call of a sequence (and the small per-channel arithmetic around it).
+pub type Step = fn(&mut ConvBn, &Ctx);
+
+/// A sequence of named kernel calls.
+pub type Steps = &'static [(&'static str, Step)];
+
+fn run(l: &mut ConvBn, ctx: &Ctx, steps: Steps) {
+    for (_, step) in steps {
+        step(l, ctx);
+    }
+}
+
+/// What the native backend runs for conv → BN → ReLU in training.
+pub const FORWARD_FUSED: Steps = &[
+    ("conv+moments", ConvBn::conv_moments),
+    ("bn_apply+relu", |l, ctx| l.bn_apply(ctx, Act::Relu)),
+];
+
+/// The same without the BN fusion passes.
+pub const FORWARD_UNFUSED: Steps = &[
+    ("conv", ConvBn::conv),
+    ("moments", ConvBn::moments),
+    ("bn_apply", |l, ctx| l.bn_apply(ctx, Act::Linear)),
+    ("relu", ConvBn::relu),
+];
+
+/// What the native backend runs for the gradient of conv → BN → ReLU.
+pub const BACKWARD_FUSED: Steps = &[
+    ("bn_act_backward", ConvBn::bn_act_backward),
+    ("conv dx", ConvBn::conv_dx),
+    ("conv dw", ConvBn::conv_dw),
+];
+
+/// The same without the BN fusion passes.
+pub const BACKWARD_UNFUSED: Steps = &[
+    ("relu grad", ConvBn::relu_grad),
+    ("bn grad input", ConvBn::bn_grad_input),
+    ("bn grad gamma", ConvBn::bn_grad_gamma),
+    ("reduce (dbeta)", ConvBn::reduce_beta),
+    ("conv dx", ConvBn::conv_dx),
+    ("conv dw", ConvBn::conv_dw),
+];
 
 /// The same layer as two small IR graphs for the reference interpreter: the forward
 /// (`Conv2d → Moments → BatchNormTrain → Act(relu)`) and the backward (`ActGrad(relu) →

@@ -1,6 +1,7 @@
 //! Run: `cargo run --release -p cnnc-benches --bin bn_table [filter] [rounds]` (one thread,
 //! about a minute per round; `filter` keeps the layers whose name contains it; each cell is the
-//! best of `rounds` passes, default 1).
+//! best of `rounds` passes, default 1). Per kernel call instead:
+//! `cargo run --release -p cnnc-benches --bin bn_table -- --steps [filter]`.
 //!
 //! Prints a markdown table of conv → BN (batch statistics) → ReLU on every layer of
 //! `CONV_SHAPES`, in GFLOP/s of the conv (see `cnnc_benches::bn`): fused vs unfused forward and
@@ -8,7 +9,7 @@
 //! share, so `unfused / conv alone` is the most any fusion of the BN and ReLU passes can gain —
 //! and the reference interpreter on the small layers.
 
-use cnnc_benches::bn::{ConvBn, InterpConvBn};
+use cnnc_benches::bn::{ConvBn, InterpConvBn, Steps, BACKWARD_FUSED, BACKWARD_UNFUSED, FORWARD_FUSED, FORWARD_UNFUSED};
 use cnnc_benches::{best_cpu_time, CONV_SHAPES};
 use cnnc_runtime::kernels::Ctx;
 use cnnc_runtime::pool::Pool;
@@ -64,7 +65,37 @@ fn measure(ctx: &Ctx, l: &mut ConvBn, interp: Option<&InterpConvBn>, best: &mut 
     }
 }
 
+/// Milliseconds of each kernel call of the four sequences, per layer, with the size of one
+/// activation (`[N, OH, OW, F]`) to relate memory-bound passes to bandwidth.
+fn steps_table(filter: &str) {
+    let pool = Pool::new(1);
+    let ctx = Ctx::new(&pool);
+    let budget = Duration::from_millis(200);
+    println!("ms per kernel call, 1 thread, ISA {:?}\n", ctx.isa);
+    for s in CONV_SHAPES.iter().filter(|s| s.name.contains(filter)) {
+        let mut l = ConvBn::new(&ctx, s.geom());
+        let mb = (l.g.output_len() * 4) as f64 / 1e6;
+        println!("{} {} (activation {mb:.1} MB)", s.name, s.id());
+        let sequences: [(&str, Steps); 4] = [
+            ("fwd fused", FORWARD_FUSED),
+            ("fwd unfused", FORWARD_UNFUSED),
+            ("bwd fused", BACKWARD_FUSED),
+            ("bwd unfused", BACKWARD_UNFUSED),
+        ];
+        for (name, steps) in sequences {
+            let cells: Vec<String> = steps
+                .iter()
+                .map(|(step, f)| format!("{step} {:.3}", 1e3 * best_cpu_time(budget, || f(&mut l, &ctx))))
+                .collect();
+            println!("  {name}: {}", cells.join(" | "));
+        }
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--steps") {
+        return steps_table(&std::env::args().nth(2).unwrap_or_default());
+    }
     let filter = std::env::args().nth(1).unwrap_or_default();
     let rounds: usize = std::env::args().nth(2).and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
     let pool = Pool::new(1);
