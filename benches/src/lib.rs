@@ -3,9 +3,9 @@
 //! deterministic data, a quick best-of timer, the unfused conv + bias + ReLU baseline, and the
 //! single-core FMA peak probe; [`bn`]: conv + BN + ReLU fused, unfused and interpreted.
 //!
-//! Benchmarks: `cargo bench -p cnnc-benches --bench conv` / `--bench gemm` (criterion; elem/s is
-//! FLOP/s). Quick table: `cargo run --release -p cnnc-benches --bin kernel_table`. Peak:
-//! `cargo run --release -p cnnc-benches --bin fma_peak`.
+//! Benchmarks: `cargo bench -p cnnc-benches --bench conv` / `--bench conv_bn` / `--bench gemm`
+//! (criterion; elem/s is FLOP/s). Quick tables: `cargo run --release -p cnnc-benches --bin
+//! kernel_table` / `--bin bn_table`. Peak: `cargo run --release -p cnnc-benches --bin fma_peak`.
 
 pub mod bn;
 
