@@ -21,6 +21,10 @@
 //!   step counter, `gradients` without) — or, for `no_std`, a `Model` over caller-owned
 //!   parameters and arena.
 //!
+//! With [`CodegenOptions::c_abi`] (for `--backend crate`, off for `cnnc compile`) the crate is
+//! also a `cdylib` with `src/cnnc_abi.rs` (`api_abi`, `support/abi.rs`): `extern "C"` entry
+//! points that check every length and pointer, for a host that loads the built library.
+//!
 //! The programs are re-planned with the generated kernels' scratch instead of the runtime
 //! kernels' packing workspace, which plain loops do not use; this shrinks the arena.
 //!
