@@ -7,6 +7,7 @@
 
 pub mod autodiff;
 pub mod codegen;
+pub mod crate_backend;
 pub mod error;
 pub mod interp;
 pub mod ir;

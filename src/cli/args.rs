@@ -74,6 +74,9 @@ pub enum BackendChoice {
     Native,
     /// The reference interpreter (slow, the oracle).
     Interp,
+    /// The crate `cnnc compile` generates, built with cargo for this CPU (cached), loaded and
+    /// run on one thread (slower than native; the first run per model and batch size builds).
+    Crate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

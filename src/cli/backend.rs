@@ -1,9 +1,11 @@
 //! Model loading and backend construction: YAML → spec → graphs → an `Executor`.
 
 use std::path::Path;
+use std::time::Instant;
 
+use cnnc_compiler::crate_backend::{CrateExecutor, CrateOptions, Purpose};
 use cnnc_compiler::interp::InterpExecutor;
-use cnnc_compiler::ir::{LossKind, Mode};
+use cnnc_compiler::ir::{LossKind, Mode, OutputRole};
 use cnnc_compiler::lower::lower;
 use cnnc_compiler::native::NativeExecutor;
 use cnnc_compiler::spec::{load_model, ModelSpec, TrainingSpec};
@@ -64,20 +66,116 @@ impl LossSetup {
     }
 }
 
+/// Per-sample input shape and output size of the model (what the data must fit).
+pub fn model_io(spec: &ModelSpec) -> Result<(Vec<usize>, usize), CliError> {
+    let g = lower(spec, 1, Mode::Inference).or_cli()?;
+    match (g.input(), g.output(&OutputRole::Prediction)) {
+        (Some(i), Some(p)) => Ok((g.shape(i).0[1..].to_vec(), g.shape(p).0[1..].iter().product())),
+        _ => Err(CliError::new(format!("model '{}': no input or prediction", spec.name))),
+    }
+}
+
+/// What a command will run, so that the crate backend can build every library it needs up
+/// front (where errors can be reported) rather than in the middle of an epoch.
+#[derive(Clone, Debug, Default)]
+pub struct Workload {
+    /// Training steps at the full batch (else inference only).
+    pub training: bool,
+    /// Other batch sizes the command will call with: (samples, whether to train).
+    pub partial: Vec<(usize, bool)>,
+}
+
+/// A backend, ready to run.
+pub struct Built {
+    pub exec: Box<dyn Executor>,
+    /// Seconds to build it.
+    pub seconds: f64,
+    /// Added to the build time when shown (`, cached`, `, compiled by cargo ...`).
+    pub note: String,
+    /// Threads it computes with.
+    pub threads: usize,
+}
+
+/// For commands with no status line of their own (eval, predict): the crate backend's build
+/// time on stderr (it can be long on a first run); the in-process backends print nothing.
+pub fn report(spec: &ModelSpec, built: &Built) {
+    if built.exec.backend_name() == "crate" {
+        eprintln!(
+            "{}: crate backend ({:.2}s to build{})",
+            spec.name, built.seconds, built.note
+        );
+    }
+}
+
 /// Builds the chosen backend for up to `batch` samples per call, training with `loss`.
-pub fn build(spec: &ModelSpec, batch: usize, loss: LossSetup, run: &RunArgs) -> Result<Box<dyn Executor>, CliError> {
+pub fn build(
+    spec: &ModelSpec,
+    batch: usize,
+    loss: LossSetup,
+    run: &RunArgs,
+    work: &Workload,
+) -> Result<Built, CliError> {
     if batch == 0 {
         return Err(CliError::new("batch size must be at least 1"));
     }
+    let started = Instant::now();
     let threads = threads(run)?;
-    let train = lower(spec, batch, Mode::Training).or_cli()?;
-    let infer = lower(spec, batch, Mode::Inference).or_cli()?;
+    let plain = |exec: Box<dyn Executor>, threads| Built {
+        exec,
+        seconds: started.elapsed().as_secs_f64(),
+        note: String::new(),
+        threads,
+    };
     match run.backend {
-        BackendChoice::Native => Ok(Box::new(
-            NativeExecutor::new(train, infer, loss.kind, loss.from_logits, threads).or_cli()?,
-        )),
-        BackendChoice::Interp => Ok(Box::new(
-            InterpExecutor::new(train, infer, loss.kind, loss.from_logits).or_cli()?,
-        )),
+        BackendChoice::Native => {
+            let train = lower(spec, batch, Mode::Training).or_cli()?;
+            let infer = lower(spec, batch, Mode::Inference).or_cli()?;
+            let exec = NativeExecutor::new(train, infer, loss.kind, loss.from_logits, threads).or_cli()?;
+            Ok(plain(Box::new(exec), threads))
+        }
+        BackendChoice::Interp => {
+            let train = lower(spec, batch, Mode::Training).or_cli()?;
+            let infer = lower(spec, batch, Mode::Inference).or_cli()?;
+            let exec = InterpExecutor::new(train, infer, loss.kind, loss.from_logits).or_cli()?;
+            Ok(plain(Box::new(exec), 1))
+        }
+        BackendChoice::Crate => {
+            let purpose = |training| {
+                if training {
+                    Purpose::Training
+                } else {
+                    Purpose::Inference
+                }
+            };
+            let opts = CrateOptions {
+                purpose: purpose(work.training),
+                prebuild: work
+                    .partial
+                    .iter()
+                    .filter(|&&(n, _)| n > 0 && n < batch)
+                    .map(|&(n, t)| (n, purpose(t)))
+                    .collect(),
+                announce: true,
+                ..CrateOptions::default()
+            };
+            let exec = CrateExecutor::new(spec, batch, loss.kind, loss.from_logits, opts).or_cli()?;
+            let built = exec.builds().iter().filter(|b| !b.cached).count();
+            let note = if built == 0 {
+                ", cached".to_string()
+            } else {
+                format!(
+                    ", cargo built {built} of its {} librar{} into {}",
+                    exec.builds().len(),
+                    if exec.builds().len() == 1 { "y" } else { "ies" },
+                    exec.cache().root().display()
+                )
+            };
+            Ok(Built {
+                exec: Box::new(exec),
+                seconds: started.elapsed().as_secs_f64(),
+                note,
+                threads: 1,
+            })
+        }
     }
 }

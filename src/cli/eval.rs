@@ -12,14 +12,21 @@ pub fn run(a: EvalArgs) -> Result<(), CliError> {
     let spec = backend::load_spec(&a.model)?;
     let loss = LossSetup::resolve(None, false, &spec.training)?;
     let batch = a.batch_size.or(spec.training.batch_size).unwrap_or(32);
-    let mut exec = backend::build(&spec, batch, loss, &a.run)?;
+    let (input_shape, classes) = backend::model_io(&spec)?;
     let pair = a.x.as_ref().zip(a.y.as_ref());
-    let loaded = data::load(a.data.data.as_deref(), pair, exec.output_size(), exec.input_shape())?;
-    let params = load_weights(&a.weights, exec.params()).or_cli()?;
+    let loaded = data::load(a.data.data.as_deref(), pair, classes, &input_shape)?;
     let (name, set) = match &loaded.test {
         Some(test) => ("test", test),
         None => ("all", &loaded.train),
     };
+    let work = backend::Workload {
+        training: false,
+        partial: vec![(set.n % batch, false)],
+    };
+    let built = backend::build(&spec, batch, loss, &a.run, &work)?;
+    backend::report(&spec, &built);
+    let mut exec = built.exec;
+    let params = load_weights(&a.weights, exec.params()).or_cli()?;
     let (l, acc) = evaluate(exec.as_mut(), &params, set, batch, loss.loss_fn()).or_cli()?;
     println!(
         "{} samples ({name} of {}): loss: {l:.4} - accuracy: {acc:.4}",

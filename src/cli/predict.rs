@@ -29,7 +29,13 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     }
     let loss = LossSetup::resolve(None, false, &spec.training)?;
     let batch = a.batch_size.or(spec.training.batch_size).unwrap_or(32).min(n);
-    let mut exec = backend::build(&spec, batch, loss, &a.run)?;
+    let work = backend::Workload {
+        training: false,
+        partial: vec![(n % batch, false)],
+    };
+    let built = backend::build(&spec, batch, loss, &a.run, &work)?;
+    backend::report(&spec, &built);
+    let mut exec = built.exec;
     let params = load_weights(&a.weights, exec.params()).or_cli()?;
     let out = exec.output_size();
     let preds = predict(exec.as_mut(), &params, &x, n).or_cli()?;

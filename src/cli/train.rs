@@ -1,8 +1,7 @@
 //! `cnnc train`: fit a model on a dataset, report per-epoch metrics and the test score, save
 //! the weights (atomically), the history and the curves.
 
-use std::time::Instant;
-
+use cnnc_runtime::data::validation_split_at;
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::optim::{Optimizer, OptimizerKind};
 use cnnc_runtime::train::{evaluate, fit, FitConfig, TrainError, Validation};
@@ -38,11 +37,12 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
     }
     let opt_kind = optimizer(&a, t.optimizer.as_deref(), t.learning_rate, t.momentum)?;
 
-    let built = Instant::now();
-    let mut exec = backend::build(&spec, batch, loss, &a.run)?;
-    let classes = exec.output_size();
+    let (input_shape, classes) = backend::model_io(&spec)?;
     let pair = a.train_x.as_ref().zip(a.train_y.as_ref());
-    let loaded = data::load(a.data.data.as_deref(), pair, classes, exec.input_shape())?;
+    let loaded = data::load(a.data.data.as_deref(), pair, classes, &input_shape)?;
+    let work = workload(&loaded, batch, validation_split, a.steps);
+    let built = backend::build(&spec, batch, loss, &a.run, &work)?;
+    let mut exec = built.exec;
 
     let specs = exec.params().to_vec();
     let mut params: Vec<Tensor> = match &a.init_weights {
@@ -62,13 +62,14 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         (None, None) => 1,
     };
     eprintln!(
-        "{}: {} training samples from {}, batch {batch}, {epochs} epoch(s), {} backend ({:.2}s to build), {} threads",
+        "{}: {} training samples from {}, batch {batch}, {epochs} epoch(s), {} backend ({:.2}s to build{}), {} threads",
         spec.name,
         loaded.train.n,
         loaded.source,
         exec.backend_name(),
-        built.elapsed().as_secs_f64(),
-        backend::threads(&a.run)?,
+        built.seconds,
+        built.note,
+        built.threads,
     );
     let cfg = FitConfig {
         epochs,
@@ -121,6 +122,29 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         plot::write(path, &curves)?;
     }
     Ok(())
+}
+
+/// The batch sizes besides `batch` that training will call the backend with: the last batch
+/// of an epoch (when the run gets there), the last validation and test batches.
+fn workload(loaded: &data::Loaded, batch: usize, validation_split: f32, steps: Option<usize>) -> backend::Workload {
+    let n = loaded.train.n;
+    let n_fit = if validation_split > 0.0 {
+        validation_split_at(n, validation_split).unwrap_or(n)
+    } else {
+        n
+    };
+    let mut partial = Vec::new();
+    if steps.is_none_or(|s| s >= n_fit.div_ceil(batch)) {
+        partial.push((n_fit % batch, true));
+    }
+    partial.push(((n - n_fit) % batch, false));
+    if let Some(test) = &loaded.test {
+        partial.push((test.n % batch, false));
+    }
+    backend::Workload {
+        training: true,
+        partial,
+    }
 }
 
 /// The optimiser: the flag, else the model's `training.optimizer`, else Keras's `compile`

@@ -36,6 +36,8 @@ pub(crate) struct CrateInfo {
     pub params_f32s: usize,
     pub arena_f32s: usize,
     pub no_std: bool,
+    /// With `src/cnnc_abi.rs` and `crate-type = ["cdylib"]` (see `CodegenOptions::c_abi`).
+    pub c_abi: bool,
     pub embed: bool,
     pub infer: ProgramCode,
     pub train: Option<TrainInfo>,
@@ -67,6 +69,11 @@ pub(crate) fn cargo_toml(info: &CrateInfo) -> String {
     } else {
         "inference"
     };
+    let lib = if info.c_abi {
+        "\n# A C library for `cnnc --backend crate` (see src/cnnc_abi.rs).\n[lib]\ncrate-type = [\"cdylib\"]\n"
+    } else {
+        ""
+    };
     format!(
         "# Written by `cnnc compile` from model {model}; regenerate rather than edit.\n\
          [package]\n\
@@ -75,6 +82,7 @@ pub(crate) fn cargo_toml(info: &CrateInfo) -> String {
          edition = \"2021\"\n\
          publish = false\n\
          description = {desc}\n\
+         {lib}\
          \n\
          [dependencies]\n\
          \n\
@@ -179,10 +187,19 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
     if info.no_std {
         c.line("#![no_std]");
     }
-    c.line("#![forbid(unsafe_code)]");
+    // The C ABI module needs `unsafe` (raw pointers, `no_mangle`) and allows it for itself
+    // alone; `forbid` could not be overridden there.
+    c.line(if info.c_abi {
+        "#![deny(unsafe_code)]"
+    } else {
+        "#![forbid(unsafe_code)]"
+    });
     c.line("#![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::identity_op)]");
     c.line("");
     c.line("mod support;");
+    if info.c_abi {
+        c.line("pub mod cnnc_abi;");
+    }
     c.line("");
     c.line("pub use support::LoadError;");
     c.line("use support::*;");

@@ -21,6 +21,10 @@
 //!   step counter, `gradients` without) — or, for `no_std`, a `Model` over caller-owned
 //!   parameters and arena.
 //!
+//! With [`CodegenOptions::c_abi`] (for `--backend crate`, off for `cnnc compile`) the crate is
+//! also a `cdylib` with `src/cnnc_abi.rs` (`api_abi`, `support/abi.rs`): `extern "C"` entry
+//! points that check every length and pointer, for a host that loads the built library.
+//!
 //! The programs are re-planned with the generated kernels' scratch instead of the runtime
 //! kernels' packing workspace, which plain loops do not use; this shrinks the arena.
 //!
@@ -29,6 +33,7 @@
 //! while a non-empty directory without the marker is refused.
 
 mod api;
+mod api_abi;
 mod api_check;
 mod api_model;
 mod kernels;
@@ -113,6 +118,16 @@ pub struct CodegenOptions {
     pub machine: Machine,
     /// Format `src/lib.rs` with `rustfmt` when it is installed.
     pub rustfmt: bool,
+    /// Also a C ABI (`src/cnnc_abi.rs`: `#[no_mangle] extern "C"` entry points) and
+    /// `crate-type = ["cdylib"]`, for `--backend crate` to load the built library; no
+    /// `examples/check.rs` then (a cdylib has no Rust API to link it against). A training crate
+    /// may then have no optimiser (`update: None`): the host applies its own to the gradients.
+    /// Off for `cnnc compile`.
+    pub c_abi: bool,
+    /// The Cargo package name (default: the model's, [`package_name`]); `--backend crate` makes
+    /// it unique per cache key so that builds sharing a target directory never overwrite each
+    /// other's library.
+    pub package: Option<String>,
 }
 
 impl CodegenOptions {
@@ -133,6 +148,8 @@ impl CodegenOptions {
                 ..Machine::detect()
             },
             rustfmt: true,
+            c_abi: false,
+            package: None,
         }
     }
 }
@@ -163,6 +180,19 @@ impl GeneratedCrate {
             .iter()
             .find(|(p, _)| p == Path::new(path))
             .map(|(_, s)| s.as_str())
+    }
+
+    /// Renames the Cargo package (and so the library's file) to `name`, which must be a
+    /// valid package name (see [`package_name`]).
+    pub fn rename_package(&mut self, name: &str) {
+        let old = format!("\nname = \"{}\"\n", self.package);
+        let new = format!("\nname = \"{name}\"\n");
+        for (path, text) in &mut self.files {
+            if path == Path::new("Cargo.toml") {
+                *text = text.replacen(&old, &new, 1);
+            }
+        }
+        self.package = name.to_string();
     }
 
     /// Writes the crate into `dir` (created when missing). Refuses a non-empty directory that
@@ -277,9 +307,14 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     if opts.batch == 0 {
         return Err(model_err("the batch size must be at least 1".into()));
     }
+    if opts.c_abi && opts.no_std {
+        return Err(model_err(
+            "a crate with the C ABI needs std (no_std and c_abi exclude each other)".into(),
+        ));
+    }
     let training = opts.training && !opts.no_std;
     let update = match (training, opts.update) {
-        (true, None) => {
+        (true, None) if !opts.c_abi => {
             return Err(model_err(format!(
                 "a training crate needs an optimiser; training.optimizer {:?} is not one of adam, sgd, rmsprop",
                 spec.training.optimizer.as_deref().unwrap_or("")
@@ -390,7 +425,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
         .map_or(0, |b| b.numel());
     let info = CrateInfo {
         model: model.clone(),
-        package: package_name(&model),
+        package: opts.package.clone().unwrap_or_else(|| package_name(&model)),
         batch: opts.batch,
         input_shape: input[1..].to_vec(),
         outputs: pred[1..].iter().product(),
@@ -398,13 +433,17 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
         params_f32s,
         arena_f32s,
         no_std: opts.no_std,
+        c_abi: opts.c_abi,
         embed: opts.embed_weights.is_some(),
         train: train_code.map(|code| TrainInfo {
             code,
             target_f32s,
             sparse_targets: opts.loss == LossKind::SparseCategoricalCrossentropy,
             loss: opts.loss.keras_name(),
-            optimizer: update.map_or(String::new(), |u| u.to_string()),
+            optimizer: update.map_or_else(
+                || "none (gradients only: the host applies its optimiser)".to_string(),
+                |u| u.to_string(),
+            ),
         }),
         infer: infer_code,
         functions: templates.list.len(),
@@ -432,12 +471,16 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
             (lib, check, formatted) = (l, c, true);
         }
     }
-    let files = vec![
+    let mut files = vec![
         (PathBuf::from("Cargo.toml"), api::cargo_toml(&info)),
         (PathBuf::from("src/lib.rs"), lib),
         (PathBuf::from("src/support.rs"), api::support_rs(opts.no_std)),
-        (PathBuf::from("examples/check.rs"), check),
     ];
+    if opts.c_abi {
+        files.push((PathBuf::from("src/cnnc_abi.rs"), api_abi::abi_rs(&info)));
+    } else {
+        files.push((PathBuf::from("examples/check.rs"), check));
+    }
     Ok(GeneratedCrate {
         package: info.package.clone(),
         files,

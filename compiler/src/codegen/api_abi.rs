@@ -1,0 +1,45 @@
+//! The generated crate's C ABI (`src/cnnc_abi.rs`, only with `CodegenOptions::c_abi`): the
+//! fixed entry points of `support/abi.rs` plus the model-specific part (whether it trains,
+//! its target and gradient sizes, where the training run leaves its predictions).
+
+use super::api::{src, CrateInfo};
+use super::writer::Code;
+
+/// `src/cnnc_abi.rs` for `info`.
+pub(crate) fn abi_rs(info: &CrateInfo) -> String {
+    let mut c = Code::new();
+    c.raw(include_str!("support/abi.rs"));
+    c.line("");
+    c.line("// ---- this model ----");
+    c.line("");
+    c.doc("Whether this crate has a training program.");
+    c.line(format!("const TRAINING: bool = {};", info.train.is_some()));
+    match &info.train {
+        Some(t) => {
+            c.line("const TARGET_LEN: usize = TARGET_F32S;");
+            c.line("const GRADS_LEN: usize = GRADS_F32S;");
+            c.line("");
+            c.doc("[`Model::gradients`], and the training run's predictions to `preds`.");
+            c.open(
+                "fn train(m: &mut Model, x: &[f32], y: &[f32], step: u64, grads: &mut [f32], preds: &mut [f32]) -> f32",
+            );
+            c.line("let loss = m.gradients(x, y, step, grads);");
+            c.line(format!(
+                "preds.copy_from_slice({});",
+                src(&t.code.prediction).replacen("self.", "m.", 1)
+            ));
+            c.line("loss");
+            c.close();
+        }
+        None => {
+            c.line("const TARGET_LEN: usize = 0;");
+            c.line("const GRADS_LEN: usize = 0;");
+            c.line("");
+            c.doc("Never called: `cnnc_gradients` refuses an inference crate first.");
+            c.open("fn train(_: &mut Model, _: &[f32], _: &[f32], _: u64, _: &mut [f32], _: &mut [f32]) -> f32");
+            c.line("f32::NAN");
+            c.close();
+        }
+    }
+    c.finish()
+}
