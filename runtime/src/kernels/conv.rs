@@ -16,7 +16,7 @@
 //! BN statistics) runs on the last K chunk while the tile is hot.
 
 use super::epilogue::Epilogue;
-use super::gemm::{block_rows, k_chunks, padded_ld, row_blocks, stat_group, A_BLOCK_BYTES, KC_MAX};
+use super::gemm::{block_rows, k_chunks, padded_ld, row_blocks, row_unit, A_BLOCK_BYTES, KC_MAX};
 use super::im2col::im2col;
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
 use super::pack::{with_pack, PackedB};
@@ -270,7 +270,7 @@ fn direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y
     let line_bytes = (sh * wp * c + g.ow * n) * 4;
     let fixed = (kc_max * n + g.kh * wp * c) * 4;
     let budget = A_BLOCK_BYTES.saturating_sub(fixed).max(A_BLOCK_BYTES / 4);
-    let group_lines = stat_group(mr).div_ceil(g.ow);
+    let group_lines = row_unit(mr, epi.moments.is_some()).div_ceil(g.ow);
     let by_cache = (budget / line_bytes / group_lines).max(1) * group_lines;
     let lines = g.n * g.oh;
     let threads = ctx.threads();
@@ -400,7 +400,8 @@ fn im2col_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilog
     let ld = if pointwise { k } else { padded_ld(kc) };
     // The A block, the block's C rows (re-read by every K chunk) and one K chunk of B share L2.
     let budget = A_BLOCK_BYTES.saturating_sub(kc * n * 4).max(A_BLOCK_BYTES / 4);
-    let mc = block_rows(m, ld + n, mr, ctx.threads(), budget);
+    let group = row_unit(mr, epi.moments.is_some());
+    let mc = block_rows(m, ld + n, group, ctx.threads(), budget);
     let (bias, act) = (epi.bias, epi.act);
     row_blocks(
         ctx.pool,
@@ -408,7 +409,7 @@ fn im2col_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilog
         m,
         n,
         mc,
-        stat_group(mr),
+        group,
         y,
         epi.moments.as_deref_mut(),
         |r0, rows, out| {

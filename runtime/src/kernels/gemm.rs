@@ -85,10 +85,20 @@ pub(crate) fn stat_group(mr: usize) -> usize {
     STAT_GROUP_TILES * mr
 }
 
-/// Rows per block: whole statistics groups, an `ld`-wide A block within `budget` bytes, and a
-/// block count that is a multiple of the thread count (equal shares).
-pub(crate) fn block_rows(m: usize, ld: usize, mr: usize, threads: usize, budget: usize) -> usize {
-    let group = stat_group(mr);
+/// The unit row blocks are made of: whole statistics groups when the epilogue takes BN
+/// statistics (their summation order must not depend on the blocks), else one row tile — finer
+/// blocks share a small GEMM (batch-1 inference) more evenly between threads.
+pub(crate) fn row_unit(mr: usize, moments: bool) -> usize {
+    if moments {
+        stat_group(mr)
+    } else {
+        mr
+    }
+}
+
+/// Rows per block: whole `group`s (see [`row_unit`]), an `ld`-wide A block within `budget`
+/// bytes, and a block count that is a multiple of the thread count (equal shares).
+pub(crate) fn block_rows(m: usize, ld: usize, group: usize, threads: usize, budget: usize) -> usize {
     let by_cache = (budget / (ld.max(1) * 4) / group).max(1) * group;
     let blocks = m.div_ceil(by_cache).div_ceil(threads.max(1)) * threads.max(1);
     m.div_ceil(blocks).div_ceil(group).max(1) * group
@@ -253,8 +263,8 @@ fn run(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: BSrc, c: &mut [f32], accumulate: b
     let (m, n) = (g.m, g.n);
     let (_, kc) = k_chunks(g.k);
     let threads = ctx.threads();
-    let mc = block_rows(m, padded_ld(kc), mr, threads, GEMM_A_BYTES);
-    let group = stat_group(mr);
+    let group = row_unit(mr, epi.moments.is_some());
+    let mc = block_rows(m, padded_ld(kc), group, threads, GEMM_A_BYTES);
     let job = Job {
         isa,
         g: *g,
@@ -265,7 +275,7 @@ fn run(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: BSrc, c: &mut [f32], accumulate: b
         accumulate,
     };
     let panels = n.div_ceil(nr);
-    if threads == 1 || m >= 2 * threads * group || panels < threads {
+    if threads == 1 || m >= 2 * threads * stat_group(mr) || panels < threads {
         // Split row blocks: each thread owns a contiguous run of rows of C.
         row_blocks(
             ctx.pool,
