@@ -62,7 +62,7 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         (None, None) => 1,
     };
     eprintln!(
-        "{}: {} training samples from {}, batch {batch}, {epochs} epoch(s), {} backend ({:.2}s to build{}), {} threads",
+        "{}: {} training samples from {}, batch {batch}, {epochs} epoch(s), {} backend ({:.2}s to build{}), {} thread{}",
         spec.name,
         loaded.train.n,
         loaded.source,
@@ -70,6 +70,7 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         built.seconds,
         built.note,
         built.threads,
+        if built.threads == 1 { "" } else { "s" },
     );
     let cfg = FitConfig {
         epochs,
