@@ -29,6 +29,7 @@ pub mod pool2d;
 mod scratch;
 mod simd;
 pub mod softmax;
+mod winograd;
 
 pub use activation::Act;
 pub use conv::{conv2d_forward, conv2d_forward_packed, ConvGeom, Pad};
@@ -36,6 +37,7 @@ pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
 pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
+pub use winograd::{conv2d_forward_winograd, winograd_applies};
 
 use crate::pool::Pool;
 use std::sync::atomic::{AtomicUsize, Ordering};
