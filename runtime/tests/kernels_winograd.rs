@@ -14,9 +14,9 @@ mod kernels_common;
 mod support;
 
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, Act, ConvGeom, Ctx, Epilogue, Pad,
+    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, set_winograd, Act, ConvGeom, Ctx, Epilogue, Pad,
 };
-use kernels_common::{data, isas, pools};
+use kernels_common::{data, isas};
 use support::{assert_close, Tol};
 
 /// Allowed |Winograd − direct| in units of `f32::EPSILON · Σ|x||w|`: the worst observed over
@@ -77,12 +77,21 @@ fn check_scaled(actual: &[f32], expected: &[f32], scale: &[f32], what: &str) -> 
     worst
 }
 
+/// Pools with 1 and 2 threads (see `kernels_common::pools`), with Winograd off in the
+/// dispatching kernels: here `conv2d_forward` and `conv2d_grad_input` are the direct references
+/// (every test of this binary wants that, so setting it process-wide races with nothing).
+fn pools() -> Vec<cnnc_runtime::pool::Pool> {
+    set_winograd(false);
+    kernels_common::pools()
+}
+
 fn bits_equal(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// `conv2d_forward(|x|, |w|) + |bias|` on one thread: each output's sum of magnitudes.
 fn magnitudes(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+    set_winograd(false);
     let pool = cnnc_runtime::pool::Pool::new(1);
     let mut s = vec![0f32; g.output_len()];
     let ab = abs(bias);

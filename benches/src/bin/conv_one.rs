@@ -3,12 +3,13 @@
 //! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw|wino [seconds] [threads]`
 //! (one thread: the calling thread's CPU time; more: wall time). `wino` is the forward (bias +
 //! ReLU, like `fwd`) by Winograd F(2×2, 3×3), 3×3 stride-1 layers only; its GFLOP/s are the
-//! direct conv's FLOPs over its time, so they compare with `fwd`. `BATCH=` overrides the batch.
+//! direct conv's FLOPs over its time, so they compare with `fwd`. `BATCH=` overrides the batch;
+//! `WINOGRAD=0` makes `fwd` and `dx` take the direct path where they would pick Winograd.
 
 use cnnc_benches::{best_cpu_time, best_time, data, CONV_SHAPES};
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel, winograd_applies, Act, Ctx,
-    Epilogue,
+    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel, set_winograd, winograd_applies,
+    Act, Ctx, Epilogue,
 };
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
@@ -49,6 +50,8 @@ fn main() {
     } else {
         |b, f| best_cpu_time(b, f)
     };
+    let winograd = std::env::var("WINOGRAD").map_or(true, |v| v != "0");
+    set_winograd(winograd);
     let ctx = Ctx::new(&pool);
     let budget = Duration::from_secs_f64(secs);
     let t = match dir.as_str() {

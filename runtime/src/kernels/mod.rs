@@ -32,7 +32,7 @@ pub mod softmax;
 mod winograd;
 
 pub use activation::Act;
-pub use conv::{conv2d_forward, conv2d_forward_packed, ConvGeom, Pad};
+pub use conv::{conv2d_forward, conv2d_forward_packed, set_winograd, ConvGeom, Pad};
 pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
 pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
