@@ -21,7 +21,7 @@ use super::im2col::im2col;
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
-use super::winograd::{winograd, winograd_applies};
+use super::winograd::{conv2d_forward_winograd, winograd, winograd_applies};
 use super::{Ctx, KernelIsa};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -175,9 +175,14 @@ thread_local! {
 }
 
 /// `y = epilogue(conv(x, w))`: x `[n, h, w, c]`, w `[kh, kw, c, f]` (HWIO), y `[n, oh, ow, f]`.
-/// Packs `w` on every call; use [`conv2d_forward_packed`] to reuse a pack.
+/// Packs `w` on every call (or transforms it, where [`use_winograd`]); use
+/// [`conv2d_forward_packed`] to reuse a pack.
 pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilogue, y: &mut [f32]) {
     g.check(x.len(), w.len(), y.len());
+    if use_winograd(ctx.isa, g) {
+        // Transforms the HWIO kernel directly: no pack for the direct path.
+        return conv2d_forward_winograd(ctx, g, x, w, epi, y);
+    }
     with_pack(&PACKED, |p| {
         p.pack_on(ctx.for_work(g.flops()).pool, ctx.isa, g.k(), g.f, w, false);
         conv2d_forward_packed(ctx, g, x, p, epi, y);

@@ -63,7 +63,6 @@ const MIN_TILES_BIG_U: usize = 128;
 const PAR_MIN_VALUES: usize = 64 * 1024;
 
 thread_local! {
-    static PACKED: RefCell<PackedB> = RefCell::new(PackedB::new());
     static U: RefCell<PackedB> = RefCell::new(PackedB::new());
 }
 
@@ -82,18 +81,29 @@ pub fn conv2d_forward_winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], mu
     );
     epi.check(g.f);
     let ctx = &ctx.for_work(g.flops());
-    with_pack(&PACKED, |p| {
-        p.pack_on(ctx.pool, ctx.isa, g.k(), g.f, w, false);
-        winograd(ctx, g, x, p, &mut epi, y);
-    })
+    run_winograd(ctx, g, x, Kernel3::Hwio(w), &mut epi, y);
 }
 
 /// The Winograd conv from the direct path's packed kernel `w` (K = 9·c rows, `f` columns).
 pub(crate) fn winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
-    debug_assert!(winograd_applies(g) && w.fits(ctx.isa, g.k(), g.f));
+    debug_assert!(w.fits(ctx.isa, g.k(), g.f));
+    run_winograd(ctx, g, x, Kernel3::Packed(w), epi, y)
+}
+
+/// A 3×3 kernel as the kernel transform reads it.
+#[derive(Clone, Copy)]
+enum Kernel3<'a> {
+    /// Packed for the direct path: `[panels][9·c][nr]`, zero past `f`.
+    Packed(&'a PackedB),
+    /// As given: HWIO `[3, 3, c, f]`.
+    Hwio(&'a [f32]),
+}
+
+fn run_winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: Kernel3, epi: &mut Epilogue, y: &mut [f32]) {
+    debug_assert!(winograd_applies(g));
     let isa = ctx.isa.checked();
     with_pack(&U, |u| {
-        transform_kernel(ctx, isa, g.c, w, u);
+        transform_kernel(ctx, isa, g, w, u);
         let plan = Plan::new(g, isa, u);
         run(ctx, &plan, x, epi.bias, epi.act, y);
     });
@@ -148,11 +158,32 @@ impl<'a> Plan<'a> {
 
 /// `U = G g Gᵀ` for every (input, output) channel pair, packed as `[panels][16·c][nr]`: row
 /// `ξ·c + ci` of panel `j` is point ξ for output channels `j·nr..` (zero past `f`, as in `w`).
-fn transform_kernel(ctx: &Ctx, isa: KernelIsa, c: usize, w: &PackedB, u: &mut PackedB) {
-    let (k, nr, panels) = (w.k, w.nr, w.panels());
-    assert_eq!(k, 9 * c, "packed kernel is not 3×3×{c}");
+fn transform_kernel(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, w: Kernel3, u: &mut PackedB) {
+    let (c, f) = (g.c, g.f);
+    let nr = 2 * tile_shape(isa).1;
+    let panels = f.div_ceil(nr);
+    // Row r (tap · c + ci) of panel j starts at `base·j + ld·r`; its first `valid(j)` columns
+    // are the kernel's, the rest zero.
+    let (data, base, ld, padded) = match w {
+        Kernel3::Packed(p) => {
+            assert!(
+                p.k == 9 * c && p.n == f && p.nr == nr,
+                "packed kernel is not 3×3×{c}×{f}"
+            );
+            (&p.data[..], 9 * c * nr, nr, true)
+        }
+        Kernel3::Hwio(w) => (w, nr, f, false),
+    };
+    let src = KernelSrc {
+        data,
+        c,
+        nr,
+        base,
+        ld,
+        cols: if padded { panels * nr } else { f },
+    };
     u.k = P * c;
-    u.n = w.n;
+    u.n = f;
     u.nr = nr;
     let panel_len = P * c * nr;
     u.data.resize(panels * panel_len, 0.0);
@@ -165,7 +196,7 @@ fn transform_kernel(ctx: &Ctx, isa: KernelIsa, c: usize, w: &PackedB, u: &mut Pa
     let body = |(range, dst): &mut (Range<usize>, &mut [f32])| {
         with_simd!(isa, S, {
             // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-            unsafe { kernel_panels::<S>(&w.data, c, nr, range.clone(), dst) }
+            unsafe { kernel_panels::<S>(&src, range.clone(), dst) }
         })
     };
     if threads == 1 {
@@ -283,23 +314,37 @@ fn moments(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, y: &[f32], mo: &mut [f32]) {
     finish_moments(&partials, rows, group, n, mo);
 }
 
-/// Transforms panels `panels` of the packed 3×3 kernel `w` (`[panels][9·c][nr]`) into `dst`
-/// (`[panels][16·c][nr]`, starting at the first of them).
+/// Where the kernel transform reads tap rows: row `r` (`tap·c + ci`) of panel `j` (output
+/// channels `j·nr..`) starts at `data[base·j + ld·r]`; columns past `cols` (in all) are zero.
+struct KernelSrc<'a> {
+    data: &'a [f32],
+    c: usize,
+    nr: usize,
+    base: usize,
+    ld: usize,
+    cols: usize,
+}
+
+/// Transforms panels `panels` of the 3×3 kernel `src` into `dst` (`[panels][16·c][nr]`,
+/// starting at the first of them).
 ///
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-unsafe fn kernel_panels<S: Simd>(w: &[f32], c: usize, nr: usize, panels: Range<usize>, dst: &mut [f32]) {
+unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize>, dst: &mut [f32]) {
+    let (c, nr) = (src.c, src.nr);
     let half = S::splat(0.5);
     for (j, panel) in panels.zip(dst.chunks_exact_mut(P * c * nr)) {
-        let src = &w[j * 9 * c * nr..(j + 1) * 9 * c * nr];
         for ci in 0..c {
             for q in (0..nr).step_by(S::LANES) {
+                let len = src.cols.saturating_sub(j * nr + q).min(S::LANES);
                 // No closures or array `map` here: they would not be inlined into the
                 // target-feature context and the intrinsics would become calls.
                 let mut g = [S::zero(); 9];
-                for (t, gt) in g.iter_mut().enumerate() {
-                    *gt = ld::<S>(&src[(t * c + ci) * nr + q..], S::LANES);
+                if len > 0 {
+                    for (t, gt) in g.iter_mut().enumerate() {
+                        *gt = ld::<S>(&src.data[src.base * j + src.ld * (t * c + ci) + q..], len);
+                    }
                 }
                 // Columns then rows: (G g) Gᵀ.
                 let c0 = gm::<S>(g[0], g[3], g[6], half);
@@ -307,8 +352,8 @@ unsafe fn kernel_panels<S: Simd>(w: &[f32], c: usize, nr: usize, panels: Range<u
                 let c2 = gm::<S>(g[2], g[5], g[8], half);
                 for i in 0..4 {
                     let row = gm::<S>(c0[i], c1[i], c2[i], half);
-                    for (j, &val) in row.iter().enumerate() {
-                        st::<S>(&mut panel[((4 * i + j) * c + ci) * nr + q..], val, S::LANES);
+                    for (jj, &val) in row.iter().enumerate() {
+                        st::<S>(&mut panel[((4 * i + jj) * c + ci) * nr + q..], val, S::LANES);
                     }
                 }
             }
