@@ -10,7 +10,8 @@
 //! GEMM kernels (BN statistics epilogue included) give bit-identical results for any thread
 //! count. Kernels with little work run on the calling thread only.
 //!
-//! `unsafe` lives in `simd.rs` / `microkernel.rs` (intrinsics behind run-time feature checks)
+//! `unsafe` lives in `simd.rs` / `microkernel.rs` / `winograd.rs` (intrinsics behind run-time
+//! feature checks; Winograd's transforms load and store through bounds-checked slices)
 //! and in the `#[target_feature]` trampolines of [`KernelIsa::vectorize`].
 
 pub mod activation;
