@@ -1,17 +1,23 @@
 //! Runs one conv layer of `CONV_SHAPES` in one direction on one thread for a few seconds and
 //! prints its GFLOP/s — a target for profilers (`perf record`).
-//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw [seconds] [threads]`
-//! (one thread: the calling thread's CPU time; more: wall time).
+//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw|wino [seconds] [threads]`
+//! (one thread: the calling thread's CPU time; more: wall time). `wino` is the forward (bias +
+//! ReLU, like `fwd`) by Winograd F(2×2, 3×3), 3×3 stride-1 layers only; its GFLOP/s are the
+//! direct conv's FLOPs over its time, so they compare with `fwd`. `BATCH=` overrides the batch;
+//! `WINOGRAD=0` makes `fwd` and `dx` take the direct path where they would pick Winograd.
 
 use cnnc_benches::{best_cpu_time, best_time, data, CONV_SHAPES};
-use cnnc_runtime::kernels::{conv2d_forward, conv2d_grad_input, conv2d_grad_kernel, Act, Ctx, Epilogue};
+use cnnc_runtime::kernels::{
+    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel, set_winograd, winograd_applies,
+    Act, Ctx, Epilogue,
+};
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(name), Some(dir)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: conv_one LAYER fwd|dx|dw [seconds]");
+        eprintln!("usage: conv_one LAYER fwd|dx|dw|wino [seconds] [threads]");
         std::process::exit(2);
     };
     let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
@@ -44,6 +50,8 @@ fn main() {
     } else {
         |b, f| best_cpu_time(b, f)
     };
+    let winograd = std::env::var("WINOGRAD").map_or(true, |v| v != "0");
+    set_winograd(winograd);
     let ctx = Ctx::new(&pool);
     let budget = Duration::from_secs_f64(secs);
     let t = match dir.as_str() {
@@ -57,6 +65,20 @@ fn main() {
                 &mut y,
             )
         }),
+        "wino" if winograd_applies(&g) => best(budget, &mut || {
+            conv2d_forward_winograd(
+                &ctx,
+                &g,
+                &x,
+                &w,
+                Epilogue::none().with_bias(&bias).with_act(Act::Relu),
+                &mut y,
+            )
+        }),
+        "wino" => {
+            eprintln!("{name} is not a 3×3 stride-1 conv: no Winograd");
+            std::process::exit(2);
+        }
         "dx" => best(budget, &mut || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)),
         _ => best(budget, &mut || conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, None)),
     };

@@ -10,7 +10,8 @@
 //! GEMM kernels (BN statistics epilogue included) give bit-identical results for any thread
 //! count. Kernels with little work run on the calling thread only.
 //!
-//! `unsafe` lives in `simd.rs` / `microkernel.rs` (intrinsics behind run-time feature checks)
+//! `unsafe` lives in `simd.rs` / `microkernel.rs` / `winograd.rs` (intrinsics behind run-time
+//! feature checks; Winograd's transforms load and store through bounds-checked slices)
 //! and in the `#[target_feature]` trampolines of [`KernelIsa::vectorize`].
 
 pub mod activation;
@@ -29,13 +30,15 @@ pub mod pool2d;
 mod scratch;
 mod simd;
 pub mod softmax;
+mod winograd;
 
 pub use activation::Act;
-pub use conv::{conv2d_forward, conv2d_forward_packed, ConvGeom, Pad};
+pub use conv::{conv2d_forward, conv2d_forward_packed, set_winograd, ConvGeom, Pad};
 pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
 pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
+pub use winograd::{conv2d_forward_winograd, winograd_applies};
 
 use crate::pool::Pool;
 use std::sync::atomic::{AtomicUsize, Ordering};

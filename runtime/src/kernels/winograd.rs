@@ -1,0 +1,513 @@
+//! Winograd F(2×2, 3×3) convolution (Lavin & Gray 2015) for 3×3 stride-1 convs, any padding:
+//! per 2×2 output tile and channel pair 16 multiplies instead of 36. The kernel is transformed
+//! once per call (`U = G g Gᵀ`, packed like a GEMM B operand with K = 16·c); tiles are then
+//! processed in L2-sized blocks: input transform `V = Bᵀ d B` (vectorised along the NHWC
+//! channels) into a scratch A block, 16 GEMMs `M_ξ[tiles, F] = V_ξ[tiles, C] · U_ξ[C, F]` with
+//! the conv micro-kernel, and the output transform `Y = Aᵀ M A` fused with bias and activation.
+//!
+//! Threads own contiguous runs of tile rows (2 output rows of one image) and so disjoint output
+//! rows; every output is computed the same way whatever the block or thread split, so results
+//! are bit-identical across thread counts. BN moments (if asked) are summed afterwards over
+//! fixed groups of rows, combined in order.
+
+use super::conv::ConvGeom;
+use super::epilogue::{finish_moments, group_stats, Epilogue};
+use super::gemm::{k_chunks, padded_ld, stat_group, A_BLOCK_BYTES};
+use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
+use super::pack::{with_pack, PackedB};
+use super::scratch::{self, Slot};
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::simd::{Portable, Simd};
+use super::{Act, Ctx, KernelIsa};
+use crate::pool::split_by_tasks;
+use std::cell::RefCell;
+use std::ops::Range;
+
+/// Runs `$body` with the type `$S` bound to the [`Simd`] implementation of `$isa` (after
+/// [`KernelIsa::checked`]), compiled with that ISA's target features by [`KernelIsa::vectorize`].
+macro_rules! with_simd {
+    ($isa:expr, $S:ident, $body:block) => {{
+        let isa: KernelIsa = $isa.checked();
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            KernelIsa::Avx512 => {
+                type $S = Avx512;
+                isa.vectorize(
+                    #[inline(always)]
+                    || $body,
+                )
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelIsa::Avx2 => {
+                type $S = Avx2;
+                isa.vectorize(
+                    #[inline(always)]
+                    || $body,
+                )
+            }
+            _ => {
+                type $S = Portable;
+                $body
+            }
+        }
+    }};
+}
+
+/// Transformed points per tile (4 × 4).
+const P: usize = 16;
+/// Least tiles per block when the transformed kernel does not fit L2: each block streams all of
+/// `U` once, so a block must do enough work per byte of it.
+const MIN_TILES_BIG_U: usize = 128;
+/// Values of `U` above which its transform is split across threads.
+const PAR_MIN_VALUES: usize = 64 * 1024;
+
+thread_local! {
+    static U: RefCell<PackedB> = RefCell::new(PackedB::new());
+}
+
+/// Whether Winograd F(2×2, 3×3) can compute `g` (3×3 kernel, stride 1, non-empty).
+pub fn winograd_applies(g: &ConvGeom) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == [1, 1] && g.oh > 0 && g.ow > 0 && g.c > 0 && g.f > 0
+}
+
+/// `y = epilogue(conv(x, w))` by Winograd F(2×2, 3×3): x `[n, h, w, c]`, w `[3, 3, c, f]`
+/// (HWIO), y `[n, oh, ow, f]`. Panics unless [`winograd_applies`]. Packs `w` on every call.
+pub fn conv2d_forward_winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], mut epi: Epilogue, y: &mut [f32]) {
+    g.check(x.len(), w.len(), y.len());
+    assert!(
+        winograd_applies(g),
+        "Winograd F(2×2, 3×3) needs a 3×3 stride-1 conv: {g:?}"
+    );
+    epi.check(g.f);
+    let ctx = &ctx.for_work(g.flops());
+    run_winograd(ctx, g, x, Kernel3::Hwio(w), &mut epi, y);
+}
+
+/// The Winograd conv from the direct path's packed kernel `w` (K = 9·c rows, `f` columns).
+pub(crate) fn winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
+    debug_assert!(w.fits(ctx.isa, g.k(), g.f));
+    run_winograd(ctx, g, x, Kernel3::Packed(w), epi, y)
+}
+
+/// A 3×3 kernel as the kernel transform reads it.
+#[derive(Clone, Copy)]
+enum Kernel3<'a> {
+    /// Packed for the direct path: `[panels][9·c][nr]`, zero past `f`.
+    Packed(&'a PackedB),
+    /// As given: HWIO `[3, 3, c, f]`.
+    Hwio(&'a [f32]),
+}
+
+fn run_winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: Kernel3, epi: &mut Epilogue, y: &mut [f32]) {
+    debug_assert!(winograd_applies(g));
+    let isa = ctx.isa.checked();
+    with_pack(&U, |u| {
+        transform_kernel(ctx, isa, g, w, u);
+        let plan = Plan::new(g, isa, u);
+        run(ctx, &plan, x, epi.bias, epi.act, y);
+    });
+    if let Some(mo) = epi.moments.as_deref_mut() {
+        moments(ctx, isa, g, y, mo);
+    }
+}
+
+/// Everything the blocks of one call share.
+struct Plan<'a> {
+    isa: KernelIsa,
+    g: ConvGeom,
+    u: &'a PackedB,
+    /// Tiles per image row of tiles / per image column.
+    tiles_x: usize,
+    tiles_y: usize,
+    /// Tiles per block (a multiple of the micro-kernel's rows).
+    block: usize,
+    /// Row strides of the V (`[16, tiles, ldv]`) and M (`[16, tiles, ldm]`) scratch blocks.
+    ldv: usize,
+    ldm: usize,
+}
+
+impl<'a> Plan<'a> {
+    fn new(g: &ConvGeom, isa: KernelIsa, u: &'a PackedB) -> Self {
+        let (mr, _) = tile_shape(isa);
+        let (ldv, ldm) = (padded_ld(g.c), padded_ld(g.f));
+        let by_cache = A_BLOCK_BYTES / (P * (ldv + ldm) * 4);
+        let u_bytes = u.data.len() * 4;
+        let want = if u_bytes > A_BLOCK_BYTES / 2 {
+            by_cache.max(MIN_TILES_BIG_U)
+        } else {
+            by_cache
+        };
+        Plan {
+            isa,
+            g: *g,
+            u,
+            tiles_x: g.ow.div_ceil(2),
+            tiles_y: g.oh.div_ceil(2),
+            block: want.div_ceil(mr).max(1) * mr,
+            ldv,
+            ldm,
+        }
+    }
+
+    /// First output line (`image·oh + row`) of tile row `r` (`image·tiles_y + tile y`).
+    fn line_of(&self, r: usize) -> usize {
+        (r / self.tiles_y) * self.g.oh + 2 * (r % self.tiles_y)
+    }
+}
+
+/// `U = G g Gᵀ` for every (input, output) channel pair, packed as `[panels][16·c][nr]`: row
+/// `ξ·c + ci` of panel `j` is point ξ for output channels `j·nr..` (zero past `f`, as in `w`).
+fn transform_kernel(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, w: Kernel3, u: &mut PackedB) {
+    let (c, f) = (g.c, g.f);
+    let nr = 2 * tile_shape(isa).1;
+    let panels = f.div_ceil(nr);
+    // Row r (tap · c + ci) of panel j starts at `base·j + ld·r`; its first `valid(j)` columns
+    // are the kernel's, the rest zero.
+    let (data, base, ld, padded) = match w {
+        Kernel3::Packed(p) => {
+            assert!(
+                p.k == 9 * c && p.n == f && p.nr == nr,
+                "packed kernel is not 3×3×{c}×{f}"
+            );
+            (&p.data[..], 9 * c * nr, nr, true)
+        }
+        Kernel3::Hwio(w) => (w, nr, f, false),
+    };
+    let src = KernelSrc {
+        data,
+        c,
+        nr,
+        base,
+        ld,
+        cols: if padded { panels * nr } else { f },
+    };
+    u.k = P * c;
+    u.n = f;
+    u.nr = nr;
+    let panel_len = P * c * nr;
+    u.data.resize(panels * panel_len, 0.0);
+    let threads = if u.data.len() >= PAR_MIN_VALUES {
+        ctx.threads()
+    } else {
+        1
+    };
+    let mut parts = split_by_tasks(&mut u.data, panels, threads, |j| j * panel_len);
+    let body = |(range, dst): &mut (Range<usize>, &mut [f32])| {
+        with_simd!(isa, S, {
+            // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
+            unsafe { kernel_panels::<S>(&src, range.clone(), dst) }
+        })
+    };
+    if threads == 1 {
+        parts.iter_mut().for_each(body);
+    } else {
+        ctx.pool.run_with_state(&mut parts, panels, |part, _t, _r| body(part));
+    }
+}
+
+/// Runs every tile: threads split the tile rows (and so the output rows), each thread walks its
+/// tiles in blocks of `plan.block`.
+fn run(ctx: &Ctx, plan: &Plan, x: &[f32], bias: Option<&[f32]>, act: Act, y: &mut [f32]) {
+    let g = &plan.g;
+    let rows = g.n * plan.tiles_y;
+    let line_len = g.ow * g.f;
+    let mut parts = split_by_tasks(y, rows, ctx.threads(), |r| plan.line_of(r) * line_len);
+    ctx.pool.run_with_state(&mut parts, rows, |(range, out), _t, _r| {
+        let (t0, t1) = (range.start * plan.tiles_x, range.end * plan.tiles_x);
+        let line0 = plan.line_of(range.start);
+        let blocks = (t1 - t0).div_ceil(plan.block);
+        for b in 0..blocks {
+            let tiles = t0 + b * plan.block..(t0 + (b + 1) * plan.block).min(t1);
+            block(plan, x, tiles, bias, act, out, line0);
+        }
+    });
+}
+
+/// One block of tiles (global tile index = tile row · tiles_x + tile x): transform its input,
+/// multiply, transform into `out` (output lines from `line0` on).
+fn block(plan: &Plan, x: &[f32], tiles: Range<usize>, bias: Option<&[f32]>, act: Act, out: &mut [f32], line0: usize) {
+    let nt = tiles.len();
+    scratch::with(Slot::A, P * nt * plan.ldv, |v| {
+        scratch::with(Slot::B, P * nt * plan.ldm, |m| {
+            input_transform(plan, x, tiles.clone(), v);
+            products(plan, nt, v, m);
+            output_transform(plan, tiles, m, (bias, act), out, line0);
+        })
+    })
+}
+
+/// `V[ξ, t, :] = (Bᵀ d_t B)[ξ]` for the block's tiles, `d_t` the tile's 4×4 input window
+/// (zero outside the input). `v`: `[16, tiles, ldv]`.
+fn input_transform(plan: &Plan, x: &[f32], tiles: Range<usize>, v: &mut [f32]) {
+    with_simd!(plan.isa, S, {
+        // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
+        unsafe { input_block::<S>(plan, x, tiles, v) }
+    })
+}
+
+/// The 16 GEMMs `M_ξ = V_ξ · U_ξ`: K chunks of `c`, then column panels, then row tiles (the V
+/// chunk stays in L2 across panels, a U micro-panel in L1 across row tiles).
+fn products(plan: &Plan, nt: usize, v: &[f32], m: &mut [f32]) {
+    let (mr, lanes) = tile_shape(plan.isa);
+    let nr = 2 * lanes;
+    let (c, f) = (plan.g.c, plan.g.f);
+    let (chunks, kc) = k_chunks(c);
+    for xi in 0..P {
+        for ch in 0..chunks {
+            let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(c));
+            for j in 0..plan.u.panels() {
+                let b = plan.u.panel_from(j, xi * c + k0);
+                for i in (0..nt).step_by(mr) {
+                    let row = xi * nt + i;
+                    let tile = Tile {
+                        rows: mr.min(nt - i),
+                        cols: nr.min(f - j * nr),
+                        kc: k1 - k0,
+                        a: &v[row * plan.ldv + k0..],
+                        lda: plan.ldv,
+                        a_layout: ALayout::RowMajor,
+                        segs: None,
+                        b,
+                        b_stride: nr,
+                        ldc: plan.ldm,
+                        accumulate: ch > 0,
+                        finish: None,
+                    };
+                    run_tile(plan.isa, &tile, &mut m[row * plan.ldm + j * nr..]);
+                }
+            }
+        }
+    }
+}
+
+/// `y = act(Aᵀ M_t A + bias)` for the block's tiles, only the pixels inside the output (the last
+/// tile of an odd-sized output is partial). `out` holds output lines from `line0` on.
+fn output_transform(
+    plan: &Plan,
+    tiles: Range<usize>,
+    m: &[f32],
+    epi: (Option<&[f32]>, Act),
+    out: &mut [f32],
+    line0: usize,
+) {
+    with_simd!(plan.isa, S, {
+        // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
+        unsafe { output_block::<S>(plan, tiles, m, epi, out, line0) }
+    })
+}
+
+/// BN moments of the finished output: column statistics per fixed group of rows (split over
+/// threads by group), combined in group order.
+fn moments(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, y: &[f32], mo: &mut [f32]) {
+    let (n, rows) = (g.f, g.m());
+    let group = stat_group(tile_shape(isa).0);
+    let groups = rows.div_ceil(group);
+    let mut parts: Vec<Vec<f64>> = vec![Vec::new(); ctx.threads()];
+    ctx.pool.run_with_state(&mut parts, groups, |stats, _t, range| {
+        stats.resize(range.len() * 2 * n, 0.0);
+        for (s, gi) in stats.chunks_exact_mut(2 * n).zip(range) {
+            group_stats(isa, &y[gi * group * n..((gi + 1) * group).min(rows) * n], n, s);
+        }
+    });
+    let partials: Vec<&[f64]> = parts.iter().flat_map(|p| p.chunks_exact(2 * n)).collect();
+    finish_moments(&partials, rows, group, n, mo);
+}
+
+/// Where the kernel transform reads tap rows: row `r` (`tap·c + ci`) of panel `j` (output
+/// channels `j·nr..`) starts at `data[base·j + ld·r]`; columns past `cols` (in all) are zero.
+struct KernelSrc<'a> {
+    data: &'a [f32],
+    c: usize,
+    nr: usize,
+    base: usize,
+    ld: usize,
+    cols: usize,
+}
+
+/// Transforms panels `panels` of the 3×3 kernel `src` into `dst` (`[panels][16·c][nr]`,
+/// starting at the first of them).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize>, dst: &mut [f32]) {
+    let (c, nr) = (src.c, src.nr);
+    let half = S::splat(0.5);
+    for (j, panel) in panels.zip(dst.chunks_exact_mut(P * c * nr)) {
+        for ci in 0..c {
+            for q in (0..nr).step_by(S::LANES) {
+                let len = src.cols.saturating_sub(j * nr + q).min(S::LANES);
+                // No closures or array `map` here: they would not be inlined into the
+                // target-feature context and the intrinsics would become calls.
+                let mut g = [S::zero(); 9];
+                if len > 0 {
+                    for (t, gt) in g.iter_mut().enumerate() {
+                        *gt = ld::<S>(&src.data[src.base * j + src.ld * (t * c + ci) + q..], len);
+                    }
+                }
+                // Columns then rows: (G g) Gᵀ.
+                let c0 = gm::<S>(g[0], g[3], g[6], half);
+                let c1 = gm::<S>(g[1], g[4], g[7], half);
+                let c2 = gm::<S>(g[2], g[5], g[8], half);
+                for i in 0..4 {
+                    let row = gm::<S>(c0[i], c1[i], c2[i], half);
+                    for (jj, &val) in row.iter().enumerate() {
+                        st::<S>(&mut panel[((4 * i + jj) * c + ci) * nr + q..], val, S::LANES);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The input transform of a block's tiles (see [`input_transform`]).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<usize>, v: &mut [f32]) {
+    let g = &plan.g;
+    let (c, nt, ldv) = (g.c, tiles.len(), plan.ldv);
+    for (tl, t) in tiles.enumerate() {
+        let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
+        let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
+        // x offset of each of the 16 window pixels, None in the padding.
+        let mut src = [None; P];
+        for (p, s) in src.iter_mut().enumerate() {
+            let iy = (2 * ty + p / 4).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
+            let ix = (2 * tx + p % 4).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
+            *s = iy.zip(ix).map(|(iy, ix)| ((img * g.h + iy) * g.w + ix) * c);
+        }
+        for c0 in (0..c).step_by(S::LANES) {
+            let len = S::LANES.min(c - c0);
+            let mut d = [S::zero(); P];
+            for (dp, sp) in d.iter_mut().zip(&src) {
+                if let Some(o) = *sp {
+                    *dp = ld::<S>(&x[o + c0..], len);
+                }
+            }
+            // Columns (Bᵀ d), then rows ((Bᵀ d) B).
+            let e0 = bt::<S>(d[0], d[4], d[8], d[12]);
+            let e1 = bt::<S>(d[1], d[5], d[9], d[13]);
+            let e2 = bt::<S>(d[2], d[6], d[10], d[14]);
+            let e3 = bt::<S>(d[3], d[7], d[11], d[15]);
+            for i in 0..4 {
+                let row = bt::<S>(e0[i], e1[i], e2[i], e3[i]);
+                for (j, &val) in row.iter().enumerate() {
+                    st::<S>(&mut v[((4 * i + j) * nt + tl) * ldv + c0..], val, len);
+                }
+            }
+        }
+    }
+}
+
+/// The output transform of a block's tiles (see [`output_transform`]).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn output_block<S: Simd>(
+    plan: &Plan,
+    tiles: Range<usize>,
+    m: &[f32],
+    (bias, act): (Option<&[f32]>, Act),
+    out: &mut [f32],
+    line0: usize,
+) {
+    let g = &plan.g;
+    let (f, nt, ldm) = (g.f, tiles.len(), plan.ldm);
+    for (tl, t) in tiles.enumerate() {
+        let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
+        let (ox, line) = (2 * tx, plan.line_of(r) - line0);
+        let (rows, cols) = (2.min(g.oh - 2 * (r % plan.tiles_y)), 2.min(g.ow - ox));
+        for f0 in (0..f).step_by(S::LANES) {
+            let len = S::LANES.min(f - f0);
+            let mut mt = [S::zero(); P];
+            for (xi, mx) in mt.iter_mut().enumerate() {
+                *mx = ld::<S>(&m[(xi * nt + tl) * ldm + f0..], len);
+            }
+            let b = match bias {
+                Some(b) => ld::<S>(&b[f0..], len),
+                None => S::zero(),
+            };
+            // Columns (Aᵀ M), then rows ((Aᵀ M) A).
+            let e0 = at::<S>(mt[0], mt[4], mt[8], mt[12]);
+            let e1 = at::<S>(mt[1], mt[5], mt[9], mt[13]);
+            let e2 = at::<S>(mt[2], mt[6], mt[10], mt[14]);
+            let e3 = at::<S>(mt[3], mt[7], mt[11], mt[15]);
+            for dy in 0..rows {
+                let row = at::<S>(e0[dy], e1[dy], e2[dy], e3[dy]);
+                for (dx, &val) in row.iter().enumerate().take(cols) {
+                    let mut val = S::add(val, b);
+                    if act == Act::Relu {
+                        val = S::max(val, S::zero());
+                    }
+                    st::<S>(&mut out[((line + dy) * g.ow + ox + dx) * f + f0..], val, len);
+                }
+            }
+        }
+        if matches!(act, Act::Sigmoid | Act::Tanh) {
+            for dy in 0..rows {
+                let px = (line + dy) * g.ow + ox;
+                act.apply_slice(&mut out[px * f..(px + cols) * f]);
+            }
+        }
+    }
+}
+
+/// `Bᵀ (d0, d1, d2, d3)` with `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn bt<S: Simd>(d0: S::V, d1: S::V, d2: S::V, d3: S::V) -> [S::V; 4] {
+    [S::sub(d0, d2), S::add(d1, d2), S::sub(d2, d1), S::sub(d1, d3)]
+}
+
+/// `G (g0, g1, g2)` with `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]` (`half` = ½ in every lane).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn gm<S: Simd>(g0: S::V, g1: S::V, g2: S::V, half: S::V) -> [S::V; 4] {
+    let even = S::add(g0, g2);
+    [g0, S::mul(half, S::add(even, g1)), S::mul(half, S::sub(even, g1)), g2]
+}
+
+/// `Aᵀ (m0, m1, m2, m3)` with `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn at<S: Simd>(m0: S::V, m1: S::V, m2: S::V, m3: S::V) -> [S::V; 2] {
+    [S::add(S::add(m0, m1), m2), S::sub(S::sub(m1, m2), m3)]
+}
+
+/// Lanes `0..len` of `s` (zero past them).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn ld<S: Simd>(s: &[f32], len: usize) -> S::V {
+    let s = &s[..len];
+    if len == S::LANES {
+        S::load(s.as_ptr())
+    } else {
+        S::load_partial(s.as_ptr(), len.min(S::LANES))
+    }
+}
+
+/// Stores lanes `0..len` of `v` into `d`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn st<S: Simd>(d: &mut [f32], v: S::V, len: usize) {
+    let d = &mut d[..len];
+    if len == S::LANES {
+        S::store(d.as_mut_ptr(), v)
+    } else {
+        S::store_partial(d.as_mut_ptr(), v, len.min(S::LANES))
+    }
+}

@@ -1,0 +1,218 @@
+//! Winograd F(2×2, 3×3) against the direct convolution: the seed models' 3×3 SAME layers, odd
+//! and valid sizes (partial tiles), batch 1 and 3, bias + ReLU, BN moments, the input gradient's
+//! flipped geometry; every ISA, 1 and 2 threads, bit-identical across thread counts.
+//!
+//! Tolerance: Winograd rounds differently from the direct sum (the transforms add up to 4
+//! inputs, scale the kernel by ½ and add up to 9 products per output), so its error is a few
+//! ulps of the *magnitudes* summed, not of the result, which may be near zero. Each output is
+//! therefore checked against `WINOGRAD_ULPS · ε · S`, with `S = Σ |x|·|w| + |bias|` over the
+//! output's taps and channels (the direct conv of `|x|` with `|w|`): the classic bound of a dot
+//! product's rounding error, `K·ε·S`, would be looser still (K = 9·c up to 4608). ReLU is
+//! 1-Lipschitz, so the bound holds after it.
+
+mod kernels_common;
+mod support;
+
+use cnnc_runtime::kernels::{
+    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, set_winograd, Act, ConvGeom, Ctx, Epilogue, Pad,
+};
+use kernels_common::{data, isas};
+use support::{assert_close, Tol};
+
+/// Allowed |Winograd − direct| in units of `f32::EPSILON · Σ|x||w|`: the worst observed over
+/// these shapes and every ISA is about 2 (printed by the forward test), so 8 leaves a 4× margin
+/// while staying far below the `K·ε` worst case of either sum.
+const WINOGRAD_ULPS: f32 = 8.0;
+
+fn same(n: usize, hw: [usize; 2], c: usize, f: usize) -> ConvGeom {
+    ConvGeom::same(n, hw, c, [3, 3], f, [1, 1])
+}
+
+fn geoms() -> Vec<ConvGeom> {
+    vec![
+        same(1, [28, 28], 1, 32),
+        same(3, [14, 14], 32, 64),
+        same(1, [32, 32], 3, 32),
+        same(1, [16, 16], 64, 64),
+        same(3, [8, 8], 128, 128),
+        same(1, [4, 4], 512, 512),
+        same(3, [7, 7], 20, 33),
+        same(1, [5, 9], 17, 40),
+        ConvGeom::valid(3, [9, 12], 24, [3, 3], 16, [1, 1]),
+        ConvGeom::valid(1, [3, 3], 5, [3, 3], 7, [1, 1]),
+        ConvGeom::new(
+            2,
+            [5, 6],
+            8,
+            [3, 3],
+            9,
+            [1, 1],
+            Pad {
+                top: 2,
+                bottom: 0,
+                left: 1,
+                right: 2,
+            },
+        ),
+    ]
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// Checks `actual` against `expected` within `WINOGRAD_ULPS · ε · scale` elementwise; returns
+/// the worst error in those units.
+fn check_scaled(actual: &[f32], expected: &[f32], scale: &[f32], what: &str) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    let mut worst = 0f32;
+    for (i, ((&a, &e), &s)) in actual.iter().zip(expected).zip(scale).enumerate() {
+        let units = (a - e).abs() / (f32::EPSILON * s.max(f32::MIN_POSITIVE));
+        assert!(
+            !a.is_nan() && units <= WINOGRAD_ULPS,
+            "{what}: [{i}] winograd {a} direct {e} differ by {units} ε·Σ|x||w| (Σ = {s})"
+        );
+        worst = worst.max(units);
+    }
+    worst
+}
+
+/// Pools with 1 and 2 threads (see `kernels_common::pools`), with Winograd off in the
+/// dispatching kernels: here `conv2d_forward` and `conv2d_grad_input` are the direct references
+/// (every test of this binary wants that, so setting it process-wide races with nothing).
+fn pools() -> Vec<cnnc_runtime::pool::Pool> {
+    set_winograd(false);
+    kernels_common::pools()
+}
+
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// `conv2d_forward(|x|, |w|) + |bias|` on one thread: each output's sum of magnitudes.
+fn magnitudes(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+    set_winograd(false);
+    let pool = cnnc_runtime::pool::Pool::new(1);
+    let mut s = vec![0f32; g.output_len()];
+    let ab = abs(bias);
+    conv2d_forward(
+        &Ctx::new(&pool),
+        g,
+        &abs(x),
+        &abs(w),
+        Epilogue::none().with_bias(&ab),
+        &mut s,
+    );
+    s
+}
+
+#[test]
+fn winograd_forward_matches_direct() {
+    let mut worst = 0f32;
+    for g in geoms() {
+        let (x, w, bias) = (data(g.input_len(), 11), data(g.kernel_len(), 12), data(g.f, 13));
+        let scale = magnitudes(&g, &x, &w, &bias);
+        for isa in isas() {
+            let mut first: Option<Vec<f32>> = None;
+            for pool in pools() {
+                let ctx = Ctx::with_isa(&pool, isa);
+                let what = format!("winograd {g:?} {isa:?} threads={}", pool.threads());
+                let epi = || Epilogue::none().with_bias(&bias).with_act(Act::Relu);
+                let mut direct = vec![0f32; g.output_len()];
+                conv2d_forward(&ctx, &g, &x, &w, epi(), &mut direct);
+                let mut y = vec![f32::NAN; g.output_len()];
+                conv2d_forward_winograd(&ctx, &g, &x, &w, epi(), &mut y);
+                worst = worst.max(check_scaled(&y, &direct, &scale, &what));
+                match &first {
+                    None => first = Some(y),
+                    Some(f) => assert!(bits_equal(f, &y), "{what}: differs across thread counts"),
+                }
+            }
+        }
+    }
+    eprintln!("winograd forward: worst error {worst:.2} ε·Σ|x||w| (allowed {WINOGRAD_ULPS})");
+}
+
+#[test]
+fn winograd_linear_tanh_and_moments() {
+    for g in [same(3, [7, 7], 20, 33), same(2, [8, 8], 64, 48)] {
+        let (x, w, bias) = (data(g.input_len(), 14), data(g.kernel_len(), 15), data(g.f, 16));
+        let scale = magnitudes(&g, &x, &w, &bias);
+        for isa in isas() {
+            for pool in pools() {
+                let ctx = Ctx::with_isa(&pool, isa);
+                let what = format!("{g:?} {isa:?} threads={}", pool.threads());
+                let mut direct = vec![0f32; g.output_len()];
+                conv2d_forward(&ctx, &g, &x, &w, Epilogue::none(), &mut direct);
+                let mut y = vec![f32::NAN; g.output_len()];
+                conv2d_forward_winograd(&ctx, &g, &x, &w, Epilogue::none(), &mut y);
+                check_scaled(&y, &direct, &scale, &format!("linear {what}"));
+                // Tanh is 1-Lipschitz too; moments of the activated output.
+                let (mut md, mut mw) = (vec![0f32; 2 * g.f], vec![0f32; 2 * g.f]);
+                let epi = |m| Epilogue::none().with_bias(&bias).with_act(Act::Tanh).with_moments(m);
+                conv2d_forward(&ctx, &g, &x, &w, epi(&mut md), &mut direct);
+                conv2d_forward_winograd(&ctx, &g, &x, &w, epi(&mut mw), &mut y);
+                check_scaled(&y, &direct, &scale, &format!("tanh {what}"));
+                // Means and variances of values in (−1, 1) whose errors are bounded above.
+                let moments_tol = Tol { abs: 1e-5, rel: 1e-4 };
+                assert_close(&mw, &md, moments_tol, &format!("moments {what}"));
+            }
+        }
+    }
+}
+
+/// The stride-1 input gradient is a forward conv of `dy` with the flipped, channel-swapped
+/// kernel and padding `2 − pad`: Winograd on that geometry against `conv2d_grad_input`.
+#[test]
+fn winograd_flipped_geometry_matches_grad_input() {
+    for g in geoms() {
+        let (dy, w) = (data(g.output_len(), 17), data(g.kernel_len(), 18));
+        let (c, f) = (g.c, g.f);
+        // w'[ky, kx, fo, ci] = w[2 − ky, 2 − kx, ci, fo]
+        let mut wf = vec![0f32; w.len()];
+        for t in 0..9 {
+            for ci in 0..c {
+                for fo in 0..f {
+                    wf[(t * f + fo) * c + ci] = w[((8 - t) * c + ci) * f + fo];
+                }
+            }
+        }
+        let p = g.pad;
+        let flipped = ConvGeom::new(
+            g.n,
+            [g.oh, g.ow],
+            f,
+            [3, 3],
+            c,
+            [1, 1],
+            Pad {
+                top: 2 - p.top,
+                bottom: 2 - p.bottom,
+                left: 2 - p.left,
+                right: 2 - p.right,
+            },
+        );
+        assert_eq!((flipped.oh, flipped.ow), (g.h, g.w));
+        let scale = magnitudes(&flipped, &dy, &wf, &vec![0.0; c]);
+        for isa in isas() {
+            for pool in pools() {
+                let ctx = Ctx::with_isa(&pool, isa);
+                let what = format!("grad input {g:?} {isa:?} threads={}", pool.threads());
+                let mut want = vec![0f32; g.input_len()];
+                conv2d_grad_input(&ctx, &g, &dy, &w, &mut want);
+                let mut dx = vec![f32::NAN; g.input_len()];
+                conv2d_forward_winograd(&ctx, &flipped, &dy, &wf, Epilogue::none(), &mut dx);
+                check_scaled(&dx, &want, &scale, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn winograd_applies_only_to_3x3_stride_1() {
+    use cnnc_runtime::kernels::winograd_applies;
+    assert!(winograd_applies(&same(1, [5, 5], 2, 3)));
+    assert!(!winograd_applies(&ConvGeom::same(1, [5, 5], 2, [3, 3], 3, [2, 2])));
+    assert!(!winograd_applies(&ConvGeom::same(1, [5, 5], 2, [5, 5], 3, [1, 1])));
+    assert!(!winograd_applies(&ConvGeom::valid(1, [2, 2], 2, [3, 3], 3, [1, 1])));
+}
