@@ -1,15 +1,16 @@
 //! Runs one conv layer of `CONV_SHAPES` in one direction on one thread for a few seconds and
 //! prints its GFLOP/s — a target for profilers (`perf record`).
-//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw|wino [seconds] [threads]`
+//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw|wino|wdw [seconds] [threads]`
 //! (one thread: the calling thread's CPU time; more: wall time). `wino` is the forward (bias +
 //! ReLU, like `fwd`) by Winograd F(2×2, 3×3), 3×3 stride-1 layers only; its GFLOP/s are the
-//! direct conv's FLOPs over its time, so they compare with `fwd`. `BATCH=` overrides the batch;
-//! `WINOGRAD=0` makes `fwd` and `dx` take the direct path where they would pick Winograd.
+//! direct conv's FLOPs over its time, so they compare with `fwd`; `wdw` likewise is the kernel
+//! gradient by Winograd F(3×3, 2×2), to compare with `dw`. `BATCH=` overrides the batch;
+//! `WINOGRAD=0` makes `fwd`, `dx` and `dw` take the direct path where they would pick Winograd.
 
 use cnnc_benches::{best_cpu_time, best_time, data, CONV_SHAPES};
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel, set_winograd, winograd_applies,
-    Act, Ctx, Epilogue,
+    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel, conv2d_grad_kernel_winograd,
+    set_winograd, winograd_applies, Act, Ctx, Epilogue,
 };
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(name), Some(dir)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: conv_one LAYER fwd|dx|dw|wino [seconds] [threads]");
+        eprintln!("usage: conv_one LAYER fwd|dx|dw|wino|wdw [seconds] [threads]");
         std::process::exit(2);
     };
     let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
@@ -75,7 +76,10 @@ fn main() {
                 &mut y,
             )
         }),
-        "wino" => {
+        "wdw" if winograd_applies(&g) => best(budget, &mut || {
+            conv2d_grad_kernel_winograd(&ctx, &g, &x, &dy, &mut dw, None)
+        }),
+        "wino" | "wdw" => {
             eprintln!("{name} is not a 3×3 stride-1 conv: no Winograd");
             std::process::exit(2);
         }

@@ -326,7 +326,7 @@ fn grad_kernel_im2col(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
 /// `sums[j] += Σ_r rows[r·n + j]` in f64, vectorised for `isa` (a bias gradient's reduction).
 /// Narrow rows (a few channels) are summed as flat runs of `lcm(n, 16)` values in f32 first, so
 /// the loop is whole vectors rather than a short loop per row.
-fn add_columns(isa: KernelIsa, rows: &[f32], n: usize, sums: &mut [f64]) {
+pub(crate) fn add_columns(isa: KernelIsa, rows: &[f32], n: usize, sums: &mut [f64]) {
     let run = n * (16 / gcd(n, 16));
     isa.vectorize(
         #[inline(always)]

@@ -38,7 +38,7 @@ pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
 pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
-pub use winograd::{conv2d_forward_winograd, winograd_applies};
+pub use winograd::{conv2d_forward_winograd, conv2d_grad_kernel_winograd, winograd_applies};
 
 use crate::pool::Pool;
 use std::sync::atomic::{AtomicUsize, Ordering};
