@@ -561,7 +561,7 @@ pub fn conv2d_grad_kernel_winograd(
         g: *g,
         tiles_x: g.ow.div_ceil(2),
         tiles_y: g.oh.div_ceil(2),
-        block: (A_BLOCK_BYTES / (4 * (ldv + ldm) * 4)).clamp(GRAD_MIN_BLOCK, GRAD_MAX_BLOCK),
+        block: GRAD_BLOCK,
         ldv,
         ldw: ldm,
     };
@@ -593,10 +593,11 @@ pub fn conv2d_grad_kernel_winograd(
     })
 }
 
-/// Tiles per block of the kernel gradient: each block streams all of its threads' `M` once, so
-/// not too few; its V and W blocks should stay in L2 for a few points, so not too many.
-const GRAD_MIN_BLOCK: usize = 64;
-const GRAD_MAX_BLOCK: usize = 256;
+/// Tiles per block of the kernel gradient (the GEMMs' K): each block streams all of its thread's
+/// `M` once, so not too few; its V and W blocks are written point by point and re-read by the
+/// GEMMs, so not too many. Measured with `conv_one wdw` at one thread over 32–256 on MNIST conv2
+/// and ResNet-18 64–512: 64 was best or within noise of it everywhere.
+const GRAD_BLOCK: usize = 64;
 /// The point of `A' u A'ᵀ` that is a tile's sum of dy (ξ = 4·1 + 1).
 const BIAS_POINT: usize = 5;
 
