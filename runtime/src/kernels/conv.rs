@@ -230,11 +230,22 @@ pub(crate) fn use_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
         && isa.checked() == KernelIsa::Avx512
 }
 
+/// Whether `conv2d_grad_kernel` computes the kernel gradient of `g` by Winograd F(3×3, 2×2)
+/// (`conv2d_grad_kernel_winograd`: 16 GEMMs over the batch's 2×2 dy tiles, 2.25× fewer
+/// multiplies) rather than the direct or im2col path: the same convs as [`use_winograd`] (3×3
+/// stride 1, 32+ channels both ways, AVX-512, [`set_winograd`] on). Measured with `conv_one
+/// dw`/`wdw` (interleaved, see RESULTS.md): faster on every such seed layer, most on the
+/// small-image, many-channel ones where the direct path's rows are short.
+pub(crate) fn use_winograd_grad_kernel(isa: KernelIsa, g: &ConvGeom) -> bool {
+    use_winograd(isa, g)
+}
+
 /// See [`set_winograd`].
 static WINOGRAD: AtomicBool = AtomicBool::new(true);
 
 /// Enables (the default) or disables, process-wide, Winograd in the convolutions that
-/// [`use_winograd`] picks it for (forward and stride-1 input gradient). Disabled, they take the
+/// [`use_winograd`] picks it for (forward and stride-1 input gradient) and the kernel gradients
+/// [`use_winograd_grad_kernel`] picks it for. Disabled, they take the
 /// direct path: for benchmarks and tests that compare the two.
 pub fn set_winograd(enabled: bool) {
     WINOGRAD.store(enabled, Ordering::Relaxed);

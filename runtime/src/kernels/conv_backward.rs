@@ -12,13 +12,14 @@
 //!   the K rows of dw and walk all pixels in the same order, so dw is bit-identical for any
 //!   thread count. The optional bias gradient `Σ dy` is summed in f64 (by thread 0).
 
-use super::conv::{build_slab, implicit_gemm, line_tiles, slab_len, ConvGeom, Pad};
+use super::conv::{build_slab, implicit_gemm, line_tiles, slab_len, use_winograd_grad_kernel, ConvGeom, Pad};
 use super::epilogue::Epilogue;
 use super::gemm::{block_rows, k_chunks, padded_ld, A_BLOCK_BYTES};
 use super::im2col::{col2im_add, im2col};
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
+use super::winograd::conv2d_grad_kernel_winograd;
 use super::{Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
 use std::cell::RefCell;
@@ -140,6 +141,9 @@ pub fn conv2d_grad_kernel(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &m
     g.check(x.len(), dw.len(), dy.len());
     if let Some(b) = &dbias {
         assert_eq!(b.len(), g.f, "bias gradient has {} entries, expected {}", b.len(), g.f);
+    }
+    if use_winograd_grad_kernel(ctx.isa, g) {
+        return conv2d_grad_kernel_winograd(ctx, g, x, dy, dw, dbias);
     }
     let ctx = &ctx.for_work(g.flops());
     if g.ow >= DIRECT_MIN_WIDTH {
