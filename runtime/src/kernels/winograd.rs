@@ -681,6 +681,8 @@ unsafe fn grad_transforms<S: Simd>(
 ) {
     let g = &plan.g;
     let (c, f, nt, ldv, ldw) = (g.c, g.f, tiles.len(), plan.ldv, plan.ldw);
+    // Rows i of the 4×4 points (ξ = 4i + j) this thread keeps: the second pass skips the others.
+    let rows = points.start / 4..points.end.div_ceil(4);
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
         let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
@@ -702,7 +704,7 @@ unsafe fn grad_transforms<S: Simd>(
             let e1 = bt::<S>(d[1], d[5], d[9], d[13]);
             let e2 = bt::<S>(d[2], d[6], d[10], d[14]);
             let e3 = bt::<S>(d[3], d[7], d[11], d[15]);
-            for i in 0..4 {
+            for i in rows.clone() {
                 let row = bt::<S>(e0[i], e1[i], e2[i], e3[i]);
                 for (j, &val) in row.iter().enumerate() {
                     let xi = 4 * i + j;
@@ -730,7 +732,7 @@ unsafe fn grad_transforms<S: Simd>(
             }
             let e0 = aa::<S>(u[0], u[2]);
             let e1 = aa::<S>(u[1], u[3]);
-            for i in 0..4 {
+            for i in rows.clone() {
                 let row = aa::<S>(e0[i], e1[i]);
                 for (j, &val) in row.iter().enumerate() {
                     let xi = 4 * i + j;
