@@ -683,6 +683,17 @@ unsafe fn grad_transforms<S: Simd>(
     let (c, f, nt, ldv, ldw) = (g.c, g.f, tiles.len(), plan.ldv, plan.ldw);
     // Rows i of the 4×4 points (ξ = 4i + j) this thread keeps: the second pass skips the others.
     let rows = points.start / 4..points.end.div_ceil(4);
+    // Whole vectors are stored, also past `c` / `f`: the row strides are multiples of the lanes
+    // and the lanes past the data are transforms of zeros.
+    let np = points.len();
+    assert!(
+        ldv.is_multiple_of(S::LANES)
+            && ldw.is_multiple_of(S::LANES)
+            && v.len() >= np * nt * ldv
+            && w.len() >= np * nt * ldw,
+        "transform blocks too small"
+    );
+    let (vp, wp) = (v.as_mut_ptr(), w.as_mut_ptr());
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
         let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
@@ -709,7 +720,8 @@ unsafe fn grad_transforms<S: Simd>(
                 for (j, &val) in row.iter().enumerate() {
                     let xi = 4 * i + j;
                     if points.contains(&xi) {
-                        st::<S>(&mut v[((xi - points.start) * nt + tl) * ldv + c0..], val, len);
+                        // SAFETY: within `v` (asserted above: c0 < ldv, both multiples of LANES).
+                        S::store(vp.add(((xi - points.start) * nt + tl) * ldv + c0), val);
                     }
                 }
             }
@@ -737,7 +749,8 @@ unsafe fn grad_transforms<S: Simd>(
                 for (j, &val) in row.iter().enumerate() {
                     let xi = 4 * i + j;
                     if points.contains(&xi) {
-                        st::<S>(&mut w[((xi - points.start) * nt + tl) * ldw + f0..], val, len);
+                        // SAFETY: within `w` (asserted above: f0 < ldw, both multiples of LANES).
+                        S::store(wp.add(((xi - points.start) * nt + tl) * ldw + f0), val);
                     }
                 }
             }
