@@ -565,11 +565,44 @@ pub fn conv2d_grad_kernel_winograd(
         ldv,
         ldw: ldm,
     };
+    if g.n == 0 {
+        dw.fill(0.0);
+        if let Some(db) = dbias {
+            db.fill(0.0);
+        }
+        return;
+    }
+    GRAD_M.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut m) => grad_run(ctx, &plan, x, dy, &mut m, dw, dbias),
+        Err(_) => grad_run(ctx, &plan, x, dy, &mut Vec::new(), dw, dbias),
+    })
+}
+
+thread_local! {
+    /// The kernel gradient's `M` (`[16][c][ldm]`), kept between calls: at 512 channels it is
+    /// 17 MB, not worth faulting in and zeroing on every call. Every value read is overwritten
+    /// first (the first block's GEMMs do not accumulate).
+    static GRAD_M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The GEMMs (threads split the points) into `m`, then the output transform into `dw`.
+fn grad_run(
+    ctx: &Ctx,
+    plan: &GradPlan,
+    x: &[f32],
+    dy: &[f32],
+    m: &mut Vec<f32>,
+    dw: &mut [f32],
+    dbias: Option<&mut [f32]>,
+) {
+    let (c, f, ldm) = (plan.g.c, plan.g.f, plan.ldw);
+    if m.len() < P * c * ldm {
+        m.resize(P * c * ldm, 0.0);
+    }
+    let m = &mut m[..P * c * ldm];
     let want_bias = dbias.is_some();
-    // M: `[16][c][ldm]`, split over threads by point.
-    let mut m = vec![0f32; P * c * ldm];
     let threads = ctx.threads();
-    let mut parts: Vec<(Range<usize>, &mut [f32], Vec<f64>)> = split_by_tasks(&mut m, P, threads, |xi| xi * c * ldm)
+    let mut parts: Vec<(Range<usize>, &mut [f32], Vec<f64>)> = split_by_tasks(m, P, threads, |xi| xi * c * ldm)
         .into_iter()
         .map(|(r, part)| {
             let bias = if want_bias && r.contains(&BIAS_POINT) { ldm } else { 0 };
@@ -578,7 +611,7 @@ pub fn conv2d_grad_kernel_winograd(
         .collect();
     ctx.pool.run_with_state(&mut parts, P, |(points, mp, bsum), _t, _r| {
         if points.start < points.end {
-            grad_points(&plan, x, dy, points.clone(), mp, bsum);
+            grad_points(plan, x, dy, points.clone(), mp, bsum);
         }
     });
     if let Some(db) = dbias {
@@ -587,9 +620,10 @@ pub fn conv2d_grad_kernel_winograd(
             *d = sums.map_or(0.0, |s| s[i]) as f32;
         }
     }
-    with_simd!(isa, S, {
+    drop(parts);
+    with_simd!(plan.isa, S, {
         // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-        unsafe { grad_output::<S>(c, f, ldm, &m, dw) }
+        unsafe { grad_output::<S>(c, f, ldm, m, dw) }
     })
 }
 
