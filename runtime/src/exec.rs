@@ -32,18 +32,44 @@ pub struct StepResult {
     pub loss: f32,
 }
 
+/// What a compiled model takes and gives, the same whichever backend runs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelIo {
+    /// The batch size the model was compiled for; calls accept any `n` in `1..=batch_size`.
+    pub batch_size: usize,
+    /// Per-sample input shape, e.g. `[28, 28, 1]`.
+    pub input_shape: Vec<usize>,
+    /// Per-sample output size (classes).
+    pub output_size: usize,
+    pub target_layout: TargetLayout,
+    /// Every parameter, in the backend's order.
+    pub params: Vec<ParamSpec>,
+}
+
 /// A compiled (or interpreted) model with a fixed maximum batch size.
 pub trait Executor {
     /// Short name shown to the user (`interp`, `native`, ...).
     fn backend_name(&self) -> &str;
+    /// The model's inputs, outputs and parameters.
+    fn io(&self) -> &ModelIo;
     /// The batch size the model was compiled for; calls accept any `n` in `1..=batch_size()`.
-    fn batch_size(&self) -> usize;
+    fn batch_size(&self) -> usize {
+        self.io().batch_size
+    }
     /// Per-sample input shape, e.g. `[28, 28, 1]`.
-    fn input_shape(&self) -> &[usize];
+    fn input_shape(&self) -> &[usize] {
+        &self.io().input_shape
+    }
     /// Per-sample output size (classes).
-    fn output_size(&self) -> usize;
-    fn target_layout(&self) -> TargetLayout;
-    fn params(&self) -> &[ParamSpec];
+    fn output_size(&self) -> usize {
+        self.io().output_size
+    }
+    fn target_layout(&self) -> TargetLayout {
+        self.io().target_layout
+    }
+    fn params(&self) -> &[ParamSpec] {
+        &self.io().params
+    }
 
     /// One training step on `n` samples. `x` is `[n, ..input_shape]`, `y` the targets in
     /// `target_layout()`. Writes the gradient of every trainable parameter into `grads` (same

@@ -11,7 +11,7 @@ use cnnc_runtime::train::{
     evaluate, fit, predict, BatchLog, EpochLog, FitConfig, History, LossFn, SilentObserver, TrainError, TrainObserver,
     Validation,
 };
-use cnnc_runtime::{Executor, Init, ParamSpec, StepResult, TargetLayout, Tensor};
+use cnnc_runtime::{Executor, Init, ModelIo, ParamSpec, StepResult, TargetLayout, Tensor};
 use support::{assert_close, Tol};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -24,10 +24,7 @@ enum Poison {
 struct LinearSoftmax {
     d: usize,
     k: usize,
-    batch: usize,
-    layout: TargetLayout,
-    input: Vec<usize>,
-    specs: Vec<ParamSpec>,
+    io: ModelIo,
     /// First feature of every sample of every training call, in order.
     seen: Vec<f32>,
     /// Sample count of every training call.
@@ -46,14 +43,17 @@ impl LinearSoftmax {
         LinearSoftmax {
             d,
             k,
-            batch,
-            layout: TargetLayout::ClassIds,
-            input: vec![d],
-            specs: vec![
-                spec("dense.kernel", vec![d, k], Init::GlorotUniform, true),
-                spec("stats.moving_mean", vec![d], Init::Zeros, false),
-                spec("dense.bias", vec![k], Init::Zeros, true),
-            ],
+            io: ModelIo {
+                batch_size: batch,
+                input_shape: vec![d],
+                output_size: k,
+                target_layout: TargetLayout::ClassIds,
+                params: vec![
+                    spec("dense.kernel", vec![d, k], Init::GlorotUniform, true),
+                    spec("stats.moving_mean", vec![d], Init::Zeros, false),
+                    spec("dense.bias", vec![k], Init::Zeros, true),
+                ],
+            },
             seen: vec![],
             calls: vec![],
             poison: None,
@@ -85,20 +85,8 @@ impl Executor for LinearSoftmax {
     fn backend_name(&self) -> &str {
         "test-linear"
     }
-    fn batch_size(&self) -> usize {
-        self.batch
-    }
-    fn input_shape(&self) -> &[usize] {
-        &self.input
-    }
-    fn output_size(&self) -> usize {
-        self.k
-    }
-    fn target_layout(&self) -> TargetLayout {
-        self.layout
-    }
-    fn params(&self) -> &[ParamSpec] {
-        &self.specs
+    fn io(&self) -> &ModelIo {
+        &self.io
     }
 
     fn train_step(
@@ -111,14 +99,14 @@ impl Executor for LinearSoftmax {
         step: u64,
         preds: &mut [f32],
     ) -> StepResult {
-        assert!(n >= 1 && n <= self.batch && x.len() == n * self.d && preds.len() == n * self.k);
+        assert!(n >= 1 && n <= self.io.batch_size && x.len() == n * self.d && preds.len() == n * self.k);
         self.calls.push(n);
         self.seen.extend((0..n).map(|i| x[i * self.d]));
         for c in 0..self.d {
             let mean = (0..n).map(|i| x[i * self.d + c]).sum::<f32>() / n as f32;
             params[1].data[c] = 0.9 * params[1].data[c] + 0.1 * mean;
         }
-        let labels: Vec<usize> = match self.layout {
+        let labels: Vec<usize> = match self.io.target_layout {
             TargetLayout::ClassIds => y.iter().map(|&v| v as usize).collect(),
             TargetLayout::Dense => y
                 .chunks_exact(self.k)
@@ -150,7 +138,7 @@ impl Executor for LinearSoftmax {
     }
 
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
-        assert!(n >= 1 && n <= self.batch);
+        assert!(n >= 1 && n <= self.io.batch_size);
         self.forward(params, x, n, preds);
     }
 }
@@ -370,7 +358,7 @@ fn predict_any_count_and_evaluate_from_probabilities() {
 #[test]
 fn dense_targets_are_one_hot() {
     let (mut exec, mut params, mut opt) = setup(8, 1);
-    exec.layout = TargetLayout::Dense;
+    exec.io.target_layout = TargetLayout::Dense;
     let c = FitConfig {
         loss: LossFn::CategoricalCrossentropy { from_logits: false },
         validation: Validation::Split(0.25),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cnnc_runtime::{Executor, ParamSpec, StepResult, TargetLayout, Tensor};
+use cnnc_runtime::{Executor, ModelIo, ParamSpec, StepResult, TargetLayout, Tensor};
 
 use super::abi::{Library, Sizes};
 use super::cache::{default_cache_dir, Cache};
@@ -71,13 +71,9 @@ pub struct BuildRecord {
 /// Runs a model through its generated crate, built and cached per batch size.
 pub struct CrateExecutor {
     spec: ModelSpec,
-    batch: usize,
-    params: Vec<ParamSpec>,
-    input_shape: Vec<usize>,
-    output_size: usize,
+    io: ModelIo,
     loss: LossKind,
     from_logits: bool,
-    layout: TargetLayout,
     machine: Machine,
     cache: Cache,
     announce: bool,
@@ -92,7 +88,7 @@ impl std::fmt::Debug for CrateExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CrateExecutor")
             .field("model", &self.spec.name)
-            .field("batch", &self.batch)
+            .field("batch", &self.io.batch_size)
             .field("cache", &self.cache.root())
             .finish()
     }
@@ -137,16 +133,15 @@ impl CrateExecutor {
         };
         let mut ex = CrateExecutor {
             spec: spec.clone(),
-            batch,
-            params,
-            input_shape: input[1..].to_vec(),
-            output_size: pred[1..].iter().product(),
+            io: ModelIo {
+                batch_size: batch,
+                input_shape: input[1..].to_vec(),
+                output_size: pred[1..].iter().product(),
+                target_layout: loss.target_layout(),
+                params,
+            },
             loss,
             from_logits,
-            layout: match loss {
-                LossKind::SparseCategoricalCrossentropy => TargetLayout::ClassIds,
-                _ => TargetLayout::Dense,
-            },
             // One thread: the generated code is single-threaded.
             machine: Machine {
                 cores: 1,
@@ -183,10 +178,10 @@ impl CrateExecutor {
             return Ok(());
         }
         let model = self.spec.name.clone();
-        if !(1..=self.batch).contains(&n) {
+        if !(1..=self.io.batch_size).contains(&n) {
             return Err(CrateBackendError::Call {
                 model,
-                msg: format!("a batch of {n} samples, expected 1..={}", self.batch),
+                msg: format!("a batch of {n} samples, expected 1..={}", self.io.batch_size),
             });
         }
         let started = Instant::now();
@@ -251,19 +246,19 @@ impl CrateExecutor {
     /// What a library for `n` samples must report.
     fn sizes(&self, n: usize, training: bool) -> Sizes {
         let numel = |s: &ParamSpec| s.shape.iter().product::<usize>();
-        let outputs = n * self.output_size;
+        let outputs = n * self.io.output_size;
         Sizes {
             batch: n,
-            input: n * self.input_shape.iter().product::<usize>(),
+            input: n * self.io.input_shape.iter().product::<usize>(),
             output: outputs,
-            target: match (training, self.layout) {
+            target: match (training, self.io.target_layout) {
                 (false, _) => 0,
                 (true, TargetLayout::ClassIds) => n,
                 (true, TargetLayout::Dense) => outputs,
             },
-            params: self.params.iter().map(numel).sum(),
+            params: self.io.params.iter().map(numel).sum(),
             grads: if training {
-                self.params.iter().filter(|p| p.trainable).map(numel).sum()
+                self.io.params.iter().filter(|p| p.trainable).map(numel).sum()
             } else {
                 0
             },
@@ -283,13 +278,13 @@ impl CrateExecutor {
     fn flatten(&mut self, params: &[Tensor]) {
         assert_eq!(
             params.len(),
-            self.params.len(),
+            self.io.params.len(),
             "crate backend, model '{}': expected {} parameters",
             self.spec.name,
-            self.params.len()
+            self.io.params.len()
         );
         self.flat_params.clear();
-        for (p, s) in params.iter().zip(&self.params) {
+        for (p, s) in params.iter().zip(&self.io.params) {
             assert_eq!(
                 p.data.len(),
                 s.shape.iter().product::<usize>(),
@@ -307,24 +302,8 @@ impl Executor for CrateExecutor {
         "crate"
     }
 
-    fn batch_size(&self) -> usize {
-        self.batch
-    }
-
-    fn input_shape(&self) -> &[usize] {
-        &self.input_shape
-    }
-
-    fn output_size(&self) -> usize {
-        self.output_size
-    }
-
-    fn target_layout(&self) -> TargetLayout {
-        self.layout
-    }
-
-    fn params(&self) -> &[ParamSpec] {
-        &self.params
+    fn io(&self) -> &ModelIo {
+        &self.io
     }
 
     fn train_step(
@@ -339,7 +318,7 @@ impl Executor for CrateExecutor {
     ) -> StepResult {
         let key = self.library_for_call(n, Purpose::Training);
         self.flatten(params);
-        let out = n * self.output_size;
+        let out = n * self.io.output_size;
         assert!(
             preds.len() >= out,
             "crate backend: predictions need {out} values, got {}",
@@ -359,13 +338,13 @@ impl Executor for CrateExecutor {
             .unwrap_or_else(|e| panic!("crate backend, model '{}': {e}", self.spec.name));
         // Non-trainable parameters (moving statistics) come back updated.
         let mut at = 0;
-        let trainable = self.params.iter().filter(|s| s.trainable);
+        let trainable = self.io.params.iter().filter(|s| s.trainable);
         assert_eq!(
             grads.len(),
             trainable.clone().count(),
             "one gradient per trainable parameter"
         );
-        for (p, s) in params.iter_mut().zip(&self.params) {
+        for (p, s) in params.iter_mut().zip(&self.io.params) {
             let len = p.data.len();
             if !s.trainable {
                 p.data.copy_from_slice(&self.flat_params[at..at + len]);
@@ -387,7 +366,7 @@ impl Executor for CrateExecutor {
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
         let key = self.library_for_call(n, Purpose::Inference);
         self.flatten(params);
-        let out = n * self.output_size;
+        let out = n * self.io.output_size;
         assert!(
             preds.len() >= out,
             "crate backend: predictions need {out} values, got {}",

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use cnnc_runtime::{Executor, ParamSpec, StepResult, TargetLayout, Tensor};
+use cnnc_runtime::{Executor, ModelIo, ParamSpec, StepResult, Tensor};
 
 use super::run;
 use crate::autodiff::{training_graph, AutodiffError};
@@ -15,17 +15,13 @@ use crate::ir::{rebatch, Graph, LossKind, NodeId, OutputRole};
 pub struct InterpExecutor {
     train: Graph,
     inference: Graph,
-    batch: usize,
+    io: ModelIo,
     train_by_n: HashMap<usize, Graph>,
     inference_by_n: HashMap<usize, Graph>,
-    params: Vec<ParamSpec>,
     /// For each inference-graph parameter, its index in `params` (matched by name).
     inference_params: Vec<usize>,
     /// Indices into `params` of the trainable ones, in order (the order of `grads`).
     trainable: Vec<usize>,
-    input_shape: Vec<usize>,
-    output_size: usize,
-    layout: TargetLayout,
 }
 
 fn mismatch(train: &Graph, inference: &Graph, msg: String) -> AutodiffError {
@@ -84,22 +80,20 @@ impl InterpExecutor {
             ));
         }
         let trainable = (0..params.len()).filter(|&i| params[i].trainable).collect();
-        let layout = match loss {
-            LossKind::SparseCategoricalCrossentropy => TargetLayout::ClassIds,
-            _ => TargetLayout::Dense,
-        };
         Ok(InterpExecutor {
-            batch: train.batch,
-            input_shape: input[1..].to_vec(),
-            output_size: pred[1..].iter().product(),
+            io: ModelIo {
+                batch_size: train.batch,
+                input_shape: input[1..].to_vec(),
+                output_size: pred[1..].iter().product(),
+                target_layout: loss.target_layout(),
+                params,
+            },
             train_by_n: HashMap::new(),
             inference_by_n: HashMap::new(),
             train,
             inference,
-            params,
             inference_params,
             trainable,
-            layout,
         })
     }
 
@@ -119,7 +113,7 @@ impl InterpExecutor {
 
     fn input_tensor(&self, x: &[f32], n: usize) -> Tensor {
         let mut shape = vec![n];
-        shape.extend_from_slice(&self.input_shape);
+        shape.extend_from_slice(&self.io.input_shape);
         Tensor::from_vec(&shape, x.to_vec())
             .unwrap_or_else(|| panic!("input holds {} values, expected shape {shape:?}", x.len()))
     }
@@ -136,24 +130,8 @@ impl Executor for InterpExecutor {
         "interp"
     }
 
-    fn batch_size(&self) -> usize {
-        self.batch
-    }
-
-    fn input_shape(&self) -> &[usize] {
-        &self.input_shape
-    }
-
-    fn output_size(&self) -> usize {
-        self.output_size
-    }
-
-    fn target_layout(&self) -> TargetLayout {
-        self.layout
-    }
-
-    fn params(&self) -> &[ParamSpec] {
-        &self.params
+    fn io(&self) -> &ModelIo {
+        &self.io
     }
 
     fn train_step(
@@ -167,7 +145,7 @@ impl Executor for InterpExecutor {
         preds: &mut [f32],
     ) -> StepResult {
         let input = self.input_tensor(x, n);
-        let g = Self::graph_for(&mut self.train_by_n, &self.train, self.batch, n);
+        let g = Self::graph_for(&mut self.train_by_n, &self.train, self.io.batch_size, n);
         let tshape = g.target().map(|t| g.shape(t).0.clone()).unwrap_or_default();
         let target = Tensor::from_vec(&tshape, y.to_vec())
             .unwrap_or_else(|| panic!("targets hold {} values, expected shape {tshape:?}", y.len()));
@@ -198,7 +176,7 @@ impl Executor for InterpExecutor {
 
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
         let input = self.input_tensor(x, n);
-        let g = Self::graph_for(&mut self.inference_by_n, &self.inference, self.batch, n);
+        let g = Self::graph_for(&mut self.inference_by_n, &self.inference, self.io.batch_size, n);
         let bound: Vec<Tensor> = self.inference_params.iter().map(|&i| params[i].clone()).collect();
         let values = run(g, &input, None, &bound, 0).unwrap_or_else(|e| panic!("interp: {e}"));
         if let Some(p) = g.output(&OutputRole::Prediction) {

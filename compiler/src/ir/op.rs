@@ -93,6 +93,15 @@ pub enum LossKind {
 }
 
 impl LossKind {
+    /// How a backend expects this loss's targets: class ids for the sparse loss, else the
+    /// prediction's shape.
+    pub fn target_layout(self) -> cnnc_runtime::TargetLayout {
+        match self {
+            LossKind::SparseCategoricalCrossentropy => cnnc_runtime::TargetLayout::ClassIds,
+            _ => cnnc_runtime::TargetLayout::Dense,
+        }
+    }
+
     pub const ALL: [(&'static str, LossKind); 3] = [
         (
             "sparse_categorical_crossentropy",

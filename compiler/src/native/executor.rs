@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use cnnc_runtime::fpenv::FlushDenormals;
 use cnnc_runtime::kernels::{Ctx, KernelIsa};
 use cnnc_runtime::pool::Pool;
-use cnnc_runtime::{Executor, ParamSpec, StepResult, TargetLayout, Tensor};
+use cnnc_runtime::{Executor, ModelIo, ParamSpec, StepResult, Tensor};
 
 use super::compiled::{Compiled, Loc, Mem, Region};
 use super::profile::Profile;
@@ -81,11 +81,7 @@ unsafe impl Send for PtrTable {}
 pub struct NativeExecutor {
     train: Graph,
     inference: Graph,
-    batch: usize,
-    params: Vec<ParamSpec>,
-    input_shape: Vec<usize>,
-    output_size: usize,
-    layout: TargetLayout,
+    io: ModelIo,
     opts: NativeOptions,
     machine: Machine,
     pool: Pool,
@@ -104,7 +100,7 @@ impl std::fmt::Debug for NativeExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NativeExecutor")
             .field("model", &self.train.name)
-            .field("batch", &self.batch)
+            .field("batch", &self.io.batch_size)
             .field("opts", &self.opts)
             .field("machine", &self.machine)
             .finish()
@@ -199,16 +195,15 @@ impl NativeExecutor {
             ..Machine::detect()
         };
         let mut ex = NativeExecutor {
-            batch: train.batch,
-            input_shape: input[1..].to_vec(),
-            output_size: pred[1..].iter().product(),
-            layout: match loss {
-                LossKind::SparseCategoricalCrossentropy => TargetLayout::ClassIds,
-                _ => TargetLayout::Dense,
+            io: ModelIo {
+                batch_size: train.batch,
+                input_shape: input[1..].to_vec(),
+                output_size: pred[1..].iter().product(),
+                target_layout: loss.target_layout(),
+                params,
             },
             train,
             inference,
-            params,
             opts,
             machine,
             pool: Pool::new(threads),
@@ -221,8 +216,8 @@ impl NativeExecutor {
             prepared: None,
             profile: None,
         };
-        ex.ensure(Mode::Training, ex.batch)?;
-        ex.ensure(Mode::Inference, ex.batch)?;
+        ex.ensure(Mode::Training, ex.io.batch_size)?;
+        ex.ensure(Mode::Inference, ex.io.batch_size)?;
         Ok(ex)
     }
 
@@ -287,7 +282,7 @@ impl NativeExecutor {
             ..PipelineOptions::default()
         };
         let program = compile(g, &pipeline)?;
-        let c = Compiled::new(program, &self.params, mode == Mode::Training)?;
+        let c = Compiled::new(program, &self.io.params, mode == Mode::Training)?;
         if self.workspace.len() < c.workspace_len {
             self.workspace.resize(c.workspace_len, 0.0);
         }
@@ -302,9 +297,9 @@ impl NativeExecutor {
     /// the full-batch programs compiled in the constructor make a failure a compiler bug.
     fn ensure_for_call(&mut self, mode: Mode, n: usize) {
         assert!(
-            (1..=self.batch).contains(&n),
+            (1..=self.io.batch_size).contains(&n),
             "batch of {n} samples, expected 1..={}",
-            self.batch
+            self.io.batch_size
         );
         if let Err(e) = self.ensure(mode, n) {
             panic!("native backend: no program for {n} samples: {e}");
@@ -314,16 +309,16 @@ impl NativeExecutor {
     fn check_params(&self, c: &Compiled, params: &[Tensor]) {
         assert_eq!(
             params.len(),
-            self.params.len(),
+            self.io.params.len(),
             "expected {} parameters",
-            self.params.len()
+            self.io.params.len()
         );
         for (&idx, &len) in c.param_index.iter().zip(&c.param_lens) {
             assert_eq!(
                 params[idx].data.len(),
                 len,
                 "parameter '{}' holds {} values, expected {len}",
-                self.params[idx].name,
+                self.io.params[idx].name,
                 params[idx].data.len()
             );
         }
@@ -347,24 +342,8 @@ impl Executor for NativeExecutor {
         "native"
     }
 
-    fn batch_size(&self) -> usize {
-        self.batch
-    }
-
-    fn input_shape(&self) -> &[usize] {
-        &self.input_shape
-    }
-
-    fn output_size(&self) -> usize {
-        self.output_size
-    }
-
-    fn target_layout(&self) -> TargetLayout {
-        self.layout
-    }
-
-    fn params(&self) -> &[ParamSpec] {
-        &self.params
+    fn io(&self) -> &ModelIo {
+        &self.io
     }
 
     fn train_step(
@@ -394,7 +373,7 @@ impl Executor for NativeExecutor {
             y.len(),
             c.target_len
         );
-        let trainable = self.params.iter().filter(|p| p.trainable);
+        let trainable = self.io.params.iter().filter(|p| p.trainable);
         assert_eq!(
             grads.len(),
             trainable.clone().count(),
