@@ -362,6 +362,41 @@ unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize>, dst: &mu
     }
 }
 
+/// x offsets of the 16 pixels (row-major) of tile `t`'s 4×4 input window — the tile covers
+/// output rows `2·ty..` and columns `2·tx..` of image `img` — None in the padding.
+fn window(g: &ConvGeom, tiles_x: usize, tiles_y: usize, t: usize) -> [Option<usize>; P] {
+    let (r, tx) = (t / tiles_x, t % tiles_x);
+    let (img, ty) = (r / tiles_y, r % tiles_y);
+    let mut src = [None; P];
+    for (p, s) in src.iter_mut().enumerate() {
+        let iy = (2 * ty + p / 4).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
+        let ix = (2 * tx + p % 4).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
+        *s = iy.zip(ix).map(|(iy, ix)| ((img * g.h + iy) * g.w + ix) * g.c);
+    }
+    src
+}
+
+/// Channels `c0..c0 + len` of the window at `src` ([`window`]), column-transformed: `Bᵀ d`, as
+/// the transforms of the window's four columns (zeros in the padding).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn window_columns<S: Simd>(x: &[f32], src: &[Option<usize>; P], c0: usize, len: usize) -> [[S::V; 4]; 4] {
+    let mut d = [S::zero(); P];
+    for (dp, sp) in d.iter_mut().zip(src) {
+        if let Some(o) = *sp {
+            *dp = ld::<S>(&x[o + c0..], len);
+        }
+    }
+    [
+        bt::<S>(d[0], d[4], d[8], d[12]),
+        bt::<S>(d[1], d[5], d[9], d[13]),
+        bt::<S>(d[2], d[6], d[10], d[14]),
+        bt::<S>(d[3], d[7], d[11], d[15]),
+    ]
+}
+
 /// The input transform of a block's tiles (see [`input_transform`]).
 ///
 /// # Safety
@@ -371,29 +406,12 @@ unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<usize>, v: &
     let g = &plan.g;
     let (c, nt, ldv) = (g.c, tiles.len(), plan.ldv);
     for (tl, t) in tiles.enumerate() {
-        let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
-        let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
-        // x offset of each of the 16 window pixels, None in the padding.
-        let mut src = [None; P];
-        for (p, s) in src.iter_mut().enumerate() {
-            let iy = (2 * ty + p / 4).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
-            let ix = (2 * tx + p % 4).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
-            *s = iy.zip(ix).map(|(iy, ix)| ((img * g.h + iy) * g.w + ix) * c);
-        }
+        let src = window(g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
-            let mut d = [S::zero(); P];
-            for (dp, sp) in d.iter_mut().zip(&src) {
-                if let Some(o) = *sp {
-                    *dp = ld::<S>(&x[o + c0..], len);
-                }
-            }
-            // Columns (Bᵀ d), then rows ((Bᵀ d) B).
-            let e0 = bt::<S>(d[0], d[4], d[8], d[12]);
-            let e1 = bt::<S>(d[1], d[5], d[9], d[13]);
-            let e2 = bt::<S>(d[2], d[6], d[10], d[14]);
-            let e3 = bt::<S>(d[3], d[7], d[11], d[15]);
+            let [e0, e1, e2, e3] = window_columns::<S>(x, &src, c0, len);
             for i in 0..4 {
+                // Rows: ((Bᵀ d) B).
                 let row = bt::<S>(e0[i], e1[i], e2[i], e3[i]);
                 for (j, &val) in row.iter().enumerate() {
                     st::<S>(&mut v[((4 * i + j) * nt + tl) * ldv + c0..], val, len);
@@ -731,24 +749,10 @@ unsafe fn grad_transforms<S: Simd>(
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
         let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
-        let mut src = [None; P];
-        for (p, s) in src.iter_mut().enumerate() {
-            let iy = (2 * ty + p / 4).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
-            let ix = (2 * tx + p % 4).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
-            *s = iy.zip(ix).map(|(iy, ix)| ((img * g.h + iy) * g.w + ix) * c);
-        }
+        let src = window(g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
-            let mut d = [S::zero(); P];
-            for (dp, sp) in d.iter_mut().zip(&src) {
-                if let Some(o) = *sp {
-                    *dp = ld::<S>(&x[o + c0..], len);
-                }
-            }
-            let e0 = bt::<S>(d[0], d[4], d[8], d[12]);
-            let e1 = bt::<S>(d[1], d[5], d[9], d[13]);
-            let e2 = bt::<S>(d[2], d[6], d[10], d[14]);
-            let e3 = bt::<S>(d[3], d[7], d[11], d[15]);
+            let [e0, e1, e2, e3] = window_columns::<S>(x, &src, c0, len);
             for i in rows.clone() {
                 let row = bt::<S>(e0[i], e1[i], e2[i], e3[i]);
                 for (j, &val) in row.iter().enumerate() {
