@@ -267,12 +267,21 @@ impl CrateExecutor {
         }
     }
 
-    /// [`Self::prepare`] for an `Executor` call, which has no error channel: panics on failure.
-    fn library_for_call(&mut self, n: usize, purpose: Purpose) -> (usize, Purpose) {
+    /// The start of an `Executor` call (which has no error channel: panics on failure): the
+    /// library for `n` samples, loaded, and `params` flattened for it. Returns the library's key
+    /// and the number of predictions, checked against `preds`.
+    fn begin_call(&mut self, n: usize, purpose: Purpose, params: &[Tensor], preds: usize) -> ((usize, Purpose), usize) {
         if let Err(e) = self.prepare(n, purpose) {
             panic!("crate backend: {e}");
         }
-        self.loaded(n, purpose).expect("prepared above")
+        let key = self.loaded(n, purpose).expect("prepared above");
+        self.flatten(params);
+        let out = n * self.io.output_size;
+        assert!(
+            preds >= out,
+            "crate backend: predictions need {out} values, got {preds}"
+        );
+        (key, out)
     }
 
     fn flatten(&mut self, params: &[Tensor]) {
@@ -316,14 +325,7 @@ impl Executor for CrateExecutor {
         step: u64,
         preds: &mut [f32],
     ) -> StepResult {
-        let key = self.library_for_call(n, Purpose::Training);
-        self.flatten(params);
-        let out = n * self.io.output_size;
-        assert!(
-            preds.len() >= out,
-            "crate backend: predictions need {out} values, got {}",
-            preds.len()
-        );
+        let (key, out) = self.begin_call(n, Purpose::Training, params, preds.len());
         let lib = self.libs.get_mut(&key).expect("loaded");
         self.flat_grads.resize(lib.sizes().grads, 0.0);
         let loss = lib
@@ -364,14 +366,7 @@ impl Executor for CrateExecutor {
     }
 
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
-        let key = self.library_for_call(n, Purpose::Inference);
-        self.flatten(params);
-        let out = n * self.io.output_size;
-        assert!(
-            preds.len() >= out,
-            "crate backend: predictions need {out} values, got {}",
-            preds.len()
-        );
+        let (key, out) = self.begin_call(n, Purpose::Inference, params, preds.len());
         let lib = self.libs.get_mut(&key).expect("loaded");
         lib.predict(&self.flat_params, x, &mut preds[..out])
             .unwrap_or_else(|e| panic!("crate backend, model '{}': {e}", self.spec.name));
