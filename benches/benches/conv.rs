@@ -4,8 +4,9 @@
 //! Criterion benchmarks of the convolution kernels on every conv layer of the MNIST CNN, the
 //! CIFAR-10 CNN and ResNet18 (CIFAR-10), at each model's training batch size: forward (with the
 //! fused bias + ReLU epilogue), input gradient, and kernel gradient (with bias gradient), plus
-//! fused vs unfused conv + bias + ReLU. Throughput is `Elements(flops)`, so criterion's
-//! `elem/s` column reads as FLOP/s (`Gelem/s` = GFLOP/s); the single-core FMA peak is printed
+//! fused vs unfused conv + bias + ReLU, and Winograd vs the direct path (same FLOP count for
+//! both, so the throughputs compare). Throughput is `Elements(flops)`, so criterion's `elem/s`
+//! column reads as FLOP/s (`Gelem/s` = GFLOP/s); the single-core FMA peak is printed
 //! first for comparison.
 //!
 //! | layer | input (H×W×C) | kernel | filters | stride | batch |
@@ -33,7 +34,7 @@
 //! All padding is TF SAME; the table is `cnnc_benches::CONV_SHAPES`.
 
 use cnnc_benches::{conv_bias_relu_fused, conv_bias_relu_unfused, data, fma_peak_gflops, CONV_SHAPES};
-use cnnc_runtime::kernels::{conv2d_grad_input, conv2d_grad_kernel, Ctx};
+use cnnc_runtime::kernels::{conv2d_grad_input, conv2d_grad_kernel, set_winograd, Ctx};
 use cnnc_runtime::pool::Pool;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
@@ -123,5 +124,43 @@ fn bench_fusion(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_conv, bench_fusion);
+/// Winograd vs the direct path (`set_winograd`) on the same layers, in all three directions:
+/// the speed-up `use_winograd` is chosen for.
+fn bench_winograd(c: &mut Criterion) {
+    let pool = Pool::new(threads());
+    let ctx = Ctx::new(&pool);
+    let mut group = c.benchmark_group("conv_winograd_vs_direct");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for s in CONV_SHAPES.iter().filter(|s| FUSION_LAYERS.contains(&s.name)) {
+        let g = s.geom();
+        let (x, w, bias, dy) = (
+            data(g.input_len(), 1),
+            data(g.kernel_len(), 2),
+            data(g.f, 3),
+            data(g.output_len(), 4),
+        );
+        let mut y = vec![0f32; g.output_len()]; // [N, OH, OW, F]
+        let mut dx = vec![0f32; g.input_len()]; // [N, H, W, C]
+        let (mut dw, mut db) = (vec![0f32; g.kernel_len()], vec![0f32; g.f]); // [KH, KW, C, F], [F]
+        group.throughput(Throughput::Elements(g.flops() as u64));
+        for (winograd, path) in [(false, "direct"), (true, "winograd")] {
+            let id = |dir: &str| BenchmarkId::new(format!("{} {dir} {path}", s.name), s.id());
+            set_winograd(winograd);
+            group.bench_function(id("fwd"), |b| {
+                b.iter(|| conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y))
+            });
+            group.bench_function(id("dx"), |b| b.iter(|| conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)));
+            group.bench_function(id("dw"), |b| {
+                b.iter(|| conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, Some(&mut db)))
+            });
+        }
+    }
+    set_winograd(true);
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv, bench_fusion, bench_winograd);
 criterion_main!(benches);
