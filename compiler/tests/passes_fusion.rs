@@ -220,6 +220,32 @@ fn training_max_pool_gradients_absorb_the_activation_gradient() {
     assert_eq!(pass(&mut p, "fuse_pool_act_grad", passes::fuse_pool_act_grad::run), 0);
 }
 
+/// After `fuse_pool_act_grad`, both MNIST CNN stages (conv → ReLU → max-pool) pool in the
+/// conv's epilogue with an argmax: the forward pools go (two kernels fewer), the pool gradients
+/// read the argmax instead of the unpooled activation, which nothing stores any more. Inference
+/// is left to `fuse_max_pool`.
+#[test]
+fn training_max_pools_fuse_into_the_convs_with_an_argmax() {
+    let mut p = unfused(mnist_cnn(16, Mode::Training), true);
+    pass(&mut p, "fuse_bias_act", passes::fuse_bias_act::run);
+    pass(&mut p, "fuse_pool_act_grad", passes::fuse_pool_act_grad::run);
+    let n = p.kernels.len();
+    let pools = |p: &Program| count(p, |op| matches!(op, KernelOp::Pool { .. } | KernelOp::PoolGrad { .. }));
+    let argmax_grads = |p: &Program| count(p, |op| matches!(op, KernelOp::MaxPoolGradArgmax { .. }));
+    let argmax_convs = |p: &Program| {
+        count(
+            p,
+            |op| matches!(op, KernelOp::Conv2d { epilogue, .. } if epilogue.argmax),
+        )
+    };
+    assert_eq!((pools(&p), argmax_grads(&p), argmax_convs(&p)), (4, 0, 0));
+    assert_eq!(pass(&mut p, "fuse_pool_argmax", passes::fuse_pool_argmax::run), 2);
+    assert_eq!((pools(&p), argmax_grads(&p), argmax_convs(&p)), (0, 2, 2));
+    assert_eq!(p.kernels.len(), n - 2);
+    let mut p = unfused(mnist_cnn(16, Mode::Inference), false);
+    assert_eq!(pass(&mut p, "fuse_pool_argmax", passes::fuse_pool_argmax::run), 0);
+}
+
 #[test]
 fn whole_pipeline_kernel_counts() {
     let count_run = |g: Graph, fuse: bool| {
@@ -229,7 +255,7 @@ fn whole_pipeline_kernel_counts() {
     // (model, unfused kernels per run, fused)
     let cases = [
         ("mnist_cnn inference", mnist_cnn(128, Mode::Inference), 14, 4),
-        ("mnist_cnn training", mnist_cnn(128, Mode::Training), 32, 17),
+        ("mnist_cnn training", mnist_cnn(128, Mode::Training), 32, 15),
         ("bn_baseline inference", bn_baseline(32, Mode::Inference), 10, 3),
         ("bn_baseline training", bn_baseline(32, Mode::Training), 34, 20),
     ];

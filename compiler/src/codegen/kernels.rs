@@ -45,7 +45,11 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
     Ok(match op {
         KernelOp::Conv2d { epilogue: e, .. } => (
             v(&[("x", t), ("w", t), ("bias", e.bias), ("res", e.residual)]),
-            v(&[("y", t), ("moments", e.bn_stats)]),
+            v(&[
+                ("y", t),
+                ("moments", e.bn_stats),
+                ("argmax", e.argmax && e.max_pool.is_some()),
+            ]),
         ),
         KernelOp::ConvGradInput { .. } => (v(&[("dy", t), ("w", t)]), v(&[("dx", t)])),
         KernelOp::ConvGradKernel { bias_grad, .. } => (v(&[("x", t), ("dy", t)]), v(&[("dw", t), ("db", *bias_grad)])),
@@ -57,6 +61,10 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
         ),
         KernelOp::Pool { .. } => (v(&[("x", t)]), v(&[("y", t)])),
         KernelOp::PoolGrad { kind, .. } => (v(&[("x", *kind == PoolKind::Max), ("dy", t)]), v(&[("dx", t)])),
+        KernelOp::MaxPoolGradArgmax { act_grad, .. } => {
+            let y = act_grad.is_some_and(|a| a != Activation::Linear);
+            (v(&[("argmax", t), ("y", y), ("dy", t)]), v(&[("dx", t)]))
+        }
         KernelOp::Elementwise { op, .. } => {
             let ins = match op {
                 EwOp::Fill(_) => v(&[]),
@@ -209,6 +217,7 @@ fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(),
         } => gemm::gemm(c, (*m, *n, *k), *trans_a, *trans_b, epilogue, *bias_grad, s)?,
         KernelOp::Pool { kind, geom } => rows::pool(c, *kind, geom)?,
         KernelOp::PoolGrad { kind, geom, act_grad } => rows::pool_grad(c, *kind, geom, *act_grad)?,
+        KernelOp::MaxPoolGradArgmax { geom, act_grad } => rows::max_pool_grad_argmax(c, geom, *act_grad)?,
         KernelOp::Elementwise { op, len, channels } => rows::elementwise(c, op, *len, *channels)?,
         KernelOp::Softmax { rows: r, cols } => rows::softmax(c, *r, *cols),
         KernelOp::SoftmaxGrad { rows: r, cols } => rows::softmax_grad(c, *r, *cols),

@@ -142,6 +142,10 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
             if !pool_tiles(g.out_hw, win) {
                 return Err("the fused max-pool window does not tile the convolution output".into());
             }
+            if e.argmax && e.residual {
+                return Err("an argmax after a residual add".into());
+            }
+            let argmax = e.argmax;
             let [sh, sw] = win.size;
             let (ph, pw) = (oh / sh, ow / sw);
             // Windows whose pixels are all interior: pw·sw ≥ lo and (pw + 1)·sw ≤ hi.
@@ -163,14 +167,21 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
                 c.line(format!("let prow = ((n * {ph} + ph) * {pw} + pw) * {f};"));
                 open_j0(c, "0", &fs, nb, nb == f);
                 open_block(c, "best", nb, f, &fs, full);
+                if argmax {
+                    c.line(format!("let mut arg = [0f32; {nb}];"));
+                    c.line("let arg = &mut arg[..wd];");
+                }
                 c.open(format!("for t in 0..{}", sh * sw));
                 pixel(c, &add(&mul("pw", sw), &format!("t % {sw}")));
                 open_block(c, "acc", nb, f, &fs, full);
                 conv_taps(c, g, &wdt);
                 epilogue(c, e, e.bn_stats);
-                max_into(c, "best", "acc");
+                max_into(c, "best", "acc", argmax.then_some("arg"));
                 c.close();
                 c.line("y[prow + j0..][..wd].copy_from_slice(best);");
+                if argmax {
+                    c.line("argmax[prow + j0..][..wd].copy_from_slice(arg);");
+                }
                 c.close();
             };
             if mr > 1 {
@@ -180,12 +191,19 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
                 open_j0(c, "0", &fs, nb, nb == f);
                 block_width_line(c, nb, f, &fs, full);
                 c.line(format!("let mut best = [[0f32; {nb}]; {mr}];"));
+                if argmax {
+                    c.line(format!("let mut arg = [[0f32; {nb}]; {mr}];"));
+                }
                 c.open(format!("for t in 0..{}", sh * sw));
                 c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
                 c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
                 c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
                 block_taps(c, g, "owb", sw, mr, &wdt);
-                if e.residual {
+                if argmax {
+                    // (no residual with an argmax: the pass never fuses one)
+                    c.open("for ((acc, best), arg) in acc.iter_mut().zip(best.iter_mut()).zip(arg.iter_mut())");
+                    c.line("let arg = &mut arg[..wd];");
+                } else if e.residual {
                     c.open("for (m, (acc, best)) in acc.iter_mut().zip(best.iter_mut()).enumerate()");
                     c.line(format!(
                         "let row = ((n * {oh} + oh) * {ow} + owb + {}) * {f};",
@@ -196,13 +214,18 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
                 }
                 c.line("let (acc, best) = (&mut acc[..wd], &mut best[..wd]);");
                 epilogue(c, e, e.bn_stats);
-                max_into(c, "best", "acc");
+                max_into(c, "best", "acc", argmax.then_some("arg"));
                 c.close();
                 c.close();
                 c.open("for (m, best) in best.iter().enumerate()");
                 c.line(format!(
                     "y[((n * {ph} + ph) * {pw} + pw + m) * {f} + j0..][..wd].copy_from_slice(&best[..wd]);"
                 ));
+                if argmax {
+                    c.line(format!(
+                        "argmax[((n * {ph} + ph) * {pw} + pw + m) * {f} + j0..][..wd].copy_from_slice(&arg[m][..wd]);"
+                    ));
+                }
                 c.close();
                 c.close();
                 c.line(format!("pw += {mr};"));
@@ -236,13 +259,22 @@ fn at_least(v: &str, lo: usize) -> String {
 }
 
 /// `best = acc` on the window's first pixel (`t == 0`), else the elementwise maximum.
-fn max_into(c: &mut Code, best: &str, acc: &str) {
+fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
     c.open("if t == 0");
     c.line(format!("{best}.copy_from_slice({acc});"));
+    if let Some(a) = arg {
+        c.line(format!("{a}.fill(0.0);"));
+    }
     c.else_();
-    c.line(format!(
-        "for (b, &v) in {best}.iter_mut().zip({acc}.iter()) {{ if v > *b {{ *b = v; }} }}"
-    ));
+    match arg {
+        None => c.line(format!(
+            "for (b, &v) in {best}.iter_mut().zip({acc}.iter()) {{ if v > *b {{ *b = v; }} }}"
+        )),
+        // The first maximum keeps its index: a later equal value does not take over.
+        Some(a) => c.line(format!(
+            "for ((b, a), &v) in {best}.iter_mut().zip({a}.iter_mut()).zip({acc}.iter()) {{ if v > *b {{ *b = v; *a = t as f32; }} }}"
+        )),
+    }
     c.close();
 }
 

@@ -55,6 +55,27 @@ fn close(c: &mut Code, levels: usize) {
     }
 }
 
+/// `(argmax, [y], dy) -> (dx)`: each window's gradient (times the activation's derivative at
+/// the pooled `y`) to the tap `argmax` names, 0 to the others; the windows tile `dx`.
+pub(crate) fn max_pool_grad_argmax(c: &mut Code, g: &PoolGeom, act_grad: Option<Activation>) -> Result<(), String> {
+    let (ch, [h, w], [sh, sw]) = (g.c, g.in_hw, g.window.size);
+    if !crate::kernel_ir::kernel::pool_tiles(g.in_hw, &g.window) {
+        return Err("an argmax max-pool gradient over windows that do not tile the map".into());
+    }
+    let grad = act_grad_expr(act_grad.unwrap_or(Activation::Linear), "y[ro + ci]", "dy[ro + ci]")?;
+    open_windows(c, g);
+    c.open(format!("for t in 0..{}", sh * sw));
+    c.line(format!(
+        "let xo = ((n * {h} + oh * {sh} + t / {sw}) * {w} + ow * {sw} + t % {sw}) * {ch};"
+    ));
+    c.open(format!("for ci in 0..{ch}"));
+    c.line(format!(
+        "dx[xo + ci] = if argmax[ro + ci] == t as f32 {{ {grad} }} else {{ 0.0 }};"
+    ));
+    close(c, 5);
+    Ok(())
+}
+
 /// `(x) -> (y)`: max (padding never wins), average over the real elements, or global average.
 pub(crate) fn pool(c: &mut Code, kind: PoolKind, g: &PoolGeom) -> Result<(), String> {
     let ch = g.c;

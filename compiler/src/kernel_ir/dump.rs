@@ -73,6 +73,9 @@ fn epilogue(e: &Epilogue) -> String {
     if let Some(w) = &e.max_pool {
         let _ = write!(s, " +max_pool({}/{})", hw(w.size), hw(w.strides));
     }
+    if e.argmax {
+        s.push_str(" +argmax");
+    }
     s
 }
 
@@ -102,6 +105,13 @@ fn attrs(op: &KernelOp) -> String {
         KernelOp::Pool { kind, geom } => pool(*kind, geom),
         KernelOp::PoolGrad { kind, geom, act_grad } => {
             let mut d = pool(*kind, geom);
+            if let Some(a) = act_grad {
+                d.push_str(&format!(" +act_grad={}", act(*a)));
+            }
+            d
+        }
+        KernelOp::MaxPoolGradArgmax { geom, act_grad } => {
+            let mut d = pool(PoolKind::Max, geom);
             if let Some(a) = act_grad {
                 d.push_str(&format!(" +act_grad={}", act(*a)));
             }

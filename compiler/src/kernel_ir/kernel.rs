@@ -83,6 +83,10 @@ pub struct Epilogue {
     /// exactly ([`pool_tiles`]); output 0 is then the pooled map and the unpooled map is never
     /// stored. M tiles hold whole bands of `size[0]` output rows (see `schedule`).
     pub max_pool: Option<Window2d>,
+    /// With `max_pool` (training): also writes, per pooled output, the row-major index in its
+    /// window of the window's first maximum, as an f32 (an extra output after the statistics):
+    /// all that [`KernelOp::MaxPoolGradArgmax`] needs, so the unpooled map is never stored.
+    pub argmax: bool,
 }
 
 impl Epilogue {
@@ -92,6 +96,7 @@ impl Epilogue {
         act: Activation::Linear,
         bn_stats: false,
         max_pool: None,
+        argmax: false,
     };
 
     pub fn is_none(&self) -> bool {
@@ -171,6 +176,14 @@ pub enum KernelOp {
     /// pool, fused: see `passes::fuse_pool_act_grad`).
     PoolGrad {
         kind: PoolKind,
+        geom: PoolGeom,
+        act_grad: Option<Activation>,
+    },
+    /// Max-pool gradient through the argmax the pooled conv recorded (window tiling its input):
+    /// `(argmax, [y] if act_grad, dy) -> (dx)`, `dx` = `act'(y)·dy` at each window's argmax and
+    /// 0 elsewhere; `y` is the pooled activation (an activation before a max-pool commutes with
+    /// the maximum, so its derivative at the argmax is the one at the pooled value).
+    MaxPoolGradArgmax {
         geom: PoolGeom,
         act_grad: Option<Activation>,
     },
@@ -298,6 +311,7 @@ impl KernelOp {
             KernelOp::Gemm { .. } => "gemm",
             KernelOp::Pool { .. } => "pool",
             KernelOp::PoolGrad { .. } => "pool_grad",
+            KernelOp::MaxPoolGradArgmax { .. } => "max_pool_grad_argmax",
             KernelOp::Elementwise { op, .. } => match op {
                 EwOp::Act(_) => "act",
                 EwOp::ActGrad(_) => "act_grad",
@@ -372,6 +386,7 @@ impl KernelOp {
                     }
                     None => g.output_len(),
                 };
+                let argmax = opt(e.argmax && e.max_pool.is_some(), y);
                 (
                     vec![
                         Some(g.input_len()),
@@ -379,7 +394,7 @@ impl KernelOp {
                         opt(e.bias, g.f),
                         opt(e.residual, g.output_len()),
                     ],
-                    vec![Some(y), opt(e.bn_stats, 2 * g.f)],
+                    vec![Some(y), opt(e.bn_stats, 2 * g.f), argmax],
                 )
             }
             KernelOp::ConvGradInput { geom: g } => (
@@ -406,6 +421,13 @@ impl KernelOp {
                 vec![opt(*kind == PoolKind::Max, g.input_len()), Some(g.output_len())],
                 vec![Some(g.input_len())],
             ),
+            KernelOp::MaxPoolGradArgmax { geom: g, act_grad } => {
+                let y = opt(act_grad.is_some_and(|a| a != Activation::Linear), g.output_len());
+                (
+                    vec![Some(g.output_len()), y, Some(g.output_len())],
+                    vec![Some(g.input_len())],
+                )
+            }
             KernelOp::Elementwise { op, len, channels } => {
                 let n = Some(*len);
                 let ins = match op {
@@ -504,7 +526,9 @@ impl KernelOp {
         let (ins, outs) = self.operand_sizes();
         let touched: usize = ins.iter().chain(&outs).sum();
         let per_element = match self {
-            KernelOp::Pool { geom, .. } | KernelOp::PoolGrad { geom, .. } => geom.window.size[0] * geom.window.size[1],
+            KernelOp::Pool { geom, .. }
+            | KernelOp::PoolGrad { geom, .. }
+            | KernelOp::MaxPoolGradArgmax { geom, .. } => geom.window.size[0] * geom.window.size[1],
             KernelOp::Softmax { .. } | KernelOp::SoftmaxXent { .. } | KernelOp::OptimizerUpdate { .. } => 8,
             KernelOp::BnActBackward { .. } | KernelOp::BnGradInput { .. } => 6,
             _ => 2,

@@ -176,6 +176,7 @@ fn rows_of(op: &KernelOp) -> (usize, usize) {
             PoolKind::GlobalAvg => (g.n, g.in_hw[0] * g.in_hw[1] * g.c),
             _ => (g.n * g.out_hw[0], g.out_hw[1] * g.c),
         },
+        KernelOp::MaxPoolGradArgmax { geom: g, .. } => (g.n * g.out_hw[0], g.out_hw[1] * g.c),
         KernelOp::Elementwise { len, channels, .. } => (len / channels.max(&1), *channels),
         KernelOp::Softmax { rows, cols } | KernelOp::SoftmaxGrad { rows, cols } => (*rows, *cols),
         KernelOp::Loss { rows, cols, .. } | KernelOp::LossGrad { rows, cols, .. } => (*rows, *cols),

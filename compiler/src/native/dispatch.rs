@@ -91,6 +91,14 @@ pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
             check_pool(*kind, geom)?;
             0
         }
+        KernelOp::MaxPoolGradArgmax { geom, act_grad } => {
+            check_pool(PoolKind::Max, geom)?;
+            if !crate::kernel_ir::kernel::pool_tiles(geom.in_hw, &geom.window) {
+                return Err("an argmax max-pool gradient over windows that do not tile the map".into());
+            }
+            act_of(act_grad.unwrap_or(Activation::Linear))?;
+            0
+        }
         KernelOp::Elementwise { op, len, channels } => {
             match op {
                 EwOp::Act(a) | EwOp::ActGrad(a) => {
@@ -153,6 +161,16 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
                     pool2d::global_avg_pool_grad(ctx, geom.n, hw, geom.c, m.get(i[0]), dx)
                 }
             }
+        }
+        KernelOp::MaxPoolGradArgmax { geom, act_grad } => {
+            let a = act(act_grad.unwrap_or(Activation::Linear));
+            // (argmax, [y], dy): y only with a non-linear activation.
+            let (y, dy) = if a == Act::Linear {
+                (&[][..], m.get(i[1]))
+            } else {
+                (m.get(i[1]), m.get(i[2]))
+            };
+            cnnc_runtime::kernels::max_pool_grad_argmax(ctx, &pool_geom(geom), m.get(i[0]), y, dy, a, m.get_mut(o[0]));
         }
         KernelOp::Elementwise { op, channels, .. } => {
             let y = m.get_mut(o[0]);

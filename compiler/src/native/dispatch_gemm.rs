@@ -7,8 +7,8 @@
 use cnnc_runtime::kernels::conv::ConvGeom as RtConv;
 use cnnc_runtime::kernels::pool2d::{self, PoolGeom as RtPool};
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_grad_input, conv2d_grad_kernel, elementwise as ew, gemm, norm, softmax, Ctx, Epilogue,
-    GemmGeom,
+    conv2d_forward, conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, elementwise as ew, gemm, norm,
+    pooled_conv_workspace, softmax, Ctx, Epilogue, GemmGeom,
 };
 
 use super::compiled::{Mem, Step};
@@ -54,11 +54,18 @@ pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
             if epilogue.act == Activation::Softmax {
                 return Err("softmax in a convolution epilogue".into());
             }
+            if epilogue.argmax && (epilogue.max_pool.is_none() || epilogue.residual) {
+                return Err("argmax without a max-pool, or after a residual add".into());
+            }
+            if epilogue.max_pool.is_some() && epilogue.bn_stats {
+                return Err("BN statistics of a max-pooled convolution".into());
+            }
             Ok(match fused_pool(geom, epilogue) {
                 Some(p) if [p.oh, p.ow] != pooled(geom, epilogue) || p.oh == 0 || p.ow == 0 => {
                     return Err("the fused pooling window does not fit the convolution's output".into())
                 }
-                Some(_) => geom.output_len(),
+                Some(_) if epilogue.residual => geom.output_len(),
+                Some(_) => pooled_conv_workspace(&conv_geom(geom)),
                 None => 0,
             })
         }
@@ -143,6 +150,15 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32]) {
             let conv = |epi: Epilogue, y: &mut [f32]| conv2d_forward(ctx, &g, x, w, epi, y);
             match fused_pool(geom, e) {
                 None => with_epilogue(ctx, g.m(), g.f, bias, residual, e.act, moments, m.get_mut(o[0]), conv),
+                // Pooled chunk by chunk of images while the unpooled map is in cache.
+                Some(p) if residual.is_none() => {
+                    let mut epi = Epilogue::none().with_act(act(e.act));
+                    if let Some(b) = bias {
+                        epi = epi.with_bias(b);
+                    }
+                    let argmax = e.argmax.then(|| m.get_mut(o[1]));
+                    conv2d_forward_pooled(ctx, &g, x, w, epi, &p, m.get_mut(o[0]), argmax, ws);
+                }
                 Some(p) => {
                     let tmp = &mut ws[..g.output_len()];
                     with_epilogue(ctx, g.m(), g.f, bias, residual, e.act, moments, tmp, conv);

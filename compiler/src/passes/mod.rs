@@ -18,6 +18,7 @@ pub mod fuse_bn_backward;
 pub mod fuse_bn_stats;
 pub mod fuse_max_pool;
 pub mod fuse_pool_act_grad;
+pub mod fuse_pool_argmax;
 pub mod fuse_softmax_xent;
 mod fusion;
 pub mod optimizer;
@@ -131,6 +132,7 @@ pub fn run_kernel_pipeline(mut p: Program, opts: &PipelineOptions) -> Result<Pro
         kernel_pass(&mut p, opts, "fuse_bn_backward", fuse_bn_backward::run);
         kernel_pass(&mut p, opts, "fuse_bias_grad", fuse_bias_grad::run);
         kernel_pass(&mut p, opts, "fuse_pool_act_grad", fuse_pool_act_grad::run);
+        kernel_pass(&mut p, opts, "fuse_pool_argmax", fuse_pool_argmax::run);
     }
     if let (Some(rule), Mode::Training) = (opts.update, p.mode) {
         kernel_pass(&mut p, opts, "optimizer", |p| optimizer::run(p, &rule));

@@ -17,6 +17,7 @@
 pub mod activation;
 pub mod conv;
 mod conv_backward;
+mod conv_pool;
 pub mod elementwise;
 mod epilogue;
 pub mod gemm;
@@ -27,6 +28,7 @@ pub mod norm;
 pub mod optim;
 mod pack;
 pub mod pool2d;
+mod pool_argmax;
 mod scratch;
 mod simd;
 pub mod softmax;
@@ -35,9 +37,11 @@ mod winograd;
 pub use activation::Act;
 pub use conv::{conv2d_forward, conv2d_forward_packed, set_winograd, ConvGeom, Pad};
 pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
+pub use conv_pool::{conv2d_forward_pooled, pooled_conv_workspace};
 pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
+pub use pool_argmax::{max_pool_argmax, max_pool_grad_argmax};
 pub use winograd::{conv2d_forward_winograd, conv2d_grad_kernel_winograd, winograd_applies};
 
 use crate::pool::Pool;

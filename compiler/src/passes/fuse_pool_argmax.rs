@@ -1,0 +1,114 @@
+//! Training: a conv whose activation only a max-pool reads pools in its epilogue and records
+//! each window's argmax, and the pool's gradient scatters through that argmax.
+//!
+//! Unfused, the step writes the unpooled activation in forward, reads it back to pool, and
+//! reads it again in backward to find each window's maximum (`pool_grad`, with the
+//! activation's gradient fused in by `fuse_pool_act_grad`, which must run first). Here the
+//! conv writes the pooled map and an argmax map of the same size (a quarter each of the
+//! unpooled map for 2×2 windows), and `max_pool_grad_argmax` needs only those and the pooled
+//! gradient: the unpooled activation is never stored. Any activation qualifies but softmax: the
+//! others are non-decreasing, so they commute with the maximum and their derivative at the
+//! argmax is their derivative at the pooled value.
+//!
+//! Applies when the conv's output has exactly two readers, the forward max-pool and its
+//! gradient, the window tiles the map (as `fuse_max_pool`), and the epilogue has no BN
+//! statistics or residual.
+
+use crate::ir::{Activation, Mode, Shape};
+use crate::kernel_ir::{BufKind, Buffer, KernelOp, PoolKind, Program};
+
+use super::fusion::{fuse, rewrite_each};
+
+fn try_at(p: &mut Program, i: usize) -> bool {
+    let KernelOp::Conv2d { geom, epilogue } = p.kernels[i].op else {
+        return false;
+    };
+    if epilogue.max_pool.is_some() || epilogue.bn_stats || epilogue.residual || epilogue.act == Activation::Softmax {
+        return false;
+    }
+    let out = p.kernels[i].outputs[0];
+    let uses = p.uses();
+    let base = p.base(out);
+    if uses.is_output[base.index()] || base != out {
+        return false;
+    }
+    let readers = &uses.readers[out.index()];
+    let find = |want_grad: bool| {
+        readers.iter().copied().find(|&r| {
+            let k = &p.kernels[r];
+            k.inputs.first() == Some(&out)
+                && match k.op {
+                    KernelOp::Pool {
+                        kind: PoolKind::Max, ..
+                    } => !want_grad,
+                    KernelOp::PoolGrad {
+                        kind: PoolKind::Max, ..
+                    } => want_grad,
+                    _ => false,
+                }
+        })
+    };
+    let (Some(j), Some(k)) = (find(false), find(true)) else {
+        return false;
+    };
+    let (KernelOp::Pool { geom: pg, .. }, KernelOp::PoolGrad { geom: gg, act_grad, .. }) =
+        (&p.kernels[j].op, &p.kernels[k].op)
+    else {
+        return false;
+    };
+    let (pg, gg, act) = (*pg, *gg, act_grad.unwrap_or(Activation::Linear));
+    if readers.len() != 2
+        || pg != gg
+        || act != epilogue.act
+        || p.kernels[j].stage != p.kernels[i].stage
+        || pg.in_hw != geom.out_hw
+        || !crate::kernel_ir::kernel::pool_tiles(geom.out_hw, &pg.window)
+    {
+        return false;
+    }
+    let pooled = p.kernels[j].outputs[0];
+    let argmax = p.add_buffer(Buffer::new(
+        format!("{}.argmax", p.buffer(pooled).name),
+        BufKind::Saved,
+        Shape(p.buffer(pooled).shape.0.clone()),
+    ));
+    let mut e = epilogue;
+    e.max_pool = Some(pg.window);
+    e.argmax = true;
+    let inputs = p.kernels[i].inputs.clone();
+    if k < j
+        || !fuse(
+            p,
+            &[i, j],
+            KernelOp::Conv2d { geom, epilogue: e },
+            inputs,
+            vec![pooled, argmax],
+        )
+    {
+        return false;
+    }
+    // The pair [i, j] became one kernel at i < j < k: the gradient moved up by one.
+    let k = k - 1;
+    let (dy, dx) = (p.kernels[k].inputs[1], p.kernels[k].outputs[0]);
+    let grad_inputs = if act == Activation::Linear {
+        vec![argmax, dy]
+    } else {
+        vec![argmax, pooled, dy]
+    };
+    let grad = KernelOp::MaxPoolGradArgmax {
+        geom: gg,
+        act_grad: (act != Activation::Linear).then_some(act),
+    };
+    // Its inputs are written by the fused conv (before it) and by what wrote dy.
+    let fused = fuse(p, &[k], grad, grad_inputs, vec![dx]);
+    debug_assert!(fused, "the argmax pool gradient's inputs are ready");
+    fused
+}
+
+/// Fuses training max-pools into conv epilogues with an argmax; returns the number of fusions.
+pub fn run(p: &mut Program) -> usize {
+    if p.mode != Mode::Training {
+        return 0;
+    }
+    rewrite_each(p, try_at)
+}
