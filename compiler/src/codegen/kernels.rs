@@ -52,7 +52,20 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
             ]),
         ),
         KernelOp::ConvGradInput { .. } => (v(&[("dy", t), ("w", t)]), v(&[("dx", t)])),
-        KernelOp::ConvGradKernel { bias_grad, .. } => (v(&[("x", t), ("dy", t)]), v(&[("dw", t), ("db", *bias_grad)])),
+        KernelOp::ConvGradKernel {
+            bias_grad,
+            pooled: None,
+            ..
+        } => (v(&[("x", t), ("dy", t)]), v(&[("dw", t), ("db", *bias_grad)])),
+        // dy is the pooled gradient here, y the pooled activation.
+        KernelOp::ConvGradKernel {
+            bias_grad,
+            pooled: Some(pd),
+            ..
+        } => (
+            v(&[("x", t), ("argmax", t), ("y", pd.reads_y()), ("dy", t)]),
+            v(&[("dw", t), ("db", *bias_grad)]),
+        ),
         KernelOp::Gemm {
             epilogue: e, bias_grad, ..
         } => (
@@ -205,7 +218,11 @@ fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(),
     match op {
         KernelOp::Conv2d { geom, epilogue } => conv::conv2d(c, geom, epilogue, s)?,
         KernelOp::ConvGradInput { geom } => conv::conv_grad_input(c, geom, s),
-        KernelOp::ConvGradKernel { geom, bias_grad } => conv::conv_grad_kernel(c, geom, *bias_grad, s),
+        KernelOp::ConvGradKernel {
+            geom,
+            bias_grad,
+            pooled,
+        } => conv::conv_grad_kernel(c, geom, *bias_grad, pooled.as_ref(), s)?,
         KernelOp::Gemm {
             m,
             n,

@@ -7,9 +7,10 @@
 //! the pooled map instead, each window's pixels through the same code, `mr` windows at a time.
 
 use crate::ir::Activation;
-use crate::kernel_ir::kernel::pool_tiles;
-use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
+use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
+use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
+use super::kernels::act_grad_expr;
 use super::kernels_gemm::{
     block_width, block_width_line, declare_stats, epilogue, finish_stats, open_block, open_j0, out_coord, row_block,
     tap_coord, tile_width, width,
@@ -333,7 +334,13 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) {
 /// Gradient of the kernel: `(x, dy) -> (dw, [db])`. Per output row `(n, oh)`, tap and input
 /// channel, a block of `dw` is held in an accumulator while the row's pixels add
 /// `x·dy[pixel, block]` to it, so `dw` is read and written once per output row.
-pub(crate) fn conv_grad_kernel(c: &mut Code, g: &ConvGeom, bias_grad: bool, s: &Schedule) {
+pub(crate) fn conv_grad_kernel(
+    c: &mut Code,
+    g: &ConvGeom,
+    bias_grad: bool,
+    pooled: Option<&PooledDy>,
+    s: &Schedule,
+) -> Result<(), String> {
     let [h, w] = g.in_hw;
     let [oh, ow] = g.out_hw;
     let [kh, kw] = g.kernel_hw;
@@ -346,7 +353,10 @@ pub(crate) fn conv_grad_kernel(c: &mut Code, g: &ConvGeom, bias_grad: bool, s: &
     ));
     c.open(format!("for n in 0..{n}"));
     c.open(format!("for oh in 0..{oh}"));
-    c.line(format!("let drow = &dy[(n * {oh} + oh) * {}..][..{}];", ow * f, ow * f));
+    match pooled {
+        None => c.line(format!("let drow = &dy[(n * {oh} + oh) * {}..][..{}];", ow * f, ow * f)),
+        Some(pd) => pooled_dy_row(c, g, pd)?,
+    }
     c.open(format!("for kh in 0..{kh}"));
     tap_coord(c, "ih", "oh", "kh", g.strides[0], g.pad.top, h, oh, kh);
     c.line(format!("let xrow = &x[(n * {h} + ih) * {}..][..{}];", w * cc, w * cc));
@@ -371,9 +381,54 @@ pub(crate) fn conv_grad_kernel(c: &mut Code, g: &ConvGeom, bias_grad: bool, s: &
     }
     if bias_grad {
         c.line(format!("let mut sb = [0f64; {f}]; // Σdy per channel"));
-        c.open(format!("for dr in dy.chunks_exact({f})"));
-        c.line("for (s, &d) in sb.iter_mut().zip(dr) { *s += d as f64; }");
+        match pooled {
+            None => {
+                c.open(format!("for dr in dy.chunks_exact({f})"));
+                c.line("for (s, &d) in sb.iter_mut().zip(dr) { *s += d as f64; }");
+            }
+            // dy is 0 but at each window's argmax, where it is the pooled gradient.
+            Some(pd) => {
+                c.open(format!("for q in 0..{}", dy_len(g, pd)));
+                c.line(format!(
+                    "sb[q % {f}] += ({}) as f64;",
+                    act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?
+                ));
+            }
+        }
         c.close();
         c.line("for (o, &s) in db.iter_mut().zip(&sb) { *o = s as f32; }");
     }
+    Ok(())
+}
+
+/// Pooled `[n, ph, pw, f]` elements of the conv `g` pooled by `pd`.
+fn dy_len(g: &ConvGeom, pd: &PooledDy) -> usize {
+    let [ph, pw] = pooled_hw(g.out_hw, &pd.window);
+    g.n * ph * pw * g.f
+}
+
+/// Binds `drow`, output row `oh` of image `n` of the conv's gradient, rebuilt from the pooled
+/// gradient `dy`, the pooled activation `y` and the `argmax` of every window: the window's
+/// gradient (times the activation's derivative) at its argmax, 0 elsewhere.
+fn pooled_dy_row(c: &mut Code, g: &ConvGeom, pd: &PooledDy) -> Result<(), String> {
+    let (ow, f) = (g.out_hw[1], g.f);
+    if !pool_tiles(g.out_hw, &pd.window) {
+        return Err("a pooled kernel gradient over windows that do not tile the output".into());
+    }
+    let ([sh, sw], [ph, pw]) = (pd.window.size, pooled_hw(g.out_hw, &pd.window));
+    let grad = act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?;
+    c.line(format!(
+        "let mut drow = [0f32; {}]; // [{ow}, {f}] of output row oh",
+        ow * f
+    ));
+    c.open(format!("for (owi, px) in drow.chunks_exact_mut({f}).enumerate()"));
+    c.line(format!("let at = ((n * {ph} + oh / {sh}) * {pw} + owi / {sw}) * {f};"));
+    c.line(format!("let t = ((oh % {sh}) * {sw} + owi % {sw}) as f32;"));
+    c.open("for (ch, d) in px.iter_mut().enumerate()");
+    c.line("let q = at + ch;");
+    c.line(format!("*d = if argmax[q] == t {{ {grad} }} else {{ 0.0 }};"));
+    c.close();
+    c.close();
+    c.line("let drow = &drow[..];");
+    Ok(())
 }

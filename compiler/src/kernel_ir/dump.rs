@@ -84,8 +84,19 @@ fn attrs(op: &KernelOp) -> String {
     match op {
         KernelOp::Conv2d { geom, epilogue: e } => format!("{}{}", conv(geom), epilogue(e)),
         KernelOp::ConvGradInput { geom } => conv(geom),
-        KernelOp::ConvGradKernel { geom, bias_grad } => {
-            format!("{}{}", conv(geom), if *bias_grad { " +bias_grad" } else { "" })
+        KernelOp::ConvGradKernel {
+            geom,
+            bias_grad,
+            pooled,
+        } => {
+            let mut d = format!("{}{}", conv(geom), if *bias_grad { " +bias_grad" } else { "" });
+            if let Some(pd) = pooled {
+                let _ = write!(d, " +pooled_dy({}/{})", hw(pd.window.size), hw(pd.window.strides));
+                if let Some(a) = pd.act_grad {
+                    let _ = write!(d, " +act_grad={}", act(a));
+                }
+            }
+            d
         }
         KernelOp::Gemm {
             m,

@@ -132,6 +132,24 @@ pub enum BnSource {
     Moving,
 }
 
+/// Where a kernel gradient's `dy` comes from when a max-pool follows the conv: the pooled
+/// gradient scattered through the pooled conv's argmax (see `passes::fuse_argmax_dw`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PooledDy {
+    /// The pooling window over the conv's output (tiles it exactly).
+    pub window: Window2d,
+    /// The activation between conv and pool, whose derivative (at the pooled output) the
+    /// gradient takes on the way.
+    pub act_grad: Option<Activation>,
+}
+
+impl PooledDy {
+    /// Whether the pooled activation `y` is an input (its derivative needs it).
+    pub fn reads_y(&self) -> bool {
+        self.act_grad.is_some_and(|a| a != Activation::Linear)
+    }
+}
+
 /// One kernel template with every size a constant. "rows" is the product of all axes but the
 /// last (channel) one.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,10 +166,13 @@ pub enum KernelOp {
         geom: ConvGeom,
     },
     /// Gradient of the kernel as a GEMM, M = kh·kw·c, N = f, K = n·oh·ow:
-    /// `(x, dy) -> (dkernel, [dbias = Σ dy per channel] if bias_grad)`.
+    /// `(x, dy) -> (dkernel, [dbias = Σ dy per channel] if bias_grad)`; with `pooled`,
+    /// `(x, argmax, [y], dy)` where the last three are the pooled conv's `[n, ph, pw, f]` maps
+    /// and dy at a conv output is `act'(y)·dy` at its window's argmax, else 0.
     ConvGradKernel {
         geom: ConvGeom,
         bias_grad: bool,
+        pooled: Option<PooledDy>,
     },
     /// `C[m, n] = op(A)·op(B)` with `A` stored `[m, k]` (`[k, m]` if `trans_a`) and `B` stored
     /// `[k, n]` (`[n, k]` if `trans_b`): `(a, b, [bias], [residual]) -> (c, [moments], [Σ_k B[k, j] if bias_grad])`.
@@ -401,10 +422,21 @@ impl KernelOp {
                 vec![Some(g.output_len()), Some(g.kernel_len())],
                 vec![Some(g.input_len())],
             ),
-            KernelOp::ConvGradKernel { geom: g, bias_grad } => (
-                vec![Some(g.input_len()), Some(g.output_len())],
-                vec![Some(g.kernel_len()), opt(*bias_grad, g.f)],
-            ),
+            KernelOp::ConvGradKernel {
+                geom: g,
+                bias_grad,
+                pooled,
+            } => {
+                let ins = match pooled {
+                    None => vec![Some(g.input_len()), Some(g.output_len())],
+                    Some(pd) => {
+                        let [ph, pw] = pooled_hw(g.out_hw, &pd.window);
+                        let len = g.n * ph * pw * g.f;
+                        vec![Some(g.input_len()), Some(len), opt(pd.reads_y(), len), Some(len)]
+                    }
+                };
+                (ins, vec![Some(g.kernel_len()), opt(*bias_grad, g.f)])
+            }
             KernelOp::Gemm {
                 m,
                 n,

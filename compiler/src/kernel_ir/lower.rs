@@ -123,6 +123,7 @@ fn kernel_op(g: &Graph, node: &Node) -> Result<KernelOp, String> {
                     out_hw: [oh, ow],
                 },
                 bias_grad: false,
+                pooled: None,
             }
         }
         Op::MatMul {

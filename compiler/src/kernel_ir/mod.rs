@@ -33,7 +33,7 @@ pub mod update;
 pub mod verify;
 
 pub use dump::dump;
-pub use kernel::{BnSource, ConvGeom, Epilogue, EwOp, GemmDims, Kernel, KernelOp, PoolGeom, PoolKind, Stage};
+pub use kernel::{BnSource, ConvGeom, Epilogue, EwOp, GemmDims, Kernel, KernelOp, PoolGeom, PoolKind, PooledDy, Stage};
 pub use lower::{lower, LowerError};
 pub use machine::Machine;
 pub use plan::{plan, PlanStats};

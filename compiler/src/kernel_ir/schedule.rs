@@ -243,7 +243,7 @@ fn partial_width(op: &KernelOp) -> usize {
         KernelOp::Gemm {
             n, epilogue, bias_grad, ..
         } => usize::from(epilogue.bn_stats) * 2 * n + usize::from(*bias_grad) * n,
-        KernelOp::ConvGradKernel { geom, bias_grad } => usize::from(*bias_grad) * geom.f,
+        KernelOp::ConvGradKernel { geom, bias_grad, .. } => usize::from(*bias_grad) * geom.f,
         KernelOp::Reduce { channels, .. } | KernelOp::BnGradGamma { channels, .. } => *channels,
         KernelOp::Moments { channels, .. }
         | KernelOp::BnGradInput { channels, .. }

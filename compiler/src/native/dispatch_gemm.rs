@@ -7,14 +7,14 @@
 use cnnc_runtime::kernels::conv::ConvGeom as RtConv;
 use cnnc_runtime::kernels::pool2d::{self, PoolGeom as RtPool};
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, elementwise as ew, gemm, norm,
-    pooled_conv_workspace, softmax, Ctx, Epilogue, GemmGeom,
+    conv2d_forward, conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, elementwise as ew, gemm,
+    max_pool_grad_argmax, norm, pooled_conv_workspace, softmax, Ctx, Epilogue, GemmGeom,
 };
 
 use super::compiled::{Mem, Step};
 use super::dispatch::{act, act_of, pad};
 use crate::ir::Activation;
-use crate::kernel_ir::kernel::pooled_hw;
+use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
 use crate::kernel_ir::{ConvGeom, Epilogue as IrEpilogue, KernelOp};
 
 /// The runtime geometry of a convolution template.
@@ -69,7 +69,20 @@ pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
                 None => 0,
             })
         }
-        KernelOp::ConvGradInput { geom } | KernelOp::ConvGradKernel { geom, .. } => check_conv(geom).map(|_| 0),
+        KernelOp::ConvGradInput { geom } | KernelOp::ConvGradKernel { geom, pooled: None, .. } => {
+            check_conv(geom).map(|_| 0)
+        }
+        KernelOp::ConvGradKernel {
+            geom, pooled: Some(pd), ..
+        } => {
+            check_conv(geom)?;
+            if !pool_tiles(geom.out_hw, &pd.window) {
+                return Err("a pooled kernel gradient over windows that do not tile the output".into());
+            }
+            act_of(pd.act_grad.unwrap_or(Activation::Linear))?;
+            // The unpooled gradient, rebuilt when no fused kernel applies.
+            Ok(geom.output_len())
+        }
         KernelOp::Gemm { epilogue, .. } if epilogue.max_pool.is_some() => Err("max-pool in a GEMM epilogue".into()),
         KernelOp::Gemm { epilogue, .. } => {
             if epilogue.act != Activation::Softmax {
@@ -169,9 +182,31 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32]) {
         KernelOp::ConvGradInput { geom } => {
             conv2d_grad_input(ctx, &conv_geom(geom), m.get(i[0]), m.get(i[1]), m.get_mut(o[0]));
         }
-        KernelOp::ConvGradKernel { geom, bias_grad } => {
+        KernelOp::ConvGradKernel {
+            geom,
+            bias_grad,
+            pooled,
+        } => {
+            let g = conv_geom(geom);
             let db = bias_grad.then(|| m.get_mut(o[1]));
-            conv2d_grad_kernel(ctx, &conv_geom(geom), m.get(i[0]), m.get(i[1]), m.get_mut(o[0]), db);
+            let (x, dw) = (m.get(i[0]), m.get_mut(o[0]));
+            match pooled {
+                None => conv2d_grad_kernel(ctx, &g, x, m.get(i[1]), dw, db),
+                Some(pd) => {
+                    // (x, argmax, [y], dy): y only with a non-linear activation.
+                    let a = act(pd.act_grad.unwrap_or(Activation::Linear));
+                    let (argmax, y, dy) = if pd.reads_y() {
+                        (m.get(i[1]), m.get(i[2]), m.get(i[3]))
+                    } else {
+                        (m.get(i[1]), &[][..], m.get(i[2]))
+                    };
+                    let w = pd.window;
+                    let p = RtPool::new(g.n, [g.oh, g.ow], g.f, w.size, w.strides, pad(w.pad));
+                    let full = &mut ws[..g.output_len()]; // [n, oh, ow, f]
+                    max_pool_grad_argmax(ctx, &p, argmax, y, dy, a, full);
+                    conv2d_grad_kernel(ctx, &g, x, full, dw, db);
+                }
+            }
         }
         KernelOp::Gemm {
             m: rows,

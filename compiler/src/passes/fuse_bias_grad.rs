@@ -23,9 +23,11 @@ fn try_at(p: &mut Program, r: usize) -> bool {
                 epilogue,
                 ..
             } => n == channels && kk == rows && epilogue.is_none(),
-            KernelOp::ConvGradKernel { geom, bias_grad: false } => {
-                geom.f == channels && geom.n * geom.out_hw[0] * geom.out_hw[1] == rows
-            }
+            KernelOp::ConvGradKernel {
+                geom,
+                bias_grad: false,
+                pooled: None,
+            } => geom.f == channels && geom.n * geom.out_hw[0] * geom.out_hw[1] == rows,
             _ => false,
         };
         fits && k.stage == stage && k.inputs.get(1) == Some(&dy)
@@ -50,7 +52,11 @@ fn try_at(p: &mut Program, r: usize) -> bool {
             epilogue,
             bias_grad: true,
         },
-        KernelOp::ConvGradKernel { geom, .. } => KernelOp::ConvGradKernel { geom, bias_grad: true },
+        KernelOp::ConvGradKernel { geom, pooled, .. } => KernelOp::ConvGradKernel {
+            geom,
+            bias_grad: true,
+            pooled,
+        },
         _ => return false,
     };
     let inputs = p.kernels[g].inputs.clone();

@@ -11,6 +11,7 @@
 pub mod compact;
 pub mod dce;
 pub mod fold_bn;
+pub mod fuse_argmax_dw;
 pub mod fuse_bias_act;
 pub mod fuse_bias_grad;
 pub mod fuse_bn_apply;
@@ -133,6 +134,7 @@ pub fn run_kernel_pipeline(mut p: Program, opts: &PipelineOptions) -> Result<Pro
         kernel_pass(&mut p, opts, "fuse_bias_grad", fuse_bias_grad::run);
         kernel_pass(&mut p, opts, "fuse_pool_act_grad", fuse_pool_act_grad::run);
         kernel_pass(&mut p, opts, "fuse_pool_argmax", fuse_pool_argmax::run);
+        kernel_pass(&mut p, opts, "fuse_argmax_dw", fuse_argmax_dw::run);
     }
     if let (Some(rule), Mode::Training) = (opts.update, p.mode) {
         kernel_pass(&mut p, opts, "optimizer", |p| optimizer::run(p, &rule));
