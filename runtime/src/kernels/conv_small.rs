@@ -131,49 +131,52 @@ fn tile_size(n: usize, max: usize) -> usize {
     n.div_ceil(n.div_ceil(max).max(1)).max(1)
 }
 
-/// Calls `$f::<$S, $nv, T>($args)` with the constant `T = $t` (1..=24 for one vector, 1..=12
-/// for two).
-macro_rules! by_tile {
-    ($t:expr, $nv:expr, $f:ident::<$S:ty>($($arg:expr),*)) => {
-        match ($nv, $t) {
-            (1, 1) => $f::<$S, 1, 1>($($arg),*),
-            (1, 2) => $f::<$S, 1, 2>($($arg),*),
-            (1, 3) => $f::<$S, 1, 3>($($arg),*),
-            (1, 4) => $f::<$S, 1, 4>($($arg),*),
-            (1, 5) => $f::<$S, 1, 5>($($arg),*),
-            (1, 6) => $f::<$S, 1, 6>($($arg),*),
-            (1, 7) => $f::<$S, 1, 7>($($arg),*),
-            (1, 8) => $f::<$S, 1, 8>($($arg),*),
-            (1, 9) => $f::<$S, 1, 9>($($arg),*),
-            (1, 10) => $f::<$S, 1, 10>($($arg),*),
-            (1, 11) => $f::<$S, 1, 11>($($arg),*),
-            (1, 12) => $f::<$S, 1, 12>($($arg),*),
-            (1, 13) => $f::<$S, 1, 13>($($arg),*),
-            (1, 14) => $f::<$S, 1, 14>($($arg),*),
-            (1, 15) => $f::<$S, 1, 15>($($arg),*),
-            (1, 16) => $f::<$S, 1, 16>($($arg),*),
-            (1, 17) => $f::<$S, 1, 17>($($arg),*),
-            (1, 18) => $f::<$S, 1, 18>($($arg),*),
-            (1, 19) => $f::<$S, 1, 19>($($arg),*),
-            (1, 20) => $f::<$S, 1, 20>($($arg),*),
-            (1, 21) => $f::<$S, 1, 21>($($arg),*),
-            (1, 22) => $f::<$S, 1, 22>($($arg),*),
-            (1, 23) => $f::<$S, 1, 23>($($arg),*),
-            (1, 24) => $f::<$S, 1, 24>($($arg),*),
-            (2, 1) => $f::<$S, 2, 1>($($arg),*),
-            (2, 2) => $f::<$S, 2, 2>($($arg),*),
-            (2, 3) => $f::<$S, 2, 3>($($arg),*),
-            (2, 4) => $f::<$S, 2, 4>($($arg),*),
-            (2, 5) => $f::<$S, 2, 5>($($arg),*),
-            (2, 6) => $f::<$S, 2, 6>($($arg),*),
-            (2, 7) => $f::<$S, 2, 7>($($arg),*),
-            (2, 8) => $f::<$S, 2, 8>($($arg),*),
-            (2, 9) => $f::<$S, 2, 9>($($arg),*),
-            (2, 10) => $f::<$S, 2, 10>($($arg),*),
-            (2, 11) => $f::<$S, 2, 11>($($arg),*),
-            (2, 12) => $f::<$S, 2, 12>($($arg),*),
-            _ => unreachable!("tile {} × {} vectors", $t, $nv),
+/// `match $key { (nv, t) => $f::<$S, [$step,] nv, t>($args) }` over the listed `(nv, t)` pairs.
+macro_rules! dispatch {
+    ($key:expr; $f:ident::<$S:tt> $args:tt; $(($nv:literal, $t:literal))*) => {
+        match $key {
+            $(($nv, $t) => $f::<$S, $nv, $t> $args,)*
+            key => unreachable!("no tile {key:?}"),
         }
+    };
+    ($key:expr; $f:ident::<$S:tt, $step:tt> $args:tt; $(($nv:literal, $t:literal))*) => {
+        match $key {
+            $(($nv, $t) => $f::<$S, $step, $nv, $t> $args,)*
+            key => unreachable!("no tile {key:?}"),
+        }
+    };
+}
+
+/// Pixel tiles the forward is compiled for (one vector of channels, then two).
+const PX_TILES: [&[usize]; 2] = [&[24, 20, 16, 12, 8, 6, 4, 3, 2, 1], &[12, 10, 8, 6, 4, 3, 2, 1]];
+
+/// The forward's tile: the smallest compiled one holding `ow` in as many tiles as the largest
+/// would need, but no wider than the row.
+fn px_tile(ow: usize, nv: usize) -> usize {
+    let menu = PX_TILES[nv - 1];
+    let want = tile_size(ow, menu[0]);
+    menu.iter()
+        .rev()
+        .copied()
+        .find(|&p| p >= want && p <= ow)
+        .unwrap_or_else(|| menu.iter().copied().find(|&p| p <= ow).unwrap_or(1))
+}
+
+/// Calls `fwd_row::<S, STEP, nv, p>` for the compiled pixel tiles.
+macro_rules! fwd_dispatch {
+    ($key:expr; $S:tt, $step:tt; $($arg:expr),*) => {
+        dispatch!($key; fwd_row::<$S, $step>($($arg),*);
+            (1, 24) (1, 20) (1, 16) (1, 12) (1, 8) (1, 6) (1, 4) (1, 3) (1, 2) (1, 1)
+            (2, 12) (2, 10) (2, 8) (2, 6) (2, 4) (2, 3) (2, 2) (2, 1))
+    };
+}
+
+/// Calls `dw_tile::<S, nv, t>` for every tap tile size.
+macro_rules! dw_dispatch {
+    ($key:expr; $S:tt; $($arg:expr),*) => {
+        dispatch!($key; dw_tile::<$S>($($arg),*);
+            (1, 1) (1, 2) (1, 3) (1, 4) (1, 5) (1, 6) (1, 7) (1, 8) (1, 9) (1, 10) (1, 11) (1, 12) (1, 13) (1, 14) (1, 15) (1, 16) (1, 17) (1, 18) (1, 19) (1, 20) (1, 21) (1, 22) (1, 23) (1, 24)
+            (2, 1) (2, 2) (2, 3) (2, 4) (2, 5) (2, 6) (2, 7) (2, 8) (2, 9) (2, 10) (2, 11) (2, 12))
     };
 }
 
@@ -216,14 +219,18 @@ impl Shape {
 /// with `NV` vectors from it; `bias` (if any) `NV` vectors; `out` P rows of `cols` floats.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn fwd_tile<S: Simd, const NV: usize, const P: usize>(
+unsafe fn fwd_tile<S: Simd, const STEP: usize, const NV: usize, const P: usize>(
     s: &Shape,
     x: *const f32,
     w: *const f32,
     bias: Option<*const f32>,
+    relu: bool,
     out: *mut f32,
     cols: usize,
 ) {
+    // A constant pixel step makes the pixels' addresses constant offsets (a run-time one chains
+    // them through additions, which halves the speed).
+    let step = if STEP == 0 { s.step } else { STEP };
     let mut acc = [[S::zero(); NV]; P];
     for ky in 0..s.kh {
         let xr = x.add(ky * s.xrow);
@@ -234,7 +241,7 @@ unsafe fn fwd_tile<S: Simd, const NV: usize, const P: usize>(
                 *wv = S::load(wr.add(u * s.ldw + v * S::LANES));
             }
             for (j, acc) in acc.iter_mut().enumerate() {
-                let xv = S::splat(*xr.add(j * s.step + u));
+                let xv = S::splat(*xr.add(j * step + u));
                 for v in 0..NV {
                     acc[v] = S::fma(xv, wv[v], acc[v]);
                 }
@@ -249,6 +256,13 @@ unsafe fn fwd_tile<S: Simd, const NV: usize, const P: usize>(
         for acc in acc.iter_mut() {
             for v in 0..NV {
                 acc[v] = S::add(acc[v], bv[v]);
+            }
+        }
+    }
+    if relu {
+        for acc in acc.iter_mut() {
+            for a in acc.iter_mut() {
+                *a = S::max(*a, S::zero());
             }
         }
     }
@@ -271,11 +285,12 @@ unsafe fn fwd_tile<S: Simd, const NV: usize, const P: usize>(
 /// As [`fwd_tile`] for every tile: `x` at the row's first pixel, `out` `ow·f` floats, `w` and
 /// `bias` padded to `ldw`; `P ≤ ow`.
 #[inline(always)]
-unsafe fn fwd_row<S: Simd, const NV: usize, const P: usize>(
+unsafe fn fwd_row<S: Simd, const STEP: usize, const NV: usize, const P: usize>(
     s: &Shape,
     x: *const f32,
     w: *const f32,
     bias: Option<*const f32>,
+    relu: bool,
     out: *mut f32,
 ) {
     let bw = NV * S::LANES;
@@ -285,11 +300,12 @@ unsafe fn fwd_row<S: Simd, const NV: usize, const P: usize>(
         for t in 0..s.ow.div_ceil(P) {
             // The last tile ends at the row's end (recomputing some pixels identically).
             let ox0 = (t * P).min(s.ow - P);
-            fwd_tile::<S, NV, P>(
+            fwd_tile::<S, STEP, NV, P>(
                 s,
                 x.add(ox0 * s.step),
                 w.add(c0),
                 bias.map(|b| b.add(c0)),
+                relu,
                 out.add(ox0 * s.f + c0),
                 cols,
             );
@@ -343,7 +359,7 @@ pub fn conv2d_forward_small(
     let (nv, _, ldw) = blocking(isa, g.f);
     let (wpad, bpad) = pad_weights(g, w, epi.bias, ldw);
     let s = Shape::new(g, ldw);
-    let p = tile_size(g.ow, max_tile(nv));
+    let p = px_tile(g.ow, nv);
     let (pw_out, ph) = (g.ow / pb, g.oh / pa);
     // Tasks: groups of `pa` output rows (one pooled row); each writes `pw_out·f` outputs.
     let groups = g.n * ph;
@@ -366,6 +382,7 @@ pub fn conv2d_forward_small(
     let block_groups = (SLAB_FLOATS / (pa * g.stride[0] * s.xrow).max(1)).max(1);
     let act = epi.act;
     let has_bias = epi.bias.is_some();
+    let relu = act == Act::Relu;
     ctx.pool
         .run_with_state(&mut states, groups, |(first, yp, am), _t, range| {
             if range.is_empty() {
@@ -396,29 +413,35 @@ pub fn conv2d_forward_small(
                                         // `dst` is one output row; p ≤ ow.
                                         unsafe {
                                             let bias = has_bias.then(|| bpad.as_ptr());
-                                            by_tile!(
-                                                p,
-                                                nv,
-                                                fwd_row::<S>(
-                                                    &s,
-                                                    slab.as_ptr().add(xo),
-                                                    wpad.as_ptr(),
-                                                    bias,
-                                                    dst.as_mut_ptr()
-                                                )
-                                            )
+                                            let args = (
+                                                &s,
+                                                slab.as_ptr().add(xo),
+                                                wpad.as_ptr(),
+                                                bias,
+                                                relu,
+                                                dst.as_mut_ptr(),
+                                            );
+                                            let (a0, a1, a2, a3, a4, a5) = args;
+                                            match s.step {
+                                                1 => fwd_dispatch!((nv, p); S, 1; a0, a1, a2, a3, a4, a5),
+                                                _ => fwd_dispatch!((nv, p); S, 0; a0, a1, a2, a3, a4, a5),
+                                            }
                                         }
-                                        act.apply_slice(dst);
+                                        // ReLU is applied in registers (`max(x, 0)`, as `Act::apply`).
+                                        if !relu {
+                                            act.apply_slice(dst);
+                                        }
                                     });
                                 }
                                 if pooled {
                                     let am = am
                                         .as_deref_mut()
-                                        .map(|a| &mut a[(grp - *first) * group_out..][..group_out]);
-                                    isa.vectorize(
-                                        #[inline(always)]
-                                        || pool_rows(&buf[..pa * g.ow * g.f], g.ow, g.f, pa, pb, yo, am),
-                                    );
+                                        .map(|a| a[(grp - *first) * group_out..][..group_out].as_mut_ptr());
+                                    assert!(buf.len() >= pa * g.ow * g.f && yo.len() == group_out);
+                                    with_simd!(isa, g.f, S, {
+                                        // SAFETY: sizes asserted above (`am` is sliced to `group_out`).
+                                        unsafe { pool_rows::<S>(buf.as_ptr(), g.ow, g.f, pa, pb, yo.as_mut_ptr(), am) }
+                                    });
                                 }
                                 grp += 1;
                             }
@@ -445,45 +468,58 @@ fn check_pool(g: &ConvGeom, pg: &PoolGeom) {
 }
 
 /// Max-pools `pa` activated rows `buf [pa, ow, f]` into `y [ow/pb, f]`, with the row-major
-/// window index of each first maximum in `argmax`.
+/// window index of each first maximum (strict `>`, windows scanned row by row) in `argmax`.
+///
+/// # Safety
+/// `buf` holds `pa·ow·f` floats, `y` and `argmax` (if any) `(ow/pb)·f`.
 #[inline(always)]
-fn pool_rows(buf: &[f32], ow: usize, f: usize, pa: usize, pb: usize, y: &mut [f32], argmax: Option<&mut [f32]>) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn pool_rows<S: Simd>(
+    buf: *const f32,
+    ow: usize,
+    f: usize,
+    pa: usize,
+    pb: usize,
+    y: *mut f32,
+    argmax: Option<*mut f32>,
+) {
     let row = ow * f;
-    match argmax {
-        Some(am) => {
-            for (px, (yo, ao)) in y.chunks_exact_mut(f).zip(am.chunks_exact_mut(f)).enumerate() {
-                let (yo, ao) = (&mut yo[..f], &mut ao[..f]);
-                yo.copy_from_slice(&buf[px * pb * f..][..f]);
-                ao.fill(0.0);
-                for i in 0..pa {
-                    for j in 0..pb {
-                        if i + j == 0 {
-                            continue;
-                        }
-                        let v = &buf[i * row + (px * pb + j) * f..][..f];
-                        let idx = (i * pb + j) as f32;
-                        for k in 0..f {
-                            let better = v[k] > yo[k];
-                            ao[k] = if better { idx } else { ao[k] };
-                            yo[k] = if better { v[k] } else { yo[k] };
-                        }
+    for px in 0..ow / pb {
+        let mut c0 = 0;
+        while c0 < f {
+            let n = S::LANES.min(f - c0);
+            let load = |p: *const f32| {
+                if n == S::LANES {
+                    S::load(p)
+                } else {
+                    S::load_partial(p, n)
+                }
+            };
+            let at = |i: usize, j: usize| buf.add(i * row + (px * pb + j) * f + c0);
+            let mut best = load(at(0, 0));
+            let mut idx = S::zero();
+            for i in 0..pa {
+                for j in 0..pb {
+                    if i + j > 0 {
+                        let v = load(at(i, j));
+                        idx = S::select_gt(v, best, S::splat((i * pb + j) as f32), idx);
+                        best = S::select_gt(v, best, v, best);
                     }
                 }
             }
-        }
-        None => {
-            for (px, yo) in y.chunks_exact_mut(f).enumerate() {
-                let yo = &mut yo[..f];
-                yo.copy_from_slice(&buf[px * pb * f..][..f]);
-                for i in 0..pa {
-                    for j in 0..pb {
-                        let v = &buf[i * row + (px * pb + j) * f..][..f];
-                        for k in 0..f {
-                            yo[k] = if v[k] > yo[k] { v[k] } else { yo[k] };
-                        }
-                    }
+            let o = px * f + c0;
+            if n == S::LANES {
+                S::store(y.add(o), best);
+                if let Some(a) = argmax {
+                    S::store(a.add(o), idx);
+                }
+            } else {
+                S::store_partial(y.add(o), best, n);
+                if let Some(a) = argmax {
+                    S::store_partial(a.add(o), idx, n);
                 }
             }
+            c0 += S::LANES;
         }
     }
 }
@@ -674,20 +710,18 @@ pub fn conv2d_grad_kernel_small(
                                     // above), dy rows hold `ld ≥ c0 + bw` floats (padded or f a
                                     // multiple of the block), `dwp` has K rows of `ldw`.
                                     unsafe {
-                                        by_tile!(
-                                            t,
-                                            nv,
-                                            dw_tile::<S>(
-                                                slab.as_ptr(),
-                                                &starts,
-                                                &offs,
-                                                s.step,
-                                                ow,
-                                                dsrc.as_ptr().add(c0),
-                                                ld,
-                                                dwp.as_mut_ptr().add(t0 * ldw + c0),
-                                                ldw
-                                            )
+                                        dw_dispatch!(
+                                            (nv, t);
+                                            S;
+                                            slab.as_ptr(),
+                                            &starts,
+                                            &offs,
+                                            s.step,
+                                            ow,
+                                            dsrc.as_ptr().add(c0),
+                                            ld,
+                                            dwp.as_mut_ptr().add(t0 * ldw + c0),
+                                            ldw
                                         )
                                     }
                                 });
