@@ -440,7 +440,18 @@ pub fn conv2d_forward_small(
                                     assert!(buf.len() >= pa * g.ow * g.f && yo.len() == group_out);
                                     with_simd!(isa, g.f, S, {
                                         // SAFETY: sizes asserted above (`am` is sliced to `group_out`).
-                                        unsafe { pool_rows::<S>(buf.as_ptr(), g.ow, g.f, pa, pb, yo.as_mut_ptr(), am) }
+                                        unsafe {
+                                            let args = (buf.as_ptr(), g.ow, g.f, pa, pb, yo.as_mut_ptr(), am);
+                                            if (pa, pb) == (2, 2) {
+                                                pool_rows::<S, 2, 2>(
+                                                    args.0, args.1, args.2, args.3, args.4, args.5, args.6,
+                                                )
+                                            } else {
+                                                pool_rows::<S, 0, 0>(
+                                                    args.0, args.1, args.2, args.3, args.4, args.5, args.6,
+                                                )
+                                            }
+                                        }
                                     });
                                 }
                                 grp += 1;
@@ -474,7 +485,7 @@ fn check_pool(g: &ConvGeom, pg: &PoolGeom) {
 /// `buf` holds `pa·ow·f` floats, `y` and `argmax` (if any) `(ow/pb)·f`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pool_rows<S: Simd>(
+unsafe fn pool_rows<S: Simd, const PA: usize, const PB: usize>(
     buf: *const f32,
     ow: usize,
     f: usize,
@@ -483,6 +494,8 @@ unsafe fn pool_rows<S: Simd>(
     y: *mut f32,
     argmax: Option<*mut f32>,
 ) {
+    // Constant windows (PA, PB > 0) unroll the window loops.
+    let (pa, pb) = if PA > 0 { (PA, PB) } else { (pa, pb) };
     let row = ow * f;
     for px in 0..ow / pb {
         let mut c0 = 0;
@@ -636,6 +649,7 @@ pub fn conv2d_grad_kernel_small(
     // dy is read in place when its rows are whole blocks.
     let dense_in_place = matches!(dy, SmallDy::Dense(_)) && f == ldw;
     let part_len = (k + 1) * ldw;
+    let want_db = db.is_some();
     let mut partials = vec![0f32; chunks * part_len];
     let threads = ctx.threads();
     let mut states: Vec<(usize, &mut [f32])> = split_by_tasks(&mut partials, chunks, threads, |i| i * part_len)
@@ -686,19 +700,15 @@ pub fn conv2d_grad_kernel_small(
                                 (&dbuf[..px * ldw], ldw)
                             }
                         };
-                        // db: Σ dy per channel of this chunk.
+                        // db: Σ dy per channel of this chunk (rows of `ld`, a multiple of the lanes).
                         let (dwp, dbp) = part.split_at_mut(k * ldw);
-                        isa.vectorize(
-                            #[inline(always)]
-                            || {
-                                dbp.fill(0.0);
-                                for row in dsrc.chunks_exact(ld) {
-                                    for (a, &v) in dbp[..f].iter_mut().zip(&row[..f]) {
-                                        *a += v;
-                                    }
-                                }
-                            },
-                        );
+                        if want_db {
+                            assert!(dsrc.len() >= px * ld && dbp.len() >= ld);
+                            with_simd!(isa, f, S, {
+                                // SAFETY: `px` rows of `ld` floats in `dsrc`, `ld` in `dbp` (asserted).
+                                unsafe { column_sums::<S>(dsrc.as_ptr(), px, ld, dbp.as_mut_ptr()) }
+                            });
+                        }
                         let last = starts.last().copied().unwrap_or(0);
                         assert!(last + (ow - 1) * s.step + tap_off(k - 1) < slab.len() && dsrc.len() >= px * ld);
                         for t0 in (0..k).step_by(t) {
@@ -747,6 +757,21 @@ pub fn conv2d_grad_kernel_small(
         for (d, &s) in db.iter_mut().zip(&sum[k * ldw..]) {
             *d = s as f32;
         }
+    }
+}
+
+/// `out[..ld] = Σ` of `rows` rows of `ld` floats (a multiple of the lanes) from `src`.
+///
+/// # Safety
+/// `src` holds `rows·ld` floats, `out` `ld`.
+#[inline(always)]
+unsafe fn column_sums<S: Simd>(src: *const f32, rows: usize, ld: usize, out: *mut f32) {
+    for c0 in (0..ld).step_by(S::LANES) {
+        let mut acc = S::zero();
+        for r in 0..rows {
+            acc = S::add(acc, S::load(src.add(r * ld + c0)));
+        }
+        S::store(out.add(c0), acc);
     }
 }
 
