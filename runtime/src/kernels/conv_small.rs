@@ -314,6 +314,9 @@ unsafe fn fwd_row<S: Simd, const STEP: usize, const NV: usize, const P: usize>(
     }
 }
 
+/// A forward thread's first task, its outputs and its argmax outputs.
+type FwdState<'a> = (usize, &'a mut [f32], Option<&'a mut [f32]>);
+
 /// Forward `y = act(conv(x, w) + bias)`; `epi.moments` must be None (assert). With
 /// `pool = Some((pg, argmax))` (window tiling the output exactly: stride = size, no padding,
 /// `oh`, `ow` multiples of the window), only the max-pooled output `y [n, ph, pw, f]` is
@@ -336,7 +339,7 @@ pub fn conv2d_forward_small(
         "conv2d_forward_small: {g:?} is not a small conv"
     );
     let pooled = pool.is_some();
-    let (pa, pb, mut argmax) = match pool {
+    let (pa, pb, argmax) = match pool {
         Some((pg, am)) => {
             check_pool(g, pg);
             if let Some(a) = &am {
@@ -366,14 +369,14 @@ pub fn conv2d_forward_small(
     let group_out = pw_out * g.f;
     let threads = ctx.threads();
     let ys = split_by_tasks(y, groups, threads, |i| i * group_out);
-    let mut ams: Vec<Option<&mut [f32]>> = match argmax.as_deref_mut() {
+    let mut ams: Vec<Option<&mut [f32]>> = match argmax {
         Some(a) => split_by_tasks(a, groups, threads, |i| i * group_out)
             .into_iter()
             .map(|(_, a)| Some(a))
             .collect(),
         None => (0..threads).map(|_| None).collect(),
     };
-    let mut states: Vec<(usize, &mut [f32], Option<&mut [f32]>)> = ys
+    let mut states: Vec<FwdState> = ys
         .into_iter()
         .zip(ams.iter_mut())
         .map(|((r, yp), am)| (r.start, yp, am.take()))
@@ -412,7 +415,7 @@ pub fn conv2d_forward_small(
                                         // weights cover every read (assert above, `pad_weights`);
                                         // `dst` is one output row; p ≤ ow.
                                         unsafe {
-                                            let bias = has_bias.then(|| bpad.as_ptr());
+                                            let bias = has_bias.then_some(bpad.as_ptr());
                                             let args = (
                                                 &s,
                                                 slab.as_ptr().add(xo),
@@ -693,10 +696,10 @@ pub fn conv2d_grad_kernel_small(
                                 dy,
                                 act,
                             } => {
-                                isa.vectorize(
-                                    #[inline(always)]
-                                    || expand_pooled(g, pool, *act, argmax, y, dy, l0, l1, ldw, &mut dbuf[..px * ldw]),
-                                );
+                                let out = &mut dbuf[..px * ldw];
+                                with_simd!(isa, f, S, {
+                                    expand_pooled::<S>(g, pool, *act, argmax, y, dy, l0, l1, ldw, out)
+                                });
                                 (&dbuf[..px * ldw], ldw)
                             }
                         };
@@ -779,7 +782,7 @@ unsafe fn column_sums<S: Simd>(src: *const f32, rows: usize, ld: usize, out: *mu
 /// window's gradient `act'(y)·dy` at its argmax, 0 elsewhere and in the padding channels.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn expand_pooled(
+fn expand_pooled<S: Simd>(
     g: &ConvGeom,
     pg: &PoolGeom,
     act: Act,
@@ -793,26 +796,41 @@ fn expand_pooled(
 ) {
     let (pa, pb, f, ow) = (pg.size[0], pg.size[1], g.f, g.ow);
     let pw = pg.ow;
-    let mut gr = vec![0f32; f];
+    let l = S::LANES;
+    // One pooled row's gradients and argmax, zero-padded to `ldw` channels.
+    let (mut gr, mut am) = (vec![0f32; pw * ldw], vec![0f32; pw * ldw]);
     for pr in (l0 / pa)..(l1 / pa) {
-        let lo = (pr * pa - l0) * ow;
+        let q0 = pr * pw * f;
         for pc in 0..pw {
-            let q = (pr * pw + pc) * f;
-            let (yv, dv, av, gr) = (&y[q..q + f], &dy[q..q + f], &argmax[q..q + f], &mut gr[..f]);
+            let q = q0 + pc * f;
+            let (yv, dv) = (&y[q..q + f], &dy[q..q + f]);
+            let gv = &mut gr[pc * ldw..pc * ldw + f];
             match act {
-                Act::Linear => gr.copy_from_slice(dv),
-                Act::Relu => (0..f).for_each(|kk| gr[kk] = Act::Relu.grad_from_output(yv[kk], dv[kk])),
-                Act::Sigmoid => (0..f).for_each(|kk| gr[kk] = Act::Sigmoid.grad_from_output(yv[kk], dv[kk])),
-                Act::Tanh => (0..f).for_each(|kk| gr[kk] = Act::Tanh.grad_from_output(yv[kk], dv[kk])),
+                Act::Linear => gv.copy_from_slice(dv),
+                Act::Relu => (0..f).for_each(|k| gv[k] = Act::Relu.grad_from_output(yv[k], dv[k])),
+                Act::Sigmoid => (0..f).for_each(|k| gv[k] = Act::Sigmoid.grad_from_output(yv[k], dv[k])),
+                Act::Tanh => (0..f).for_each(|k| gv[k] = Act::Tanh.grad_from_output(yv[k], dv[k])),
             }
-            for i in 0..pa {
-                for j in 0..pb {
-                    let (o, pad) = out[(lo + i * ow + pc * pb + j) * ldw..][..ldw].split_at_mut(f);
-                    let idx = (i * pb + j) as f32;
-                    for kk in 0..f {
-                        o[kk] = if av[kk] == idx { gr[kk] } else { 0.0 };
+            am[pc * ldw..pc * ldw + f].copy_from_slice(&argmax[q..q + f]);
+        }
+        let lo = (pr * pa - l0) * ow;
+        assert!(out.len() >= (lo + (pa - 1) * ow + pw * pb) * ldw);
+        // SAFETY: `gr`, `am` hold `pw·ldw` floats, `out` the window rows (asserted); `ldw` is a
+        // multiple of the lanes.
+        unsafe {
+            for pc in 0..pw {
+                for c0 in (0..ldw).step_by(l) {
+                    let gv = S::load(gr.as_ptr().add(pc * ldw + c0));
+                    let av = S::load(am.as_ptr().add(pc * ldw + c0));
+                    for i in 0..pa {
+                        for j in 0..pb {
+                            // Indices are integers: `av == t` is `t − ½ < av < t + ½`.
+                            let t = (i * pb + j) as f32;
+                            let hit = S::select_gt(S::splat(t + 0.5), av, gv, S::zero());
+                            let v = S::select_gt(av, S::splat(t - 0.5), hit, S::zero());
+                            S::store(out.as_mut_ptr().add((lo + i * ow + pc * pb + j) * ldw + c0), v);
+                        }
                     }
-                    pad.fill(0.0);
                 }
             }
         }
