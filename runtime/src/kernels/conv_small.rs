@@ -9,13 +9,19 @@
 //!   vectors); per tap, the weights are loaded once and each pixel's input value is broadcast
 //!   (FMA with a memory broadcast). Input rows are copied once into a zero-padded slab, so any
 //!   padding and stride work. A row of `ow` pixels is cut into equal tiles, the last one shifted
-//!   back to end at the row's end (recomputing a few pixels the same way). With a pool, the
-//!   window's rows are computed into an L1 buffer, activated and max-pooled from there.
+//!   back to end at the row's end (recomputing a few pixels the same way). A pixel step of 1
+//!   (one channel, stride 1) is a compile-time constant, so pixel addresses are immediate
+//!   offsets. ReLU is applied in registers; sigmoid and tanh by `Act::apply_slice` on the
+//!   L1-hot row (the epilogue's functions, so the values agree). With a pool, the window's rows
+//!   are computed into an L1 buffer, activated and max-pooled (with argmax) from there. Threads
+//!   take contiguous pooled rows (output rows without a pool); every output is computed the
+//!   same way whatever the split.
 //! * Kernel gradient: a tile is T taps × one channel block of dw in registers; it walks every
 //!   pixel of a fixed chunk of output rows (about [`CHUNK_PIXELS`]), one dy load per pixel and
 //!   channel vector, one broadcast per tap. Chunks do not depend on the thread count; threads
 //!   take contiguous chunks and the chunk partial sums are added in chunk order (in f64), so
-//!   dw and db are bit-identical for any thread count.
+//!   dw and db are bit-identical for any thread count. A pooled dy is expanded per chunk into
+//!   a dense (L2-resident) block with vector selects on the argmax first.
 //!
 //! Channels are vectorised with 16-lane vectors on AVX-512, but 8-lane ones (still with 32
 //! registers) when `f ≤ 8`, so LeNet's 6 channels use 6 of 8 lanes; blocks of channels past `f`
