@@ -1,16 +1,21 @@
 //! Runs one conv layer of `CONV_SHAPES` in one direction on one thread for a few seconds and
 //! prints its GFLOP/s — a target for profilers (`perf record`).
-//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw|wino|wdw [seconds] [threads]`
+//! Run: `cargo run --release -p cnnc-benches --bin conv_one -- resnet18/64 fwd|dx|dw|wino|wdw|sfwd|sdw [seconds] [threads]`
 //! (one thread: the calling thread's CPU time; more: wall time). `wino` is the forward (bias +
 //! ReLU, like `fwd`) by Winograd F(2×2, 3×3), 3×3 stride-1 layers only; its GFLOP/s are the
 //! direct conv's FLOPs over its time, so they compare with `fwd`; `wdw` likewise is the kernel
 //! gradient by Winograd F(3×3, 2×2), to compare with `dw`. `BATCH=` overrides the batch;
 //! `WINOGRAD=0` makes `fwd`, `dx` and `dw` take the direct path where they would pick Winograd.
+//! `sfwd` is the small-channel direct forward (bias + ReLU) fused with a 2×2 max-pool and its
+//! argmax (conv outputs of even size only), `sdw` the small-channel kernel gradient from that
+//! pool's dy (`SmallDy::Pooled`); both report the conv's FLOPs over their time.
 
 use cnnc_benches::{best_cpu_time, best_time, data, CONV_SHAPES};
+use cnnc_runtime::kernels::pool2d::PoolGeom;
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel, conv2d_grad_kernel_winograd,
-    set_winograd, winograd_applies, Act, Ctx, Epilogue,
+    conv2d_forward, conv2d_forward_small, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel,
+    conv2d_grad_kernel_small, conv2d_grad_kernel_winograd, set_winograd, small_conv_applies, winograd_applies, Act,
+    Ctx, Epilogue, SmallDy,
 };
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
@@ -18,7 +23,7 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(name), Some(dir)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: conv_one LAYER fwd|dx|dw|wino|wdw [seconds] [threads]");
+        eprintln!("usage: conv_one LAYER fwd|dx|dw|wino|wdw|sfwd|sdw [seconds] [threads]");
         std::process::exit(2);
     };
     let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
@@ -81,6 +86,34 @@ fn main() {
         }),
         "wino" | "wdw" => {
             eprintln!("{name} is not a 3×3 stride-1 conv: no Winograd");
+            std::process::exit(2);
+        }
+        "sfwd" | "sdw" if small_conv_applies(ctx.isa, &g) && g.oh % 2 == 0 && g.ow % 2 == 0 => {
+            let pg = PoolGeom::valid(g.n, [g.oh, g.ow], g.f, [2, 2], [2, 2]);
+            let mut argmax = vec![0f32; pg.output_len()];
+            let mut py = vec![0f32; pg.output_len()];
+            let epi = || Epilogue::none().with_bias(&bias).with_act(Act::Relu);
+            conv2d_forward_small(&ctx, &g, &x, &w, epi(), Some((&pg, Some(&mut argmax))), &mut py);
+            if dir == "sfwd" {
+                best(budget, &mut || {
+                    conv2d_forward_small(&ctx, &g, &x, &w, epi(), Some((&pg, Some(&mut argmax))), &mut py)
+                })
+            } else {
+                let pdy = data(pg.output_len(), 5);
+                best(budget, &mut || {
+                    let dy = SmallDy::Pooled {
+                        pool: &pg,
+                        argmax: &argmax,
+                        y: &py,
+                        dy: &pdy,
+                        act: Act::Relu,
+                    };
+                    conv2d_grad_kernel_small(&ctx, &g, &x, dy, &mut dw, None)
+                })
+            }
+        }
+        "sfwd" | "sdw" => {
+            eprintln!("{name} is not a small-channel conv with an even output: no fused pool");
             std::process::exit(2);
         }
         "dx" => best(budget, &mut || conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)),

@@ -15,6 +15,7 @@
 //! Then every (B panel, row tile) pair runs the micro-kernel; the epilogue (bias, activation,
 //! BN statistics) runs on the last K chunk while the tile is hot.
 
+use super::conv_small::{conv2d_forward_small, small_conv_applies};
 use super::epilogue::Epilogue;
 use super::gemm::{block_rows, k_chunks, padded_ld, row_blocks, row_unit, A_BLOCK_BYTES, KC_MAX};
 use super::im2col::im2col;
@@ -179,6 +180,9 @@ thread_local! {
 /// [`conv2d_forward_packed`] to reuse a pack.
 pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilogue, y: &mut [f32]) {
     g.check(x.len(), w.len(), y.len());
+    if epi.moments.is_none() && small_conv_applies(ctx.isa, g) {
+        return conv2d_forward_small(ctx, g, x, w, epi, None, y);
+    }
     if use_winograd(ctx.isa, g) {
         // Transforms the HWIO kernel directly: no pack for the direct path.
         return conv2d_forward_winograd(ctx, g, x, w, epi, y);

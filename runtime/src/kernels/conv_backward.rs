@@ -13,6 +13,7 @@
 //!   thread count. The optional bias gradient `Σ dy` is summed in f64 (by thread 0).
 
 use super::conv::{build_slab, implicit_gemm, line_tiles, slab_len, use_winograd_grad_kernel, ConvGeom, Pad};
+use super::conv_small::{conv2d_grad_kernel_small, small_conv_applies, SmallDy};
 use super::epilogue::Epilogue;
 use super::gemm::{block_rows, k_chunks, padded_ld, A_BLOCK_BYTES};
 use super::im2col::{col2im_add, im2col};
@@ -141,6 +142,9 @@ pub fn conv2d_grad_kernel(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &m
     g.check(x.len(), dw.len(), dy.len());
     if let Some(b) = &dbias {
         assert_eq!(b.len(), g.f, "bias gradient has {} entries, expected {}", b.len(), g.f);
+    }
+    if small_conv_applies(ctx.isa, g) {
+        return conv2d_grad_kernel_small(ctx, g, x, SmallDy::Dense(dy), dw, dbias);
     }
     if use_winograd_grad_kernel(ctx.isa, g) {
         return conv2d_grad_kernel_winograd(ctx, g, x, dy, dw, dbias);

@@ -10,7 +10,7 @@
 //! GEMM kernels (BN statistics epilogue included) give bit-identical results for any thread
 //! count. Kernels with little work run on the calling thread only.
 //!
-//! `unsafe` lives in `simd.rs` / `microkernel.rs` / `winograd.rs` (intrinsics behind run-time
+//! `unsafe` lives in `simd.rs` / `microkernel.rs` / `winograd.rs` / `conv_small.rs` (intrinsics behind run-time
 //! feature checks; Winograd's transforms load and store through bounds-checked slices)
 //! and in the `#[target_feature]` trampolines of [`KernelIsa::vectorize`].
 
@@ -18,6 +18,7 @@ pub mod activation;
 pub mod conv;
 mod conv_backward;
 mod conv_pool;
+mod conv_small;
 pub mod elementwise;
 mod epilogue;
 pub mod gemm;
@@ -38,6 +39,7 @@ pub use activation::Act;
 pub use conv::{conv2d_forward, conv2d_forward_packed, set_winograd, ConvGeom, Pad};
 pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
 pub use conv_pool::{conv2d_forward_pooled, pooled_conv_workspace};
+pub use conv_small::{conv2d_forward_small, conv2d_grad_kernel_small, small_conv_applies, SmallDy};
 pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;

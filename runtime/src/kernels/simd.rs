@@ -33,6 +33,8 @@ pub(crate) trait Simd: Copy {
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane `if a > b { x } else { y }` (false when either is NaN).
+    unsafe fn select_gt(a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
 }
 
 /// AVX-512F (with FMA): 32 zmm registers, so a 14 × 32 tile (28 accumulators).
@@ -89,6 +91,10 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn max(a: __m512, b: __m512) -> __m512 {
         _mm512_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn select_gt(a: __m512, b: __m512, x: __m512, y: __m512) -> __m512 {
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), y, x)
     }
 }
 
@@ -164,6 +170,10 @@ impl Simd for Avx2 {
     unsafe fn max(a: __m256, b: __m256) -> __m256 {
         _mm256_max_ps(a, b)
     }
+    #[inline(always)]
+    unsafe fn select_gt(a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+        _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_GT_OQ>(a, b))
+    }
 }
 
 /// Any CPU: 8-lane arrays; a 4 × 16 tile keeps the accumulators within 16 SSE registers.
@@ -225,5 +235,9 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn max(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
         std::array::from_fn(|i| a[i].max(b[i]))
+    }
+    #[inline(always)]
+    unsafe fn select_gt(a: [f32; 8], b: [f32; 8], x: [f32; 8], y: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| if a[i] > b[i] { x[i] } else { y[i] })
     }
 }
