@@ -7,8 +7,9 @@
 use cnnc_runtime::kernels::conv::ConvGeom as RtConv;
 use cnnc_runtime::kernels::pool2d::{self, PoolGeom as RtPool};
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, elementwise as ew, gemm,
-    max_pool_grad_argmax, norm, pooled_conv_workspace, softmax, Ctx, Epilogue, GemmGeom,
+    conv2d_forward, conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, conv2d_grad_kernel_small,
+    elementwise as ew, gemm, max_pool_grad_argmax, norm, pooled_conv_workspace, small_conv_applies, softmax, Ctx,
+    Epilogue, GemmGeom, SmallDy,
 };
 
 use super::compiled::{Mem, Step};
@@ -198,13 +199,26 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32]) {
                     let (argmax, y, dy) = if pd.reads_y() {
                         (m.get(i[1]), m.get(i[2]), m.get(i[3]))
                     } else {
-                        (m.get(i[1]), &[][..], m.get(i[2]))
+                        // A linear activation's derivative ignores y: dy stands in for it.
+                        (m.get(i[1]), m.get(i[2]), m.get(i[2]))
                     };
                     let w = pd.window;
                     let p = RtPool::new(g.n, [g.oh, g.ow], g.f, w.size, w.strides, pad(w.pad));
-                    let full = &mut ws[..g.output_len()]; // [n, oh, ow, f]
-                    max_pool_grad_argmax(ctx, &p, argmax, y, dy, a, full);
-                    conv2d_grad_kernel(ctx, &g, x, full, dw, db);
+                    if small_conv_applies(ctx.isa, &g) {
+                        // The unpooled gradient is rebuilt chunk by chunk inside the kernel.
+                        let pooled = SmallDy::Pooled {
+                            pool: &p,
+                            argmax,
+                            y,
+                            dy,
+                            act: a,
+                        };
+                        conv2d_grad_kernel_small(ctx, &g, x, pooled, dw, db);
+                    } else {
+                        let full = &mut ws[..g.output_len()]; // [n, oh, ow, f]
+                        max_pool_grad_argmax(ctx, &p, argmax, y, dy, a, full);
+                        conv2d_grad_kernel(ctx, &g, x, full, dw, db);
+                    }
                 }
             }
         }

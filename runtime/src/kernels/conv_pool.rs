@@ -2,12 +2,15 @@
 //! optionally also the index of each window's maximum (what the training step's pool gradient
 //! needs instead of the unpooled map; see [`pool_argmax`](super::pool_argmax)).
 //!
-//! The unpooled map is never stored whole: images go through in chunks whose unpooled output
-//! fits in L2 ([`pooled_conv_workspace`] floats of workspace), each chunk convolved by the
-//! ordinary kernels and pooled while it is still cached. Rows of a pooling window never cross
-//! an image, so chunking by images changes no result.
+//! The unpooled map is never stored whole. Convs with few input channels (the first layers)
+//! pool in the small-channel kernel's registers and L1 ([`conv2d_forward_small`]); the others
+//! go through in chunks of images whose unpooled output fits in L2 ([`pooled_conv_workspace`]
+//! floats of workspace), each chunk convolved by the ordinary kernels and pooled while it is
+//! still cached. Rows of a pooling window never cross an image, so chunking by images changes
+//! no result.
 
 use super::conv::{conv2d_forward, ConvGeom};
+use super::conv_small::{conv2d_forward_small, small_conv_applies};
 use super::epilogue::Epilogue;
 use super::pool2d::{max_pool, PoolGeom};
 use super::pool_argmax::max_pool_argmax;
@@ -49,6 +52,9 @@ pub fn conv2d_forward_pooled(
         "pool {pool:?} is not over the output of conv {g:?}"
     );
     assert_eq!(y.len(), pool.output_len(), "pooled conv output has {} values", y.len());
+    if small_conv_applies(ctx.isa, g) {
+        return conv2d_forward_small(ctx, g, x, w, epi, Some((pool, argmax)), y);
+    }
     let chunk = chunk_images(g);
     let (x_img, y_img) = (g.h * g.w * g.c, pool.oh * pool.ow * pool.c);
     let ws = &mut ws[..pooled_conv_workspace(g)];
