@@ -36,9 +36,7 @@ use super::conv::{build_slab, slab_len, ConvGeom};
 use super::epilogue::Epilogue;
 use super::pool2d::PoolGeom;
 use super::scratch::{self, Slot};
-#[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
-use super::simd::{Portable, Simd};
+use super::simd::{with_simd, Simd};
 use super::{Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
 
@@ -73,36 +71,6 @@ pub enum SmallDy<'a> {
         dy: &'a [f32],
         act: Act,
     },
-}
-
-/// Runs `$body` with `$S` bound to the vector type for `$f` output channels on `$isa`, compiled
-/// with the ISA's target features (8-lane AVX2 vectors on AVX-512 when `f ≤ 8`).
-macro_rules! with_simd {
-    ($isa:expr, $f:expr, $S:ident, $body:block) => {{
-        let isa: KernelIsa = $isa.checked();
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            KernelIsa::Avx512 if $f > 8 => {
-                type $S = Avx512;
-                isa.vectorize(
-                    #[inline(always)]
-                    || $body,
-                )
-            }
-            #[cfg(target_arch = "x86_64")]
-            KernelIsa::Avx512 | KernelIsa::Avx2 => {
-                type $S = Avx2;
-                isa.vectorize(
-                    #[inline(always)]
-                    || $body,
-                )
-            }
-            _ => {
-                type $S = Portable;
-                $body
-            }
-        }
-    }};
 }
 
 /// Lanes of the vector type [`with_simd`] picks.
@@ -416,7 +384,7 @@ pub fn conv2d_forward_small(
                                     };
                                     // The slab holds rows up to (oy1 − 1)·sh + kh from `off`.
                                     assert!(xo + (s.kh - 1) * s.xrow + (g.ow - 1) * s.step + s.kwc <= slab.len());
-                                    with_simd!(isa, g.f, S, {
+                                    with_simd!(isa, narrow = g.f <= 8, S, {
                                         // SAFETY: the slab rows of this output row and the padded
                                         // weights cover every read (assert above, `pad_weights`);
                                         // `dst` is one output row; p ≤ ow.
@@ -447,7 +415,7 @@ pub fn conv2d_forward_small(
                                         .as_deref_mut()
                                         .map(|a| a[(grp - *first) * group_out..][..group_out].as_mut_ptr());
                                     assert!(buf.len() >= pa * g.ow * g.f && yo.len() == group_out);
-                                    with_simd!(isa, g.f, S, {
+                                    with_simd!(isa, narrow = g.f <= 8, S, {
                                         // SAFETY: sizes asserted above (`am` is sliced to `group_out`).
                                         unsafe {
                                             let args = (buf.as_ptr(), g.ow, g.f, pa, pb, yo.as_mut_ptr(), am);
@@ -703,7 +671,7 @@ pub fn conv2d_grad_kernel_small(
                                 act,
                             } => {
                                 let out = &mut dbuf[..px * ldw];
-                                with_simd!(isa, f, S, {
+                                with_simd!(isa, narrow = f <= 8, S, {
                                     expand_pooled::<S>(g, pool, *act, argmax, y, dy, l0, l1, ldw, out)
                                 });
                                 (&dbuf[..px * ldw], ldw)
@@ -713,7 +681,7 @@ pub fn conv2d_grad_kernel_small(
                         let (dwp, dbp) = part.split_at_mut(k * ldw);
                         if want_db {
                             assert!(dsrc.len() >= px * ld && dbp.len() >= ld);
-                            with_simd!(isa, f, S, {
+                            with_simd!(isa, narrow = f <= 8, S, {
                                 // SAFETY: `px` rows of `ld` floats in `dsrc`, `ld` in `dbp` (asserted).
                                 unsafe { column_sums::<S>(dsrc.as_ptr(), px, ld, dbp.as_mut_ptr()) }
                             });
@@ -724,7 +692,7 @@ pub fn conv2d_grad_kernel_small(
                             let t0 = t0.min(k - t);
                             let offs: Vec<usize> = (t0..t0 + t).map(tap_off).collect();
                             for c0 in (0..ldw).step_by(bw) {
-                                with_simd!(isa, f, S, {
+                                with_simd!(isa, narrow = f <= 8, S, {
                                     // SAFETY: every slab read is within the last row's reach (assert
                                     // above), dy rows hold `ld ≥ c0 + bw` floats (padded or f a
                                     // multiple of the block), `dwp` has K rows of `ldw`.

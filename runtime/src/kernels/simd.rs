@@ -241,3 +241,39 @@ impl Simd for Portable {
         std::array::from_fn(|i| if a[i] > b[i] { x[i] } else { y[i] })
     }
 }
+
+/// Runs `$body` with the type `$S` bound to the [`Simd`] implementation of `$isa` (after
+/// [`KernelIsa::checked`](super::KernelIsa::checked)), compiled with that ISA's target features
+/// by `KernelIsa::vectorize`. With `narrow = cond`, AVX-512 runs 8-lane AVX2 vectors when
+/// `cond` holds (a few output channels fill half a 16-lane vector at most).
+macro_rules! with_simd {
+    ($isa:expr, $S:ident, $body:block) => {
+        $crate::kernels::simd::with_simd!($isa, narrow = false, $S, $body)
+    };
+    ($isa:expr, narrow = $narrow:expr, $S:ident, $body:block) => {{
+        let isa: $crate::kernels::KernelIsa = $isa.checked();
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::KernelIsa::Avx512 if !$narrow => {
+                type $S = $crate::kernels::simd::Avx512;
+                isa.vectorize(
+                    #[inline(always)]
+                    || $body,
+                )
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::KernelIsa::Avx512 | $crate::kernels::KernelIsa::Avx2 => {
+                type $S = $crate::kernels::simd::Avx2;
+                isa.vectorize(
+                    #[inline(always)]
+                    || $body,
+                )
+            }
+            _ => {
+                type $S = $crate::kernels::simd::Portable;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_simd;

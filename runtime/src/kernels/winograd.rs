@@ -17,43 +17,11 @@ use super::gemm::{k_chunks, padded_ld, stat_group, A_BLOCK_BYTES};
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
-#[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
-use super::simd::{Portable, Simd};
+use super::simd::{with_simd, Simd};
 use super::{Act, Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
 use std::cell::RefCell;
 use std::ops::Range;
-
-/// Runs `$body` with the type `$S` bound to the [`Simd`] implementation of `$isa` (after
-/// [`KernelIsa::checked`]), compiled with that ISA's target features by [`KernelIsa::vectorize`].
-macro_rules! with_simd {
-    ($isa:expr, $S:ident, $body:block) => {{
-        let isa: KernelIsa = $isa.checked();
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            KernelIsa::Avx512 => {
-                type $S = Avx512;
-                isa.vectorize(
-                    #[inline(always)]
-                    || $body,
-                )
-            }
-            #[cfg(target_arch = "x86_64")]
-            KernelIsa::Avx2 => {
-                type $S = Avx2;
-                isa.vectorize(
-                    #[inline(always)]
-                    || $body,
-                )
-            }
-            _ => {
-                type $S = Portable;
-                $body
-            }
-        }
-    }};
-}
 
 /// Transformed points per tile (4 × 4).
 const P: usize = 16;
