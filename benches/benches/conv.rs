@@ -33,7 +33,7 @@
 //!
 //! All padding is TF SAME; the table is `cnnc_benches::CONV_SHAPES`.
 
-use cnnc_benches::{conv_bias_relu_fused, conv_bias_relu_unfused, data, fma_peak_gflops, CONV_SHAPES};
+use cnnc_benches::{conv_bias_relu_fused, conv_bias_relu_unfused, fma_peak_gflops, ConvData, CONV_SHAPES};
 use cnnc_runtime::kernels::{conv2d_grad_input, conv2d_grad_kernel, set_winograd, Ctx};
 use cnnc_runtime::pool::Pool;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -72,25 +72,26 @@ fn bench_conv(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(2));
         for s in CONV_SHAPES {
             let g = s.geom();
-            let (x, w, bias, dy) = (
-                data(g.input_len(), 1),
-                data(g.kernel_len(), 2),
-                data(g.f, 3),
-                data(g.output_len(), 4),
-            );
+            let ConvData {
+                x,
+                w,
+                bias,
+                dy,
+                mut y,
+                mut dx,
+                mut dw,
+                mut db,
+            } = ConvData::new(&g);
             group.throughput(Throughput::Elements(g.flops() as u64));
             let id = BenchmarkId::new(s.name, s.id());
             match dir {
                 0 => {
-                    let mut y = vec![0f32; g.output_len()];
                     group.bench_function(id, |b| b.iter(|| conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y)));
                 }
                 1 => {
-                    let mut dx = vec![0f32; g.input_len()];
                     group.bench_function(id, |b| b.iter(|| conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx)));
                 }
                 _ => {
-                    let (mut dw, mut db) = (vec![0f32; g.kernel_len()], vec![0f32; g.f]);
                     group.bench_function(id, |b| {
                         b.iter(|| conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, Some(&mut db)))
                     });
@@ -111,8 +112,7 @@ fn bench_fusion(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     for s in CONV_SHAPES.iter().filter(|s| FUSION_LAYERS.contains(&s.name)) {
         let g = s.geom();
-        let (x, w, bias) = (data(g.input_len(), 1), data(g.kernel_len(), 2), data(g.f, 3));
-        let mut y = vec![0f32; g.output_len()];
+        let ConvData { x, w, bias, mut y, .. } = ConvData::new(&g);
         group.throughput(Throughput::Elements(g.flops() as u64));
         group.bench_function(BenchmarkId::new(format!("{} fused", s.name), s.id()), |b| {
             b.iter(|| conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y))
@@ -136,15 +136,16 @@ fn bench_winograd(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     for s in CONV_SHAPES.iter().filter(|s| FUSION_LAYERS.contains(&s.name)) {
         let g = s.geom();
-        let (x, w, bias, dy) = (
-            data(g.input_len(), 1),
-            data(g.kernel_len(), 2),
-            data(g.f, 3),
-            data(g.output_len(), 4),
-        );
-        let mut y = vec![0f32; g.output_len()]; // [N, OH, OW, F]
-        let mut dx = vec![0f32; g.input_len()]; // [N, H, W, C]
-        let (mut dw, mut db) = (vec![0f32; g.kernel_len()], vec![0f32; g.f]); // [KH, KW, C, F], [F]
+        let ConvData {
+            x,
+            w,
+            bias,
+            dy,
+            mut y,
+            mut dx,
+            mut dw,
+            mut db,
+        } = ConvData::new(&g);
         group.throughput(Throughput::Elements(g.flops() as u64));
         for (winograd, path) in [(false, "direct"), (true, "winograd")] {
             let id = |dir: &str| BenchmarkId::new(format!("{} {dir} {path}", s.name), s.id());

@@ -156,6 +156,34 @@ pub fn data(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A conv layer's inputs, filled by [`data`] with fixed seeds, and its output buffers: what every
+/// conv benchmark runs on.
+pub struct ConvData {
+    pub x: Vec<f32>,    // [N, H, W, C]
+    pub w: Vec<f32>,    // [KH, KW, C, F]
+    pub bias: Vec<f32>, // [F]
+    pub dy: Vec<f32>,   // [N, OH, OW, F]
+    pub y: Vec<f32>,    // [N, OH, OW, F]
+    pub dx: Vec<f32>,   // [N, H, W, C]
+    pub dw: Vec<f32>,   // [KH, KW, C, F]
+    pub db: Vec<f32>,   // [F]
+}
+
+impl ConvData {
+    pub fn new(g: &ConvGeom) -> Self {
+        ConvData {
+            x: data(g.input_len(), 1),
+            w: data(g.kernel_len(), 2),
+            bias: data(g.f, 3),
+            dy: data(g.output_len(), 4),
+            y: vec![0.0; g.output_len()],
+            dx: vec![0.0; g.input_len()],
+            dw: vec![0.0; g.kernel_len()],
+            db: vec![0.0; g.f],
+        }
+    }
+}
+
 /// Best-of timing: runs `f` repeatedly for about `budget` (at least 3 times) and returns the
 /// fastest run's wall-clock seconds.
 pub fn best_time(budget: Duration, f: impl FnMut()) -> f64 {

@@ -10,7 +10,7 @@
 //! argmax (conv outputs of even size only), `sdw` the small-channel kernel gradient from that
 //! pool's dy (`SmallDy::Pooled`); both report the conv's FLOPs over their time.
 
-use cnnc_benches::{best_cpu_time, best_time, data, CONV_SHAPES};
+use cnnc_benches::{best_cpu_time, best_time, data, ConvData, CONV_SHAPES};
 use cnnc_runtime::kernels::pool2d::PoolGeom;
 use cnnc_runtime::kernels::{
     conv2d_forward, conv2d_forward_small, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel,
@@ -38,17 +38,16 @@ fn main() {
     if let Some(n) = std::env::var("BATCH").ok().and_then(|s| s.parse().ok()) {
         g.n = n;
     }
-    let (x, w, bias, dy) = (
-        data(g.input_len(), 1),
-        data(g.kernel_len(), 2),
-        data(g.f, 3),
-        data(g.output_len(), 4),
-    );
-    let (mut y, mut dx, mut dw) = (
-        vec![0f32; g.output_len()],
-        vec![0f32; g.input_len()],
-        vec![0f32; g.kernel_len()],
-    );
+    let ConvData {
+        x,
+        w,
+        bias,
+        dy,
+        mut y,
+        mut dx,
+        mut dw,
+        ..
+    } = ConvData::new(&g);
     let threads: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
     let pool = Pool::new(threads);
     let best: fn(Duration, &mut dyn FnMut()) -> f64 = if threads > 1 {

@@ -7,8 +7,8 @@
 //! contention on a shared machine).
 
 use cnnc_benches::{
-    best_cpu_time, best_time, conv_bias_relu_fused, conv_bias_relu_unfused, data, fma_peak_gflops, CONV_SHAPES,
-    GEMM_SHAPES,
+    best_cpu_time, best_time, conv_bias_relu_fused, conv_bias_relu_unfused, data, fma_peak_gflops, ConvData,
+    CONV_SHAPES, GEMM_SHAPES,
 };
 use cnnc_runtime::kernels::{conv2d_grad_input, conv2d_grad_kernel, gemm, Ctx, Epilogue};
 use cnnc_runtime::pool::Pool;
@@ -32,18 +32,16 @@ fn main() {
     for _ in 0..rounds {
         for (s, cells) in shapes.iter().zip(best.iter_mut()) {
             let g = s.geom();
-            let (x, w, bias, dy) = (
-                data(g.input_len(), 1),
-                data(g.kernel_len(), 2),
-                data(g.f, 3),
-                data(g.output_len(), 4),
-            );
-            let (mut y, mut dx, mut dw, mut db) = (
-                vec![0f32; g.output_len()],
-                vec![0f32; g.input_len()],
-                vec![0f32; g.kernel_len()],
-                vec![0f32; g.f],
-            );
+            let ConvData {
+                x,
+                w,
+                bias,
+                dy,
+                mut y,
+                mut dx,
+                mut dw,
+                mut db,
+            } = ConvData::new(&g);
             let gf = g.flops() as f64 / 1e9;
             for (p, pool) in pools.iter().enumerate() {
                 let ctx = Ctx::new(pool);
