@@ -13,6 +13,7 @@ pub mod interp;
 pub mod ir;
 pub mod kernel_ir;
 pub mod lower;
+pub mod model_io;
 pub mod native;
 pub mod passes;
 pub mod spec;

@@ -18,9 +18,10 @@ use super::abi::{Library, Sizes};
 use super::cache::{default_cache_dir, Cache};
 use super::CrateBackendError;
 use crate::codegen::{generate, package_name, CodegenOptions};
-use crate::ir::{LossKind, Mode, OutputRole};
+use crate::ir::{LossKind, Mode};
 use crate::kernel_ir::Machine;
 use crate::lower::lower;
+use crate::model_io::model_io;
 use crate::spec::ModelSpec;
 
 /// What a library is built for.
@@ -121,25 +122,15 @@ impl CrateExecutor {
         };
         // The generated crate's parameter layout is the training graph's parameter order.
         let g = lower(spec, batch, Mode::Training).map_err(compile_err)?;
-        let params = g.param_specs();
-        let (input, pred) = match (g.input(), g.output(&OutputRole::Prediction)) {
-            (Some(i), Some(p)) => (g.shape(i).0.clone(), g.shape(p).0.clone()),
-            _ => {
-                return Err(CrateBackendError::Call {
-                    model,
-                    msg: "the graph has no input or prediction".into(),
-                })
-            }
+        let Some(io) = model_io(&g, loss) else {
+            return Err(CrateBackendError::Call {
+                model,
+                msg: "the graph has no input or prediction".into(),
+            });
         };
         let mut ex = CrateExecutor {
             spec: spec.clone(),
-            io: ModelIo {
-                batch_size: batch,
-                input_shape: input[1..].to_vec(),
-                output_size: pred[1..].iter().product(),
-                target_layout: loss.target_layout(),
-                params,
-            },
+            io,
             loss,
             from_logits,
             // One thread: the generated code is single-threaded.

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
-use cnnc_runtime::{Executor, ModelIo, ParamSpec, StepResult, Tensor};
+use cnnc_runtime::{Executor, ModelIo, StepResult, Tensor};
 
 use super::run;
 use crate::autodiff::{training_graph, AutodiffError};
 use crate::ir::{rebatch, Graph, LossKind, NodeId, OutputRole};
+use crate::model_io::paired_io;
 
 /// Runs the training graph (forward + loss + backward) and the inference graph with [`run`].
 /// Calls with fewer samples than the compiled batch use re-batched copies, cached by size.
@@ -24,70 +25,15 @@ pub struct InterpExecutor {
     trainable: Vec<usize>,
 }
 
-fn mismatch(train: &Graph, inference: &Graph, msg: String) -> AutodiffError {
-    AutodiffError::GraphMismatch {
-        train: train.name.clone(),
-        inference: inference.name.clone(),
-        msg,
-    }
-}
-
 impl InterpExecutor {
     /// Differentiates `train_fwd` (a Training-mode forward graph) for `loss`; `inference` must
     /// have the same batch size, input shape and prediction shape, and a subset of its parameters.
     pub fn new(train_fwd: Graph, inference: Graph, loss: LossKind, from_logits: bool) -> Result<Self, AutodiffError> {
         let train = training_graph(&train_fwd, loss, from_logits)?;
-        let params: Vec<ParamSpec> = train.param_specs();
-        let mut inference_params = Vec::new();
-        for id in inference.params() {
-            let (name, _) = inference.param_info(id).unwrap_or(("", crate::ir::ParamRole::Kernel));
-            let idx = params.iter().position(|p| p.name == name).ok_or_else(|| {
-                mismatch(
-                    &train,
-                    &inference,
-                    format!("parameter '{name}' is not in the training graph"),
-                )
-            })?;
-            if params[idx].shape != inference.shape(id).0 {
-                return Err(mismatch(
-                    &train,
-                    &inference,
-                    format!("parameter '{name}' has two shapes"),
-                ));
-            }
-            inference_params.push(idx);
-        }
-        let io = |g: &Graph| -> Option<(Vec<usize>, Vec<usize>)> {
-            let input = g.shape(g.input()?).0.clone();
-            let pred = g.shape(g.output(&OutputRole::Prediction)?).0.clone();
-            Some((input, pred))
-        };
-        let (Some((input, pred)), Some(inf_io)) = (io(&train), io(&inference)) else {
-            return Err(mismatch(
-                &train,
-                &inference,
-                "a graph lacks its input or prediction".into(),
-            ));
-        };
-        if (input.clone(), pred.clone()) != inf_io
-            || train.batch != inference.batch
-            || input.first() != Some(&train.batch)
-        {
-            return Err(mismatch(
-                &train,
-                &inference,
-                "batch, input or prediction shapes differ".into(),
-            ));
-        }
-        let trainable = (0..params.len()).filter(|&i| params[i].trainable).collect();
+        let (io, inference_params) = paired_io(&train, &inference, loss)?;
+        let trainable = (0..io.params.len()).filter(|&i| io.params[i].trainable).collect();
         Ok(InterpExecutor {
-            io: ModelIo {
-                batch_size: train.batch,
-                input_shape: input[1..].to_vec(),
-                output_size: pred[1..].iter().product(),
-                target_layout: loss.target_layout(),
-                params,
-            },
+            io,
             train_by_n: HashMap::new(),
             inference_by_n: HashMap::new(),
             train,

@@ -13,15 +13,16 @@ use std::collections::HashMap;
 use cnnc_runtime::fpenv::FlushDenormals;
 use cnnc_runtime::kernels::{Ctx, KernelIsa};
 use cnnc_runtime::pool::Pool;
-use cnnc_runtime::{Executor, ModelIo, ParamSpec, StepResult, Tensor};
+use cnnc_runtime::{Executor, ModelIo, StepResult, Tensor};
 
 use super::compiled::{Compiled, Loc, Mem, Region};
 use super::profile::Profile;
 use super::{dispatch, NativeError};
 use crate::autodiff::training_graph;
-use crate::ir::{rebatch, Graph, LossKind, Mode, OutputRole};
+use crate::ir::{rebatch, Graph, LossKind, Mode};
 use crate::kernel_ir::{Machine, Program};
 use crate::lower::lower;
+use crate::model_io::paired_io;
 use crate::passes::{compile, PipelineOptions};
 use crate::spec::ModelSpec;
 
@@ -107,13 +108,6 @@ impl std::fmt::Debug for NativeExecutor {
     }
 }
 
-fn mismatch(train: &Graph, inference: &Graph, msg: &str) -> NativeError {
-    NativeError::Mismatch(format!(
-        "graphs '{}' and '{}' do not match: {msg}",
-        train.name, inference.name
-    ))
-}
-
 impl NativeExecutor {
     /// Differentiates `train_fwd` (a Training-mode forward graph) for `loss`; `inference` must
     /// have the same batch size, input and prediction shapes, and a subset of its parameters
@@ -154,54 +148,14 @@ impl NativeExecutor {
         opts: NativeOptions,
     ) -> Result<Self, NativeError> {
         let train = training_graph(&train_fwd, loss, from_logits)?;
-        let params: Vec<ParamSpec> = train.param_specs();
-        for id in inference.params() {
-            let name = inference.param_info(id).map_or("", |(n, _)| n);
-            match params.iter().find(|p| p.name == name) {
-                None => {
-                    return Err(mismatch(
-                        &train,
-                        &inference,
-                        &format!("'{name}' is not a training parameter"),
-                    ))
-                }
-                Some(p) if p.shape != inference.shape(id).0 => {
-                    return Err(mismatch(
-                        &train,
-                        &inference,
-                        &format!("parameter '{name}' has two shapes"),
-                    ))
-                }
-                _ => {}
-            }
-        }
-        let io = |g: &Graph| -> Option<(Vec<usize>, Vec<usize>)> {
-            let input = g.shape(g.input()?).0.clone();
-            let pred = g.shape(g.output(&OutputRole::Prediction)?).0.clone();
-            Some((input, pred))
-        };
-        let (Some((input, pred)), Some(inf_io)) = (io(&train), io(&inference)) else {
-            return Err(mismatch(&train, &inference, "a graph lacks its input or prediction"));
-        };
-        if (input.clone(), pred.clone()) != inf_io
-            || train.batch != inference.batch
-            || input.first() != Some(&train.batch)
-        {
-            return Err(mismatch(&train, &inference, "batch, input or prediction shapes differ"));
-        }
+        let (io, _) = paired_io(&train, &inference, loss)?;
         let threads = opts.threads.max(1);
         let machine = Machine {
             cores: threads,
             ..Machine::detect()
         };
         let mut ex = NativeExecutor {
-            io: ModelIo {
-                batch_size: train.batch,
-                input_shape: input[1..].to_vec(),
-                output_size: pred[1..].iter().product(),
-                target_layout: loss.target_layout(),
-                params,
-            },
+            io,
             train,
             inference,
             opts,
