@@ -4,8 +4,10 @@
 //! Criterion benchmarks of the convolution kernels on every conv layer of the MNIST CNN, the
 //! CIFAR-10 CNN and ResNet18 (CIFAR-10), at each model's training batch size: forward (with the
 //! fused bias + ReLU epilogue), input gradient, and kernel gradient (with bias gradient), plus
-//! fused vs unfused conv + bias + ReLU, and Winograd vs the direct path (same FLOP count for
-//! both, so the throughputs compare). Throughput is `Elements(flops)`, so criterion's `elem/s`
+//! fused vs unfused conv + bias + ReLU, Winograd vs the direct path (same FLOP count for
+//! both, so the throughputs compare), and the training step's max-pool fusions on the first
+//! layers (`conv_pool_argmax`: conv + ReLU + 2×2 max-pool with argmax, and the kernel gradient
+//! from the pooled gradient, against conv then pool and pool gradient then kernel gradient). Throughput is `Elements(flops)`, so criterion's `elem/s`
 //! column reads as FLOP/s (`Gelem/s` = GFLOP/s); the single-core FMA peak is printed
 //! first for comparison.
 //!
@@ -34,7 +36,11 @@
 //! All padding is TF SAME; the table is `cnnc_benches::CONV_SHAPES`.
 
 use cnnc_benches::{conv_bias_relu_fused, conv_bias_relu_unfused, fma_peak_gflops, ConvData, CONV_SHAPES};
-use cnnc_runtime::kernels::{conv2d_grad_input, conv2d_grad_kernel, set_winograd, Ctx};
+use cnnc_runtime::kernels::pool2d::{max_pool, PoolGeom};
+use cnnc_runtime::kernels::{
+    conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, conv2d_grad_kernel_small, max_pool_grad_argmax,
+    pooled_conv_workspace, set_winograd, Act, Ctx, Epilogue, SmallDy,
+};
 use cnnc_runtime::pool::Pool;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
@@ -163,5 +169,67 @@ fn bench_winograd(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_conv, bench_fusion, bench_winograd);
+/// First layers, whose pools the training step fuses (`fuse_pool_argmax`, `fuse_argmax_dw`).
+const POOLED_LAYERS: &[&str] = &["mnist_cnn/conv1", "cifar10_cnn/conv1"];
+
+/// The training step's pooled conv and pooled kernel gradient against the unfused sequences
+/// they replace (FLOPs of the conv for both, so the throughputs compare).
+fn bench_pool_argmax(c: &mut Criterion) {
+    let pool = Pool::new(threads());
+    let ctx = Ctx::new(&pool);
+    let mut group = c.benchmark_group("conv_pool_argmax");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for s in CONV_SHAPES.iter().filter(|s| POOLED_LAYERS.contains(&s.name)) {
+        let g = s.geom();
+        let ConvData {
+            x,
+            w,
+            bias,
+            mut y,
+            mut dw,
+            mut db,
+            ..
+        } = ConvData::new(&g);
+        let pg = PoolGeom::valid(g.n, [g.oh, g.ow], g.f, [2, 2], [2, 2]);
+        let (mut py, mut argmax) = (vec![0f32; pg.output_len()], vec![0f32; pg.output_len()]); // [N, PH, PW, F]
+        let pdy = cnnc_benches::data(pg.output_len(), 5); // [N, PH, PW, F]
+        let mut ws = vec![0f32; pooled_conv_workspace(&g).max(g.output_len())];
+        let epi = || Epilogue::none().with_bias(&bias).with_act(Act::Relu);
+        group.throughput(Throughput::Elements(g.flops() as u64));
+        let id = |what: &str| BenchmarkId::new(format!("{} {what}", s.name), s.id());
+        group.bench_function(id("fwd fused"), |b| {
+            b.iter(|| conv2d_forward_pooled(&ctx, &g, &x, &w, epi(), &pg, &mut py, Some(&mut argmax), &mut ws))
+        });
+        group.bench_function(id("fwd unfused"), |b| {
+            b.iter(|| {
+                conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y);
+                max_pool(&ctx, &pg, &y, &mut py);
+            })
+        });
+        group.bench_function(id("dw fused"), |b| {
+            b.iter(|| {
+                let dy = SmallDy::Pooled {
+                    pool: &pg,
+                    argmax: &argmax,
+                    y: &py,
+                    dy: &pdy,
+                    act: Act::Relu,
+                };
+                conv2d_grad_kernel_small(&ctx, &g, &x, dy, &mut dw, Some(&mut db))
+            })
+        });
+        group.bench_function(id("dw unfused"), |b| {
+            b.iter(|| {
+                max_pool_grad_argmax(&ctx, &pg, &argmax, &py, &pdy, Act::Relu, &mut y);
+                conv2d_grad_kernel(&ctx, &g, &x, &y, &mut dw, Some(&mut db));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv, bench_fusion, bench_winograd, bench_pool_argmax);
 criterion_main!(benches);
