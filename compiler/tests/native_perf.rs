@@ -10,6 +10,7 @@ use cnnc_compiler::ir::LossKind;
 use cnnc_compiler::native::NativeExecutor;
 use cnnc_compiler::spec::load_model;
 use cnnc_runtime::init::init_params;
+use cnnc_runtime::optim::{Optimizer, OptimizerKind};
 use cnnc_runtime::rng::Rng;
 use cnnc_runtime::{Executor, Tensor};
 
@@ -23,7 +24,11 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 /// The native executor of `models/{model}.yaml` for `batch` images on `threads` threads.
+/// `WINOGRAD=0` turns Winograd off (the direct convolutions instead), to compare the two.
 fn executor(model: &str, batch: usize, threads: usize) -> NativeExecutor {
+    if std::env::var("WINOGRAD").is_ok_and(|v| v == "0") {
+        cnnc_runtime::kernels::set_winograd(false);
+    }
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models")
         .join(format!("{model}.yaml"));
@@ -47,20 +52,40 @@ fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
     let x: Vec<f32> = (0..batch * len).map(|_| rng.uniform()).collect();
     let y: Vec<f32> = (0..batch).map(|_| rng.below(ex.output_size()) as f32).collect();
     let mut preds = vec![0f32; batch * ex.output_size()];
+    let trainable: Vec<usize> = (0..params.len()).filter(|&i| ex.params()[i].trainable).collect();
+    let shapes: Vec<Vec<usize>> = trainable.iter().map(|&i| params[i].shape.clone()).collect();
+    let mut opt = Optimizer::new(OptimizerKind::adam_default(), &shapes);
+    // One training step as `fit` runs it: gradients, then the Adam update (timed apart).
+    let mut step = |ex: &mut NativeExecutor, params: &mut [Tensor], s: u64| -> f64 {
+        ex.train_step(params, &mut grads, &x, &y, batch, s, &mut preds);
+        let t0 = Instant::now();
+        let mut refs: Vec<&mut Tensor> = params
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, p)| trainable.contains(&i).then_some(p))
+            .collect();
+        opt.step_on(ex.pool().unwrap(), &mut refs, &grads).unwrap();
+        t0.elapsed().as_secs_f64()
+    };
     for s in 0..3 {
-        ex.train_step(&mut params, &mut grads, &x, &y, batch, s + 1, &mut preds);
+        step(&mut ex, &mut params, s + 1);
     }
     let profile = std::env::var("NATIVE_PROFILE").is_ok();
     ex.set_profiling(profile);
     let cpu0 = cpu_seconds();
+    let mut update = 0.0;
     let mut times: Vec<f64> = (0..steps)
         .map(|s| {
             let t0 = Instant::now();
-            ex.train_step(&mut params, &mut grads, &x, &y, batch, s as u64 + 4, &mut preds);
+            update += step(&mut ex, &mut params, s as u64 + 4);
             t0.elapsed().as_secs_f64()
         })
         .collect();
     let cpu = cpu_seconds().zip(cpu0).map(|(a, b)| (a - b) / steps as f64);
+    println!(
+        "  of which the Adam update: {:.2} ms/step (mean)",
+        update / steps as f64 * 1e3
+    );
     times.sort_by(f64::total_cmp);
     let mean = times.iter().sum::<f64>() / steps as f64;
     let (median, min) = (times[steps / 2], times[0]);

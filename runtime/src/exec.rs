@@ -3,6 +3,7 @@
 //! computes predictions, the loss and gradients for one batch.
 
 use crate::init::Init;
+use crate::pool::Pool;
 use crate::tensor::Tensor;
 
 /// A parameter a backend expects, in the backend's order (graph order).
@@ -90,4 +91,10 @@ pub trait Executor {
 
     /// Inference on `n` samples: writes `[n, output_size]` predictions (final activation applied).
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]);
+
+    /// The thread pool this executor's kernels run on, if it has one: the training loop runs
+    /// the optimiser's update on it too (between steps the pool is idle).
+    fn pool(&self) -> Option<&Pool> {
+        None
+    }
 }

@@ -239,6 +239,12 @@ impl Optimizer {
 
     /// Applies one update to every trainable parameter: `params[i] -= f(grads[i], state)`.
     pub fn step(&mut self, params: &mut [&mut Tensor], grads: &[Tensor]) -> Result<(), OptimError> {
+        self.step_on(Pool::inline(), params, grads)
+    }
+
+    /// [`Optimizer::step`] with large parameters split across `pool`'s threads (the same result:
+    /// every update is elementwise). The training loop passes the executor's pool.
+    pub fn step_on(&mut self, pool: &Pool, params: &mut [&mut Tensor], grads: &[Tensor]) -> Result<(), OptimError> {
         if params.len() != self.shapes.len() || grads.len() != self.shapes.len() {
             return Err(OptimError::Count {
                 expected: self.shapes.len(),
@@ -259,7 +265,7 @@ impl Optimizer {
         }
         let t = self.iterations + 1;
         let rule = self.kind.rule();
-        let ctx = Ctx::new(Pool::inline());
+        let ctx = Ctx::new(pool);
         for ((p, g), slots) in params.iter_mut().zip(grads).zip(&mut self.state) {
             let mut slots: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.as_mut_slice()).collect();
             update(&ctx, &rule, t, &mut p.data, &g.data, &mut slots);

@@ -170,3 +170,53 @@ fn rmsprop_epsilon_is_inside_the_root() {
     opt.step(&mut [&mut p], &[Tensor::full(&[1], 1e-4)]).unwrap();
     assert_close(&p.data, &[-3.146_584e-4], Tol::TIGHT, "rmsprop tiny gradient");
 }
+
+/// `step_on` a pool splits large parameters across its threads; every rule is elementwise, so
+/// the parameters and the state after several steps are bit-identical to one thread's.
+#[test]
+fn pooled_updates_match_one_thread_exactly() {
+    use cnnc_runtime::kernels::set_parallel_min_flops;
+    use cnnc_runtime::pool::Pool;
+    set_parallel_min_flops(0);
+    let shapes = [vec![1001, 3], vec![7], vec![64, 65]];
+    let rmsprop = OptimizerKind::RmsProp {
+        learning_rate: 0.01,
+        rho: 0.9,
+        momentum: 0.5,
+        epsilon: 1e-7,
+    };
+    for kind in [OptimizerKind::adam_default(), OptimizerKind::sgd_default(), rmsprop] {
+        let mut runs = Vec::new();
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            let mut opt = Optimizer::new(kind.clone(), &shapes);
+            let mut params: Vec<Tensor> = shapes
+                .iter()
+                .map(|s| {
+                    let n: usize = s.iter().product();
+                    Tensor::from_vec(s, (0..n).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap()
+                })
+                .collect();
+            for step in 0..3 {
+                let grads: Vec<Tensor> = params
+                    .iter()
+                    .map(|p| {
+                        let g = p
+                            .data
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| v * 0.5 - (i + step) as f32 * 1e-3);
+                        Tensor::from_vec(&p.shape, g.collect()).unwrap()
+                    })
+                    .collect();
+                let mut refs: Vec<&mut Tensor> = params.iter_mut().collect();
+                opt.step_on(&pool, &mut refs, &grads).unwrap();
+            }
+            runs.push(params.into_iter().flat_map(|p| p.data).collect::<Vec<f32>>());
+        }
+        for (threads, run) in [2, 3].iter().zip(&runs[1..]) {
+            let same = run.iter().zip(&runs[0]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{kind} on {threads} threads differs from one thread");
+        }
+    }
+}

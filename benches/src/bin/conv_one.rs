@@ -8,14 +8,16 @@
 //! `WINOGRAD=0` makes `fwd`, `dx` and `dw` take the direct path where they would pick Winograd.
 //! `sfwd` is the small-channel direct forward (bias + ReLU) fused with a 2×2 max-pool and its
 //! argmax (conv outputs of even size only), `sdw` the small-channel kernel gradient from that
-//! pool's dy (`SmallDy::Pooled`); both report the conv's FLOPs over their time.
+//! pool's dy (`SmallDy::Pooled`); both report the conv's FLOPs over their time. `pfwd` is the
+//! forward fused with a 2×2 max-pool as the executor runs it (`conv2d_forward_pooled`: the
+//! small-channel kernel or chunks of images convolved then pooled), any layer of even output.
 
 use cnnc_benches::{best_cpu_time, best_time, data, ConvData, CONV_SHAPES};
 use cnnc_runtime::kernels::pool2d::PoolGeom;
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_small, conv2d_forward_winograd, conv2d_grad_input, conv2d_grad_kernel,
-    conv2d_grad_kernel_small, conv2d_grad_kernel_winograd, set_winograd, small_conv_applies, winograd_applies, Act,
-    Ctx, Epilogue, SmallDy,
+    conv2d_forward, conv2d_forward_pooled, conv2d_forward_small, conv2d_forward_winograd, conv2d_grad_input,
+    conv2d_grad_kernel, conv2d_grad_kernel_small, conv2d_grad_kernel_winograd, pooled_conv_workspace, set_winograd,
+    small_conv_applies, winograd_applies, Act, Ctx, Epilogue, SmallDy,
 };
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
@@ -87,6 +89,15 @@ fn main() {
             eprintln!("{name} is not a 3×3 stride-1 conv: no Winograd");
             std::process::exit(2);
         }
+        "pfwd" if g.oh % 2 == 0 && g.ow % 2 == 0 => {
+            let pg = PoolGeom::valid(g.n, [g.oh, g.ow], g.f, [2, 2], [2, 2]);
+            let mut py = vec![0f32; pg.output_len()];
+            let mut ws = vec![0f32; pooled_conv_workspace(&g)];
+            best(budget, &mut || {
+                let epi = Epilogue::none().with_bias(&bias).with_act(Act::Relu);
+                conv2d_forward_pooled(&ctx, &g, &x, &w, epi, &pg, &mut py, None, &mut ws)
+            })
+        }
         "sfwd" | "sdw" if small_conv_applies(ctx.isa, &g) && g.oh % 2 == 0 && g.ow % 2 == 0 => {
             let pg = PoolGeom::valid(g.n, [g.oh, g.ow], g.f, [2, 2], [2, 2]);
             let mut argmax = vec![0f32; pg.output_len()];
@@ -111,7 +122,7 @@ fn main() {
                 })
             }
         }
-        "sfwd" | "sdw" => {
+        "pfwd" | "sfwd" | "sdw" => {
             eprintln!("{name} is not a small-channel conv with an even output: no fused pool");
             std::process::exit(2);
         }

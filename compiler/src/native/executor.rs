@@ -417,4 +417,8 @@ impl Executor for NativeExecutor {
         write_preds(&mem, c.prediction, preds);
         self.ptrs.0.clear();
     }
+
+    fn pool(&self) -> Option<&Pool> {
+        Some(&self.pool)
+    }
 }

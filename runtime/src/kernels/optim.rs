@@ -135,7 +135,8 @@ impl fmt::Display for Rule {
 }
 
 /// Applies `rule` at step `t` to `param` from `grad`, updating `slots` (each the parameter's
-/// length) in place.
+/// length) in place. Every rule is elementwise, so a large parameter is cut into one contiguous
+/// run per thread of `ctx`'s pool with the same result as on one thread.
 pub fn update(ctx: &Ctx, rule: &Rule, t: u64, param: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]]) {
     let len = param.len();
     assert_eq!(grad.len(), len, "update: gradient length");
@@ -147,11 +148,46 @@ pub fn update(ctx: &Ctx, rule: &Rule, t: u64, param: &mut [f32], grad: &[f32], s
     );
     assert!(slots.iter().all(|s| s.len() == len), "update: slot lengths");
     let isa = ctx.isa;
-    isa.vectorize(
-        #[inline(always)]
-        || apply(rule, t, param, grad, slots),
-    );
+    let ctx = ctx.for_work(len * FLOPS_PER_VALUE);
+    let threads = ctx.threads();
+    if threads == 1 {
+        isa.vectorize(
+            #[inline(always)]
+            || apply(rule, t, param, grad, slots),
+        );
+        return;
+    }
+    // Per thread: its run of the parameter, of the gradient and of every slot.
+    let mut parts: Vec<Run> = Vec::with_capacity(threads);
+    let (mut p_rest, mut g_rest) = (param, grad);
+    let mut s_rest: Vec<&mut [f32]> = slots.iter_mut().map(|s| &mut **s).collect();
+    for th in 0..threads {
+        let n = (th + 1) * len / threads - th * len / threads;
+        let (p, pt) = std::mem::take(&mut p_rest).split_at_mut(n);
+        let (g, gt) = g_rest.split_at(n);
+        let mut mine = Vec::with_capacity(s_rest.len());
+        for s in s_rest.iter_mut() {
+            let (a, b) = std::mem::take(s).split_at_mut(n);
+            mine.push(a);
+            *s = b;
+        }
+        (p_rest, g_rest) = (pt, gt);
+        parts.push((p, g, mine));
+    }
+    ctx.pool.run_with_state(&mut parts, threads, |(p, g, s), _t, _r| {
+        isa.vectorize(
+            #[inline(always)]
+            || apply(rule, t, p, g, s),
+        )
+    });
 }
+
+/// One thread's run of an update: the parameter's, the gradient's and every slot's.
+type Run<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>);
+
+/// Rough FLOPs per parameter of an update (Adam's: two moment updates, a square root and a
+/// division), to decide with [`Ctx::for_work`] whether it is worth splitting across threads.
+const FLOPS_PER_VALUE: usize = 10;
 
 #[inline(always)]
 fn apply(rule: &Rule, t: u64, p: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {

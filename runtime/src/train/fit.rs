@@ -11,6 +11,7 @@ use super::{BatchLog, EpochLog, FitConfig, History, TrainError, TrainObserver, V
 use crate::data::{epoch_order, validation_split_at, Dataset};
 use crate::exec::{Executor, TargetLayout};
 use crate::optim::Optimizer;
+use crate::pool::Pool;
 use crate::tensor::Tensor;
 
 /// Trains `params` (in the executor's order) with `opt` on `train`. The last partial batch of
@@ -122,7 +123,7 @@ pub fn fit(
                 });
             }
             let mut refs = trainable_refs(params, &trainable);
-            opt.step(&mut refs, &grads)?;
+            opt.step_on(exec.pool().unwrap_or(Pool::inline()), &mut refs, &grads)?;
 
             loss_sum += result.loss as f64 * nb as f64;
             correct += count_correct(&preds[..nb * out], out, &labels[..nb]);
