@@ -189,7 +189,7 @@ fn pooled_updates_match_one_thread_exactly() {
         let mut runs = Vec::new();
         for threads in [1, 2, 3] {
             let pool = Pool::new(threads);
-            let mut opt = Optimizer::new(kind.clone(), &shapes);
+            let mut opt = Optimizer::new(kind, &shapes);
             let mut params: Vec<Tensor> = shapes
                 .iter()
                 .map(|s| {
