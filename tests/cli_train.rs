@@ -143,3 +143,32 @@ fn same_seed_gives_identical_weights_and_steps_stop_early() {
         ["mnist", "w0.safetensors", "w1.safetensors", "w2.safetensors"]
     );
 }
+
+#[test]
+fn profile_prints_each_programs_kernels_and_is_refused_without_kernel_timing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    mnist_subset(&data, 64, 32);
+    let w = dir.path().join("w.safetensors");
+    let common = ["--batch-size", "32", "--steps", "2", "--validation-split", "0"];
+    let run = train(&data, &w, &[&common[..], &["--profile"]].concat());
+    run.assert_ok();
+    // The training program (2 steps) and the test set's inference program, fused kernels named.
+    assert!(run.stderr.contains("Training n=32 (2 calls)"), "{}", run.stderr);
+    assert!(run.stderr.contains("Inference n=32 (1 calls)"), "{}", run.stderr);
+    assert!(run.stderr.contains("+pool conv2d,max_pooling2d"), "{}", run.stderr);
+    let interp = train(
+        &data,
+        &w,
+        &[&common[..], &["--profile", "--backend", "interp"]].concat(),
+    );
+    assert!(!interp.ok);
+    assert!(
+        interp
+            .stderr
+            .contains("--profile: the interp backend has no per-kernel timing"),
+        "{}",
+        interp.stderr
+    );
+}

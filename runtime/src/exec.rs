@@ -97,4 +97,15 @@ pub trait Executor {
     fn pool(&self) -> Option<&Pool> {
         None
     }
+
+    /// Starts timing every kernel of every later call, where the backend can (`false` where it
+    /// cannot; see [`Executor::profile_report`]).
+    fn set_profiling(&mut self, _on: bool) -> bool {
+        false
+    }
+
+    /// Per-kernel times since [`Executor::set_profiling`], per program, slowest first.
+    fn profile_report(&self) -> Option<String> {
+        None
+    }
 }

@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Time every kernel and print, when done, each program's kernels slowest first (mean and
+    /// fastest call; native backend only).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Args, Debug)]

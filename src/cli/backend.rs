@@ -115,6 +115,30 @@ pub fn build(
     run: &RunArgs,
     work: &Workload,
 ) -> Result<Built, CliError> {
+    let mut built = build_backend(spec, batch, loss, run, work)?;
+    if run.profile && !built.exec.set_profiling(true) {
+        return Err(CliError::new(format!(
+            "--profile: the {} backend has no per-kernel timing (use --backend native)",
+            built.exec.backend_name()
+        )));
+    }
+    Ok(built)
+}
+
+/// With `--profile`: every program's kernels, slowest first, on stderr.
+pub fn print_profile(exec: &dyn Executor) {
+    if let Some(report) = exec.profile_report() {
+        eprint!("{report}");
+    }
+}
+
+fn build_backend(
+    spec: &ModelSpec,
+    batch: usize,
+    loss: LossSetup,
+    run: &RunArgs,
+    work: &Workload,
+) -> Result<Built, CliError> {
     if batch == 0 {
         return Err(CliError::new("batch size must be at least 1"));
     }

@@ -32,5 +32,6 @@ pub fn run(a: EvalArgs) -> Result<(), CliError> {
         "{} samples ({name} of {}): loss: {l:.4} - accuracy: {acc:.4}",
         set.n, loaded.source
     );
+    backend::print_profile(exec.as_ref());
     Ok(())
 }

@@ -39,6 +39,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     let params = load_weights(&a.weights, exec.params()).or_cli()?;
     let out = exec.output_size();
     let preds = predict(exec.as_mut(), &params, &x, n).or_cli()?;
+    backend::print_profile(exec.as_ref());
     write_npy_f32(&a.output, &[n, out], &preds).or_cli()?;
     eprintln!("wrote {} predictions of {out} values to {}", n, a.output.display());
     Ok(())

@@ -103,6 +103,7 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         let (l, acc) = evaluate(exec.as_mut(), &params, test, batch, cfg.loss).or_cli()?;
         println!("test loss: {l:.4} - test accuracy: {acc:.4} ({} samples)", test.n);
     }
+    backend::print_profile(exec.as_ref());
     if let Some(path) = &a.save {
         save_weights(path, &specs, &params).or_cli()?;
         eprintln!("saved weights to {}", path.display());

@@ -421,4 +421,13 @@ impl Executor for NativeExecutor {
     fn pool(&self) -> Option<&Pool> {
         Some(&self.pool)
     }
+
+    fn set_profiling(&mut self, on: bool) -> bool {
+        NativeExecutor::set_profiling(self, on);
+        true
+    }
+
+    fn profile_report(&self) -> Option<String> {
+        self.profile.is_some().then(|| NativeExecutor::profile_report(self))
+    }
 }
