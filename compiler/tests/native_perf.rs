@@ -24,10 +24,17 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 /// The native executor of `models/{model}.yaml` for `batch` images on `threads` threads.
-/// `WINOGRAD=0` turns Winograd off (the direct convolutions instead), to compare the two.
+/// `WINOGRAD=0` turns Winograd off (the direct convolutions instead), `WINOGRAD_TILE=2|4` makes
+/// it use F(2×2, 3×3) or F(4×4, 3×3) everywhere, to compare them.
 fn executor(model: &str, batch: usize, threads: usize) -> NativeExecutor {
+    use cnnc_runtime::kernels::{set_winograd, set_winograd_tile, WinogradTile};
     if std::env::var("WINOGRAD").is_ok_and(|v| v == "0") {
-        cnnc_runtime::kernels::set_winograd(false);
+        set_winograd(false);
+    }
+    match std::env::var("WINOGRAD_TILE").as_deref() {
+        Ok("2") => set_winograd_tile(Some(WinogradTile::F2x2)),
+        Ok("4") => set_winograd_tile(Some(WinogradTile::F4x4)),
+        _ => {}
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models")
@@ -86,6 +93,10 @@ fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
         "  of which the Adam update: {:.2} ms/step (mean)",
         update / steps as f64 * 1e3
     );
+    if std::env::var("STEP_LOG").is_ok() {
+        let ms: Vec<String> = times.iter().map(|t| format!("{:.1}", t * 1e3)).collect();
+        println!("  steps (ms, in order): {}", ms.join(" "));
+    }
     times.sort_by(f64::total_cmp);
     let mean = times.iter().sum::<f64>() / steps as f64;
     let (median, min) = (times[steps / 2], times[0]);

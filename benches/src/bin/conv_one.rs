@@ -5,7 +5,9 @@
 //! ReLU, like `fwd`) by Winograd F(2×2, 3×3), 3×3 stride-1 layers only; its GFLOP/s are the
 //! direct conv's FLOPs over its time, so they compare with `fwd`; `wdw` likewise is the kernel
 //! gradient by Winograd F(3×3, 2×2), to compare with `dw`. `BATCH=` overrides the batch;
-//! `WINOGRAD=0` makes `fwd`, `dx` and `dw` take the direct path where they would pick Winograd.
+//! `WINOGRAD=0` makes `fwd`, `dx` and `dw` take the direct path where they would pick Winograd;
+//! `WINOGRAD_TILE=2|4` makes every Winograd forward (`wino`, and `fwd`/`dx` where they pick
+//! Winograd) use F(2×2, 3×3) or F(4×4, 3×3) instead of the kernels' choice.
 //! `sfwd` is the small-channel direct forward (bias + ReLU) fused with a 2×2 max-pool and its
 //! argmax (conv outputs of even size only), `sdw` the small-channel kernel gradient from that
 //! pool's dy (`SmallDy::Pooled`); both report the conv's FLOPs over their time. `pfwd` is the
@@ -17,7 +19,7 @@ use cnnc_runtime::kernels::pool2d::PoolGeom;
 use cnnc_runtime::kernels::{
     conv2d_forward, conv2d_forward_pooled, conv2d_forward_small, conv2d_forward_winograd, conv2d_grad_input,
     conv2d_grad_kernel, conv2d_grad_kernel_small, conv2d_grad_kernel_winograd, pooled_conv_workspace, set_winograd,
-    small_conv_applies, winograd_applies, Act, Ctx, Epilogue, SmallDy,
+    set_winograd_tile, small_conv_applies, winograd_applies, Act, Ctx, Epilogue, SmallDy, WinogradTile,
 };
 use cnnc_runtime::pool::Pool;
 use std::time::Duration;
@@ -59,6 +61,11 @@ fn main() {
     };
     let winograd = std::env::var("WINOGRAD").map_or(true, |v| v != "0");
     set_winograd(winograd);
+    match std::env::var("WINOGRAD_TILE").as_deref() {
+        Ok("2") => set_winograd_tile(Some(WinogradTile::F2x2)),
+        Ok("4") => set_winograd_tile(Some(WinogradTile::F4x4)),
+        _ => {}
+    }
     let ctx = Ctx::new(&pool);
     let budget = Duration::from_secs_f64(secs);
     let t = match dir.as_str() {
@@ -75,6 +82,7 @@ fn main() {
         "wino" if winograd_applies(&g) => best(budget, &mut || {
             conv2d_forward_winograd(
                 &ctx,
+                WinogradTile::for_geom(&g),
                 &g,
                 &x,
                 &w,

@@ -22,7 +22,7 @@ use super::im2col::im2col;
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
-use super::winograd::{conv2d_forward_winograd, winograd, winograd_applies};
+use super::winograd::{conv2d_forward_winograd, winograd, winograd_applies, WinogradTile};
 use super::{Ctx, KernelIsa};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,7 +185,7 @@ pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilog
     }
     if use_winograd(ctx.isa, g) {
         // Transforms the HWIO kernel directly: no pack for the direct path.
-        return conv2d_forward_winograd(ctx, g, x, w, epi, y);
+        return conv2d_forward_winograd(ctx, WinogradTile::for_geom(g), g, x, w, epi, y);
     }
     with_pack(&PACKED, |p| {
         p.pack_on(ctx.for_work(g.flops()).pool, ctx.isa, g.k(), g.f, w, false);

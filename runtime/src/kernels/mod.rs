@@ -34,6 +34,7 @@ mod scratch;
 mod simd;
 pub mod softmax;
 mod winograd;
+mod winograd_f4;
 
 pub use activation::Act;
 pub use conv::{conv2d_forward, conv2d_forward_packed, set_winograd, ConvGeom, Pad};
@@ -44,7 +45,9 @@ pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
 pub use pool_argmax::{max_pool_argmax, max_pool_grad_argmax};
-pub use winograd::{conv2d_forward_winograd, conv2d_grad_kernel_winograd, winograd_applies};
+pub use winograd::{
+    conv2d_forward_winograd, conv2d_grad_kernel_winograd, set_winograd_tile, winograd_applies, WinogradTile,
+};
 
 use crate::pool::Pool;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,11 +1,14 @@
-//! Winograd F(2×2, 3×3) convolution (Lavin & Gray 2015) for 3×3 stride-1 convs, any padding:
-//! per 2×2 output tile and channel pair 16 multiplies instead of 36. The kernel is transformed
-//! once per call (`U = G g Gᵀ`, packed like a GEMM B operand with K = 16·c); tiles are then
-//! processed in L2-sized blocks: input transform `V = Bᵀ d B` (vectorised along the NHWC
-//! channels) into a scratch A block, 16 GEMMs `M_ξ[tiles, F] = V_ξ[tiles, C] · U_ξ[C, F]` with
-//! the conv micro-kernel, and the output transform `Y = Aᵀ M A` fused with bias and activation.
+//! Winograd convolution (Lavin & Gray 2015) for 3×3 stride-1 convs, any padding, in two tile
+//! sizes ([`WinogradTile`]): F(2×2, 3×3), 16 multiplies per 2×2 output tile and channel pair
+//! instead of 36, and F(4×4, 3×3) (transforms in [`winograd_f4`](super::winograd_f4)), 36 per
+//! 4×4 tile instead of 144 — and, per output, 2.25 transformed values to write and read back
+//! instead of 4. The kernel is transformed once per call (`U = G g Gᵀ`, packed like a GEMM B
+//! operand with K = P·c, P = 16 or 36 points); tiles are then processed in L2-sized blocks:
+//! input transform `V = Bᵀ d B` (vectorised along the NHWC channels) into a scratch A block,
+//! P GEMMs `M_ξ[tiles, F] = V_ξ[tiles, C] · U_ξ[C, F]` with the conv micro-kernel, and the
+//! output transform `Y = Aᵀ M A` fused with bias and activation.
 //!
-//! Threads own contiguous runs of tile rows (2 output rows of one image) and so disjoint output
+//! Threads own contiguous runs of tile rows (2 or 4 output rows of one image) and so disjoint output
 //! rows; every output is computed the same way whatever the block or thread split, so results
 //! are bit-identical across thread counts. BN moments (if asked) are summed afterwards over
 //! fixed groups of rows, combined in order.
@@ -18,12 +21,14 @@ use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
 use super::simd::{with_simd, Simd};
+use super::winograd_f4 as f4;
 use super::{Act, Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Transformed points per tile (4 × 4).
+/// Transformed points per tile of F(2×2, 3×3) (4 × 4) and of the kernel gradient's F(3×3, 2×2).
 const P: usize = 16;
 /// Least tiles per block when the transformed kernel does not fit L2: each block streams all of
 /// `U` once, so a block must do enough work per byte of it.
@@ -35,45 +40,114 @@ thread_local! {
     static U: RefCell<PackedB> = RefCell::new(PackedB::new());
 }
 
-/// Whether Winograd F(2×2, 3×3) can compute `g` (3×3 kernel, stride 1, non-empty).
+/// The output tile of a Winograd forward convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradTile {
+    /// F(2×2, 3×3): 4×4 input windows, 16 points.
+    F2x2,
+    /// F(4×4, 3×3): 6×6 input windows, 36 points; rounding errors a few times F(2×2)'s (its
+    /// transforms have coefficients up to 8 and 1/24).
+    F4x4,
+}
+
+impl WinogradTile {
+    /// Output pixels per tile side.
+    pub(super) fn side(self) -> usize {
+        match self {
+            WinogradTile::F2x2 => 2,
+            WinogradTile::F4x4 => 4,
+        }
+    }
+
+    /// Transformed points per tile: the input window's pixels.
+    pub(super) fn points(self) -> usize {
+        (self.side() + 2) * (self.side() + 2)
+    }
+
+    /// The tile [`conv2d_forward_winograd`] (and so the forward and input-gradient convolutions)
+    /// uses for `g`. Per output channel pair, F(2×2) multiplies 16 points per 2×2 tile and
+    /// F(4×4) 36 per 4×4 tile, over the output rounded up to whole tiles; F(4×4)'s transforms
+    /// cost more per point, so it is chosen when its count is at most 0.8× F(2×2)'s. That is
+    /// every seed layer of side 7 to 32 at its training batch, where `conv_one ... wino` measured F(4×4)
+    /// 1.1–1.3× faster on the MNIST CNN's ragged 14×14 and 1.4–1.8× on the CIFAR-10 CNN's;
+    /// F(2×2) keeps sides like 5, 6 or 9, where rounding up to 4 wastes most, and calls of fewer
+    /// than [`MIN_F4_TILES`] 4×4 tiles, whose kernel transform (2.25× F(2×2)'s, made on every
+    /// call) would not pay: a batch-1 MNIST CNN conv2 ran 1.2× slower in F(4×4).
+    pub fn for_geom(g: &ConvGeom) -> WinogradTile {
+        match TILE_OVERRIDE.load(Ordering::Relaxed) {
+            2 => return WinogradTile::F2x2,
+            4 => return WinogradTile::F4x4,
+            _ => {}
+        }
+        let covered = |side: usize| g.oh.div_ceil(side) * side * g.ow.div_ceil(side) * side;
+        let tiles4 = g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4);
+        // 36/16 · covered(4) ≤ 0.8 · 16/4 · covered(2).
+        if tiles4 >= MIN_F4_TILES && 45 * covered(4) <= 64 * covered(2) {
+            WinogradTile::F4x4
+        } else {
+            WinogradTile::F2x2
+        }
+    }
+}
+
+/// Fewest 4×4 output tiles for which [`WinogradTile::for_geom`] picks F(4×4, 3×3).
+const MIN_F4_TILES: usize = 64;
+
+/// See [`set_winograd_tile`]: 0 (none), 2 or 4.
+static TILE_OVERRIDE: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes (process-wide) every Winograd forward convolution use `tile` instead of
+/// [`WinogradTile::for_geom`]'s choice (`None`: back to it): for benchmarks and tests that
+/// compare the two.
+pub fn set_winograd_tile(tile: Option<WinogradTile>) {
+    TILE_OVERRIDE.store(tile.map_or(0, WinogradTile::side), Ordering::Relaxed);
+}
+
+/// Whether Winograd can compute `g` (3×3 kernel, stride 1, non-empty).
 pub fn winograd_applies(g: &ConvGeom) -> bool {
     g.kh == 3 && g.kw == 3 && g.stride == [1, 1] && g.oh > 0 && g.ow > 0 && g.c > 0 && g.f > 0
 }
 
-/// `y = epilogue(conv(x, w))` by Winograd F(2×2, 3×3): x `[n, h, w, c]`, w `[3, 3, c, f]`
-/// (HWIO), y `[n, oh, ow, f]`. Panics unless [`winograd_applies`]. Packs `w` on every call.
-pub fn conv2d_forward_winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], mut epi: Epilogue, y: &mut [f32]) {
+/// `y = epilogue(conv(x, w))` by Winograd with output tiles `tile`: x `[n, h, w, c]`, w
+/// `[3, 3, c, f]` (HWIO), y `[n, oh, ow, f]`. Panics unless [`winograd_applies`]. Transforms
+/// `w` on every call. The convolutions pick `tile` with [`WinogradTile::for_geom`].
+pub fn conv2d_forward_winograd(
+    ctx: &Ctx,
+    tile: WinogradTile,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    mut epi: Epilogue,
+    y: &mut [f32],
+) {
     g.check(x.len(), w.len(), y.len());
-    assert!(
-        winograd_applies(g),
-        "Winograd F(2×2, 3×3) needs a 3×3 stride-1 conv: {g:?}"
-    );
+    assert!(winograd_applies(g), "Winograd needs a 3×3 stride-1 conv: {g:?}");
     epi.check(g.f);
     let ctx = &ctx.for_work(g.flops());
-    run_winograd(ctx, g, x, Kernel3::Hwio(w), &mut epi, y);
+    run_winograd(ctx, tile, g, x, Kernel3::Hwio(w), &mut epi, y);
 }
 
 /// The Winograd conv from the direct path's packed kernel `w` (K = 9·c rows, `f` columns).
 pub(crate) fn winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
     debug_assert!(w.fits(ctx.isa, g.k(), g.f));
-    run_winograd(ctx, g, x, Kernel3::Packed(w), epi, y)
+    run_winograd(ctx, WinogradTile::for_geom(g), g, x, Kernel3::Packed(w), epi, y)
 }
 
 /// A 3×3 kernel as the kernel transform reads it.
 #[derive(Clone, Copy)]
-enum Kernel3<'a> {
+pub(super) enum Kernel3<'a> {
     /// Packed for the direct path: `[panels][9·c][nr]`, zero past `f`.
     Packed(&'a PackedB),
     /// As given: HWIO `[3, 3, c, f]`.
     Hwio(&'a [f32]),
 }
 
-fn run_winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: Kernel3, epi: &mut Epilogue, y: &mut [f32]) {
+fn run_winograd(ctx: &Ctx, tile: WinogradTile, g: &ConvGeom, x: &[f32], w: Kernel3, epi: &mut Epilogue, y: &mut [f32]) {
     debug_assert!(winograd_applies(g));
     let isa = ctx.isa.checked();
     with_pack(&U, |u| {
-        transform_kernel(ctx, isa, g, w, u);
-        let plan = Plan::new(g, isa, u);
+        transform_kernel(ctx, isa, tile, g, w, u);
+        let plan = Plan::new(g, isa, tile, u);
         run(ctx, &plan, x, epi.bias, epi.act, y);
     });
     if let Some(mo) = epi.moments.as_deref_mut() {
@@ -82,25 +156,30 @@ fn run_winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: Kernel3, epi: &mut Epilog
 }
 
 /// Everything the blocks of one call share.
-struct Plan<'a> {
-    isa: KernelIsa,
-    g: ConvGeom,
+pub(super) struct Plan<'a> {
+    pub(super) isa: KernelIsa,
+    pub(super) g: ConvGeom,
+    pub(super) tile: WinogradTile,
+    /// `tile.points()`.
+    pub(super) points: usize,
     u: &'a PackedB,
     /// Tiles per image row of tiles / per image column.
-    tiles_x: usize,
-    tiles_y: usize,
+    pub(super) tiles_x: usize,
+    pub(super) tiles_y: usize,
     /// Tiles per block (a multiple of the micro-kernel's rows).
     block: usize,
-    /// Row strides of the V (`[16, tiles, ldv]`) and M (`[16, tiles, ldm]`) scratch blocks.
-    ldv: usize,
-    ldm: usize,
+    /// Row strides of the V (`[points, tiles, ldv]`) and M (`[points, tiles, ldm]`) scratch
+    /// blocks.
+    pub(super) ldv: usize,
+    pub(super) ldm: usize,
 }
 
 impl<'a> Plan<'a> {
-    fn new(g: &ConvGeom, isa: KernelIsa, u: &'a PackedB) -> Self {
+    fn new(g: &ConvGeom, isa: KernelIsa, tile: WinogradTile, u: &'a PackedB) -> Self {
         let (mr, _) = tile_shape(isa);
         let (ldv, ldm) = (padded_ld(g.c), padded_ld(g.f));
-        let by_cache = A_BLOCK_BYTES / (P * (ldv + ldm) * 4);
+        let points = tile.points();
+        let by_cache = A_BLOCK_BYTES / (points * (ldv + ldm) * 4);
         let u_bytes = u.data.len() * 4;
         let want = if u_bytes > A_BLOCK_BYTES / 2 {
             by_cache.max(MIN_TILES_BIG_U)
@@ -110,9 +189,11 @@ impl<'a> Plan<'a> {
         Plan {
             isa,
             g: *g,
+            tile,
+            points,
             u,
-            tiles_x: g.ow.div_ceil(2),
-            tiles_y: g.oh.div_ceil(2),
+            tiles_x: g.ow.div_ceil(tile.side()),
+            tiles_y: g.oh.div_ceil(tile.side()),
             block: want.div_ceil(mr).max(1) * mr,
             ldv,
             ldm,
@@ -120,14 +201,14 @@ impl<'a> Plan<'a> {
     }
 
     /// First output line (`image·oh + row`) of tile row `r` (`image·tiles_y + tile y`).
-    fn line_of(&self, r: usize) -> usize {
-        (r / self.tiles_y) * self.g.oh + 2 * (r % self.tiles_y)
+    pub(super) fn line_of(&self, r: usize) -> usize {
+        (r / self.tiles_y) * self.g.oh + self.tile.side() * (r % self.tiles_y)
     }
 }
 
-/// `U = G g Gᵀ` for every (input, output) channel pair, packed as `[panels][16·c][nr]`: row
+/// `U = G g Gᵀ` for every (input, output) channel pair, packed as `[panels][P·c][nr]`: row
 /// `ξ·c + ci` of panel `j` is point ξ for output channels `j·nr..` (zero past `f`, as in `w`).
-fn transform_kernel(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, w: Kernel3, u: &mut PackedB) {
+fn transform_kernel(ctx: &Ctx, isa: KernelIsa, tile: WinogradTile, g: &ConvGeom, w: Kernel3, u: &mut PackedB) {
     let (c, f) = (g.c, g.f);
     let nr = 2 * tile_shape(isa).1;
     let panels = f.div_ceil(nr);
@@ -151,10 +232,11 @@ fn transform_kernel(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, w: Kernel3, u: &mut
         ld,
         cols: if padded { panels * nr } else { f },
     };
-    u.k = P * c;
+    let points = tile.points();
+    u.k = points * c;
     u.n = f;
     u.nr = nr;
-    let panel_len = P * c * nr;
+    let panel_len = points * c * nr;
     u.data.resize(panels * panel_len, 0.0);
     let threads = if u.data.len() >= PAR_MIN_VALUES {
         ctx.threads()
@@ -165,7 +247,12 @@ fn transform_kernel(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, w: Kernel3, u: &mut
     let body = |(range, dst): &mut (Range<usize>, &mut [f32])| {
         with_simd!(isa, S, {
             // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-            unsafe { kernel_panels::<S>(&src, range.clone(), dst) }
+            unsafe {
+                match tile {
+                    WinogradTile::F2x2 => kernel_panels::<S>(&src, range.clone(), dst),
+                    WinogradTile::F4x4 => f4::kernel_panels::<S>(&src, range.clone(), dst),
+                }
+            }
         })
     };
     if threads == 1 {
@@ -197,8 +284,8 @@ fn run(ctx: &Ctx, plan: &Plan, x: &[f32], bias: Option<&[f32]>, act: Act, y: &mu
 /// multiply, transform into `out` (output lines from `line0` on).
 fn block(plan: &Plan, x: &[f32], tiles: Range<usize>, bias: Option<&[f32]>, act: Act, out: &mut [f32], line0: usize) {
     let nt = tiles.len();
-    scratch::with(Slot::A, P * nt * plan.ldv, |v| {
-        scratch::with(Slot::B, P * nt * plan.ldm, |m| {
+    scratch::with(Slot::A, plan.points * nt * plan.ldv, |v| {
+        scratch::with(Slot::B, plan.points * nt * plan.ldm, |m| {
             input_transform(plan, x, tiles.clone(), v);
             products(plan, nt, v, m);
             output_transform(plan, tiles, m, (bias, act), out, line0);
@@ -206,23 +293,28 @@ fn block(plan: &Plan, x: &[f32], tiles: Range<usize>, bias: Option<&[f32]>, act:
     })
 }
 
-/// `V[ξ, t, :] = (Bᵀ d_t B)[ξ]` for the block's tiles, `d_t` the tile's 4×4 input window
-/// (zero outside the input). `v`: `[16, tiles, ldv]`.
+/// `V[ξ, t, :] = (Bᵀ d_t B)[ξ]` for the block's tiles, `d_t` the tile's input window (zero
+/// outside the input). `v`: `[points, tiles, ldv]`.
 fn input_transform(plan: &Plan, x: &[f32], tiles: Range<usize>, v: &mut [f32]) {
     with_simd!(plan.isa, S, {
         // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-        unsafe { input_block::<S>(plan, x, tiles, v) }
+        unsafe {
+            match plan.tile {
+                WinogradTile::F2x2 => input_block::<S>(plan, x, tiles, v),
+                WinogradTile::F4x4 => f4::input_block::<S>(plan, x, tiles, v),
+            }
+        }
     })
 }
 
-/// The 16 GEMMs `M_ξ = V_ξ · U_ξ`: K chunks of `c`, then column panels, then row tiles (the V
+/// The P GEMMs `M_ξ = V_ξ · U_ξ`: K chunks of `c`, then column panels, then row tiles (the V
 /// chunk stays in L2 across panels, a U micro-panel in L1 across row tiles).
 fn products(plan: &Plan, nt: usize, v: &[f32], m: &mut [f32]) {
     let (mr, lanes) = tile_shape(plan.isa);
     let nr = 2 * lanes;
     let (c, f) = (plan.g.c, plan.g.f);
     let (chunks, kc) = k_chunks(c);
-    for xi in 0..P {
+    for xi in 0..plan.points {
         for ch in 0..chunks {
             let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(c));
             for j in 0..plan.u.panels() {
@@ -262,7 +354,12 @@ fn output_transform(
 ) {
     with_simd!(plan.isa, S, {
         // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-        unsafe { output_block::<S>(plan, tiles, m, epi, out, line0) }
+        unsafe {
+            match plan.tile {
+                WinogradTile::F2x2 => output_block::<S>(plan, tiles, m, epi, out, line0),
+                WinogradTile::F4x4 => f4::output_block::<S>(plan, tiles, m, epi, out, line0),
+            }
+        }
     })
 }
 
@@ -285,13 +382,13 @@ fn moments(ctx: &Ctx, isa: KernelIsa, g: &ConvGeom, y: &[f32], mo: &mut [f32]) {
 
 /// Where the kernel transform reads tap rows: row `r` (`tap·c + ci`) of panel `j` (output
 /// channels `j·nr..`) starts at `data[base·j + ld·r]`; columns past `cols` (in all) are zero.
-struct KernelSrc<'a> {
-    data: &'a [f32],
-    c: usize,
-    nr: usize,
-    base: usize,
-    ld: usize,
-    cols: usize,
+pub(super) struct KernelSrc<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) c: usize,
+    pub(super) nr: usize,
+    pub(super) base: usize,
+    pub(super) ld: usize,
+    pub(super) cols: usize,
 }
 
 /// Transforms panels `panels` of the 3×3 kernel `src` into `dst` (`[panels][16·c][nr]`,
@@ -476,7 +573,7 @@ unsafe fn at<S: Simd>(m0: S::V, m1: S::V, m2: S::V, m3: S::V) -> [S::V; 2] {
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-unsafe fn ld<S: Simd>(s: &[f32], len: usize) -> S::V {
+pub(super) unsafe fn ld<S: Simd>(s: &[f32], len: usize) -> S::V {
     let s = &s[..len];
     if len == S::LANES {
         S::load(s.as_ptr())
@@ -490,7 +587,7 @@ unsafe fn ld<S: Simd>(s: &[f32], len: usize) -> S::V {
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-unsafe fn st<S: Simd>(d: &mut [f32], v: S::V, len: usize) {
+pub(super) unsafe fn st<S: Simd>(d: &mut [f32], v: S::V, len: usize) {
     let d = &mut d[..len];
     if len == S::LANES {
         S::store(d.as_mut_ptr(), v)

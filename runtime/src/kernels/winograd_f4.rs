@@ -1,0 +1,284 @@
+//! The transforms of Winograd F(4×4, 3×3) (Lavin & Gray 2015), for the forward driver in
+//! [`winograd`](super::winograd): each 4×4 output tile from its 6×6 input window in 36
+//! transformed points. With the matrices
+//!
+//! ```text
+//!      [4  0 −5  0  1  0]        [ 1/4     0     0 ]        [1  1  1  1  1  0]
+//!      [0 −4 −4  1  1  0]        [−1/6  −1/6  −1/6 ]   Aᵀ = [0  1 −1  2 −2  0]
+//! Bᵀ = [0  4 −4 −1  1  0]    G = [−1/6   1/6  −1/6 ]        [0  1  1  4  4  0]
+//!      [0 −2 −1  2  1  0]        [1/24  1/12   1/6 ]        [0  1 −1  8 −8  1]
+//!      [0  2 −1 −2  1  0]        [1/24 −1/12   1/6 ]
+//!      [0  4  0 −5  0  1]        [   0     0     1 ]
+//! ```
+//!
+//! `U = G g Gᵀ` (kernel), `V = Bᵀ d B` (input window), `Y = Aᵀ M A` (output), each applied to
+//! columns then rows and vectorised along the NHWC channels, as in F(2×2, 3×3).
+
+use std::ops::Range;
+
+use super::simd::Simd;
+use super::winograd::{ld, st, KernelSrc, Plan};
+use super::Act;
+
+/// Input window side (and points per side).
+const N: usize = 6;
+/// Transformed points per tile.
+const P: usize = N * N;
+/// Output tile side.
+const M: usize = 4;
+
+/// Transforms panels `panels` of the 3×3 kernel `src` into `dst` (`[panels][36·c][nr]`,
+/// starting at the first of them).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(super) unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize>, dst: &mut [f32]) {
+    let (c, nr) = (src.c, src.nr);
+    let k = GConsts::<S>::new();
+    for (j, panel) in panels.zip(dst.chunks_exact_mut(P * c * nr)) {
+        for ci in 0..c {
+            for q in (0..nr).step_by(S::LANES) {
+                let len = src.cols.saturating_sub(j * nr + q).min(S::LANES);
+                let mut g = [S::zero(); 9];
+                if len > 0 {
+                    for (t, gt) in g.iter_mut().enumerate() {
+                        *gt = ld::<S>(&src.data[src.base * j + src.ld * (t * c + ci) + q..], len);
+                    }
+                }
+                // Columns then rows: (G g) Gᵀ.
+                let c0 = gm::<S>(g[0], g[3], g[6], &k);
+                let c1 = gm::<S>(g[1], g[4], g[7], &k);
+                let c2 = gm::<S>(g[2], g[5], g[8], &k);
+                for i in 0..N {
+                    let row = gm::<S>(c0[i], c1[i], c2[i], &k);
+                    for (jj, &val) in row.iter().enumerate() {
+                        st::<S>(&mut panel[((N * i + jj) * c + ci) * nr + q..], val, S::LANES);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// x offsets of the 36 pixels (row-major) of tile `t`'s 6×6 input window — the tile covers
+/// output rows `4·ty..` and columns `4·tx..` of its image — None in the padding.
+fn window(plan: &Plan, t: usize) -> [Option<usize>; P] {
+    let g = &plan.g;
+    let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
+    let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
+    let mut src = [None; P];
+    for (p, s) in src.iter_mut().enumerate() {
+        let iy = (M * ty + p / N).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
+        let ix = (M * tx + p % N).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
+        *s = iy.zip(ix).map(|(iy, ix)| ((img * g.h + iy) * g.w + ix) * g.c);
+    }
+    src
+}
+
+/// `V[ξ, t, :] = (Bᵀ d_t B)[ξ]` for the block's tiles into `v` (`[36, tiles, ldv]`).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(super) unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<usize>, v: &mut [f32]) {
+    let (c, nt, ldv) = (plan.g.c, tiles.len(), plan.ldv);
+    let k = BConsts::<S>::new();
+    for (tl, t) in tiles.enumerate() {
+        let src = window(plan, t);
+        for c0 in (0..c).step_by(S::LANES) {
+            let len = S::LANES.min(c - c0);
+            // Columns: e[j] = Bᵀ (column j of the window).
+            let mut e = [[S::zero(); N]; N];
+            for (j, ej) in e.iter_mut().enumerate() {
+                let mut d = [S::zero(); N];
+                for (i, di) in d.iter_mut().enumerate() {
+                    if let Some(o) = src[N * i + j] {
+                        *di = ld::<S>(&x[o + c0..], len);
+                    }
+                }
+                *ej = bt::<S>(&d, &k);
+            }
+            // Rows: ((Bᵀ d) B).
+            for i in 0..N {
+                let row = bt::<S>(&[e[0][i], e[1][i], e[2][i], e[3][i], e[4][i], e[5][i]], &k);
+                for (j, &val) in row.iter().enumerate() {
+                    st::<S>(&mut v[((N * i + j) * nt + tl) * ldv + c0..], val, len);
+                }
+            }
+        }
+    }
+}
+
+/// `y = act(Aᵀ M_t A + bias)` for the block's tiles, only the pixels inside the output (edge
+/// tiles may be partial). `out` holds output lines from `line0` on.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(super) unsafe fn output_block<S: Simd>(
+    plan: &Plan,
+    tiles: Range<usize>,
+    m: &[f32],
+    (bias, act): (Option<&[f32]>, Act),
+    out: &mut [f32],
+    line0: usize,
+) {
+    let g = &plan.g;
+    let (f, nt, ldm) = (g.f, tiles.len(), plan.ldm);
+    let k = AConsts::<S>::new();
+    for (tl, t) in tiles.enumerate() {
+        let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
+        let (ox, line) = (M * tx, plan.line_of(r) - line0);
+        let (rows, cols) = (M.min(g.oh - M * (r % plan.tiles_y)), M.min(g.ow - ox));
+        for f0 in (0..f).step_by(S::LANES) {
+            let len = S::LANES.min(f - f0);
+            let b = match bias {
+                Some(b) => ld::<S>(&b[f0..], len),
+                None => S::zero(),
+            };
+            // Columns: a[j] = Aᵀ (column j of M).
+            let mut a = [[S::zero(); M]; N];
+            for (j, aj) in a.iter_mut().enumerate() {
+                let mut col = [S::zero(); N];
+                for (i, ci) in col.iter_mut().enumerate() {
+                    *ci = ld::<S>(&m[((N * i + j) * nt + tl) * ldm + f0..], len);
+                }
+                *aj = at::<S>(&col, &k);
+            }
+            // Rows: ((Aᵀ M) A).
+            for dy in 0..rows {
+                let row = at::<S>(&[a[0][dy], a[1][dy], a[2][dy], a[3][dy], a[4][dy], a[5][dy]], &k);
+                for (dx, &val) in row.iter().enumerate().take(cols) {
+                    let mut val = S::add(val, b);
+                    if act == Act::Relu {
+                        val = S::max(val, S::zero());
+                    }
+                    st::<S>(&mut out[((line + dy) * g.ow + ox + dx) * f + f0..], val, len);
+                }
+            }
+        }
+        if matches!(act, Act::Sigmoid | Act::Tanh) {
+            for dy in 0..rows {
+                let px = (line + dy) * g.ow + ox;
+                act.apply_slice(&mut out[px * f..(px + cols) * f]);
+            }
+        }
+    }
+}
+
+/// The constants of `G`, splatted once per call.
+struct GConsts<S: Simd> {
+    quarter: S::V,
+    sixth: S::V,
+    twelfth: S::V,
+    twenty_fourth: S::V,
+}
+
+impl<S: Simd> GConsts<S> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        GConsts {
+            quarter: S::splat(0.25),
+            sixth: S::splat(1.0 / 6.0),
+            twelfth: S::splat(1.0 / 12.0),
+            twenty_fourth: S::splat(1.0 / 24.0),
+        }
+    }
+}
+
+/// `G (g0, g1, g2)`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn gm<S: Simd>(g0: S::V, g1: S::V, g2: S::V, k: &GConsts<S>) -> [S::V; N] {
+    let s = S::add(g0, g2);
+    let neg_sixth = S::sub(S::zero(), k.sixth);
+    // g0/24 + g2/6 and g1/12.
+    let even = S::fma(g0, k.twenty_fourth, S::mul(g2, k.sixth));
+    let odd = S::mul(g1, k.twelfth);
+    [
+        S::mul(g0, k.quarter),
+        S::mul(S::add(s, g1), neg_sixth),
+        S::mul(S::sub(s, g1), neg_sixth),
+        S::add(even, odd),
+        S::sub(even, odd),
+        g2,
+    ]
+}
+
+/// The constants of `Bᵀ`, splatted once per call.
+struct BConsts<S: Simd> {
+    two: S::V,
+    four: S::V,
+    minus_four: S::V,
+    minus_five: S::V,
+}
+
+impl<S: Simd> BConsts<S> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        BConsts {
+            two: S::splat(2.0),
+            four: S::splat(4.0),
+            minus_four: S::splat(-4.0),
+            minus_five: S::splat(-5.0),
+        }
+    }
+}
+
+/// `Bᵀ d`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn bt<S: Simd>(d: &[S::V; N], k: &BConsts<S>) -> [S::V; N] {
+    // d4 − 4·d2 and d3 − 4·d1; d4 − d2 and 2·(d3 − d1).
+    let t1 = S::fma(d[2], k.minus_four, d[4]);
+    let t2 = S::fma(d[1], k.minus_four, d[3]);
+    let t3 = S::sub(d[4], d[2]);
+    let t4 = S::mul(S::sub(d[3], d[1]), k.two);
+    [
+        S::fma(d[0], k.four, S::fma(d[2], k.minus_five, d[4])),
+        S::add(t1, t2),
+        S::sub(t1, t2),
+        S::add(t3, t4),
+        S::sub(t3, t4),
+        S::fma(d[1], k.four, S::fma(d[3], k.minus_five, d[5])),
+    ]
+}
+
+/// The constants of `Aᵀ`, splatted once per call.
+struct AConsts<S: Simd> {
+    two: S::V,
+    four: S::V,
+    eight: S::V,
+}
+
+impl<S: Simd> AConsts<S> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        AConsts {
+            two: S::splat(2.0),
+            four: S::splat(4.0),
+            eight: S::splat(8.0),
+        }
+    }
+}
+
+/// `Aᵀ m`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn at<S: Simd>(m: &[S::V; N], k: &AConsts<S>) -> [S::V; M] {
+    let (sum12, dif12) = (S::add(m[1], m[2]), S::sub(m[1], m[2]));
+    let (sum34, dif34) = (S::add(m[3], m[4]), S::sub(m[3], m[4]));
+    [
+        S::add(S::add(m[0], sum12), sum34),
+        S::fma(dif34, k.two, dif12),
+        S::fma(sum34, k.four, sum12),
+        S::add(S::fma(dif34, k.eight, dif12), m[5]),
+    ]
+}
