@@ -91,7 +91,7 @@ fn main() {
             )
         }),
         "wdw" if winograd_applies(&g) => best(budget, &mut || {
-            conv2d_grad_kernel_winograd(&ctx, &g, &x, &dy, &mut dw, None)
+            conv2d_grad_kernel_winograd(&ctx, WinogradTile::for_geom(&g), &g, &x, &dy, &mut dw, None)
         }),
         "wino" | "wdw" => {
             eprintln!("{name} is not a 3×3 stride-1 conv: no Winograd");

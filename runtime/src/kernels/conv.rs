@@ -219,10 +219,10 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
     }
 }
 
-/// Whether [`implicit_gemm`] computes `g` by Winograd F(2×2, 3×3) (2.25× fewer multiplies)
-/// rather than the direct path: 3×3 stride-1 convs (any padding, so also their input gradient)
+/// Whether [`implicit_gemm`] computes `g` by Winograd (F(2×2, 3×3) or F(4×4, 3×3), see
+/// [`WinogradTile::for_geom`]; 2.25× or 4× fewer multiplies) rather than the direct path: 3×3 stride-1 convs (any padding, so also their input gradient)
 /// with at least [`WINOGRAD_MIN_CHANNELS`] input and output channels, on AVX-512. Measured with
-/// `conv_one` at one thread: 1.2–1.8× the direct path's speed on every seed layer with 32+
+/// `conv_one` at one thread (F(2×2)): 1.2–1.8× the direct path's speed on every seed layer with 32+
 /// channels both ways (MNIST conv2, CIFAR-10 conv2–6, ResNet-18 64–512), but 2.5–7× slower on
 /// the first layers (1 or 3 input channels: its 16 GEMMs then have K = c, far too short). The
 /// epilogue does not matter: BN moments are summed after the output transform.
@@ -234,9 +234,9 @@ pub(crate) fn use_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
         && isa.checked() == KernelIsa::Avx512
 }
 
-/// Whether `conv2d_grad_kernel` computes the kernel gradient of `g` by Winograd F(3×3, 2×2)
-/// (`conv2d_grad_kernel_winograd`: 16 GEMMs over the batch's 2×2 dy tiles, 2.25× fewer
-/// multiplies) rather than the direct or im2col path: the same convs as [`use_winograd`] (3×3
+/// Whether `conv2d_grad_kernel` computes the kernel gradient of `g` by Winograd F(3×3, 2×2) or
+/// F(3×3, 4×4) (`conv2d_grad_kernel_winograd`: 16 or 36 GEMMs over the batch's 2×2 or 4×4 dy
+/// tiles, 2.25× or 4× fewer multiplies; the tile as the forward's) rather than the direct or im2col path: the same convs as [`use_winograd`] (3×3
 /// stride 1, 32+ channels both ways, AVX-512, [`set_winograd`] on). Measured with `conv_one
 /// dw`/`wdw` (interleaved, see RESULTS.md): faster on every such seed layer, most on the
 /// small-image, many-channel ones where the direct path's rows are short.

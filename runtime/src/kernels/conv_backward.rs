@@ -20,7 +20,7 @@ use super::im2col::{col2im_add, im2col};
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
-use super::winograd::conv2d_grad_kernel_winograd;
+use super::winograd::{conv2d_grad_kernel_winograd, WinogradTile};
 use super::{Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
 use std::cell::RefCell;
@@ -147,7 +147,7 @@ pub fn conv2d_grad_kernel(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &m
         return conv2d_grad_kernel_small(ctx, g, x, SmallDy::Dense(dy), dw, dbias);
     }
     if use_winograd_grad_kernel(ctx.isa, g) {
-        return conv2d_grad_kernel_winograd(ctx, g, x, dy, dw, dbias);
+        return conv2d_grad_kernel_winograd(ctx, WinogradTile::for_geom(g), g, x, dy, dw, dbias);
     }
     let ctx = &ctx.for_work(g.flops());
     if g.ow >= DIRECT_MIN_WIDTH {

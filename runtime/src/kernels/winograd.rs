@@ -597,7 +597,7 @@ pub(super) unsafe fn st<S: Simd>(d: &mut [f32], v: S::V, len: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel (weight) gradient by Winograd F(3×3, 2×2).
+// Kernel (weight) gradient by Winograd F(3×3, 2×2) (F(3×3, 4×4): `winograd_f4.rs`).
 //
 // `dw[kh, kw] = Σ_{oy, ox} x[oy + kh − pad, ox + kw − pad] · dy[oy, ox]` is, per 2×2 tile of dy
 // (output pixels `2ty + a`, `2tx + b`) and its 4×4 input window `d` (rows `2ty − pad.top ..+4`),
@@ -613,14 +613,16 @@ pub(super) unsafe fn st<S: Simd>(d: &mut [f32], v: S::V, len: usize) {
 // ---------------------------------------------------------------------------------------------
 
 /// `dw = ∂L/∂w` (HWIO `[3, 3, c, f]`) and, if asked, `dbias = Σ dy` per output channel, by
-/// Winograd F(3×3, 2×2): x `[n, h, w, c]`, dy `[n, oh, ow, f]`. Panics unless
-/// [`winograd_applies`].
+/// Winograd over `tile`-sized dy tiles: F(3×3, 2×2) or F(3×3, 4×4). x `[n, h, w, c]`, dy
+/// `[n, oh, ow, f]`. Panics unless [`winograd_applies`]. The convolutions pick `tile` with
+/// [`WinogradTile::for_geom`].
 ///
-/// Threads split the 16 transformed points (each transforms every tile but keeps only its
+/// Threads split the transformed points (each transforms every tile but keeps only its
 /// points); every thread walks the tiles in the same blocks and order, so the reduction over
 /// tiles, and dw, do not depend on the thread count.
 pub fn conv2d_grad_kernel_winograd(
     ctx: &Ctx,
+    tile: WinogradTile,
     g: &ConvGeom,
     x: &[f32],
     dy: &[f32],
@@ -628,10 +630,7 @@ pub fn conv2d_grad_kernel_winograd(
     dbias: Option<&mut [f32]>,
 ) {
     g.check(x.len(), dw.len(), dy.len());
-    assert!(
-        winograd_applies(g),
-        "Winograd F(3×3, 2×2) needs a 3×3 stride-1 conv: {g:?}"
-    );
+    assert!(winograd_applies(g), "Winograd needs a 3×3 stride-1 conv: {g:?}");
     if let Some(b) = &dbias {
         assert_eq!(b.len(), g.f, "bias gradient has {} entries, expected {}", b.len(), g.f);
     }
@@ -642,8 +641,10 @@ pub fn conv2d_grad_kernel_winograd(
     let plan = GradPlan {
         isa,
         g: *g,
-        tiles_x: g.ow.div_ceil(2),
-        tiles_y: g.oh.div_ceil(2),
+        tile,
+        points: tile.points(),
+        tiles_x: g.ow.div_ceil(tile.side()),
+        tiles_y: g.oh.div_ceil(tile.side()),
         block: GRAD_BLOCK,
         ldv,
         ldw: ldm,
@@ -662,7 +663,7 @@ pub fn conv2d_grad_kernel_winograd(
 }
 
 thread_local! {
-    /// The kernel gradient's `M` (`[16][c][ldm]`), kept between calls: at 512 channels it is
+    /// The kernel gradient's `M` (`[points][c][ldm]`), kept between calls: at 512 channels it is
     /// 17 MB, not worth faulting in and zeroing on every call. Every value read is overwritten
     /// first (the first block's GEMMs do not accumulate).
     static GRAD_M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -678,21 +679,22 @@ fn grad_run(
     dw: &mut [f32],
     dbias: Option<&mut [f32]>,
 ) {
-    let (c, f, ldm) = (plan.g.c, plan.g.f, plan.ldw);
-    if m.len() < P * c * ldm {
-        m.resize(P * c * ldm, 0.0);
+    let (c, f, ldm, np) = (plan.g.c, plan.g.f, plan.ldw, plan.points);
+    if m.len() < np * c * ldm {
+        m.resize(np * c * ldm, 0.0);
     }
-    let m = &mut m[..P * c * ldm];
+    let m = &mut m[..np * c * ldm];
     let want_bias = dbias.is_some();
     let threads = ctx.threads();
-    let mut parts: Vec<(Range<usize>, &mut [f32], Vec<f64>)> = split_by_tasks(m, P, threads, |xi| xi * c * ldm)
+    let bias_point = plan.bias_point();
+    let mut parts: Vec<(Range<usize>, &mut [f32], Vec<f64>)> = split_by_tasks(m, np, threads, |xi| xi * c * ldm)
         .into_iter()
         .map(|(r, part)| {
-            let bias = if want_bias && r.contains(&BIAS_POINT) { ldm } else { 0 };
+            let bias = if want_bias && r.contains(&bias_point) { ldm } else { 0 };
             (r, part, vec![0f64; bias])
         })
         .collect();
-    ctx.pool.run_with_state(&mut parts, P, |(points, mp, bsum), _t, _r| {
+    ctx.pool.run_with_state(&mut parts, np, |(points, mp, bsum), _t, _r| {
         if points.start < points.end {
             grad_points(plan, x, dy, points.clone(), mp, bsum);
         }
@@ -706,7 +708,12 @@ fn grad_run(
     drop(parts);
     with_simd!(plan.isa, S, {
         // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-        unsafe { grad_output::<S>(c, f, ldm, m, dw) }
+        unsafe {
+            match plan.tile {
+                WinogradTile::F2x2 => grad_output::<S>(c, f, ldm, m, dw),
+                WinogradTile::F4x4 => f4::grad_output::<S>(c, f, ldm, m, dw),
+            }
+        }
     })
 }
 
@@ -715,20 +722,33 @@ fn grad_run(
 /// GEMMs, so not too many. Measured with `conv_one wdw` at one thread over 32–256 on MNIST conv2
 /// and ResNet-18 64–512: 64 was best or within noise of it everywhere.
 const GRAD_BLOCK: usize = 64;
-/// The point of `A' u A'ᵀ` that is a tile's sum of dy (ξ = 4·1 + 1).
+/// The point of F(3×3, 2×2)'s `A' u A'ᵀ` that is a tile's sum of dy (ξ = 4·1 + 1).
 const BIAS_POINT: usize = 5;
 
 /// What the threads of one kernel-gradient call share.
-struct GradPlan {
+pub(super) struct GradPlan {
     isa: KernelIsa,
-    g: ConvGeom,
-    tiles_x: usize,
-    tiles_y: usize,
+    pub(super) g: ConvGeom,
+    tile: WinogradTile,
+    /// `tile.points()`.
+    points: usize,
+    pub(super) tiles_x: usize,
+    pub(super) tiles_y: usize,
     /// Tiles per block (independent of the thread count: it fixes the reduction order).
     block: usize,
     /// Row strides of the V (`[points, tiles, ldv]`) and W (`[points, tiles, ldw]`) blocks.
-    ldv: usize,
-    ldw: usize,
+    pub(super) ldv: usize,
+    pub(super) ldw: usize,
+}
+
+impl GradPlan {
+    /// The transformed point that is a dy tile's sum: the bias gradient.
+    fn bias_point(&self) -> usize {
+        match self.tile {
+            WinogradTile::F2x2 => BIAS_POINT,
+            WinogradTile::F4x4 => f4::GRAD_BIAS_POINT,
+        }
+    }
 }
 
 /// One thread's share: `M_ξ` for ξ in `points` (`mp`: `[points][c][ldw]`), accumulated over
@@ -748,10 +768,19 @@ fn grad_points(plan: &GradPlan, x: &[f32], dy: &[f32], points: Range<usize>, mp:
             scratch::with(Slot::B, np * nt * ldw, |w| {
                 with_simd!(plan.isa, S, {
                     // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-                    unsafe { grad_transforms::<S>(plan, x, dy, tiles.clone(), points.clone(), v, w) }
+                    unsafe {
+                        match plan.tile {
+                            WinogradTile::F2x2 => {
+                                grad_transforms::<S>(plan, x, dy, tiles.clone(), points.clone(), v, w)
+                            }
+                            WinogradTile::F4x4 => {
+                                f4::grad_transforms::<S>(plan, x, dy, tiles.clone(), points.clone(), v, w)
+                            }
+                        }
+                    }
                 });
                 if !bsum.is_empty() {
-                    let wb = &w[(BIAS_POINT - points.start) * nt * ldw..][..nt * ldw];
+                    let wb = &w[(plan.bias_point() - points.start) * nt * ldw..][..nt * ldw];
                     add_columns(plan.isa, wb, ldw, bsum);
                 }
                 for pl in 0..np {

@@ -13,11 +13,17 @@
 //!
 //! `U = G g Gᵀ` (kernel), `V = Bᵀ d B` (input window), `Y = Aᵀ M A` (output), each applied to
 //! columns then rows and vectorised along the NHWC channels, as in F(2×2, 3×3).
+//!
+//! The kernel gradient's F(3×3, 4×4) is its transpose (see the derivation of F(3×3, 2×2) in
+//! `winograd.rs`): per 4×4 dy tile `u` and 6×6 input window `d`,
+//! `dW = Gᵀ [Σ_tiles (A u Aᵀ) ⊙ (Bᵀ d B)] G` with `A = (Aᵀ)ᵀ`; point 7 (1, 1) of `A u Aᵀ` is the
+//! tile's sum of dy, the bias gradient.
 
 use std::ops::Range;
 
+use super::conv::ConvGeom;
 use super::simd::Simd;
-use super::winograd::{ld, st, KernelSrc, Plan};
+use super::winograd::{ld, st, GradPlan, KernelSrc, Plan};
 use super::Act;
 
 /// Input window side (and points per side).
@@ -63,10 +69,9 @@ pub(super) unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize
 
 /// x offsets of the 36 pixels (row-major) of tile `t`'s 6×6 input window — the tile covers
 /// output rows `4·ty..` and columns `4·tx..` of its image — None in the padding.
-fn window(plan: &Plan, t: usize) -> [Option<usize>; P] {
-    let g = &plan.g;
-    let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
-    let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
+fn window(g: &ConvGeom, tiles_x: usize, tiles_y: usize, t: usize) -> [Option<usize>; P] {
+    let (r, tx) = (t / tiles_x, t % tiles_x);
+    let (img, ty) = (r / tiles_y, r % tiles_y);
     let mut src = [None; P];
     for (p, s) in src.iter_mut().enumerate() {
         let iy = (M * ty + p / N).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
@@ -85,20 +90,10 @@ pub(super) unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<u
     let (c, nt, ldv) = (plan.g.c, tiles.len(), plan.ldv);
     let k = BConsts::<S>::new();
     for (tl, t) in tiles.enumerate() {
-        let src = window(plan, t);
+        let src = window(&plan.g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
-            // Columns: e[j] = Bᵀ (column j of the window).
-            let mut e = [[S::zero(); N]; N];
-            for (j, ej) in e.iter_mut().enumerate() {
-                let mut d = [S::zero(); N];
-                for (i, di) in d.iter_mut().enumerate() {
-                    if let Some(o) = src[N * i + j] {
-                        *di = ld::<S>(&x[o + c0..], len);
-                    }
-                }
-                *ej = bt::<S>(&d, &k);
-            }
+            let e = window_columns::<S>(x, &src, c0, len, &k);
             // Rows: ((Bᵀ d) B).
             for i in 0..N {
                 let row = bt::<S>(&[e[0][i], e[1][i], e[2][i], e[3][i], e[4][i], e[5][i]], &k);
@@ -108,6 +103,32 @@ pub(super) unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<u
             }
         }
     }
+}
+
+/// Channels `c0..c0 + len` of the window at `src` ([`window`]), column-transformed: `e[j]` =
+/// `Bᵀ` (column j of the window), zeros in the padding.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn window_columns<S: Simd>(
+    x: &[f32],
+    src: &[Option<usize>; P],
+    c0: usize,
+    len: usize,
+    k: &BConsts<S>,
+) -> [[S::V; N]; N] {
+    let mut e = [[S::zero(); N]; N];
+    for (j, ej) in e.iter_mut().enumerate() {
+        let mut d = [S::zero(); N];
+        for (i, di) in d.iter_mut().enumerate() {
+            if let Some(o) = src[N * i + j] {
+                *di = ld::<S>(&x[o + c0..], len);
+            }
+        }
+        *ej = bt::<S>(&d, k);
+    }
+    e
 }
 
 /// `y = act(Aᵀ M_t A + bias)` for the block's tiles, only the pixels inside the output (edge
@@ -280,5 +301,163 @@ unsafe fn at<S: Simd>(m: &[S::V; N], k: &AConsts<S>) -> [S::V; M] {
         S::fma(dif34, k.two, dif12),
         S::fma(sum34, k.four, sum12),
         S::add(S::fma(dif34, k.eight, dif12), m[5]),
+    ]
+}
+
+/// Point of `A u Aᵀ` that is a dy tile's sum (row 1, column 1): the bias gradient.
+pub(super) const GRAD_BIAS_POINT: usize = N + 1;
+
+/// `V[ξ, t, :] = (Bᵀ d_t B)[ξ]` and `W[ξ, t, :] = (A u_t Aᵀ)[ξ]` for the block's tiles and the
+/// points in `points` (`d_t` the 6×6 input window, `u_t` the 4×4 dy tile, zero outside); whole
+/// vectors are stored (see the F(3×3, 2×2) version).
+///
+/// # Safety
+/// The CPU must support `S`; `v` and `w` hold `points.len() · tiles.len()` rows of `ldv` / `ldw`
+/// floats, multiples of the lanes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn grad_transforms<S: Simd>(
+    plan: &GradPlan,
+    x: &[f32],
+    dy: &[f32],
+    tiles: Range<usize>,
+    points: Range<usize>,
+    v: &mut [f32],
+    w: &mut [f32],
+) {
+    let g = &plan.g;
+    let (c, f, nt, ldv, ldw) = (g.c, g.f, tiles.len(), plan.ldv, plan.ldw);
+    // Rows i of the 6×6 points (ξ = 6i + j) this thread keeps.
+    let rows = points.start / N..points.end.div_ceil(N);
+    let np = points.len();
+    assert!(
+        ldv.is_multiple_of(S::LANES)
+            && ldw.is_multiple_of(S::LANES)
+            && v.len() >= np * nt * ldv
+            && w.len() >= np * nt * ldw,
+        "transform blocks too small"
+    );
+    let (vp, wp) = (v.as_mut_ptr(), w.as_mut_ptr());
+    let (kb, ka) = (BConsts::<S>::new(), AConsts::<S>::new());
+    for (tl, t) in tiles.enumerate() {
+        let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
+        let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
+        let src = window(g, plan.tiles_x, plan.tiles_y, t);
+        for c0 in (0..c).step_by(S::LANES) {
+            let len = S::LANES.min(c - c0);
+            let e = window_columns::<S>(x, &src, c0, len, &kb);
+            for i in rows.clone() {
+                let row = bt::<S>(&[e[0][i], e[1][i], e[2][i], e[3][i], e[4][i], e[5][i]], &kb);
+                for (j, &val) in row.iter().enumerate() {
+                    let xi = N * i + j;
+                    if points.contains(&xi) {
+                        // SAFETY: within `v` (asserted above: c0 < ldv, both multiples of LANES).
+                        S::store(vp.add(((xi - points.start) * nt + tl) * ldv + c0), val);
+                    }
+                }
+            }
+        }
+        // dy pixels of the tile, None outside the output (partial tiles).
+        let mut dsrc = [None; M * M];
+        for (p, s) in dsrc.iter_mut().enumerate() {
+            let (oy, ox) = (M * ty + p / M, M * tx + p % M);
+            if oy < g.oh && ox < g.ow {
+                *s = Some(((img * g.oh + oy) * g.ow + ox) * f);
+            }
+        }
+        for f0 in (0..f).step_by(S::LANES) {
+            let len = S::LANES.min(f - f0);
+            // Columns: e[j] = A (column j of the dy tile).
+            let mut e = [[S::zero(); N]; M];
+            for (j, ej) in e.iter_mut().enumerate() {
+                let mut u = [S::zero(); M];
+                for (i, ui) in u.iter_mut().enumerate() {
+                    if let Some(o) = dsrc[M * i + j] {
+                        *ui = ld::<S>(&dy[o + f0..], len);
+                    }
+                }
+                *ej = aa::<S>(&u, &ka);
+            }
+            for i in rows.clone() {
+                let row = aa::<S>(&[e[0][i], e[1][i], e[2][i], e[3][i]], &ka);
+                for (j, &val) in row.iter().enumerate() {
+                    let xi = N * i + j;
+                    if points.contains(&xi) {
+                        // SAFETY: within `w` (asserted above: f0 < ldw, both multiples of LANES).
+                        S::store(wp.add(((xi - points.start) * nt + tl) * ldw + f0), val);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dw[kh, kw, ci, :] = (Gᵀ M[:, ci, :] G)[kh, kw]` (`m`: `[36][c][ldm]`).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(super) unsafe fn grad_output<S: Simd>(c: usize, f: usize, ldm: usize, m: &[f32], dw: &mut [f32]) {
+    let k = GConsts::<S>::new();
+    for ci in 0..c {
+        for f0 in (0..f).step_by(S::LANES) {
+            let len = S::LANES.min(f - f0);
+            // Columns (Gᵀ M), then rows ((Gᵀ M) G).
+            let mut e = [[S::zero(); 3]; N];
+            for (j, ej) in e.iter_mut().enumerate() {
+                let mut col = [S::zero(); N];
+                for (i, mi) in col.iter_mut().enumerate() {
+                    *mi = ld::<S>(&m[((N * i + j) * c + ci) * ldm + f0..], len);
+                }
+                *ej = gt::<S>(&col, &k);
+            }
+            for kh in 0..3 {
+                let row = gt::<S>(&[e[0][kh], e[1][kh], e[2][kh], e[3][kh], e[4][kh], e[5][kh]], &k);
+                for (kw, &val) in row.iter().enumerate() {
+                    st::<S>(&mut dw[((3 * kh + kw) * c + ci) * f + f0..], val, len);
+                }
+            }
+        }
+    }
+}
+
+/// `A u = (u0, u0 + u1 + u2 + u3, u0 − u1 + u2 − u3, u0 + 2u1 + 4u2 + 8u3, u0 − 2u1 + 4u2 − 8u3,
+/// u3)`, `A = (Aᵀ)ᵀ`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn aa<S: Simd>(u: &[S::V; M], k: &AConsts<S>) -> [S::V; N] {
+    let (even, odd) = (S::add(u[0], u[2]), S::add(u[1], u[3]));
+    // u0 + 4u2 and 2u1 + 8u3.
+    let even4 = S::fma(u[2], k.four, u[0]);
+    let odd4 = S::mul(S::fma(u[3], k.four, u[1]), k.two);
+    [
+        u[0],
+        S::add(even, odd),
+        S::sub(even, odd),
+        S::add(even4, odd4),
+        S::sub(even4, odd4),
+        u[3],
+    ]
+}
+
+/// `Gᵀ m = (m0/4 − (m1 + m2)/6 + (m3 + m4)/24, (m2 − m1)/6 + (m3 − m4)/12,
+/// (m3 + m4 − m1 − m2)/6 + m5)`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn gt<S: Simd>(m: &[S::V; N], k: &GConsts<S>) -> [S::V; 3] {
+    let (sum12, dif12) = (S::add(m[1], m[2]), S::sub(m[2], m[1]));
+    let (sum34, dif34) = (S::add(m[3], m[4]), S::sub(m[3], m[4]));
+    [
+        S::fma(
+            sum34,
+            k.twenty_fourth,
+            S::fma(m[0], k.quarter, S::mul(sum12, S::sub(S::zero(), k.sixth))),
+        ),
+        S::fma(dif34, k.twelfth, S::mul(dif12, k.sixth)),
+        S::fma(S::sub(sum34, sum12), k.sixth, m[5]),
     ]
 }
