@@ -106,12 +106,17 @@ fn pooling_with_argmax_matches_max_pool_and_its_gradient() {
 #[test]
 fn pooled_conv_matches_conv_then_pool() {
     // MNIST-like first and second layers, a 3-channel one, a batch that does not divide in
-    // chunks, and a 5x5 valid sigmoid conv (LeNet-5).
+    // chunks, and a 5x5 valid sigmoid conv (LeNet-5); on AVX-512, Winograd convs pooled in
+    // their output transform: F(4×4) with partial last tiles (14×14) and whole ones (8×8),
+    // F(2×2) (one image; 10×10), a linear one with channels not a multiple of the lanes.
     let cases = [
         (ConvGeom::same(5, [28, 28], 1, [3, 3], 32, [1, 1]), Act::Relu),
         (ConvGeom::same(23, [14, 14], 32, [3, 3], 64, [1, 1]), Act::Relu),
         (ConvGeom::same(3, [16, 16], 3, [3, 3], 16, [1, 1]), Act::Tanh),
         (ConvGeom::valid(4, [28, 28], 1, [5, 5], 6, [1, 1]), Act::Sigmoid),
+        (ConvGeom::same(4, [8, 8], 48, [3, 3], 32, [1, 1]), Act::Relu),
+        (ConvGeom::same(1, [14, 14], 32, [3, 3], 40, [1, 1]), Act::Linear),
+        (ConvGeom::same(3, [10, 10], 32, [3, 3], 32, [1, 1]), Act::Relu),
     ];
     for (i, &(g, act)) in cases.iter().enumerate() {
         let pg = PoolGeom::valid(g.n, [g.oh, g.ow], g.f, [2, 2], [2, 2]);

@@ -3,8 +3,8 @@
 //! needs instead of the unpooled map; see [`pool_argmax`](super::pool_argmax)).
 //!
 //! The unpooled map is never stored whole. Convs with few input channels (the first layers)
-//! pool in the small-channel kernel's registers and L1 ([`conv2d_forward_small`]); the others
-//! go through in chunks of images whose unpooled output fits in L2 ([`pooled_conv_workspace`]
+//! pool in the small-channel kernel's registers and L1 ([`conv2d_forward_small`]), Winograd
+//! convs under a 2×2 pool in their output transform's registers; the others go through in chunks of images whose unpooled output fits in L2 ([`pooled_conv_workspace`]
 //! floats of workspace), each chunk convolved by the ordinary kernels and pooled while it is
 //! still cached. Rows of a pooling window never cross an image, so chunking by images changes
 //! no result.
@@ -14,6 +14,7 @@ use super::conv_small::{conv2d_forward_small, small_conv_applies};
 use super::epilogue::Epilogue;
 use super::pool2d::{max_pool, PoolGeom};
 use super::pool_argmax::max_pool_argmax;
+use super::winograd::{conv2d_forward_winograd_pooled, winograd_pool_applies};
 use super::Ctx;
 
 /// Bytes of unpooled output per chunk of images: half of a 2 MiB L2, whichever thread holds it.
@@ -54,6 +55,9 @@ pub fn conv2d_forward_pooled(
     assert_eq!(y.len(), pool.output_len(), "pooled conv output has {} values", y.len());
     if small_conv_applies(ctx.isa, g) {
         return conv2d_forward_small(ctx, g, x, w, epi, Some((pool, argmax)), y);
+    }
+    if winograd_pool_applies(ctx.isa, g, pool, epi.act) {
+        return conv2d_forward_winograd_pooled(ctx, g, x, w, (epi.bias, epi.act), pool, y, argmax);
     }
     let chunk = chunk_images(g);
     let (x_img, y_img) = (g.h * g.w * g.c, pool.oh * pool.ow * pool.c);

@@ -13,12 +13,13 @@
 //! are bit-identical across thread counts. BN moments (if asked) are summed afterwards over
 //! fixed groups of rows, combined in order.
 
-use super::conv::ConvGeom;
+use super::conv::{use_winograd, ConvGeom, Pad};
 use super::conv_backward::add_columns;
 use super::epilogue::{finish_moments, group_stats, Epilogue};
 use super::gemm::{k_chunks, padded_ld, stat_group, A_BLOCK_BYTES};
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
+use super::pool2d::PoolGeom;
 use super::scratch::{self, Slot};
 use super::simd::{with_simd, Simd};
 use super::winograd_f4 as f4;
@@ -133,6 +134,59 @@ pub(crate) fn winograd(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mu
     run_winograd(ctx, WinogradTile::for_geom(g), g, x, Kernel3::Packed(w), epi, y)
 }
 
+/// Whether [`conv2d_forward_winograd_pooled`] computes `max_pool(act(conv(x, w) + bias))` for
+/// `g` and `pool`: a conv the convolutions compute by Winograd, a 2×2 stride-2 unpadded pool
+/// that tiles the conv's even-sided output, and a ReLU or no activation (applied per vector in
+/// registers before the maximum).
+pub(crate) fn winograd_pool_applies(isa: KernelIsa, g: &ConvGeom, pool: &PoolGeom, act: Act) -> bool {
+    use_winograd(isa, g)
+        && pool.size == [2, 2]
+        && pool.stride == [2, 2]
+        && pool.pad == Pad::default()
+        && [pool.n, pool.h, pool.w, pool.c] == [g.n, g.oh, g.ow, g.f]
+        && g.oh.is_multiple_of(2)
+        && g.ow.is_multiple_of(2)
+        && matches!(act, Act::Linear | Act::Relu)
+}
+
+/// `y [n, oh/2, ow/2, f] = max_pool(act(conv(x, w) + bias))` over 2×2 windows, and each
+/// window's argmax if asked, by Winograd with the pool in the output transform: every tile's
+/// outputs are pooled in registers and the unpooled map is never stored. Panics unless
+/// [`winograd_pool_applies`]. w is HWIO `[3, 3, c, f]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_forward_winograd_pooled(
+    ctx: &Ctx,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    (bias, act): (Option<&[f32]>, Act),
+    pool: &PoolGeom,
+    y: &mut [f32],
+    argmax: Option<&mut [f32]>,
+) {
+    g.check(x.len(), w.len(), g.output_len());
+    assert!(
+        winograd_pool_applies(ctx.isa, g, pool, act),
+        "no pooled Winograd for {g:?}, {pool:?}"
+    );
+    assert_eq!(y.len(), pool.output_len(), "pooled output has {} values", y.len());
+    if let Some(a) = &argmax {
+        assert_eq!(a.len(), pool.output_len(), "argmax has {} values", a.len());
+    }
+    if let Some(b) = bias {
+        assert_eq!(b.len(), g.f, "bias has {} values", b.len());
+    }
+    let ctx = &ctx.for_work(g.flops());
+    let isa = ctx.isa.checked();
+    let tile = WinogradTile::for_geom(g);
+    with_pack(&U, |u| {
+        transform_kernel(ctx, isa, tile, g, Kernel3::Hwio(w), u);
+        let mut plan = Plan::new(g, isa, tile, u);
+        plan.pooled = true;
+        run(ctx, &plan, x, (bias, act), y, argmax);
+    });
+}
+
 /// A 3×3 kernel as the kernel transform reads it.
 #[derive(Clone, Copy)]
 pub(super) enum Kernel3<'a> {
@@ -148,7 +202,7 @@ fn run_winograd(ctx: &Ctx, tile: WinogradTile, g: &ConvGeom, x: &[f32], w: Kerne
     with_pack(&U, |u| {
         transform_kernel(ctx, isa, tile, g, w, u);
         let plan = Plan::new(g, isa, tile, u);
-        run(ctx, &plan, x, epi.bias, epi.act, y);
+        run(ctx, &plan, x, (epi.bias, epi.act), y, None);
     });
     if let Some(mo) = epi.moments.as_deref_mut() {
         moments(ctx, isa, g, y, mo);
@@ -172,6 +226,9 @@ pub(super) struct Plan<'a> {
     /// blocks.
     pub(super) ldv: usize,
     pub(super) ldm: usize,
+    /// The output is max-pooled over 2×2 windows (stride 2) before it is stored: `out` is the
+    /// pooled map `[n, oh/2, ow/2, f]`, with each window's argmax if asked.
+    pub(super) pooled: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -197,12 +254,31 @@ impl<'a> Plan<'a> {
             block: want.div_ceil(mr).max(1) * mr,
             ldv,
             ldm,
+            pooled: false,
         }
     }
 
     /// First output line (`image·oh + row`) of tile row `r` (`image·tiles_y + tile y`).
     pub(super) fn line_of(&self, r: usize) -> usize {
         (r / self.tiles_y) * self.g.oh + self.tile.side() * (r % self.tiles_y)
+    }
+
+    /// First line of the stored output (pooled or not) of tile row `r`.
+    pub(super) fn out_line_of(&self, r: usize) -> usize {
+        if self.pooled {
+            self.line_of(r) / 2
+        } else {
+            self.line_of(r)
+        }
+    }
+
+    /// Pixels per stored output line.
+    pub(super) fn out_width(&self) -> usize {
+        if self.pooled {
+            self.g.ow / 2
+        } else {
+            self.g.ow
+        }
     }
 }
 
@@ -264,31 +340,59 @@ fn transform_kernel(ctx: &Ctx, isa: KernelIsa, tile: WinogradTile, g: &ConvGeom,
 
 /// Runs every tile: threads split the tile rows (and so the output rows), each thread walks its
 /// tiles in blocks of `plan.block`.
-fn run(ctx: &Ctx, plan: &Plan, x: &[f32], bias: Option<&[f32]>, act: Act, y: &mut [f32]) {
+fn run(ctx: &Ctx, plan: &Plan, x: &[f32], epi: (Option<&[f32]>, Act), y: &mut [f32], argmax: Option<&mut [f32]>) {
     let g = &plan.g;
     let rows = g.n * plan.tiles_y;
-    let line_len = g.ow * g.f;
-    let mut parts = split_by_tasks(y, rows, ctx.threads(), |r| plan.line_of(r) * line_len);
-    ctx.pool.run_with_state(&mut parts, rows, |(range, out), _t, _r| {
+    let line_len = plan.out_width() * g.f;
+    let threads = ctx.threads();
+    let start = |r: usize| plan.out_line_of(r) * line_len;
+    let args = argmax.map(|a| split_by_tasks(a, rows, threads, start));
+    let mut parts: Vec<Out> = split_by_tasks(y, rows, threads, start)
+        .into_iter()
+        .zip(
+            args.into_iter()
+                .flatten()
+                .map(Some)
+                .chain(std::iter::repeat_with(|| None)),
+        )
+        .map(|((r, y), a)| (r, y, a.map(|(_, a)| a)))
+        .collect();
+    ctx.pool.run_with_state(&mut parts, rows, |(range, out, arg), _t, _r| {
         let (t0, t1) = (range.start * plan.tiles_x, range.end * plan.tiles_x);
-        let line0 = plan.line_of(range.start);
+        let line0 = plan.out_line_of(range.start);
         let blocks = (t1 - t0).div_ceil(plan.block);
         for b in 0..blocks {
             let tiles = t0 + b * plan.block..(t0 + (b + 1) * plan.block).min(t1);
-            block(plan, x, tiles, bias, act, out, line0);
+            let dst = OutLines {
+                y: out,
+                argmax: arg.as_deref_mut(),
+                line0,
+            };
+            block(plan, x, tiles, epi, dst);
         }
     });
 }
 
+/// One thread's tile rows, its part of the output and of the argmax map.
+type Out<'a> = (Range<usize>, &'a mut [f32], Option<&'a mut [f32]>);
+
+/// Where a block's output goes: the stored lines (pooled or not) from `line0` on, and the
+/// pooled argmax's same lines.
+pub(super) struct OutLines<'a> {
+    pub(super) y: &'a mut [f32],
+    pub(super) argmax: Option<&'a mut [f32]>,
+    pub(super) line0: usize,
+}
+
 /// One block of tiles (global tile index = tile row · tiles_x + tile x): transform its input,
 /// multiply, transform into `out` (output lines from `line0` on).
-fn block(plan: &Plan, x: &[f32], tiles: Range<usize>, bias: Option<&[f32]>, act: Act, out: &mut [f32], line0: usize) {
+fn block(plan: &Plan, x: &[f32], tiles: Range<usize>, epi: (Option<&[f32]>, Act), out: OutLines) {
     let nt = tiles.len();
     scratch::with(Slot::A, plan.points * nt * plan.ldv, |v| {
         scratch::with(Slot::B, plan.points * nt * plan.ldm, |m| {
             input_transform(plan, x, tiles.clone(), v);
             products(plan, nt, v, m);
-            output_transform(plan, tiles, m, (bias, act), out, line0);
+            output_transform(plan, tiles, m, epi, out);
         })
     })
 }
@@ -344,20 +448,13 @@ fn products(plan: &Plan, nt: usize, v: &[f32], m: &mut [f32]) {
 
 /// `y = act(Aᵀ M_t A + bias)` for the block's tiles, only the pixels inside the output (the last
 /// tile of an odd-sized output is partial). `out` holds output lines from `line0` on.
-fn output_transform(
-    plan: &Plan,
-    tiles: Range<usize>,
-    m: &[f32],
-    epi: (Option<&[f32]>, Act),
-    out: &mut [f32],
-    line0: usize,
-) {
+fn output_transform(plan: &Plan, tiles: Range<usize>, m: &[f32], epi: (Option<&[f32]>, Act), out: OutLines) {
     with_simd!(plan.isa, S, {
         // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
         unsafe {
             match plan.tile {
-                WinogradTile::F2x2 => output_block::<S>(plan, tiles, m, epi, out, line0),
-                WinogradTile::F4x4 => f4::output_block::<S>(plan, tiles, m, epi, out, line0),
+                WinogradTile::F2x2 => output_block::<S>(plan, tiles, m, epi, out),
+                WinogradTile::F4x4 => f4::output_block::<S>(plan, tiles, m, epi, out),
             }
         }
     })
@@ -496,14 +593,14 @@ unsafe fn output_block<S: Simd>(
     tiles: Range<usize>,
     m: &[f32],
     (bias, act): (Option<&[f32]>, Act),
-    out: &mut [f32],
-    line0: usize,
+    mut out: OutLines,
 ) {
     let g = &plan.g;
     let (f, nt, ldm) = (g.f, tiles.len(), plan.ldm);
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
-        let (ox, line) = (2 * tx, plan.line_of(r) - line0);
+        let line = plan.out_line_of(r) - out.line0;
+        let ox = 2 * tx;
         let (rows, cols) = (2.min(g.oh - 2 * (r % plan.tiles_y)), 2.min(g.ow - ox));
         for f0 in (0..f).step_by(S::LANES) {
             let len = S::LANES.min(f - f0);
@@ -520,21 +617,69 @@ unsafe fn output_block<S: Simd>(
             let e1 = at::<S>(mt[1], mt[5], mt[9], mt[13]);
             let e2 = at::<S>(mt[2], mt[6], mt[10], mt[14]);
             let e3 = at::<S>(mt[3], mt[7], mt[11], mt[15]);
-            for dy in 0..rows {
+            let mut vals = [[S::zero(); 4]; 4];
+            for (dy, vrow) in vals.iter_mut().enumerate().take(rows) {
                 let row = at::<S>(e0[dy], e1[dy], e2[dy], e3[dy]);
                 for (dx, &val) in row.iter().enumerate().take(cols) {
                     let mut val = S::add(val, b);
                     if act == Act::Relu {
                         val = S::max(val, S::zero());
                     }
-                    st::<S>(&mut out[((line + dy) * g.ow + ox + dx) * f + f0..], val, len);
+                    vrow[dx] = val;
                 }
             }
+            store_tile::<S>(plan, &vals, (rows, cols), (line, ox), f0, len, &mut out);
         }
-        if matches!(act, Act::Sigmoid | Act::Tanh) {
+        if !plan.pooled && matches!(act, Act::Sigmoid | Act::Tanh) {
             for dy in 0..rows {
                 let px = (line + dy) * g.ow + ox;
-                act.apply_slice(&mut out[px * f..(px + cols) * f]);
+                act.apply_slice(&mut out.y[px * f..(px + cols) * f]);
+            }
+        }
+    }
+}
+
+/// Stores channels `f0..f0 + len` of a finished output tile (`vals[dy][dx]`, `rows × cols`
+/// valid, bias and activation applied) whose top-left pixel is `ox` of stored line `line`:
+/// as they are, or (`plan.pooled`) as the maxima of its 2×2 windows — and the index of each
+/// window's first maximum, row-major in the window, when `out` has an argmax map: exactly what
+/// `max_pool_argmax` computes from the stored map. Tiles start at even rows and columns and the
+/// pooled output's sides are even, so windows never cross a tile.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(super) unsafe fn store_tile<S: Simd>(
+    plan: &Plan,
+    vals: &[[S::V; 4]; 4],
+    (rows, cols): (usize, usize),
+    (line, ox): (usize, usize),
+    f0: usize,
+    len: usize,
+    out: &mut OutLines,
+) {
+    let f = plan.g.f;
+    let width = plan.out_width();
+    if !plan.pooled {
+        for (dy, vrow) in vals.iter().enumerate().take(rows) {
+            for (dx, &val) in vrow.iter().enumerate().take(cols) {
+                st::<S>(&mut out.y[((line + dy) * width + ox + dx) * f + f0..], val, len);
+            }
+        }
+        return;
+    }
+    for py in 0..rows / 2 {
+        for px in 0..cols / 2 {
+            let (mut best, mut arg) = (vals[2 * py][2 * px], S::zero());
+            for t in 1..4 {
+                let v = vals[2 * py + t / 2][2 * px + t % 2];
+                arg = S::select_gt(v, best, S::splat(t as f32), arg);
+                best = S::select_gt(v, best, v, best);
+            }
+            let at = ((line + py) * width + ox / 2 + px) * f + f0;
+            st::<S>(&mut out.y[at..], best, len);
+            if let Some(a) = out.argmax.as_deref_mut() {
+                st::<S>(&mut a[at..], arg, len);
             }
         }
     }

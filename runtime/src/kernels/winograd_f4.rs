@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use super::conv::ConvGeom;
 use super::simd::Simd;
-use super::winograd::{ld, st, GradPlan, KernelSrc, Plan};
+use super::winograd::{ld, st, store_tile, GradPlan, KernelSrc, OutLines, Plan};
 use super::Act;
 
 /// Input window side (and points per side).
@@ -142,15 +142,15 @@ pub(super) unsafe fn output_block<S: Simd>(
     tiles: Range<usize>,
     m: &[f32],
     (bias, act): (Option<&[f32]>, Act),
-    out: &mut [f32],
-    line0: usize,
+    mut out: OutLines,
 ) {
     let g = &plan.g;
     let (f, nt, ldm) = (g.f, tiles.len(), plan.ldm);
     let k = AConsts::<S>::new();
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
-        let (ox, line) = (M * tx, plan.line_of(r) - line0);
+        let line = plan.out_line_of(r) - out.line0;
+        let ox = M * tx;
         let (rows, cols) = (M.min(g.oh - M * (r % plan.tiles_y)), M.min(g.ow - ox));
         for f0 in (0..f).step_by(S::LANES) {
             let len = S::LANES.min(f - f0);
@@ -168,21 +168,23 @@ pub(super) unsafe fn output_block<S: Simd>(
                 *aj = at::<S>(&col, &k);
             }
             // Rows: ((Aᵀ M) A).
-            for dy in 0..rows {
+            let mut vals = [[S::zero(); M]; M];
+            for (dy, vrow) in vals.iter_mut().enumerate().take(rows) {
                 let row = at::<S>(&[a[0][dy], a[1][dy], a[2][dy], a[3][dy], a[4][dy], a[5][dy]], &k);
                 for (dx, &val) in row.iter().enumerate().take(cols) {
                     let mut val = S::add(val, b);
                     if act == Act::Relu {
                         val = S::max(val, S::zero());
                     }
-                    st::<S>(&mut out[((line + dy) * g.ow + ox + dx) * f + f0..], val, len);
+                    vrow[dx] = val;
                 }
             }
+            store_tile::<S>(plan, &vals, (rows, cols), (line, ox), f0, len, &mut out);
         }
-        if matches!(act, Act::Sigmoid | Act::Tanh) {
+        if !plan.pooled && matches!(act, Act::Sigmoid | Act::Tanh) {
             for dy in 0..rows {
                 let px = (line + dy) * g.ow + ox;
-                act.apply_slice(&mut out[px * f..(px + cols) * f]);
+                act.apply_slice(&mut out.y[px * f..(px + cols) * f]);
             }
         }
     }
