@@ -620,38 +620,30 @@ unsafe fn output_block<S: Simd>(
             let mut vals = [[S::zero(); 4]; 4];
             for (dy, vrow) in vals.iter_mut().enumerate().take(rows) {
                 let row = at::<S>(e0[dy], e1[dy], e2[dy], e3[dy]);
-                for (dx, &val) in row.iter().enumerate().take(cols) {
-                    let mut val = S::add(val, b);
-                    if act == Act::Relu {
-                        val = S::max(val, S::zero());
-                    }
-                    vrow[dx] = val;
-                }
+                vrow[..cols].copy_from_slice(&row[..cols]);
             }
-            store_tile::<S>(plan, &vals, (rows, cols), (line, ox), f0, len, &mut out);
+            store_tile::<S>(plan, &vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
         }
-        if !plan.pooled && matches!(act, Act::Sigmoid | Act::Tanh) {
-            for dy in 0..rows {
-                let px = (line + dy) * g.ow + ox;
-                act.apply_slice(&mut out.y[px * f..(px + cols) * f]);
-            }
-        }
+        finish_tile(plan, act, (rows, cols), (line, ox), &mut out);
     }
 }
 
 /// Stores channels `f0..f0 + len` of a finished output tile (`vals[dy][dx]`, `rows × cols`
-/// valid, bias and activation applied) whose top-left pixel is `ox` of stored line `line`:
-/// as they are, or (`plan.pooled`) as the maxima of its 2×2 windows — and the index of each
-/// window's first maximum, row-major in the window, when `out` has an argmax map: exactly what
+/// valid) whose top-left pixel is `ox` of stored line `line`, plus the bias vector `b` and
+/// through a ReLU if `act` is one (sigmoid and tanh: [`finish_tile`]): as they are, or
+/// (`plan.pooled`) as the maxima of its 2×2 windows — and the index of each window's first
+/// maximum, row-major in the window, when `out` has an argmax map: exactly what
 /// `max_pool_argmax` computes from the stored map. Tiles start at even rows and columns and the
 /// pooled output's sides are even, so windows never cross a tile.
 ///
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn store_tile<S: Simd>(
     plan: &Plan,
     vals: &[[S::V; 4]; 4],
+    (b, act): (S::V, Act),
     (rows, cols): (usize, usize),
     (line, ox): (usize, usize),
     f0: usize,
@@ -660,6 +652,15 @@ pub(super) unsafe fn store_tile<S: Simd>(
 ) {
     let f = plan.g.f;
     let width = plan.out_width();
+    let mut vals = *vals;
+    for vrow in vals.iter_mut().take(rows) {
+        for v in vrow.iter_mut().take(cols) {
+            *v = S::add(*v, b);
+            if act == Act::Relu {
+                *v = S::max(*v, S::zero());
+            }
+        }
+    }
     if !plan.pooled {
         for (dy, vrow) in vals.iter().enumerate().take(rows) {
             for (dx, &val) in vrow.iter().enumerate().take(cols) {
@@ -681,6 +682,24 @@ pub(super) unsafe fn store_tile<S: Simd>(
             if let Some(a) = out.argmax.as_deref_mut() {
                 st::<S>(&mut a[at..], arg, len);
             }
+        }
+    }
+}
+
+/// Applies a sigmoid or tanh epilogue to a stored (unpooled) tile's `rows × cols` pixels, all
+/// channels; nothing for the other activations, which [`store_tile`] applied per vector.
+pub(super) fn finish_tile(
+    plan: &Plan,
+    act: Act,
+    (rows, cols): (usize, usize),
+    (line, ox): (usize, usize),
+    out: &mut OutLines,
+) {
+    if !plan.pooled && matches!(act, Act::Sigmoid | Act::Tanh) {
+        let f = plan.g.f;
+        for dy in 0..rows {
+            let px = (line + dy) * plan.g.ow + ox;
+            act.apply_slice(&mut out.y[px * f..(px + cols) * f]);
         }
     }
 }

@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use super::conv::ConvGeom;
 use super::simd::Simd;
-use super::winograd::{ld, st, store_tile, GradPlan, KernelSrc, OutLines, Plan};
+use super::winograd::{finish_tile, ld, st, store_tile, GradPlan, KernelSrc, OutLines, Plan};
 use super::Act;
 
 /// Input window side (and points per side).
@@ -171,22 +171,11 @@ pub(super) unsafe fn output_block<S: Simd>(
             let mut vals = [[S::zero(); M]; M];
             for (dy, vrow) in vals.iter_mut().enumerate().take(rows) {
                 let row = at::<S>(&[a[0][dy], a[1][dy], a[2][dy], a[3][dy], a[4][dy], a[5][dy]], &k);
-                for (dx, &val) in row.iter().enumerate().take(cols) {
-                    let mut val = S::add(val, b);
-                    if act == Act::Relu {
-                        val = S::max(val, S::zero());
-                    }
-                    vrow[dx] = val;
-                }
+                vrow[..cols].copy_from_slice(&row[..cols]);
             }
-            store_tile::<S>(plan, &vals, (rows, cols), (line, ox), f0, len, &mut out);
+            store_tile::<S>(plan, &vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
         }
-        if !plan.pooled && matches!(act, Act::Sigmoid | Act::Tanh) {
-            for dy in 0..rows {
-                let px = (line + dy) * g.ow + ox;
-                act.apply_slice(&mut out.y[px * f..(px + cols) * f]);
-            }
-        }
+        finish_tile(plan, act, (rows, cols), (line, ox), &mut out);
     }
 }
 
