@@ -4,10 +4,12 @@
 //! Criterion benchmarks of the convolution kernels on every conv layer of the MNIST CNN, the
 //! CIFAR-10 CNN and ResNet18 (CIFAR-10), at each model's training batch size: forward (with the
 //! fused bias + ReLU epilogue), input gradient, and kernel gradient (with bias gradient), plus
-//! fused vs unfused conv + bias + ReLU, Winograd vs the direct path (same FLOP count for
-//! both, so the throughputs compare), and the training step's max-pool fusions on the first
-//! layers (`conv_pool_argmax`: conv + ReLU + 2×2 max-pool with argmax, and the kernel gradient
-//! from the pooled gradient, against conv then pool and pool gradient then kernel gradient). Throughput is `Elements(flops)`, so criterion's `elem/s`
+//! fused vs unfused conv + bias + ReLU, Winograd F(2×2, 3×3) and F(4×4, 3×3) vs the direct
+//! path (same FLOP count for all, so the throughputs compare), and the training step's
+//! max-pool fusions (`conv_pool_argmax`: conv + ReLU + 2×2 max-pool with argmax — by the
+//! small-channel kernel on the first layers, in the Winograd output transform on the others —
+//! and, on the first layers, the kernel gradient from the pooled gradient, against conv then
+//! pool and pool gradient then kernel gradient). Throughput is `Elements(flops)`, so criterion's `elem/s`
 //! column reads as FLOP/s (`Gelem/s` = GFLOP/s); the single-core FMA peak is printed
 //! first for comparison.
 //!
@@ -39,7 +41,8 @@ use cnnc_benches::{conv_bias_relu_fused, conv_bias_relu_unfused, fma_peak_gflops
 use cnnc_runtime::kernels::pool2d::{max_pool, PoolGeom};
 use cnnc_runtime::kernels::{
     conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, conv2d_grad_kernel_small, max_pool_grad_argmax,
-    pooled_conv_workspace, set_winograd, Act, Ctx, Epilogue, SmallDy,
+    pooled_conv_workspace, set_winograd, set_winograd_tile, small_conv_applies, Act, Ctx, Epilogue, SmallDy,
+    WinogradTile,
 };
 use cnnc_runtime::pool::Pool;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -153,9 +156,15 @@ fn bench_winograd(c: &mut Criterion) {
             mut db,
         } = ConvData::new(&g);
         group.throughput(Throughput::Elements(g.flops() as u64));
-        for (winograd, path) in [(false, "direct"), (true, "winograd")] {
+        let paths = [
+            (false, None, "direct"),
+            (true, Some(WinogradTile::F2x2), "winograd F2x2"),
+            (true, Some(WinogradTile::F4x4), "winograd F4x4"),
+        ];
+        for (winograd, tile, path) in paths {
             let id = |dir: &str| BenchmarkId::new(format!("{} {dir} {path}", s.name), s.id());
             set_winograd(winograd);
+            set_winograd_tile(tile);
             group.bench_function(id("fwd"), |b| {
                 b.iter(|| conv_bias_relu_fused(&ctx, &g, &x, &w, &bias, &mut y))
             });
@@ -166,11 +175,19 @@ fn bench_winograd(c: &mut Criterion) {
         }
     }
     set_winograd(true);
+    set_winograd_tile(None);
     group.finish();
 }
 
-/// First layers, whose pools the training step fuses (`fuse_pool_argmax`, `fuse_argmax_dw`).
-const POOLED_LAYERS: &[&str] = &["mnist_cnn/conv1", "cifar10_cnn/conv1"];
+/// Layers followed by a 2×2 max-pool, whose pools the training step fuses
+/// (`fuse_pool_argmax`; on the first layers also `fuse_argmax_dw`): the first layers by the
+/// small-channel kernels, the others pooled in the Winograd output transform.
+const POOLED_LAYERS: &[&str] = &[
+    "mnist_cnn/conv1",
+    "cifar10_cnn/conv1",
+    "mnist_cnn/conv2",
+    "cifar10_cnn/conv2",
+];
 
 /// The training step's pooled conv and pooled kernel gradient against the unfused sequences
 /// they replace (FLOPs of the conv for both, so the throughputs compare).
@@ -209,6 +226,9 @@ fn bench_pool_argmax(c: &mut Criterion) {
                 max_pool(&ctx, &pg, &y, &mut py);
             })
         });
+        if !small_conv_applies(ctx.isa, &g) {
+            continue; // only the first layers' kernel gradient reads the pooled gradient
+        }
         group.bench_function(id("dw fused"), |b| {
             b.iter(|| {
                 let dy = SmallDy::Pooled {
