@@ -10,7 +10,7 @@ use cnnc_runtime::kernels::{
     conv2d_forward, conv2d_forward_packed, conv2d_grad_input, conv2d_grad_kernel, Act, ConvGeom, Ctx, Epilogue,
     KernelIsa, PackedB, Pad,
 };
-use kernels_common::{conv_grad_input_ref, conv_grad_kernel_ref, conv_ref, data, isas, pools, KERNEL_TOL};
+use kernels_common::{conv_grad_input_ref, conv_grad_kernel_ref, conv_ref, conv_tol, data, isas, pools, KERNEL_TOL};
 use support::assert_close;
 
 /// The geometries every kernel is checked on.
@@ -109,7 +109,7 @@ fn conv_forward_matches_reference() {
                 let mut y = vec![f32::NAN; g.output_len()];
                 conv2d_forward(&ctx, &g, &x, &w, Epilogue::none(), &mut y);
                 let what = format!("forward {g:?} {isa:?} threads={}", pool.threads());
-                assert_close(&y, &expected, KERNEL_TOL, &what);
+                assert_close(&y, &expected, conv_tol(isa, &g), &what);
                 match &first {
                     None => first = Some(y),
                     Some(f) => assert!(bits_equal(f, &y), "{what}: differs across thread counts"),
@@ -155,8 +155,8 @@ fn conv_forward_epilogue_bias_activation_moments_and_packed_kernel() {
                         .with_moments(&mut moments);
                     conv2d_forward_packed(&ctx, &g, &x, &packed, epi, &mut y);
                     let what = format!("fused {act:?} {g:?} {isa:?} threads={}", pool.threads());
-                    assert_close(&y, &expected, KERNEL_TOL, &what);
-                    assert_close(&moments, &mref, KERNEL_TOL, &format!("moments of {what}"));
+                    assert_close(&y, &expected, conv_tol(isa, &g), &what);
+                    assert_close(&moments, &mref, conv_tol(isa, &g), &format!("moments of {what}"));
                     match &first {
                         None => first = Some((y, moments)),
                         Some((fy, fm)) => {
@@ -184,7 +184,7 @@ fn conv_grad_input_matches_reference() {
                 let mut dx = vec![f32::NAN; g.input_len()];
                 conv2d_grad_input(&ctx, &g, &dy, &w, &mut dx);
                 let what = format!("grad input {g:?} {isa:?} threads={}", pool.threads());
-                assert_close(&dx, &expected, KERNEL_TOL, &what);
+                assert_close(&dx, &expected, conv_tol(isa, &g), &what);
                 match &first {
                     None => first = Some(dx),
                     Some(f) => assert!(bits_equal(f, &dx), "{what}: differs across thread counts"),
@@ -212,7 +212,7 @@ fn conv_grad_kernel_and_bias_match_reference() {
                 let mut db = vec![f32::NAN; g.f];
                 conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw, Some(&mut db));
                 let what = format!("grad kernel {g:?} {isa:?} threads={}", pool.threads());
-                assert_close(&dw, &expected, KERNEL_TOL, &what);
+                assert_close(&dw, &expected, conv_tol(isa, &g), &what);
                 assert_close(&db, &bias_ref, KERNEL_TOL, &format!("bias {what}"));
                 let mut dw2 = vec![f32::NAN; g.kernel_len()];
                 conv2d_grad_kernel(&ctx, &g, &x, &dy, &mut dw2, None);

@@ -234,6 +234,12 @@ pub(crate) fn use_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
         && isa.checked() == KernelIsa::Avx512
 }
 
+/// Whether the convolutions (forward, input gradient, kernel gradient) compute `g` by Winograd
+/// on `isa` (whose rounding differs from a dot product's: see [`WinogradTile`]).
+pub fn uses_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
+    use_winograd(isa, g)
+}
+
 /// Whether `conv2d_grad_kernel` computes the kernel gradient of `g` by Winograd F(3×3, 2×2) or
 /// F(3×3, 4×4) (`conv2d_grad_kernel_winograd`: 16 or 36 GEMMs over the batch's 2×2 or 4×4 dy
 /// tiles, 2.25× or 4× fewer multiplies; the tile as the forward's) rather than the direct or im2col path: the same convs as [`use_winograd`] (3×3
