@@ -10,7 +10,7 @@
 //! GEMM kernels (BN statistics epilogue included) give bit-identical results for any thread
 //! count. Kernels with little work run on the calling thread only.
 //!
-//! `unsafe` lives in `simd.rs` / `microkernel.rs` / `winograd.rs` / `conv_small.rs` (intrinsics behind run-time
+//! `unsafe` lives in `simd.rs` / `microkernel.rs` / `winograd*.rs` / `conv_small.rs` (intrinsics behind run-time
 //! feature checks; Winograd's transforms load and store through bounds-checked slices)
 //! and in the `#[target_feature]` trampolines of [`KernelIsa::vectorize`].
 
@@ -35,6 +35,7 @@ mod simd;
 pub mod softmax;
 mod winograd;
 mod winograd_f4;
+mod winograd_grad;
 
 pub use activation::Act;
 pub use conv::{conv2d_forward, conv2d_forward_packed, set_winograd, uses_winograd, ConvGeom, Pad};
@@ -45,9 +46,8 @@ pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
 pub use pool_argmax::{max_pool_argmax, max_pool_grad_argmax};
-pub use winograd::{
-    conv2d_forward_winograd, conv2d_grad_kernel_winograd, set_winograd_tile, winograd_applies, WinogradTile,
-};
+pub use winograd::{conv2d_forward_winograd, set_winograd_tile, winograd_applies, WinogradTile};
+pub use winograd_grad::conv2d_grad_kernel_winograd;
 
 use crate::pool::Pool;
 use std::sync::atomic::{AtomicUsize, Ordering};

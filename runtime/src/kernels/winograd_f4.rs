@@ -23,7 +23,8 @@ use std::ops::Range;
 
 use super::conv::ConvGeom;
 use super::simd::Simd;
-use super::winograd::{finish_tile, ld, st, store_tile, GradPlan, KernelSrc, OutLines, Plan};
+use super::winograd::{finish_tile, ld, st, store_tile, KernelSrc, OutLines, Plan};
+use super::winograd_grad::GradPlan;
 use super::Act;
 
 /// Input window side (and points per side).
