@@ -219,25 +219,21 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
     }
 }
 
-/// Whether [`implicit_gemm`] computes `g` by Winograd (F(2×2, 3×3) or F(4×4, 3×3), see
+/// Whether the convolutions (`implicit_gemm`: the forward and the stride-1 input gradient; and
+/// the kernel gradient, [`use_winograd_grad_kernel`]) compute `g` on `isa` by Winograd — whose
+/// rounding differs from a dot product's — (F(2×2, 3×3) or F(4×4, 3×3), see
 /// [`WinogradTile::for_geom`]; 2.25× or 4× fewer multiplies) rather than the direct path: 3×3 stride-1 convs (any padding, so also their input gradient)
 /// with at least [`WINOGRAD_MIN_CHANNELS`] input and output channels, on AVX-512. Measured with
 /// `conv_one` at one thread (F(2×2)): 1.2–1.8× the direct path's speed on every seed layer with 32+
 /// channels both ways (MNIST conv2, CIFAR-10 conv2–6, ResNet-18 64–512), but 2.5–7× slower on
 /// the first layers (1 or 3 input channels: its 16 GEMMs then have K = c, far too short). The
 /// epilogue does not matter: BN moments are summed after the output transform.
-pub(crate) fn use_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
+pub fn use_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
     WINOGRAD.load(Ordering::Relaxed)
         && winograd_applies(g)
         && g.c >= WINOGRAD_MIN_CHANNELS
         && g.f >= WINOGRAD_MIN_CHANNELS
         && isa.checked() == KernelIsa::Avx512
-}
-
-/// Whether the convolutions (forward, input gradient, kernel gradient) compute `g` by Winograd
-/// on `isa` (whose rounding differs from a dot product's: see [`WinogradTile`]).
-pub fn uses_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
-    use_winograd(isa, g)
 }
 
 /// Whether `conv2d_grad_kernel` computes the kernel gradient of `g` by Winograd F(3×3, 2×2) or

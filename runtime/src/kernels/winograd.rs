@@ -177,14 +177,23 @@ pub(crate) fn conv2d_forward_winograd_pooled(
         assert_eq!(b.len(), g.f, "bias has {} values", b.len());
     }
     let ctx = &ctx.for_work(g.flops());
-    let isa = ctx.isa.checked();
-    let tile = WinogradTile::for_geom(g);
-    with_pack(&U, |u| {
-        transform_kernel(ctx, isa, tile, g, Kernel3::Hwio(w), u);
-        let mut plan = Plan::new(g, isa, tile, u);
-        plan.pooled = true;
-        run(ctx, &plan, x, (bias, act), y, argmax);
-    });
+    let out = Stored::Pooled(argmax);
+    transform_and_run(
+        ctx,
+        WinogradTile::for_geom(g),
+        g,
+        x,
+        Kernel3::Hwio(w),
+        (bias, act),
+        y,
+        out,
+    );
+}
+
+/// What the output transform stores: the conv's output, or its 2×2 max-pool (and argmax).
+enum Stored<'a> {
+    Full,
+    Pooled(Option<&'a mut [f32]>),
 }
 
 /// A 3×3 kernel as the kernel transform reads it.
@@ -198,15 +207,34 @@ pub(super) enum Kernel3<'a> {
 
 fn run_winograd(ctx: &Ctx, tile: WinogradTile, g: &ConvGeom, x: &[f32], w: Kernel3, epi: &mut Epilogue, y: &mut [f32]) {
     debug_assert!(winograd_applies(g));
+    transform_and_run(ctx, tile, g, x, w, (epi.bias, epi.act), y, Stored::Full);
+    if let Some(mo) = epi.moments.as_deref_mut() {
+        moments(ctx, ctx.isa.checked(), g, y, mo);
+    }
+}
+
+/// Transforms the kernel, then runs every tile into `y` as `out` says.
+#[allow(clippy::too_many_arguments)]
+fn transform_and_run(
+    ctx: &Ctx,
+    tile: WinogradTile,
+    g: &ConvGeom,
+    x: &[f32],
+    w: Kernel3,
+    epi: (Option<&[f32]>, Act),
+    y: &mut [f32],
+    out: Stored,
+) {
     let isa = ctx.isa.checked();
+    let (pooled, argmax) = match out {
+        Stored::Full => (false, None),
+        Stored::Pooled(argmax) => (true, argmax),
+    };
     with_pack(&U, |u| {
         transform_kernel(ctx, isa, tile, g, w, u);
-        let plan = Plan::new(g, isa, tile, u);
-        run(ctx, &plan, x, (epi.bias, epi.act), y, None);
+        let plan = Plan::new(g, isa, tile, u, pooled);
+        run(ctx, &plan, x, epi, y, argmax);
     });
-    if let Some(mo) = epi.moments.as_deref_mut() {
-        moments(ctx, isa, g, y, mo);
-    }
 }
 
 /// Everything the blocks of one call share.
@@ -232,7 +260,7 @@ pub(super) struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(g: &ConvGeom, isa: KernelIsa, tile: WinogradTile, u: &'a PackedB) -> Self {
+    fn new(g: &ConvGeom, isa: KernelIsa, tile: WinogradTile, u: &'a PackedB, pooled: bool) -> Self {
         let (mr, _) = tile_shape(isa);
         let (ldv, ldm) = (padded_ld(g.c), padded_ld(g.f));
         let points = tile.points();
@@ -254,7 +282,7 @@ impl<'a> Plan<'a> {
             block: want.div_ceil(mr).max(1) * mr,
             ldv,
             ldm,
-            pooled: false,
+            pooled,
         }
     }
 
@@ -346,16 +374,10 @@ fn run(ctx: &Ctx, plan: &Plan, x: &[f32], epi: (Option<&[f32]>, Act), y: &mut [f
     let line_len = plan.out_width() * g.f;
     let threads = ctx.threads();
     let start = |r: usize| plan.out_line_of(r) * line_len;
-    let args = argmax.map(|a| split_by_tasks(a, rows, threads, start));
+    let mut args = argmax.map(|a| split_by_tasks(a, rows, threads, start).into_iter());
     let mut parts: Vec<Out> = split_by_tasks(y, rows, threads, start)
         .into_iter()
-        .zip(
-            args.into_iter()
-                .flatten()
-                .map(Some)
-                .chain(std::iter::repeat_with(|| None)),
-        )
-        .map(|((r, y), a)| (r, y, a.map(|(_, a)| a)))
+        .map(|(r, y)| (r, y, args.as_mut().and_then(Iterator::next).map(|(_, a)| a)))
         .collect();
     ctx.pool.run_with_state(&mut parts, rows, |(range, out, arg), _t, _r| {
         let (t0, t1) = (range.start * plan.tiles_x, range.end * plan.tiles_x);

@@ -24,7 +24,7 @@ use std::ops::Range;
 use super::conv::ConvGeom;
 use super::simd::Simd;
 use super::winograd::{finish_tile, ld, st, store_tile, KernelSrc, OutLines, Plan};
-use super::winograd_grad::GradPlan;
+use super::winograd_grad::{check_blocks, GradPlan};
 use super::Act;
 
 /// Input window side (and points per side).
@@ -321,14 +321,7 @@ pub(super) unsafe fn grad_transforms<S: Simd>(
     let (c, f, nt, ldv, ldw) = (g.c, g.f, tiles.len(), plan.ldv, plan.ldw);
     // Rows i of the 6×6 points (ξ = 6i + j) this thread keeps.
     let rows = points.start / N..points.end.div_ceil(N);
-    let np = points.len();
-    assert!(
-        ldv.is_multiple_of(S::LANES)
-            && ldw.is_multiple_of(S::LANES)
-            && v.len() >= np * nt * ldv
-            && w.len() >= np * nt * ldw,
-        "transform blocks too small"
-    );
+    check_blocks(S::LANES, plan, points.len() * nt, v, w);
     let (vp, wp) = (v.as_mut_ptr(), w.as_mut_ptr());
     let (kb, ka) = (BConsts::<S>::new(), AConsts::<S>::new());
     for (tl, t) in tiles.enumerate() {

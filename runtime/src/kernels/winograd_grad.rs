@@ -229,6 +229,18 @@ fn grad_points(plan: &GradPlan, x: &[f32], dy: &[f32], points: Range<usize>, mp:
     }
 }
 
+/// Panics unless the V and W blocks hold `rows` rows of `ldv` / `ldw` floats, multiples of
+/// `lanes`: the gradient transforms store whole vectors through raw pointers.
+pub(super) fn check_blocks(lanes: usize, plan: &GradPlan, rows: usize, v: &[f32], w: &[f32]) {
+    assert!(
+        plan.ldv.is_multiple_of(lanes)
+            && plan.ldw.is_multiple_of(lanes)
+            && v.len() >= rows * plan.ldv
+            && w.len() >= rows * plan.ldw,
+        "transform blocks too small"
+    );
+}
+
 /// `V[ξ, t, :] = (Bᵀ d_t B)[ξ]` and `W[ξ, t, :] = (A' u_t A'ᵀ)[ξ]` for the block's tiles and
 /// the points in `points` (`d_t` the 4×4 input window, `u_t` the 2×2 dy tile, zero outside).
 ///
@@ -250,14 +262,7 @@ unsafe fn grad_transforms<S: Simd>(
     let rows = points.start / 4..points.end.div_ceil(4);
     // Whole vectors are stored, also past `c` / `f`: the row strides are multiples of the lanes
     // and the lanes past the data are transforms of zeros.
-    let np = points.len();
-    assert!(
-        ldv.is_multiple_of(S::LANES)
-            && ldw.is_multiple_of(S::LANES)
-            && v.len() >= np * nt * ldv
-            && w.len() >= np * nt * ldw,
-        "transform blocks too small"
-    );
+    check_blocks(S::LANES, plan, points.len() * nt, v, w);
     let (vp, wp) = (v.as_mut_ptr(), w.as_mut_ptr());
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);

@@ -19,7 +19,7 @@ pub const WINOGRAD_TOL: crate::support::Tol = crate::support::Tol { abs: 5e-4, r
 
 /// [`WINOGRAD_TOL`] for the convs the kernels compute by Winograd on `isa`, else [`KERNEL_TOL`].
 pub fn conv_tol(isa: cnnc_runtime::kernels::KernelIsa, g: &cnnc_runtime::kernels::ConvGeom) -> crate::support::Tol {
-    if cnnc_runtime::kernels::uses_winograd(isa, g) {
+    if cnnc_runtime::kernels::use_winograd(isa, g) {
         WINOGRAD_TOL
     } else {
         KERNEL_TOL
