@@ -45,11 +45,22 @@ use cnnc_runtime::kernels::{
     WinogradTile,
 };
 use cnnc_runtime::pool::Pool;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
 /// Layers whose fused vs unfused epilogue is compared.
 const FUSION_LAYERS: &[&str] = &["mnist_cnn/conv2", "cifar10_cnn/conv2", "resnet18/64", "resnet18/256"];
+
+/// A group of 10 samples, 0.5 s warm-up and 2 s of measurement: the conv shapes are many.
+fn short_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    group
+}
 
 fn threads() -> usize {
     std::env::var("CNNC_BENCH_THREADS")
@@ -74,11 +85,7 @@ fn bench_conv(c: &mut Criterion) {
         (1, "conv_grad_input"),
         (2, "conv_grad_kernel_bias"),
     ] {
-        let mut group = c.benchmark_group(label);
-        group
-            .sample_size(10)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
+        let mut group = short_group(c, label);
         for s in CONV_SHAPES {
             let g = s.geom();
             let ConvData {
@@ -114,11 +121,7 @@ fn bench_conv(c: &mut Criterion) {
 fn bench_fusion(c: &mut Criterion) {
     let pool = Pool::new(threads());
     let ctx = Ctx::new(&pool);
-    let mut group = c.benchmark_group("conv_bias_relu_fusion");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = short_group(c, "conv_bias_relu_fusion");
     for s in CONV_SHAPES.iter().filter(|s| FUSION_LAYERS.contains(&s.name)) {
         let g = s.geom();
         let ConvData { x, w, bias, mut y, .. } = ConvData::new(&g);
@@ -138,11 +141,7 @@ fn bench_fusion(c: &mut Criterion) {
 fn bench_winograd(c: &mut Criterion) {
     let pool = Pool::new(threads());
     let ctx = Ctx::new(&pool);
-    let mut group = c.benchmark_group("conv_winograd_vs_direct");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = short_group(c, "conv_winograd_vs_direct");
     for s in CONV_SHAPES.iter().filter(|s| FUSION_LAYERS.contains(&s.name)) {
         let g = s.geom();
         let ConvData {
@@ -194,11 +193,7 @@ const POOLED_LAYERS: &[&str] = &[
 fn bench_pool_argmax(c: &mut Criterion) {
     let pool = Pool::new(threads());
     let ctx = Ctx::new(&pool);
-    let mut group = c.benchmark_group("conv_pool_argmax");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = short_group(c, "conv_pool_argmax");
     for s in CONV_SHAPES.iter().filter(|s| POOLED_LAYERS.contains(&s.name)) {
         let g = s.geom();
         let ConvData {

@@ -26,7 +26,9 @@ use cnnc_compiler::spec::{load_model, ModelSpec};
 use cnnc_runtime::fpenv::FlushDenormals;
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::optim::{Optimizer, OptimizerKind};
+use cnnc_runtime::pool::Pool;
 use cnnc_runtime::rng::Rng;
+use cnnc_runtime::train::trainable_refs;
 use cnnc_runtime::{Executor, TargetLayout, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -112,13 +114,10 @@ fn train(c: &mut Criterion) {
                 b.iter(|| {
                     step += 1;
                     exec.train_step(&mut params, &mut grads, &x, &y, TRAIN_BATCH, step, &mut preds);
-                    let mut refs: Vec<&mut Tensor> = params
-                        .iter_mut()
-                        .enumerate()
-                        .filter(|(i, _)| trainable.contains(i))
-                        .map(|(_, p)| p)
-                        .collect();
-                    opt.step(&mut refs, &grads).unwrap();
+                    // As in `train::fit`: the update on the executor's threads.
+                    let mut refs = trainable_refs(&mut params, &trainable);
+                    let pool = exec.pool().unwrap_or(Pool::inline());
+                    opt.step_on(pool, &mut refs, &grads).unwrap();
                 })
             });
             eprintln!(

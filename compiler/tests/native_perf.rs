@@ -12,6 +12,7 @@ use cnnc_compiler::spec::load_model;
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::optim::{Optimizer, OptimizerKind};
 use cnnc_runtime::rng::Rng;
+use cnnc_runtime::train::trainable_refs;
 use cnnc_runtime::{Executor, Tensor};
 
 /// CPU time of this process so far (user + system, from `/proc/self/stat`, in seconds; Linux
@@ -66,11 +67,7 @@ fn throughput(model: &str, batch: usize, threads: usize, steps: usize) -> f64 {
     let mut step = |ex: &mut NativeExecutor, params: &mut [Tensor], s: u64| -> f64 {
         ex.train_step(params, &mut grads, &x, &y, batch, s, &mut preds);
         let t0 = Instant::now();
-        let mut refs: Vec<&mut Tensor> = params
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, p)| trainable.contains(&i).then_some(p))
-            .collect();
+        let mut refs = trainable_refs(params, &trainable);
         opt.step_on(ex.pool().unwrap(), &mut refs, &grads).unwrap();
         t0.elapsed().as_secs_f64()
     };

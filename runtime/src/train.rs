@@ -12,7 +12,7 @@ mod observer;
 
 pub use error::TrainError;
 pub use evaluate::{evaluate, predict};
-pub use fit::fit;
+pub use fit::{fit, trainable_refs};
 pub use history::History;
 pub use loss::{argmax, count_correct, LossFn};
 pub use observer::{BatchLog, EpochLog, SilentObserver, TrainObserver};

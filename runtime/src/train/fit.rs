@@ -172,8 +172,9 @@ fn all_finite(v: &[f32]) -> bool {
     !v.iter().fold(false, |bad, x| bad | !x.is_finite())
 }
 
-/// Mutable references to the trainable parameters, in order.
-fn trainable_refs<'a>(params: &'a mut [Tensor], trainable: &[usize]) -> Vec<&'a mut Tensor> {
+/// Mutable references to the parameters whose indices are `trainable` (ascending), in order:
+/// what [`Optimizer::step`] updates.
+pub fn trainable_refs<'a>(params: &'a mut [Tensor], trainable: &[usize]) -> Vec<&'a mut Tensor> {
     let mut want = trainable.iter().peekable();
     params
         .iter_mut()
