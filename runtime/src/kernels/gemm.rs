@@ -17,7 +17,7 @@
 
 use super::epilogue::{finish_moments, group_stats, Epilogue};
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
-use super::pack::{transpose_into, with_pack, PackedB};
+use super::pack::{with_pack, PackedB};
 use super::scratch::{self, Slot};
 use super::{Ctx, KernelIsa};
 use crate::kernels::activation::Act;
@@ -168,6 +168,16 @@ pub(crate) fn row_blocks<F>(
     }
 }
 
+/// Whether `threads` split a GEMM with `m × n` C by row blocks, each owning a contiguous run of
+/// C's rows (every thread reads all of B, nothing is copied), rather than by column panels
+/// into private buffers: when there are rows enough for four row tiles (or two statistics
+/// groups) per thread. Measured with `kernel_table dense1`: the MNIST CNN's m = 128 dense
+/// gradients scale better split by rows, the CIFAR-10 CNN's m = 64 ones by columns.
+fn splits_rows(threads: usize, m: usize, n: usize, (mr, nr): (usize, usize), moments: bool) -> bool {
+    let panels = n.div_ceil(nr);
+    threads == 1 || m >= 2 * threads * row_unit(mr, moments).max(2 * mr) || panels < threads
+}
+
 /// B as the micro-kernel reads it.
 #[derive(Clone, Copy)]
 enum BSrc<'a> {
@@ -222,7 +232,19 @@ pub fn gemm(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: &[f32], c: &mut [f32], accumu
         return;
     }
     let (mr, lanes) = tile_shape(isa);
-    let direct = !g.trans_b && m <= 2 * mr;
+    // B is read in place when packing it would cost more than it saves: few rows of C use each
+    // B value (a batch-1 layer), or a narrow B (≤ 4 panels) under a short A whose rows the
+    // threads split (the MNIST CNN's 128 × 128 × 3136 dense forward: packing its 1.6 MB of
+    // weights took a quarter of the call). Split by columns, each thread would stride through
+    // half of every B row: slower than packing, measured (`gemm_one`, CIFAR-10 CNN dense1).
+    let rows_split = splits_rows(
+        ctx.for_work(g.flops()).threads(),
+        m,
+        n,
+        (mr, 2 * lanes),
+        epi.moments.is_some(),
+    );
+    let direct = !g.trans_b && (m <= 2 * mr || (n <= 4 * 2 * lanes && m <= 256 && rows_split));
     if direct && n.is_multiple_of(lanes) {
         run(ctx, g, a, BSrc::Direct { b, n, tail: None }, c, accumulate, &mut epi);
     } else if direct {
@@ -275,11 +297,7 @@ fn run(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: BSrc, c: &mut [f32], accumulate: b
         accumulate,
     };
     let panels = n.div_ceil(nr);
-    // Rows enough for four row tiles (or two statistics groups) per thread: split rows (every
-    // thread reads all of B, but nothing is copied); fewer, split column panels into private
-    // buffers. Measured with `kernel_table dense1`: MNIST's m = 128 dense gradients scale better
-    // split by rows, CIFAR's m = 64 ones by columns.
-    if threads == 1 || m >= 2 * threads * group.max(2 * mr) || panels < threads {
+    if splits_rows(threads, m, n, (mr, nr), epi.moments.is_some()) {
         // Split row blocks: each thread owns a contiguous run of rows of C.
         row_blocks(
             ctx.pool,
@@ -339,20 +357,33 @@ fn run(ctx: &Ctx, g: &GemmGeom, a: &[f32], b: BSrc, c: &mut [f32], accumulate: b
 
 /// C rows `r0..r0 + rows`, panels `panels`, into `out` (`[rows, ldc]`; column 0 of `out` is
 /// column `col0` of C). K is walked in L1-sized chunks; each chunk's A block is copied into a
-/// scratch block with a padded row stride (rows of a wide A would alias in the L1 sets, and a
-/// transposed A becomes row-major), then each B micro-panel serves every row tile of the block.
+/// scratch block, then each B micro-panel serves every row tile of the block.
 fn block(job: &Job, r0: usize, rows: usize, panels: Range<usize>, out: &mut [f32], ldc: usize, col0: usize) {
     let (mr, lanes) = tile_shape(job.isa);
     let nr = 2 * lanes;
     let GemmGeom { m, n, k, trans_a, .. } = job.g;
     let (chunks, kc) = k_chunks(k);
-    let ld = padded_ld(kc);
-    scratch::with(Slot::A, rows * ld, |ablk| {
+    // A row-major A is copied row by row with a padded stride (rows of a wide A would alias in
+    // the L1 sets); a transposed one into column-major tiles of `mr` rows (one contiguous copy
+    // per K step, and the kernel's broadcasts are constant offsets from one pointer).
+    let (ld, layout) = if trans_a {
+        (mr, ALayout::ColMajor)
+    } else {
+        (padded_ld(kc), ALayout::RowMajor)
+    };
+    let tile_len = |steps: usize| if trans_a { mr * steps } else { mr * ld };
+    scratch::with(Slot::A, rows.div_ceil(mr) * tile_len(kc), |ablk| {
         for ch in 0..chunks {
             let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(k));
             if trans_a {
-                // ablk[i][p] = A[r0 + i][k0 + p] = a[(k0 + p)·m + r0 + i]
-                transpose_into(ablk, ld, &job.a[k0 * m + r0..], m, k1 - k0, rows);
+                // tile t: ablk[t·mr·steps + p·mr + i] = A[r0 + t·mr + i][k0 + p] = a[(k0 + p)·m + r0 + t·mr + i]
+                for (t, tile) in ablk.chunks_mut(mr * (k1 - k0)).take(rows.div_ceil(mr)).enumerate() {
+                    let h = mr.min(rows - t * mr);
+                    for (p, col) in tile.chunks_exact_mut(mr).enumerate() {
+                        let at = (k0 + p) * m + r0 + t * mr;
+                        col[..h].copy_from_slice(&job.a[at..at + h]);
+                    }
+                }
             } else {
                 for (i, dst) in ablk.chunks_mut(ld).take(rows).enumerate() {
                     dst[..k1 - k0].copy_from_slice(&job.a[(r0 + i) * k + k0..(r0 + i) * k + k1]);
@@ -372,9 +403,9 @@ fn block(job: &Job, r0: usize, rows: usize, panels: Range<usize>, out: &mut [f32
                         rows: mr.min(rows - i),
                         cols,
                         kc: k1 - k0,
-                        a: &ablk[i * ld..],
+                        a: &ablk[i / mr * tile_len(k1 - k0)..],
                         lda: ld,
-                        a_layout: ALayout::RowMajor,
+                        a_layout: layout,
                         segs: None,
                         b: bp,
                         b_stride,
