@@ -8,10 +8,13 @@ use cnnc_runtime::kernels::{gemm, Act, Ctx, Epilogue, GemmGeom};
 use kernels_common::{data, gemm_ref, isas, pools, KERNEL_TOL};
 use support::assert_close;
 
-const SHAPES: [(usize, usize, usize); 11] = [
+const SHAPES: [(usize, usize, usize); 13] = [
     (1, 1, 1),
     (1, 128, 300),
     (1, 120, 256),
+    // Batch-1 layers large enough for the GEMV's two halves of K (odd K, ragged columns).
+    (1, 130, 601),
+    (1, 128, 3136),
     (2, 10, 128),
     (13, 31, 7),
     (14, 32, 288),
@@ -111,23 +114,30 @@ fn gemm_moments_stay_precise_when_the_mean_dwarfs_the_spread() {
 
 #[test]
 fn gemm_is_deterministic_and_thread_count_independent() {
-    let (m, n, k) = (300, 96, 517);
-    let (a, b) = (data(m * k, 7), data(k * n, 8));
-    for isa in isas() {
-        let mut results = Vec::new();
-        for pool in pools() {
-            let ctx = Ctx::with_isa(&pool, isa);
-            for _ in 0..2 {
-                let mut c = vec![0f32; m * n];
-                gemm(&ctx, &GemmGeom::new(m, n, k), &a, &b, &mut c, false, Epilogue::none());
-                results.push(c);
+    // A GEMM split by row blocks, and a batch-1 GEMV split into halves of K (accumulating into
+    // C under a bias and a ReLU).
+    for (m, n, k) in [(300, 96, 517), (1, 130, 601)] {
+        let (a, b, bias, c0) = (data(m * k, 7), data(k * n, 8), data(n, 9), data(m * n, 10));
+        for isa in isas() {
+            let mut results = Vec::new();
+            for pool in pools() {
+                let ctx = Ctx::with_isa(&pool, isa);
+                for _ in 0..2 {
+                    let mut c = c0.clone();
+                    let epi = Epilogue::none().with_bias(&bias).with_act(Act::Relu);
+                    gemm(&ctx, &GemmGeom::new(m, n, k), &a, &b, &mut c, true, epi);
+                    results.push(c);
+                }
             }
-        }
-        for r in &results[1..] {
-            assert!(
-                r.iter().zip(&results[0]).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{isa:?} not bit-identical"
-            );
+            let r = gemm_ref(m, n, k, &a, false, &b, false);
+            let expected: Vec<f32> = (0..m * n).map(|i| (r[i] + c0[i] + bias[i % n]).max(0.0)).collect();
+            assert_close(&results[0], &expected, KERNEL_TOL, &format!("{m}x{n}x{k} {isa:?}"));
+            for r in &results[1..] {
+                assert!(
+                    r.iter().zip(&results[0]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}x{n}x{k} {isa:?} not bit-identical"
+                );
+            }
         }
     }
 }
