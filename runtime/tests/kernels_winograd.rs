@@ -337,3 +337,29 @@ fn tile_choice() {
         assert_eq!(WinogradTile::for_geom(&g), want, "{g:?}");
     }
 }
+
+/// The transformed kernel is memoised per thread while the weights are bitwise unchanged:
+/// changing them in place (same address, as an optimiser step does) — by a value, or only by
+/// the sign of a zero — must give exactly what the same weights at a fresh address give.
+#[test]
+fn weight_memo_never_serves_stale_weights() {
+    let g = same(1, [14, 14], 32, 64);
+    let x = data(g.input_len(), 31);
+    let pool = cnnc_runtime::pool::Pool::new(2);
+    let ctx = Ctx::new(&pool);
+    let conv = |w: &[f32]| {
+        let mut y = vec![0f32; g.output_len()];
+        conv2d_forward_winograd(&ctx, WinogradTile::F2x2, &g, &x, w, Epilogue::none(), &mut y);
+        y
+    };
+    let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let mut w = data(g.kernel_len(), 32);
+    w[100] = 0.0;
+    let first = conv(&w);
+    assert_eq!(bits(&conv(&w)), bits(&first), "a memo hit changed the result");
+    for change in [|w: &mut [f32]| w[7] += 0.5, |w: &mut [f32]| w[100] = -0.0] {
+        change(&mut w);
+        let fresh = conv(&w.clone());
+        assert_eq!(bits(&conv(&w)), bits(&fresh), "stale transformed weights served");
+    }
+}

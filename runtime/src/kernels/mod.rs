@@ -33,6 +33,7 @@ mod pool_argmax;
 mod scratch;
 mod simd;
 pub mod softmax;
+mod weight_memo;
 mod winograd;
 mod winograd_f4;
 mod winograd_grad;

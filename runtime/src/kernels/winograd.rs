@@ -3,7 +3,8 @@
 //! instead of 36, and F(4×4, 3×3) (transforms in [`winograd_f4`](super::winograd_f4)), 36 per
 //! 4×4 tile instead of 144 — and, per output, 2.25 transformed values to write and read back
 //! instead of 4. The kernel is transformed once per call (`U = G g Gᵀ`, packed like a GEMM B
-//! operand with K = P·c, P = 16 or 36 points); tiles are then processed in L2-sized blocks:
+//! operand with K = P·c, P = 16 or 36 points), or taken from the [`weight_memo`] while the
+//! weights are unchanged (inference); tiles are then processed in L2-sized blocks:
 //! input transform `V = Bᵀ d B` (vectorised along the NHWC channels) into a scratch A block,
 //! P GEMMs `M_ξ[tiles, F] = V_ξ[tiles, C] · U_ξ[C, F]` with the conv micro-kernel, and the
 //! output transform `Y = Aᵀ M A` fused with bias and activation.
@@ -21,6 +22,7 @@ use super::pack::{with_pack, PackedB};
 use super::pool2d::PoolGeom;
 use super::scratch::{self, Slot};
 use super::simd::{with_simd, Simd};
+use super::weight_memo;
 use super::winograd_f4 as f4;
 use super::{Act, Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
@@ -230,11 +232,25 @@ fn transform_and_run(
         Stored::Full => (false, None),
         Stored::Pooled(argmax) => (true, argmax),
     };
-    with_pack(&U, |u| {
-        transform_kernel(ctx, isa, tile, g, w, u);
+    let run_with = |u: &PackedB| {
         let plan = Plan::new(g, isa, tile, u, pooled);
         run(ctx, &plan, x, epi, y, argmax);
-    });
+    };
+    let transform = |u: &mut PackedB| transform_kernel(ctx, isa, tile, g, w, u);
+    let nr = 2 * tile_shape(isa).1;
+    match w {
+        Kernel3::Hwio(weights) if tile.points() * g.c * g.f.div_ceil(nr) * nr <= weight_memo::MAX_VALUES => {
+            let key = weight_memo::Key {
+                addr: weights.as_ptr() as usize,
+                kind: [tile.side(), isa as usize, g.c, g.f],
+            };
+            weight_memo::with_transformed(key, weights, transform, run_with)
+        }
+        _ => with_pack(&U, |u| {
+            transform(u);
+            run_with(u)
+        }),
+    }
 }
 
 /// Everything the blocks of one call share.
