@@ -74,8 +74,10 @@ impl WinogradTile {
     /// every seed layer of side 7 to 32 at its training batch, where `conv_one ... wino` measured F(4×4)
     /// 1.1–1.3× faster on the MNIST CNN's ragged 14×14 and 1.4–1.8× on the CIFAR-10 CNN's;
     /// F(2×2) keeps sides like 5, 6 or 9, where rounding up to 4 wastes most, and calls of fewer
-    /// than [`MIN_F4_TILES`] 4×4 tiles, whose kernel transform (2.25× F(2×2)'s, made on every
-    /// call) would not pay: a batch-1 MNIST CNN conv2 ran 1.2× slower in F(4×4).
+    /// than [`MIN_F4_TILES`] 4×4 tiles whose transformed kernel is too large for the
+    /// [`weight_memo`]: its transform (2.25× F(2×2)'s, then made on every call) would not pay.
+    /// A memoised one is made once per weight update: the batch-1 MNIST CNN (conv2, 16 tiles)
+    /// ran in 45 µs instead of 50–62 with F(2×2) (`native_perf`, `WINOGRAD_TILE=2|4`).
     pub fn for_geom(g: &ConvGeom) -> WinogradTile {
         match TILE_OVERRIDE.load(Ordering::Relaxed) {
             2 => return WinogradTile::F2x2,
@@ -84,8 +86,10 @@ impl WinogradTile {
         }
         let covered = |side: usize| g.oh.div_ceil(side) * side * g.ow.div_ceil(side) * side;
         let tiles4 = g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4);
+        // The transform's size with panels of up to 32 columns (AVX-512's; narrower ISAs pad less).
+        let memoised = WinogradTile::F4x4.points() * g.c * g.f.div_ceil(32) * 32 <= weight_memo::MAX_VALUES;
         // 36/16 · covered(4) ≤ 0.8 · 16/4 · covered(2).
-        if tiles4 >= MIN_F4_TILES && 45 * covered(4) <= 64 * covered(2) {
+        if (tiles4 >= MIN_F4_TILES || memoised) && 45 * covered(4) <= 64 * covered(2) {
             WinogradTile::F4x4
         } else {
             WinogradTile::F2x2
