@@ -89,6 +89,12 @@ pub(super) fn with_transformed<R>(
 }
 
 /// Bitwise equality (`-0.0 ≠ 0.0`, a NaN equals itself): what the transform's output depends on.
+/// Chunks of 256 values are compared without an early exit, so the compiler vectorises them
+/// (an element-by-element `all` cost 7% of a batch-1 MNIST CNN inference); changed weights
+/// still stop the comparison at the first chunk.
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    a.len() == b.len()
+        && a.chunks(256)
+            .zip(b.chunks(256))
+            .all(|(x, y)| x.iter().zip(y).fold(0u32, |d, (p, q)| d | (p.to_bits() ^ q.to_bits())) == 0)
 }
