@@ -566,35 +566,50 @@ unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize>, dst: &mu
     }
 }
 
-/// x offsets of the 16 pixels (row-major) of tile `t`'s 4×4 input window — the tile covers
-/// output rows `2·ty..` and columns `2·tx..` of image `img` — None in the padding.
-pub(super) fn window(g: &ConvGeom, tiles_x: usize, tiles_y: usize, t: usize) -> [Option<usize>; P] {
-    let (r, tx) = (t / tiles_x, t % tiles_x);
-    let (img, ty) = (r / tiles_y, r % tiles_y);
-    let mut src = [None; P];
-    for (p, s) in src.iter_mut().enumerate() {
-        let iy = (2 * ty + p / 4).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
-        let ix = (2 * tx + p % 4).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
-        *s = iy.zip(ix).map(|(iy, ix)| ((img * g.h + iy) * g.w + ix) * g.c);
-    }
-    src
+/// Where the `N×N` input window of one tile lies in x (NHWC): pixel `(i, j)` of the window is at
+/// `rows[i] + cols[j]`, None in the padding. Kept as two short arrays rather than `N²` offsets:
+/// building and copying the full table cost a tenth of an F(4×4) input gradient.
+pub(super) struct Window<const N: usize> {
+    rows: [Option<usize>; N],
+    cols: [Option<usize>; N],
 }
 
-/// Channels `c0..c0 + len` of the window at `src` ([`window`]), column-transformed: `Bᵀ d`, as
+impl<const N: usize> Window<N> {
+    /// The window of tile `t` (tiles numbered row-major over images, `tiles_y × tiles_x` per
+    /// image, each covering `N − 2` output pixels a side).
+    pub(super) fn of_tile(g: &ConvGeom, tiles_x: usize, tiles_y: usize, t: usize) -> Self {
+        let side = N - 2;
+        let (r, tx) = (t / tiles_x, t % tiles_x);
+        let (img, ty) = (r / tiles_y, r % tiles_y);
+        Window {
+            rows: std::array::from_fn(|i| {
+                let iy = (side * ty + i).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
+                iy.map(|iy| (img * g.h + iy) * g.w * g.c)
+            }),
+            cols: std::array::from_fn(|j| {
+                let ix = (side * tx + j).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
+                ix.map(|ix| ix * g.c)
+            }),
+        }
+    }
+
+    /// Offset of pixel `(i, j)`, None in the padding.
+    #[inline(always)]
+    pub(super) fn at(&self, i: usize, j: usize) -> Option<usize> {
+        Some(self.rows[i]? + self.cols[j]?)
+    }
+}
+
+/// Channels `c0..c0 + len` of the window `src`, column-transformed: `Bᵀ d`, as
 /// the transforms of the window's four columns (zeros in the padding).
 ///
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-pub(super) unsafe fn window_columns<S: Simd>(
-    x: &[f32],
-    src: &[Option<usize>; P],
-    c0: usize,
-    len: usize,
-) -> [[S::V; 4]; 4] {
+pub(super) unsafe fn window_columns<S: Simd>(x: &[f32], src: &Window<4>, c0: usize, len: usize) -> [[S::V; 4]; 4] {
     let mut d = [S::zero(); P];
-    for (dp, sp) in d.iter_mut().zip(src) {
-        if let Some(o) = *sp {
+    for (p, dp) in d.iter_mut().enumerate() {
+        if let Some(o) = src.at(p / 4, p % 4) {
             *dp = ld::<S>(&x[o + c0..], len);
         }
     }
@@ -615,7 +630,7 @@ unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<usize>, v: &
     let g = &plan.g;
     let (c, nt, ldv) = (g.c, tiles.len(), plan.ldv);
     for (tl, t) in tiles.enumerate() {
-        let src = window(g, plan.tiles_x, plan.tiles_y, t);
+        let src = Window::<4>::of_tile(g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
             let [e0, e1, e2, e3] = window_columns::<S>(x, &src, c0, len);

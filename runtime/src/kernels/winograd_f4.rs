@@ -21,9 +21,8 @@
 
 use std::ops::Range;
 
-use super::conv::ConvGeom;
 use super::simd::Simd;
-use super::winograd::{finish_tile, ld, st, store_tile, KernelSrc, OutLines, Plan};
+use super::winograd::{finish_tile, ld, st, store_tile, KernelSrc, OutLines, Plan, Window};
 use super::winograd_grad::{check_blocks, GradPlan};
 use super::Act;
 
@@ -68,20 +67,6 @@ pub(super) unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize
     }
 }
 
-/// x offsets of the 36 pixels (row-major) of tile `t`'s 6×6 input window — the tile covers
-/// output rows `4·ty..` and columns `4·tx..` of its image — None in the padding.
-fn window(g: &ConvGeom, tiles_x: usize, tiles_y: usize, t: usize) -> [Option<usize>; P] {
-    let (r, tx) = (t / tiles_x, t % tiles_x);
-    let (img, ty) = (r / tiles_y, r % tiles_y);
-    let mut src = [None; P];
-    for (p, s) in src.iter_mut().enumerate() {
-        let iy = (M * ty + p / N).checked_sub(g.pad.top).filter(|&iy| iy < g.h);
-        let ix = (M * tx + p % N).checked_sub(g.pad.left).filter(|&ix| ix < g.w);
-        *s = iy.zip(ix).map(|(iy, ix)| ((img * g.h + iy) * g.w + ix) * g.c);
-    }
-    src
-}
-
 /// `V[ξ, t, :] = (Bᵀ d_t B)[ξ]` for the block's tiles into `v` (`[36, tiles, ldv]`).
 ///
 /// # Safety
@@ -91,7 +76,7 @@ pub(super) unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<u
     let (c, nt, ldv) = (plan.g.c, tiles.len(), plan.ldv);
     let k = BConsts::<S>::new();
     for (tl, t) in tiles.enumerate() {
-        let src = window(&plan.g, plan.tiles_x, plan.tiles_y, t);
+        let src = Window::<N>::of_tile(&plan.g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
             let e = window_columns::<S>(x, &src, c0, len, &k);
@@ -106,24 +91,18 @@ pub(super) unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<u
     }
 }
 
-/// Channels `c0..c0 + len` of the window at `src` ([`window`]), column-transformed: `e[j]` =
+/// Channels `c0..c0 + len` of the window `src`, column-transformed: `e[j]` =
 /// `Bᵀ` (column j of the window), zeros in the padding.
 ///
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-unsafe fn window_columns<S: Simd>(
-    x: &[f32],
-    src: &[Option<usize>; P],
-    c0: usize,
-    len: usize,
-    k: &BConsts<S>,
-) -> [[S::V; N]; N] {
+unsafe fn window_columns<S: Simd>(x: &[f32], src: &Window<N>, c0: usize, len: usize, k: &BConsts<S>) -> [[S::V; N]; N] {
     let mut e = [[S::zero(); N]; N];
     for (j, ej) in e.iter_mut().enumerate() {
         let mut d = [S::zero(); N];
         for (i, di) in d.iter_mut().enumerate() {
-            if let Some(o) = src[N * i + j] {
+            if let Some(o) = src.at(i, j) {
                 *di = ld::<S>(&x[o + c0..], len);
             }
         }
@@ -327,7 +306,7 @@ pub(super) unsafe fn grad_transforms<S: Simd>(
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
         let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
-        let src = window(g, plan.tiles_x, plan.tiles_y, t);
+        let src = Window::<N>::of_tile(g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
             let e = window_columns::<S>(x, &src, c0, len, &kb);

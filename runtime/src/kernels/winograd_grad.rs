@@ -8,7 +8,7 @@ use super::gemm::padded_ld;
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::scratch::{self, Slot};
 use super::simd::{with_simd, Simd};
-use super::winograd::{bt, ld, st, window, window_columns, winograd_applies, WinogradTile, P};
+use super::winograd::{bt, ld, st, window_columns, winograd_applies, Window, WinogradTile, P};
 use super::winograd_f4 as f4;
 use super::{Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
@@ -267,7 +267,7 @@ unsafe fn grad_transforms<S: Simd>(
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
         let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
-        let src = window(g, plan.tiles_x, plan.tiles_y, t);
+        let src = Window::<4>::of_tile(g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
             let [e0, e1, e2, e3] = window_columns::<S>(x, &src, c0, len);
