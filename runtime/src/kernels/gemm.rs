@@ -379,9 +379,19 @@ fn block(job: &Job, r0: usize, rows: usize, panels: Range<usize>, out: &mut [f32
                 // tile t: ablk[t·mr·steps + p·mr + i] = A[r0 + t·mr + i][k0 + p] = a[(k0 + p)·m + r0 + t·mr + i]
                 for (t, tile) in ablk.chunks_mut(mr * (k1 - k0)).take(rows.div_ceil(mr)).enumerate() {
                     let h = mr.min(rows - t * mr);
-                    for (p, col) in tile.chunks_exact_mut(mr).enumerate() {
-                        let at = (k0 + p) * m + r0 + t * mr;
-                        col[..h].copy_from_slice(&job.a[at..at + h]);
+                    let src = |p: usize| &job.a[(k0 + p) * m + r0 + t * mr..][..h];
+                    match (h, mr) {
+                        // Whole AVX-512 tiles as fixed-size copies (not a `memmove` call per K step).
+                        (14, 14) => {
+                            for (p, col) in tile.as_chunks_mut::<14>().0.iter_mut().enumerate() {
+                                *col = src(p).try_into().expect("14 floats");
+                            }
+                        }
+                        _ => {
+                            for (p, col) in tile.chunks_exact_mut(mr).enumerate() {
+                                col[..h].copy_from_slice(src(p));
+                            }
+                        }
                     }
                 }
             } else {
