@@ -151,7 +151,8 @@ pub(super) unsafe fn output_block<S: Simd>(
             let mut vals = [[S::zero(); M]; M];
             for (dy, vrow) in vals.iter_mut().enumerate().take(rows) {
                 let row = at::<S>(&[a[0][dy], a[1][dy], a[2][dy], a[3][dy], a[4][dy], a[5][dy]], &k);
-                vrow[..cols].copy_from_slice(&row[..cols]);
+                // The whole row (no `memmove` call): `store_tile` reads only the first `cols`.
+                *vrow = row;
             }
             store_tile::<S>(plan, &vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
         }
