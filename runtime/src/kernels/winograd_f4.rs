@@ -75,11 +75,12 @@ pub(super) unsafe fn kernel_panels<S: Simd>(src: &KernelSrc, panels: Range<usize
 pub(super) unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<usize>, v: &mut [f32]) {
     let (c, nt, ldv) = (plan.g.c, tiles.len(), plan.ldv);
     let k = BConsts::<S>::new();
+    let mut e = [[S::zero(); N]; N];
     for (tl, t) in tiles.enumerate() {
         let src = Window::<N>::of_tile(&plan.g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
-            let e = window_columns::<S>(x, &src, c0, len, &k);
+            window_columns::<S>(x, &src, c0, len, &k, &mut e);
             // Rows: ((Bᵀ d) B).
             for i in 0..N {
                 let row = bt::<S>(&[e[0][i], e[1][i], e[2][i], e[3][i], e[4][i], e[5][i]], &k);
@@ -92,13 +93,20 @@ pub(super) unsafe fn input_block<S: Simd>(plan: &Plan, x: &[f32], tiles: Range<u
 }
 
 /// Channels `c0..c0 + len` of the window `src`, column-transformed: `e[j]` =
-/// `Bᵀ` (column j of the window), zeros in the padding.
+/// `Bᵀ` (column j of the window), zeros in the padding, into `e` (the caller's, reused across tiles: 36
+/// vectors do not fit the registers, and a fresh zeroed array per call was a `memset` and a `memmove`).
 ///
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-unsafe fn window_columns<S: Simd>(x: &[f32], src: &Window<N>, c0: usize, len: usize, k: &BConsts<S>) -> [[S::V; N]; N] {
-    let mut e = [[S::zero(); N]; N];
+unsafe fn window_columns<S: Simd>(
+    x: &[f32],
+    src: &Window<N>,
+    c0: usize,
+    len: usize,
+    k: &BConsts<S>,
+    e: &mut [[S::V; N]; N],
+) {
     for (j, ej) in e.iter_mut().enumerate() {
         let mut d = [S::zero(); N];
         for (i, di) in d.iter_mut().enumerate() {
@@ -108,7 +116,6 @@ unsafe fn window_columns<S: Simd>(x: &[f32], src: &Window<N>, c0: usize, len: us
         }
         *ej = bt::<S>(&d, k);
     }
-    e
 }
 
 /// `y = act(Aᵀ M_t A + bias)` for the block's tiles, only the pixels inside the output (edge
@@ -304,13 +311,14 @@ pub(super) unsafe fn grad_transforms<S: Simd>(
     check_blocks(S::LANES, plan, points.len() * nt, v, w);
     let (vp, wp) = (v.as_mut_ptr(), w.as_mut_ptr());
     let (kb, ka) = (BConsts::<S>::new(), AConsts::<S>::new());
+    let mut e = [[S::zero(); N]; N];
     for (tl, t) in tiles.enumerate() {
         let (r, tx) = (t / plan.tiles_x, t % plan.tiles_x);
         let (img, ty) = (r / plan.tiles_y, r % plan.tiles_y);
         let src = Window::<N>::of_tile(g, plan.tiles_x, plan.tiles_y, t);
         for c0 in (0..c).step_by(S::LANES) {
             let len = S::LANES.min(c - c0);
-            let e = window_columns::<S>(x, &src, c0, len, &kb);
+            window_columns::<S>(x, &src, c0, len, &kb, &mut e);
             for i in rows.clone() {
                 let row = bt::<S>(&[e[0][i], e[1][i], e[2][i], e[3][i], e[4][i], e[5][i]], &kb);
                 for (j, &val) in row.iter().enumerate() {
