@@ -343,7 +343,9 @@ fn tile_choice() {
 
 /// The transformed kernel is memoised per thread while the weights are bitwise unchanged:
 /// changing them in place (same address, as an optimiser step does) — by a value, or only by
-/// the sign of a zero — must give exactly what the same weights at a fresh address give.
+/// the sign of a zero — must give exactly what the same weights at a fresh address give. (The
+/// zero's sign rarely shows in the output; the memo's bitwise comparison itself is unit-tested
+/// in `weight_memo.rs`.)
 #[test]
 fn weight_memo_never_serves_stale_weights() {
     let g = same(1, [14, 14], 32, 64);

@@ -17,7 +17,7 @@
 
 use super::epilogue::{finish_moments, group_stats, Epilogue};
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
-use super::pack::{with_pack, PackedB};
+use super::pack::{copy_rows, with_pack, PackedB};
 use super::scratch::{self, Slot};
 use super::{Ctx, KernelIsa};
 use crate::kernels::activation::Act;
@@ -379,20 +379,7 @@ fn block(job: &Job, r0: usize, rows: usize, panels: Range<usize>, out: &mut [f32
                 // tile t: ablk[t·mr·steps + p·mr + i] = A[r0 + t·mr + i][k0 + p] = a[(k0 + p)·m + r0 + t·mr + i]
                 for (t, tile) in ablk.chunks_mut(mr * (k1 - k0)).take(rows.div_ceil(mr)).enumerate() {
                     let h = mr.min(rows - t * mr);
-                    let src = |p: usize| &job.a[(k0 + p) * m + r0 + t * mr..][..h];
-                    match (h, mr) {
-                        // Whole AVX-512 tiles as fixed-size copies (not a `memmove` call per K step).
-                        (14, 14) => {
-                            for (p, col) in tile.as_chunks_mut::<14>().0.iter_mut().enumerate() {
-                                *col = src(p).try_into().expect("14 floats");
-                            }
-                        }
-                        _ => {
-                            for (p, col) in tile.chunks_exact_mut(mr).enumerate() {
-                                col[..h].copy_from_slice(src(p));
-                            }
-                        }
-                    }
+                    copy_rows(tile, mr, h, &job.a[k0 * m + r0 + t * mr..], m);
                 }
             } else {
                 for (i, dst) in ablk.chunks_mut(ld).take(rows).enumerate() {

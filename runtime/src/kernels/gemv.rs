@@ -8,6 +8,7 @@
 //! results do not depend on the thread count.
 
 use super::epilogue::{apply_rows, Epilogue};
+use super::scratch::{self, Slot};
 use super::Ctx;
 use crate::pool::split_by_tasks;
 
@@ -44,27 +45,30 @@ pub(crate) fn gemv(
     // the thread count.
     let half = k / 2;
     let threads = ctx.threads();
-    let mut partial = vec![0f32; 2 * n];
-    let mut parts = split_by_tasks(&mut partial, 2, threads, |h| h * n);
-    let cref: &[f32] = c;
-    ctx.pool.run_with_state(&mut parts, 2, |(halves, out), _t, _range| {
-        for (h, out) in halves.clone().zip(out.chunks_exact_mut(n.max(1))) {
-            let rows = if h == 0 { 0..half } else { half..k };
-            let first = h == 0 && accumulate;
-            if first {
-                out.copy_from_slice(cref);
+    // The two partial rows live in the caller's scratch (no allocation per batch-1 call); each
+    // half overwrites or accumulates into its own, so their old contents do not matter.
+    scratch::with(Slot::B, 2 * n, |partial| {
+        let mut parts = split_by_tasks(partial, 2, threads, |h| h * n);
+        let cref: &[f32] = c;
+        ctx.pool.run_with_state(&mut parts, 2, |(halves, out), _t, _range| {
+            for (h, out) in halves.clone().zip(out.chunks_exact_mut(n.max(1))) {
+                let rows = if h == 0 { 0..half } else { half..k };
+                let first = h == 0 && accumulate;
+                if first {
+                    out.copy_from_slice(cref);
+                }
+                let (a, b) = (&a[rows.clone()], &b[rows.start * n..rows.end * n]);
+                isa.vectorize(
+                    #[inline(always)]
+                    || columns(a, b, n, out, first),
+                );
             }
-            let (a, b) = (&a[rows.clone()], &b[rows.start * n..rows.end * n]);
-            isa.vectorize(
-                #[inline(always)]
-                || columns(a, b, n, out, first),
-            );
+        });
+        let (lo, hi) = partial.split_at(n);
+        for ((x, l), h) in c.iter_mut().zip(lo).zip(hi) {
+            *x = l + h;
         }
     });
-    let (lo, hi) = partial.split_at(n);
-    for ((x, l), h) in c.iter_mut().zip(lo).zip(hi) {
-        *x = l + h;
-    }
     apply_rows(isa, c, n, epi);
 }
 

@@ -73,17 +73,9 @@ impl PackedB {
                         panel.chunks_exact_mut(nr).for_each(|row| row[w..].fill(0.0));
                     }
                 } else {
-                    // Whole panel rows as fixed-size copies: a `memmove` call per 128-byte row
-                    // cost a quarter of the MNIST CNN's dense forward.
-                    match (w, nr) {
-                        (32, 32) => copy_rows::<32>(panel, &b[c0..], n),
-                        (16, 16) => copy_rows::<16>(panel, &b[c0..], n),
-                        _ => {
-                            for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
-                                dst[..w].copy_from_slice(&b[p * n + c0..p * n + c0 + w]);
-                                dst[w..].fill(0.0);
-                            }
-                        }
+                    copy_rows(panel, nr, w, &b[c0..], n);
+                    if w < nr {
+                        panel.chunks_exact_mut(nr).for_each(|row| row[w..].fill(0.0));
                     }
                 }
             }
@@ -163,10 +155,25 @@ impl Default for PackedB {
     }
 }
 
-/// `dst[p·N..][..N] = src[p·ld..][..N]` for every whole row of `dst`.
-fn copy_rows<const N: usize>(dst: &mut [f32], src: &[f32], ld: usize) {
-    for (p, row) in dst.as_chunks_mut::<N>().0.iter_mut().enumerate() {
-        *row = src[p * ld..][..N].try_into().expect("a whole row");
+/// `dst[p·row..][..w] = src[p·ld..][..w]` for every whole `row`-float row of `dst` (the rest of
+/// each row untouched). Whole rows of the micro-kernel's widths (14-row A tiles, 16- and
+/// 32-column B panels) are fixed-size copies: a `memmove` call per short row cost a quarter of
+/// the MNIST CNN's dense forward.
+pub(crate) fn copy_rows(dst: &mut [f32], row: usize, w: usize, src: &[f32], ld: usize) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32], ld: usize) {
+        for (p, d) in dst.as_chunks_mut::<N>().0.iter_mut().enumerate() {
+            *d = src[p * ld..][..N].try_into().expect("a whole row");
+        }
+    }
+    match (w, row) {
+        (14, 14) => fixed::<14>(dst, src, ld),
+        (16, 16) => fixed::<16>(dst, src, ld),
+        (32, 32) => fixed::<32>(dst, src, ld),
+        _ => {
+            for (p, d) in dst.chunks_exact_mut(row.max(1)).enumerate() {
+                d[..w].copy_from_slice(&src[p * ld..][..w]);
+            }
+        }
     }
 }
 

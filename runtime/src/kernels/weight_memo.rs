@@ -98,3 +98,22 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
             .zip(b.chunks(256))
             .all(|(x, y)| x.iter().zip(y).fold(0u32, |d, (p, q)| d | (p.to_bits() ^ q.to_bits())) == 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_bits;
+
+    #[test]
+    fn same_bits_is_bitwise_equality() {
+        let a: Vec<f32> = (0..600).map(|i| i as f32 * 0.5).collect();
+        assert!(same_bits(&a, &a.clone()));
+        // A difference past the first chunk, the sign of a zero, a length.
+        let mut b = a.clone();
+        b[517] = 1e-30;
+        assert!(!same_bits(&a, &b));
+        assert!(!same_bits(&[0.0], &[-0.0]));
+        assert!(!same_bits(&a, &a[..599]));
+        // A NaN equals itself bit for bit (so NaN weights still hit the memo).
+        assert!(same_bits(&[f32::NAN], &[f32::NAN]));
+    }
+}

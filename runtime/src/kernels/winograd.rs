@@ -86,14 +86,26 @@ impl WinogradTile {
         }
         let covered = |side: usize| g.oh.div_ceil(side) * side * g.ow.div_ceil(side) * side;
         let tiles4 = g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4);
-        // The transform's size with panels of up to 32 columns (AVX-512's; narrower ISAs pad less).
-        let memoised = WinogradTile::F4x4.points() * g.c * g.f.div_ceil(32) * 32 <= weight_memo::MAX_VALUES;
+        // With AVX-512's 32-column panels (narrower ISAs pad less, so are memoised too).
+        let memoised = WinogradTile::F4x4.memoised(g, 32);
         // 36/16 · covered(4) ≤ 0.8 · 16/4 · covered(2).
         if (tiles4 >= MIN_F4_TILES || memoised) && 45 * covered(4) <= 64 * covered(2) {
             WinogradTile::F4x4
         } else {
             WinogradTile::F2x2
         }
+    }
+}
+
+impl WinogradTile {
+    /// Values of `g`'s transformed kernel packed in panels of `nr` columns (`[panels][P·c][nr]`).
+    fn transformed_len(self, g: &ConvGeom, nr: usize) -> usize {
+        g.f.div_ceil(nr) * self.points() * g.c * nr
+    }
+
+    /// Whether the [`weight_memo`] keeps `g`'s transformed kernel (for panels of `nr` columns).
+    fn memoised(self, g: &ConvGeom, nr: usize) -> bool {
+        self.transformed_len(g, nr) <= weight_memo::MAX_VALUES
     }
 }
 
@@ -243,7 +255,7 @@ fn transform_and_run(
     let transform = |u: &mut PackedB| transform_kernel(ctx, isa, tile, g, w, u);
     let nr = 2 * tile_shape(isa).1;
     match w {
-        Kernel3::Hwio(weights) if tile.points() * g.c * g.f.div_ceil(nr) * nr <= weight_memo::MAX_VALUES => {
+        Kernel3::Hwio(weights) if tile.memoised(g, nr) => {
             let key = weight_memo::Key {
                 addr: weights.as_ptr() as usize,
                 kind: [tile.side(), isa as usize, g.c, g.f],
@@ -361,7 +373,7 @@ fn transform_kernel(ctx: &Ctx, isa: KernelIsa, tile: WinogradTile, g: &ConvGeom,
     u.n = f;
     u.nr = nr;
     let panel_len = points * c * nr;
-    u.data.resize(panels * panel_len, 0.0);
+    u.data.resize(tile.transformed_len(g, nr), 0.0);
     let threads = if u.data.len() >= PAR_MIN_VALUES {
         ctx.threads()
     } else {
