@@ -686,26 +686,21 @@ unsafe fn output_block<S: Simd>(
                 Some(b) => ld::<S>(&b[f0..], len),
                 None => S::zero(),
             };
-            // Columns (Aᵀ M), then rows ((Aᵀ M) A).
+            // Columns (Aᵀ M), then rows ((Aᵀ M) A); every row of the tile, also past a partial
+            // tile's edge, so that nothing is zero-filled (`store_tile` stores `rows × cols`).
             let e0 = at::<S>(mt[0], mt[4], mt[8], mt[12]);
             let e1 = at::<S>(mt[1], mt[5], mt[9], mt[13]);
             let e2 = at::<S>(mt[2], mt[6], mt[10], mt[14]);
             let e3 = at::<S>(mt[3], mt[7], mt[11], mt[15]);
-            let mut vals = [[S::zero(); 4]; 4];
-            for (dy, vrow) in vals.iter_mut().enumerate().take(rows) {
-                let row = at::<S>(e0[dy], e1[dy], e2[dy], e3[dy]);
-                // The whole row (a constant-size copy, not a `memmove` call): `store_tile` reads
-                // only the first `cols`.
-                vrow[..2].copy_from_slice(&row);
-            }
-            store_tile::<S>(plan, &vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
+            let vals = [at::<S>(e0[0], e1[0], e2[0], e3[0]), at::<S>(e0[1], e1[1], e2[1], e3[1])];
+            store_tile::<S, 2>(plan, vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
         }
         finish_tile(plan, act, (rows, cols), (line, ox), &mut out);
     }
 }
 
-/// Stores channels `f0..f0 + len` of a finished output tile (`vals[dy][dx]`, `rows × cols`
-/// valid) whose top-left pixel is `ox` of stored line `line`, plus the bias vector `b` and
+/// Stores channels `f0..f0 + len` of a finished `T × T` output tile (`vals[dy][dx]`, `rows × cols`
+/// inside the output) whose top-left pixel is `ox` of stored line `line`, plus the bias vector `b` and
 /// through a ReLU if `act` is one (sigmoid and tanh: [`finish_tile`]): as they are, or
 /// (`plan.pooled`) as the maxima of its 2×2 windows — and the index of each window's first
 /// maximum, row-major in the window, when `out` has an argmax map: exactly what
@@ -716,9 +711,9 @@ unsafe fn output_block<S: Simd>(
 /// The CPU must support `S`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn store_tile<S: Simd>(
+pub(super) unsafe fn store_tile<S: Simd, const T: usize>(
     plan: &Plan,
-    vals: &[[S::V; 4]; 4],
+    mut vals: [[S::V; T]; T],
     (b, act): (S::V, Act),
     (rows, cols): (usize, usize),
     (line, ox): (usize, usize),
@@ -728,9 +723,9 @@ pub(super) unsafe fn store_tile<S: Simd>(
 ) {
     let f = plan.g.f;
     let width = plan.out_width();
-    let mut vals = *vals;
-    for vrow in vals.iter_mut().take(rows) {
-        for v in vrow.iter_mut().take(cols) {
+    // All T × T pixels (no data-dependent trip count, so the tile stays in registers).
+    for vrow in vals.iter_mut() {
+        for v in vrow.iter_mut() {
             *v = S::add(*v, b);
             if act == Act::Relu {
                 *v = S::max(*v, S::zero());

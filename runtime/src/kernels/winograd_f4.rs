@@ -145,26 +145,44 @@ pub(super) unsafe fn output_block<S: Simd>(
                 Some(b) => ld::<S>(&b[f0..], len),
                 None => S::zero(),
             };
-            // Columns: a[j] = Aᵀ (column j of M).
-            let mut a = [[S::zero(); M]; N];
-            for (j, aj) in a.iter_mut().enumerate() {
-                let mut col = [S::zero(); N];
-                for (i, ci) in col.iter_mut().enumerate() {
-                    *ci = ld::<S>(&m[((N * i + j) * nt + tl) * ldm + f0..], len);
-                }
-                *aj = at::<S>(&col, &k);
-            }
-            // Rows: ((Aᵀ M) A).
-            let mut vals = [[S::zero(); M]; M];
-            for (dy, vrow) in vals.iter_mut().enumerate().take(rows) {
-                let row = at::<S>(&[a[0][dy], a[1][dy], a[2][dy], a[3][dy], a[4][dy], a[5][dy]], &k);
-                // The whole row (no `memmove` call): `store_tile` reads only the first `cols`.
-                *vrow = row;
-            }
-            store_tile::<S>(plan, &vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
+            // Columns: a[j] = Aᵀ (column j of M); then rows ((Aᵀ M) A), all M of them (also past
+            // a partial tile's edge: nothing is zero-filled, `store_tile` stores `rows × cols`).
+            let (base, stride) = ((tl * ldm + f0), N * nt * ldm);
+            let col = |j: usize| (base + j * nt * ldm, stride);
+            let a = [
+                at::<S>(&load6::<S>(m, col(0), len), &k),
+                at::<S>(&load6::<S>(m, col(1), len), &k),
+                at::<S>(&load6::<S>(m, col(2), len), &k),
+                at::<S>(&load6::<S>(m, col(3), len), &k),
+                at::<S>(&load6::<S>(m, col(4), len), &k),
+                at::<S>(&load6::<S>(m, col(5), len), &k),
+            ];
+            let vals = [
+                at::<S>(&[a[0][0], a[1][0], a[2][0], a[3][0], a[4][0], a[5][0]], &k),
+                at::<S>(&[a[0][1], a[1][1], a[2][1], a[3][1], a[4][1], a[5][1]], &k),
+                at::<S>(&[a[0][2], a[1][2], a[2][2], a[3][2], a[4][2], a[5][2]], &k),
+                at::<S>(&[a[0][3], a[1][3], a[2][3], a[3][3], a[4][3], a[5][3]], &k),
+            ];
+            store_tile::<S, M>(plan, vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
         }
         finish_tile(plan, act, (rows, cols), (line, ox), &mut out);
     }
+}
+
+/// `N` vectors of `len` lanes at `m[at]`, `m[at + stride]`, …
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn load6<S: Simd>(m: &[f32], (at, stride): (usize, usize), len: usize) -> [S::V; N] {
+    [
+        ld::<S>(&m[at..], len),
+        ld::<S>(&m[at + stride..], len),
+        ld::<S>(&m[at + 2 * stride..], len),
+        ld::<S>(&m[at + 3 * stride..], len),
+        ld::<S>(&m[at + 4 * stride..], len),
+        ld::<S>(&m[at + 5 * stride..], len),
+    ]
 }
 
 /// The constants of `G`, splatted once per call.
@@ -341,16 +359,12 @@ pub(super) unsafe fn grad_transforms<S: Simd>(
         for f0 in (0..f).step_by(S::LANES) {
             let len = S::LANES.min(f - f0);
             // Columns: e[j] = A (column j of the dy tile).
-            let mut e = [[S::zero(); N]; M];
-            for (j, ej) in e.iter_mut().enumerate() {
-                let mut u = [S::zero(); M];
-                for (i, ui) in u.iter_mut().enumerate() {
-                    if let Some(o) = dsrc[M * i + j] {
-                        *ui = ld::<S>(&dy[o + f0..], len);
-                    }
-                }
-                *ej = aa::<S>(&u, &ka);
-            }
+            let e = [
+                aa::<S>(&dy_column::<S>(dy, &dsrc, 0, f0, len), &ka),
+                aa::<S>(&dy_column::<S>(dy, &dsrc, 1, f0, len), &ka),
+                aa::<S>(&dy_column::<S>(dy, &dsrc, 2, f0, len), &ka),
+                aa::<S>(&dy_column::<S>(dy, &dsrc, 3, f0, len), &ka),
+            ];
             for i in rows.clone() {
                 let row = aa::<S>(&[e[0][i], e[1][i], e[2][i], e[3][i]], &ka);
                 for (j, &val) in row.iter().enumerate() {
@@ -363,6 +377,22 @@ pub(super) unsafe fn grad_transforms<S: Simd>(
             }
         }
     }
+}
+
+/// Column `j` of a dy tile (`src`: its pixels' offsets, None outside the output), channels
+/// `f0..f0 + len`, zeros outside.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn dy_column<S: Simd>(dy: &[f32], src: &[Option<usize>; M * M], j: usize, f0: usize, len: usize) -> [S::V; M] {
+    let mut u = [S::zero(); M];
+    for (i, ui) in u.iter_mut().enumerate() {
+        if let Some(o) = src[M * i + j] {
+            *ui = ld::<S>(&dy[o + f0..], len);
+        }
+    }
+    u
 }
 
 /// `dw[kh, kw, ci, :] = (Gᵀ M[:, ci, :] G)[kh, kw]` (`m`: `[36][c][ldm]`).
