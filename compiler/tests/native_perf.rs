@@ -193,7 +193,9 @@ fn latency(model: &str, threads: usize, calls: usize) {
 #[test]
 #[ignore = "timing"]
 fn batch1_inference_latency() {
-    for model in ["mnist_cnn", "lenet5"] {
+    // `MODEL=cifar10_cnn` measures another model.
+    let models = std::env::var("MODEL").map_or(vec!["mnist_cnn".to_string(), "lenet5".to_string()], |m| vec![m]);
+    for model in &models {
         for threads in [1, 2] {
             latency(model, threads, 2000);
         }
