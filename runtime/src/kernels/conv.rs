@@ -228,13 +228,23 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
 /// channels both ways (MNIST conv2, CIFAR-10 conv2–6, ResNet-18 64–512), but 2.5–7× slower on
 /// the first layers (1 or 3 input channels: its 16 GEMMs then have K = c, far too short). The
 /// epilogue does not matter: BN moments are summed after the output transform.
+///
+/// Not for calls of fewer than [`WINOGRAD_MIN_F2_TILES`] 2×2 tiles when F(2×2) is the tile:
+/// the batch-1 CIFAR-10 CNN's 8×8 layers (16 tiles: GEMMs of 16 rows, 2.25× fewer multiplies
+/// than the direct path's 64 pixels × 9 taps) ran at 0.6–0.8× the direct path's speed
+/// (`native_perf`, `WINOGRAD=0`); F(4×4)'s 4× pays from 16 tiles on.
 pub fn use_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
     WINOGRAD.load(Ordering::Relaxed)
         && winograd_applies(g)
         && g.c >= WINOGRAD_MIN_CHANNELS
         && g.f >= WINOGRAD_MIN_CHANNELS
         && isa.checked() == KernelIsa::Avx512
+        && (WinogradTile::for_geom(g) == WinogradTile::F4x4
+            || g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2) >= WINOGRAD_MIN_F2_TILES)
 }
+
+/// Fewest 2×2 output tiles for which [`use_winograd`] picks F(2×2, 3×3).
+const WINOGRAD_MIN_F2_TILES: usize = 64;
 
 /// Whether `conv2d_grad_kernel` computes the kernel gradient of `g` by Winograd F(3×3, 2×2) or
 /// F(3×3, 4×4) (`conv2d_grad_kernel_winograd`: 16 or 36 GEMMs over the batch's 2×2 or 4×4 dy
@@ -512,4 +522,35 @@ fn im2col_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilog
 /// The packed-kernel cache key helper for callers that keep packs: whether `w` matches.
 pub fn packed_kernel(isa: KernelIsa, g: &ConvGeom, w: &[f32]) -> PackedB {
     PackedB::from_matrix(isa, g.k(), g.f, w, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[n, side, side, c]` → `f` channels, 3×3 "same".
+    fn same(n: usize, side: usize, c: usize, f: usize) -> ConvGeom {
+        ConvGeom::same(n, [side, side], c, [3, 3], f, [1, 1])
+    }
+
+    /// Which convolutions take Winograd at all: F(2×2) not for calls of few tiles (the batch-1
+    /// CIFAR-10 CNN's 8×8 layers ran faster direct); F(4×4) and training batches still.
+    #[test]
+    fn winograd_or_direct() {
+        let isa = KernelIsa::detect();
+        if isa.checked() != KernelIsa::Avx512 {
+            return; // Winograd is an AVX-512 path only.
+        }
+        for (g, want) in [
+            (same(1, 8, 128, 128), false),
+            (same(1, 4, 512, 512), false),
+            (same(1, 16, 128, 128), true),
+            (same(1, 14, 32, 64), true),
+            (same(64, 8, 128, 128), true),
+            (same(32, 4, 512, 512), true),
+            (same(1, 8, 3, 32), false),
+        ] {
+            assert_eq!(use_winograd(isa, &g), want, "{g:?}");
+        }
+    }
 }
