@@ -130,7 +130,11 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                             }
                         }
                     }
-                    col2im_add(g, cols, ldk, r0, rows, dxp, *img0);
+                    // Vectorised for the ISA (its adds were scalar-width SSE).
+                    isa.vectorize(
+                        #[inline(always)]
+                        || col2im_add(g, cols, ldk, r0, rows, dxp, *img0),
+                    );
                 }
             });
         });

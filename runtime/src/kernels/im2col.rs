@@ -99,7 +99,7 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], pixels: Range<usize>, taps: Range<
 
 /// Scatter-adds `cols[r·ld + k] ` (all `k` of the kernel) into the input gradient `dx` of the
 /// pixels `row0..row0 + rows`. `dx` is the slice of whole images starting at image `img0`.
-#[inline]
+#[inline(always)]
 pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], ld: usize, row0: usize, rows: usize, dx: &mut [f32], img0: usize) {
     let k = g.kh * g.kw * g.c;
     let base = img0 * g.h * g.w * g.c;
