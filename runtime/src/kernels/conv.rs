@@ -239,8 +239,7 @@ pub fn use_winograd(isa: KernelIsa, g: &ConvGeom) -> bool {
         && g.c >= WINOGRAD_MIN_CHANNELS
         && g.f >= WINOGRAD_MIN_CHANNELS
         && isa.checked() == KernelIsa::Avx512
-        && (WinogradTile::for_geom(g) == WinogradTile::F4x4
-            || g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2) >= WINOGRAD_MIN_F2_TILES)
+        && (WinogradTile::for_geom(g) == WinogradTile::F4x4 || WinogradTile::F2x2.tiles(g) >= WINOGRAD_MIN_F2_TILES)
 }
 
 /// Fewest 2×2 output tiles for which [`use_winograd`] picks F(2×2, 3×3).

@@ -130,7 +130,7 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                             }
                         }
                     }
-                    // Vectorised for the ISA (its adds were scalar-width SSE).
+                    // Vectorised for the ISA (its adds were SSE-width without the target features).
                     isa.vectorize(
                         #[inline(always)]
                         || col2im_add(g, cols, ldk, r0, rows, dxp, *img0),

@@ -85,11 +85,10 @@ impl WinogradTile {
             _ => {}
         }
         let covered = |side: usize| g.oh.div_ceil(side) * side * g.ow.div_ceil(side) * side;
-        let tiles4 = g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4);
         // With AVX-512's 32-column panels (narrower ISAs pad less, so are memoised too).
         let memoised = WinogradTile::F4x4.memoised(g, 32);
         // 36/16 · covered(4) ≤ 0.8 · 16/4 · covered(2).
-        if (tiles4 >= MIN_F4_TILES || memoised) && 45 * covered(4) <= 64 * covered(2) {
+        if (WinogradTile::F4x4.tiles(g) >= MIN_F4_TILES || memoised) && 45 * covered(4) <= 64 * covered(2) {
             WinogradTile::F4x4
         } else {
             WinogradTile::F2x2
@@ -98,6 +97,11 @@ impl WinogradTile {
 }
 
 impl WinogradTile {
+    /// Output tiles of one call on `g` (all images, edge tiles partial).
+    pub(crate) fn tiles(self, g: &ConvGeom) -> usize {
+        g.n * g.oh.div_ceil(self.side()) * g.ow.div_ceil(self.side())
+    }
+
     /// Values of `g`'s transformed kernel packed in panels of `nr` columns (`[panels][P·c][nr]`).
     fn transformed_len(self, g: &ConvGeom, nr: usize) -> usize {
         g.f.div_ceil(nr) * self.points() * g.c * nr

@@ -147,15 +147,15 @@ pub(super) unsafe fn output_block<S: Simd>(
             };
             // Columns: a[j] = Aᵀ (column j of M); then rows ((Aᵀ M) A), all M of them (also past
             // a partial tile's edge: nothing is zero-filled, `store_tile` stores `rows × cols`).
-            let (base, stride) = ((tl * ldm + f0), N * nt * ldm);
-            let col = |j: usize| (base + j * nt * ldm, stride);
+            // Point (i, j) of the tile at m[((N·i + j)·nt + tl)·ldm + f0].
+            let (at0, stride) = (tl * ldm + f0, N * nt * ldm);
             let a = [
-                at::<S>(&load6::<S>(m, col(0), len), &k),
-                at::<S>(&load6::<S>(m, col(1), len), &k),
-                at::<S>(&load6::<S>(m, col(2), len), &k),
-                at::<S>(&load6::<S>(m, col(3), len), &k),
-                at::<S>(&load6::<S>(m, col(4), len), &k),
-                at::<S>(&load6::<S>(m, col(5), len), &k),
+                at::<S>(&load_column::<S>(m, at0, stride, len), &k),
+                at::<S>(&load_column::<S>(m, at0 + nt * ldm, stride, len), &k),
+                at::<S>(&load_column::<S>(m, at0 + 2 * nt * ldm, stride, len), &k),
+                at::<S>(&load_column::<S>(m, at0 + 3 * nt * ldm, stride, len), &k),
+                at::<S>(&load_column::<S>(m, at0 + 4 * nt * ldm, stride, len), &k),
+                at::<S>(&load_column::<S>(m, at0 + 5 * nt * ldm, stride, len), &k),
             ];
             let vals = [
                 at::<S>(&[a[0][0], a[1][0], a[2][0], a[3][0], a[4][0], a[5][0]], &k),
@@ -169,12 +169,12 @@ pub(super) unsafe fn output_block<S: Simd>(
     }
 }
 
-/// `N` vectors of `len` lanes at `m[at]`, `m[at + stride]`, …
+/// One column of a tile's points: the `N` vectors of `len` lanes at `m[at]`, `m[at + stride]`, …
 ///
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-unsafe fn load6<S: Simd>(m: &[f32], (at, stride): (usize, usize), len: usize) -> [S::V; N] {
+unsafe fn load_column<S: Simd>(m: &[f32], at: usize, stride: usize, len: usize) -> [S::V; N] {
     [
         ld::<S>(&m[at..], len),
         ld::<S>(&m[at + stride..], len),
