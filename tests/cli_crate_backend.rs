@@ -1,6 +1,6 @@
-//! `--backend crate` through the command line on mnist_cnn and a small slice of the shipped
+//! `--backend native` through the command line on mnist_cnn and a small slice of the shipped
 //! MNIST: `train` builds the generated crate into `$CNNC_CACHE_DIR` and says so with its build
-//! time, a second run says `cached`, and `predict` agrees with the native backend within
+//! time, a second run says `cached`, and `predict` agrees with the kernels backend within
 //! `Tolerance::KERNEL`.
 
 mod support;
@@ -63,17 +63,19 @@ fn train_and_predict_with_the_crate_backend_build_once_then_hit_the_cache() {
         "--steps",
         "2",
         "--backend",
-        "crate",
+        "native",
         "--save",
         weights.to_str().unwrap(),
     ];
     let first = cnnc(&cache, &args);
     first.assert_ok();
     assert!(
-        first.stderr.contains("crate backend (") && first.stderr.contains("cargo built 1 of its 1 library"),
+        first.stderr.contains("native backend (") && first.stderr.contains("cargo built 1 of its 1 library"),
         "the first run builds and says so:\n{}",
         first.stderr
     );
+    // `crate`, the backend's older name, still selects it.
+    let args: Vec<&str> = args.iter().map(|&a| if a == "native" { "crate" } else { a }).collect();
     let second = cnnc(&cache, &args);
     second.assert_ok();
     assert!(
@@ -83,13 +85,13 @@ fn train_and_predict_with_the_crate_backend_build_once_then_hit_the_cache() {
     );
 
     // A batch of 5: an inference library of its own.
-    let (input, out_crate, out_native) = (
+    let (input, out_native, out_kernels) = (
         dir.path().join("x.npy"),
         dir.path().join("c.npy"),
         dir.path().join("n.npy"),
     );
     write_npy_f32(&input, &[5, 28, 28, 1], &test.x[..5 * 784]).unwrap();
-    for (backend, out) in [("crate", &out_crate), ("native", &out_native)] {
+    for (backend, out) in [("native", &out_native), ("kernels", &out_kernels)] {
         let run = cnnc(
             &cache,
             &[
@@ -108,8 +110,8 @@ fn train_and_predict_with_the_crate_backend_build_once_then_hit_the_cache() {
         run.assert_ok();
     }
     Tolerance::KERNEL.assert_close(
-        "crate vs native predictions",
-        &predictions(&out_crate),
+        "native (generated crate) vs kernels predictions",
         &predictions(&out_native),
+        &predictions(&out_kernels),
     );
 }

@@ -6,7 +6,7 @@
 //! conv layer of the MNIST CNN, LeNet-5, the CIFAR-10 CNN and ResNet18 (CIFAR-10), at each
 //! model's training batch size, forward and backward, three ways (see `cnnc_benches::bn`):
 //!
-//! * `fused`: the native backend's kernels — the conv whose epilogue also yields BN's moments,
+//! * `fused`: the kernels backend's kernels — the conv whose epilogue also yields BN's moments,
 //!   then one normalise + scale + shift + ReLU pass; backward, BN's backward with the ReLU mask
 //!   folded in (dz, dγ, dβ in one kernel), then the conv's input and kernel gradients;
 //! * `unfused`: the runtime's separate kernels in the order an unfused program runs them —

@@ -4,7 +4,7 @@
 //! Whole-model speed, the figures the peers (`../shared/peers/bench.py`) report on the same
 //! machine: training throughput (one `train_step`: forward, loss, backward, BN statistics, then
 //! the runtime's Adam update, as the peers time it; batch 128, synthetic data) and batch-1
-//! inference latency, for the native backend and the reference interpreter. Throughput is
+//! inference latency, for the kernels backend and the reference interpreter. Throughput is
 //! `Elements(images)`, so criterion's `elem/s` reads as images/s; each line also gives GFLOP/s
 //! (conv + dense MACs × 2, × 3 for training, as the peers count).
 //!

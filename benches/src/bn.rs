@@ -1,6 +1,6 @@
 //! Conv → batch norm (training mode: batch statistics) → ReLU, forward and backward, three ways:
 //!
-//! * **fused**, the kernel calls the native backend makes after `fuse_bn_stats`,
+//! * **fused**, the kernel calls the kernels backend makes after `fuse_bn_stats`,
 //!   `fuse_bn_apply` and `fuse_bn_backward` (see `compiler/src/native/dispatch*.rs`): the conv
 //!   with an epilogue that also yields BN's moments, then one normalise + scale + shift + ReLU
 //!   pass; backward, one BN-backward pass with the ReLU mask folded in, then the two conv
@@ -227,7 +227,7 @@ fn run(l: &mut ConvBn, ctx: &Ctx, steps: Steps) {
     }
 }
 
-/// What the native backend runs for conv → BN → ReLU in training.
+/// What the kernels backend runs for conv → BN → ReLU in training.
 pub const FORWARD_FUSED: Steps = &[
     ("conv+moments", ConvBn::conv_moments),
     ("bn_apply+relu", |l, ctx| l.bn_apply(ctx, Act::Relu)),
@@ -241,7 +241,7 @@ pub const FORWARD_UNFUSED: Steps = &[
     ("relu", ConvBn::relu),
 ];
 
-/// What the native backend runs for the gradient of conv → BN → ReLU.
+/// What the kernels backend runs for the gradient of conv → BN → ReLU.
 pub const BACKWARD_FUSED: Steps = &[
     ("bn_act_backward", ConvBn::bn_act_backward),
     ("conv dx", ConvBn::conv_dx),

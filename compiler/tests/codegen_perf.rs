@@ -1,4 +1,4 @@
-//! Speed of a generated crate against the native backend (1 thread) on the seed MNIST CNN at
+//! Speed of a generated crate against the kernels backend (1 thread) on the seed MNIST CNN at
 //! batch 128: inference and one training step, the crate built for the default x86-64 target
 //! and with `-C target-cpu=native`. Ignored by default (timing, not correctness; the crate
 //! builds take a while):

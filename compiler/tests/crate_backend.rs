@@ -1,4 +1,4 @@
-//! `--backend crate` end to end on a tiny conv + batch norm + dropout + dense model: the
+//! `--backend native` end to end on a tiny conv + batch norm + dropout + dense model: the
 //! generated crate built by cargo into a fresh cache, loaded, and compared with the
 //! interpreter elementwise within `Tolerance::KERNEL` — the loss, every gradient, the batch-norm
 //! moving statistics and the predictions of a training step, and inference — at the full batch
@@ -129,7 +129,7 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
     let mut interp = InterpExecutor::new(train, infer, loss, false).unwrap();
 
     let mut ex = CrateExecutor::new(&spec, BATCH, loss, false, options(&cache)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(ex.backend_name(), "crate");
+    assert_eq!(ex.backend_name(), "native");
     assert_eq!(ex.params(), interp.params(), "the same parameters in the same order");
     assert_eq!(ex.builds().len(), 1);
     assert!(!ex.builds()[0].cached, "a fresh cache builds");

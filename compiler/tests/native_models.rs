@@ -1,4 +1,4 @@
-//! The native backend against the interpreter on the seed models (`models/*.yaml`) at small
+//! The kernels backend against the interpreter on the seed models (`models/*.yaml`) at small
 //! batches: one training step (predictions, loss, every gradient, BN moving statistics after
 //! the step), the same for a partial batch of one sample, and inference — all elementwise
 //! within `Tolerance::KERNEL`. vgg16 (224×224 input) is too slow for the interpreter here.

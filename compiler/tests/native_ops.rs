@@ -1,4 +1,4 @@
-//! The native backend against the interpreter on small models built for coverage: windowed
+//! The kernels backend against the interpreter on small models built for coverage: windowed
 //! average pooling, overlapping SAME max pooling, tanh/sigmoid, BN without scale/center (graph
 //! constants), concatenation, MSE and crossentropy from probabilities, and every seed-style model
 //! also with fusion off (one kernel per node: moments, separate BN gradients, reduce, loss and

@@ -1,4 +1,4 @@
-//! Training throughput of the native backend on the seed MNIST CNN (Adam, batch 128) with 1
+//! Training throughput of the kernels backend on the seed MNIST CNN (Adam, batch 128) with 1
 //! and 2 threads. Ignored by default (timing, not correctness):
 //! `cargo test --release -p cnnc-compiler --test native_perf -- --ignored --nocapture`.
 //! `NATIVE_PROFILE=1` also prints per-kernel times.

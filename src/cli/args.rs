@@ -70,13 +70,16 @@ pub enum ModeChoice {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
-    /// Fused, tiled native kernels over one planned arena (the fastest; default).
+    /// The runtime's fused, tiled kernels, driven by the compiled kernel-IR programs over one
+    /// planned arena, on all the threads asked for: nothing to build (the fastest; default).
+    Kernels,
+    /// The crate `cnnc compile` generates, built with cargo for this CPU (cached by a hash of
+    /// the source, options, compiler and CPU), loaded and run on one thread; the first run per
+    /// model and batch size builds (its time is shown). `crate` is an older name for it.
+    #[value(alias = "crate")]
     Native,
     /// The reference interpreter (slow, the oracle).
     Interp,
-    /// The crate `cnnc compile` generates, built with cargo for this CPU (cached), loaded and
-    /// run on one thread (slower than native; the first run per model and batch size builds).
-    Crate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -106,13 +109,13 @@ pub struct DataArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Execution backend.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Native)]
+    #[arg(long, value_enum, default_value_t = BackendChoice::Kernels)]
     pub backend: BackendChoice,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Time every kernel and print, when done, each program's kernels slowest first (mean and
-    /// fastest call; native backend only).
+    /// fastest call; kernels backend only).
     #[arg(long)]
     pub profile: bool,
 }

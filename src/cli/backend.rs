@@ -75,7 +75,7 @@ pub fn model_io(spec: &ModelSpec) -> Result<(Vec<usize>, usize), CliError> {
     }
 }
 
-/// What a command will run, so that the crate backend can build every library it needs up
+/// What a command will run, so that the native backend can build every library it needs up
 /// front (where errors can be reported) rather than in the middle of an epoch.
 #[derive(Clone, Debug, Default)]
 pub struct Workload {
@@ -96,12 +96,12 @@ pub struct Built {
     pub threads: usize,
 }
 
-/// For commands with no status line of their own (eval, predict): the crate backend's build
+/// For commands with no status line of their own (eval, predict): the native backend's build
 /// time on stderr (it can be long on a first run); the in-process backends print nothing.
 pub fn report(spec: &ModelSpec, built: &Built) {
-    if built.exec.backend_name() == "crate" {
+    if built.exec.backend_name() == "native" {
         eprintln!(
-            "{}: crate backend ({:.2}s to build{})",
+            "{}: native backend ({:.2}s to build{})",
             spec.name, built.seconds, built.note
         );
     }
@@ -118,7 +118,7 @@ pub fn build(
     let mut built = build_backend(spec, batch, loss, run, work)?;
     if run.profile && !built.exec.set_profiling(true) {
         return Err(CliError::new(format!(
-            "--profile: the {} backend has no per-kernel timing (use --backend native)",
+            "--profile: the {} backend has no per-kernel timing (use --backend kernels)",
             built.exec.backend_name()
         )));
     }
@@ -151,7 +151,7 @@ fn build_backend(
         threads,
     };
     match run.backend {
-        BackendChoice::Native => {
+        BackendChoice::Kernels => {
             let train = lower(spec, batch, Mode::Training).or_cli()?;
             let infer = lower(spec, batch, Mode::Inference).or_cli()?;
             let exec = NativeExecutor::new(train, infer, loss.kind, loss.from_logits, threads).or_cli()?;
@@ -163,7 +163,7 @@ fn build_backend(
             let exec = InterpExecutor::new(train, infer, loss.kind, loss.from_logits).or_cli()?;
             Ok(plain(Box::new(exec), 1))
         }
-        BackendChoice::Crate => {
+        BackendChoice::Native => {
             let purpose = |training| {
                 if training {
                     Purpose::Training

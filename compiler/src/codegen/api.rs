@@ -70,7 +70,7 @@ pub(crate) fn cargo_toml(info: &CrateInfo) -> String {
         "inference"
     };
     let lib = if info.c_abi {
-        "\n# A C library for `cnnc --backend crate` (see src/cnnc_abi.rs).\n[lib]\ncrate-type = [\"cdylib\"]\n"
+        "\n# A C library for `cnnc --backend native` (see src/cnnc_abi.rs).\n[lib]\ncrate-type = [\"cdylib\"]\n"
     } else {
         ""
     };

@@ -6,7 +6,7 @@
 //! update them in place), `x` (the input) and `y` (the target). A call splits each region that
 //! holds outputs of the kernel at the outputs' edges with `split_at_mut`, so that every output
 //! is its own `&mut` piece and every input lies inside one of the gaps between them. The checks
-//! below are the ones the native backend makes (outputs overlap no other operand; only the
+//! below are the ones the kernels backend makes (outputs overlap no other operand; only the
 //! in-place moving average reads what it writes); if the plan broke them the emitter fails
 //! instead of emitting code that would not compile or would panic.
 

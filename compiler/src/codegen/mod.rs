@@ -2,7 +2,7 @@
 //! specialised code.
 //!
 //! [`generate`] lowers the model, compiles it with the middle end (`passes::compile`: the same
-//! kernel-IR programs the native backend runs, so every fusion, schedule and arena offset comes
+//! kernel-IR programs the kernels backend runs, so every fusion, schedule and arena offset comes
 //! from the kernel IR) — an inference program with batch norm folded into the weights and,
 //! unless inference-only, a training program (forward, loss, backward, then the optimiser's
 //! update kernels with the model's rule, `kernels_optim`; their state slots are persistent
@@ -21,7 +21,7 @@
 //!   step counter, `gradients` without) — or, for `no_std`, a `Model` over caller-owned
 //!   parameters and arena.
 //!
-//! With [`CodegenOptions::c_abi`] (for `--backend crate`, off for `cnnc compile`) the crate is
+//! With [`CodegenOptions::c_abi`] (for `--backend native`, off for `cnnc compile`) the crate is
 //! also a `cdylib` with `src/cnnc_abi.rs` (`api_abi`, `support/abi.rs`): `extern "C"` entry
 //! points that check every length and pointer, for a host that loads the built library.
 //!
@@ -119,12 +119,12 @@ pub struct CodegenOptions {
     /// Format `src/lib.rs` with `rustfmt` when it is installed.
     pub rustfmt: bool,
     /// Also a C ABI (`src/cnnc_abi.rs`: `#[no_mangle] extern "C"` entry points) and
-    /// `crate-type = ["cdylib"]`, for `--backend crate` to load the built library; no
+    /// `crate-type = ["cdylib"]`, for `--backend native` to load the built library; no
     /// `examples/check.rs` then (a cdylib has no Rust API to link it against). A training crate
     /// may then have no optimiser (`update: None`): the host applies its own to the gradients.
     /// Off for `cnnc compile`.
     pub c_abi: bool,
-    /// The Cargo package name (default: the model's, [`package_name`]); `--backend crate` makes
+    /// The Cargo package name (default: the model's, [`package_name`]); `--backend native` makes
     /// it unique per cache key so that builds sharing a target directory never overwrite each
     /// other's library.
     pub package: Option<String>,

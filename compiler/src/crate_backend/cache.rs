@@ -1,4 +1,4 @@
-//! The build cache of `--backend crate`: one shared library per cache key.
+//! The build cache of `--backend native`: one shared library per cache key.
 //!
 //! Layout under the cache directory ([`default_cache_dir`]):
 //! - `src/<key>/`: the generated crate (kept at a stable path, files rewritten only when they

@@ -33,7 +33,7 @@ pub enum Purpose {
     Inference,
 }
 
-/// How the crate backend builds and where it caches.
+/// How the native backend builds and where it caches.
 #[derive(Clone, Debug)]
 pub struct CrateOptions {
     /// The cache directory (`None`: [`default_cache_dir`]).
@@ -263,14 +263,14 @@ impl CrateExecutor {
     /// and the number of predictions, checked against `preds`.
     fn begin_call(&mut self, n: usize, purpose: Purpose, params: &[Tensor], preds: usize) -> ((usize, Purpose), usize) {
         if let Err(e) = self.prepare(n, purpose) {
-            panic!("crate backend: {e}");
+            panic!("native backend: {e}");
         }
         let key = self.loaded(n, purpose).expect("prepared above");
         self.flatten(params);
         let out = n * self.io.output_size;
         assert!(
             preds >= out,
-            "crate backend: predictions need {out} values, got {preds}"
+            "native backend: predictions need {out} values, got {preds}"
         );
         (key, out)
     }
@@ -279,7 +279,7 @@ impl CrateExecutor {
         assert_eq!(
             params.len(),
             self.io.params.len(),
-            "crate backend, model '{}': expected {} parameters",
+            "native backend, model '{}': expected {} parameters",
             self.spec.name,
             self.io.params.len()
         );
@@ -288,7 +288,7 @@ impl CrateExecutor {
             assert_eq!(
                 p.data.len(),
                 s.shape.iter().product::<usize>(),
-                "crate backend, model '{}': parameter '{}' has the wrong size",
+                "native backend, model '{}': parameter '{}' has the wrong size",
                 self.spec.name,
                 s.name
             );
@@ -299,7 +299,7 @@ impl CrateExecutor {
 
 impl Executor for CrateExecutor {
     fn backend_name(&self) -> &str {
-        "crate"
+        "native"
     }
 
     fn io(&self) -> &ModelIo {
@@ -328,7 +328,7 @@ impl Executor for CrateExecutor {
                 &mut self.flat_grads,
                 &mut preds[..out],
             )
-            .unwrap_or_else(|e| panic!("crate backend, model '{}': {e}", self.spec.name));
+            .unwrap_or_else(|e| panic!("native backend, model '{}': {e}", self.spec.name));
         // Non-trainable parameters (moving statistics) come back updated.
         let mut at = 0;
         let trainable = self.io.params.iter().filter(|s| s.trainable);
@@ -360,6 +360,6 @@ impl Executor for CrateExecutor {
         let (key, out) = self.begin_call(n, Purpose::Inference, params, preds.len());
         let lib = self.libs.get_mut(&key).expect("loaded");
         lib.predict(&self.flat_params, x, &mut preds[..out])
-            .unwrap_or_else(|e| panic!("crate backend, model '{}': {e}", self.spec.name));
+            .unwrap_or_else(|e| panic!("native backend, model '{}': {e}", self.spec.name));
     }
 }

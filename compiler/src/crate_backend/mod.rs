@@ -1,4 +1,4 @@
-//! `--backend crate`: the model's generated Rust crate (`codegen`, with its C ABI), built with
+//! `--backend native`: the model's generated Rust crate (`codegen`, with its C ABI), built with
 //! cargo for this machine, cached, loaded as a shared library and run behind the runtime's
 //! `Executor` contract.
 //!
@@ -8,7 +8,7 @@
 //! - [`executor`]: [`CrateExecutor`], one library per batch size and purpose, built lazily
 //!   (a partial batch runs a program compiled for exactly its samples, never padding).
 //!
-//! The generated code is plain loops on one thread, slower than the native backend's kernels;
+//! The generated code is plain loops on one thread, slower than the kernels backend;
 //! its value is that the exact code `cnnc compile` writes is what trains and predicts.
 
 pub mod abi;
@@ -25,7 +25,7 @@ use crate::error::CompileError;
 pub use cache::{default_cache_dir, Cache};
 pub use executor::{BuildRecord, CrateExecutor, CrateOptions, Purpose};
 
-/// Why the crate backend could not build, load or run a model.
+/// Why the native backend could not build, load or run a model.
 #[derive(Debug, Error)]
 pub enum CrateBackendError {
     #[error("model '{model}': {source}")]
@@ -49,10 +49,10 @@ pub enum CrateBackendError {
         source: std::io::Error,
     },
     #[error(
-        "model '{model}': no cache directory for the crate backend: set CNNC_CACHE_DIR (or XDG_CACHE_HOME or HOME)"
+        "model '{model}': no cache directory for the native backend: set CNNC_CACHE_DIR (or XDG_CACHE_HOME or HOME)"
     )]
     NoCacheDir { model: String },
-    #[error("model '{model}': the crate backend needs a Rust toolchain (cargo, rustc): {msg}")]
+    #[error("model '{model}': the native backend needs a Rust toolchain (cargo, rustc): {msg}")]
     Toolchain { model: String, msg: String },
     #[error("model '{model}': building its generated crate in {} failed ({status}); the end of cargo's output:\n{tail}", dir.display())]
     Build {

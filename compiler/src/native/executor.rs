@@ -26,7 +26,7 @@ use crate::model_io::paired_io;
 use crate::passes::{compile, PipelineOptions};
 use crate::spec::ModelSpec;
 
-/// How the native backend compiles and runs.
+/// How the kernels backend compiles and runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NativeOptions {
     /// Threads the kernels use (the calling thread counts as one); 0 is treated as 1.
@@ -256,7 +256,7 @@ impl NativeExecutor {
             self.io.batch_size
         );
         if let Err(e) = self.ensure(mode, n) {
-            panic!("native backend: no program for {n} samples: {e}");
+            panic!("kernels backend: no program for {n} samples: {e}");
         }
     }
 
@@ -293,7 +293,7 @@ fn write_preds(mem: &Mem, loc: Loc, preds: &mut [f32]) {
 
 impl Executor for NativeExecutor {
     fn backend_name(&self) -> &str {
-        "native"
+        "kernels"
     }
 
     fn io(&self) -> &ModelIo {

@@ -1,6 +1,6 @@
-//! The native backend: runs a planned kernel-IR [`Program`](crate::kernel_ir::Program) by
-//! dispatching each kernel to the runtime's CPU kernels (`cnnc_runtime::kernels`) over one
-//! preallocated arena.
+//! The kernels backend (`--backend kernels`, the default): runs a planned kernel-IR
+//! [`Program`](crate::kernel_ir::Program) by dispatching each kernel to the runtime's CPU
+//! kernels (`cnnc_runtime::kernels`) over one preallocated arena.
 //!
 //! - [`NativeExecutor`] implements the runtime's `Executor` contract: it differentiates the
 //!   training graph (`autodiff`), compiles it with the middle end (`passes::compile`, no
@@ -32,7 +32,7 @@ use crate::error::CompileError;
 use crate::ir::ShapeError;
 use crate::passes::PassError;
 
-/// Why a model cannot run on the native backend.
+/// Why a model cannot run on the kernels backend.
 #[derive(Debug, Error)]
 pub enum NativeError {
     #[error(transparent)]

@@ -1,4 +1,4 @@
-//! The C ABI through which `cnnc --backend crate` runs this library (`crate-type = ["cdylib"]`).
+//! The C ABI through which `cnnc --backend native` runs this library (`crate-type = ["cdylib"]`).
 //!
 //! A host creates a model with `cnnc_model_new`, checks `cnnc_abi_version` and `cnnc_sizes`
 //! against what it expects, and calls `cnnc_predict` / `cnnc_gradients` with raw pointers and
