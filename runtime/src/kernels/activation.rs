@@ -5,6 +5,8 @@
 //! `e^r` (truncation error < 1e-8 relative), then scales by `2^n` through the exponent bits.
 //! Inputs are clamped to [-87, 88] so the result stays a normal, finite f32.
 
+use super::simd::Simd;
+
 /// An activation applied by a kernel epilogue or an elementwise kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Act {
@@ -92,6 +94,20 @@ impl Act {
             }
             Act::Sigmoid => dy * y * (1.0 - y),
             Act::Tanh => dy * (1.0 - y * y),
+        }
+    }
+
+    /// [`Act::grad_from_output`] on a vector, with the same operations in the same order.
+    ///
+    /// # Safety
+    /// `S`'s instructions must be available (see [`Simd`]).
+    #[inline(always)]
+    pub(crate) unsafe fn grad_from_output_v<S: Simd>(self, y: S::V, dy: S::V) -> S::V {
+        match self {
+            Act::Linear => dy,
+            Act::Relu => S::select_gt(y, S::zero(), dy, S::zero()),
+            Act::Sigmoid => S::mul(S::mul(dy, y), S::sub(S::splat(1.0), y)),
+            Act::Tanh => S::mul(dy, S::sub(S::splat(1.0), S::mul(y, y))),
         }
     }
 

@@ -35,6 +35,7 @@ use super::activation::Act;
 use super::conv::{build_slab, slab_len, ConvGeom};
 use super::epilogue::Epilogue;
 use super::pool2d::PoolGeom;
+use super::pool_argmax::{pooled_grad, scatter_window};
 use super::scratch::{self, Slot};
 use super::simd::{with_simd, Simd};
 use super::{Ctx, KernelIsa};
@@ -770,41 +771,25 @@ fn expand_pooled<S: Simd>(
 ) {
     let (pa, pb, f, ow) = (pg.size[0], pg.size[1], g.f, g.ow);
     let pw = pg.ow;
-    let l = S::LANES;
-    // One pooled row's gradients and argmax, zero-padded to `ldw` channels.
-    let (mut gr, mut am) = (vec![0f32; pw * ldw], vec![0f32; pw * ldw]);
+    let end = (l1 / pa) * pw * f;
+    assert!(argmax.len() >= end && y.len() >= end && dy.len() >= end);
+    assert!(out.len() >= (l1 - l0) * ow * ldw && ow == pw * pb && ldw.is_multiple_of(S::LANES));
     for pr in (l0 / pa)..(l1 / pa) {
-        let q0 = pr * pw * f;
-        for pc in 0..pw {
-            let q = q0 + pc * f;
-            let (yv, dv) = (&y[q..q + f], &dy[q..q + f]);
-            let gv = &mut gr[pc * ldw..pc * ldw + f];
-            match act {
-                Act::Linear => gv.copy_from_slice(dv),
-                Act::Relu => (0..f).for_each(|k| gv[k] = Act::Relu.grad_from_output(yv[k], dv[k])),
-                Act::Sigmoid => (0..f).for_each(|k| gv[k] = Act::Sigmoid.grad_from_output(yv[k], dv[k])),
-                Act::Tanh => (0..f).for_each(|k| gv[k] = Act::Tanh.grad_from_output(yv[k], dv[k])),
-            }
-            am[pc * ldw..pc * ldw + f].copy_from_slice(&argmax[q..q + f]);
-        }
         let lo = (pr * pa - l0) * ow;
-        assert!(out.len() >= (lo + (pa - 1) * ow + pw * pb) * ldw);
-        // SAFETY: `gr`, `am` hold `pw·ldw` floats, `out` the window rows (asserted); `ldw` is a
-        // multiple of the lanes.
-        unsafe {
-            for pc in 0..pw {
-                for c0 in (0..ldw).step_by(l) {
-                    let gv = S::load(gr.as_ptr().add(pc * ldw + c0));
-                    let av = S::load(am.as_ptr().add(pc * ldw + c0));
-                    for i in 0..pa {
-                        for j in 0..pb {
-                            // Indices are integers: `av == t` is `t − ½ < av < t + ½`.
-                            let t = (i * pb + j) as f32;
-                            let hit = S::select_gt(S::splat(t + 0.5), av, gv, S::zero());
-                            let v = S::select_gt(av, S::splat(t - 0.5), hit, S::zero());
-                            S::store(out.as_mut_ptr().add((lo + i * ow + pc * pb + j) * ldw + c0), v);
-                        }
-                    }
+        for pc in 0..pw {
+            let q = (pr * pw + pc) * f;
+            for c0 in (0..ldw).step_by(S::LANES) {
+                let n = f.saturating_sub(c0).min(S::LANES);
+                // SAFETY: pooled elements up to q + f ≤ `end` are read (asserted); the window's
+                // pixels are rows `lo..lo + pa·ow` of `out`, `ldw` floats each (asserted).
+                unsafe {
+                    let (gv, av) = if n == 0 {
+                        (S::zero(), S::zero())
+                    } else {
+                        pooled_grad::<S>(act, argmax, y, dy, q + c0, n)
+                    };
+                    let at = out.as_mut_ptr().add((lo + pc * pb) * ldw + c0);
+                    scatter_window::<S>(gv, av, [pa, pb], at, ow * ldw, ldw, S::LANES);
                 }
             }
         }

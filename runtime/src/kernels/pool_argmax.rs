@@ -13,6 +13,7 @@
 
 use super::activation::Act;
 use super::pool2d::PoolGeom;
+use super::simd::{with_simd, Simd};
 use super::Ctx;
 use crate::pool::split_by_tasks;
 
@@ -143,22 +144,9 @@ pub fn max_pool_grad_argmax(ctx: &Ctx, g: &PoolGeom, argmax: &[f32], y: &[f32], 
     let mut parts = split_by_tasks(dx, rows, threads, |r| r * band);
     let isa = ctx.isa;
     let body = |(range, dx): &mut (std::ops::Range<usize>, &mut [f32])| {
-        isa.vectorize(
-            #[inline(always)]
-            || match act {
-                Act::Linear => grad_rows(g, argmax, dy, range.clone(), dx, |_, d| d),
-                Act::Relu => grad_rows(
-                    g,
-                    argmax,
-                    dy,
-                    range.clone(),
-                    dx,
-                    |q, d| if y[q] > 0.0 { d } else { 0.0 },
-                ),
-                Act::Sigmoid => grad_rows(g, argmax, dy, range.clone(), dx, |q, d| d * y[q] * (1.0 - y[q])),
-                Act::Tanh => grad_rows(g, argmax, dy, range.clone(), dx, |q, d| d * (1.0 - y[q] * y[q])),
-            },
-        )
+        with_simd!(isa, narrow = g.c <= 8, S, {
+            grad_rows::<S>(g, argmax, y, dy, act, range.clone(), dx)
+        })
     };
     if threads == 1 {
         parts.iter_mut().for_each(body);
@@ -167,43 +155,102 @@ pub fn max_pool_grad_argmax(ctx: &Ctx, g: &PoolGeom, argmax: &[f32], y: &[f32], 
     }
 }
 
-/// Pooled rows `rows` of [`max_pool_grad_argmax`] into their band of `dx`; `grad(q, d)` is the
-/// gradient at pooled element `q` with pooled gradient `d`.
+/// Pooled rows `rows` of [`max_pool_grad_argmax`] into their band of `dx`.
 #[inline(always)]
-fn grad_rows(
+fn grad_rows<S: Simd>(
     g: &PoolGeom,
     argmax: &[f32],
+    y: &[f32],
     dy: &[f32],
+    act: Act,
     rows: std::ops::Range<usize>,
     dx: &mut [f32],
-    grad: impl Fn(usize, f32) -> f32,
 ) {
     let (c, [sh, sw]) = (g.c, g.size);
     let band = sh * g.w * c;
+    let end = rows.end * g.ow * c;
+    assert!(argmax.len() >= end && dy.len() >= end && (act == Act::Linear || y.len() >= end));
+    assert!(dx.len() >= rows.len() * band);
     for (i, r) in rows.enumerate() {
-        let dband = &mut dx[i * band..][..band];
         for ow in 0..g.ow {
             let q0 = (r * g.ow + ow) * c;
-            let mut j = 0;
-            while j < c {
-                let lanes = LANES.min(c - j);
-                let mut d = [0f32; LANES];
-                let mut arg = [0f32; LANES];
-                for l in 0..lanes {
-                    d[l] = grad(q0 + j + l, dy[q0 + j + l]);
+            for j in (0..c).step_by(S::LANES) {
+                let n = S::LANES.min(c - j);
+                // SAFETY: pooled element q0 + j + n ≤ `end` (asserted), `y` read only when
+                // `act` is not linear; the window's taps lie in this row's band of `dx`.
+                unsafe {
+                    let (gv, av) = pooled_grad::<S>(act, argmax, y, dy, q0 + j, n);
+                    let at = dx.as_mut_ptr().add(i * band + ow * sw * c + j);
+                    scatter_window::<S>(gv, av, [sh, sw], at, g.w * c, c, n);
                 }
-                arg[..lanes].copy_from_slice(&argmax[q0 + j..][..lanes]);
-                for t in 0..sh * sw {
-                    // [c] of tap t within the band
-                    let at = ((t / sw) * g.w + ow * sw + t % sw) * c + j;
-                    let out = &mut dband[at..][..lanes];
-                    let tf = t as f32;
-                    for l in 0..lanes {
-                        out[l] = if arg[l] == tf { d[l] } else { 0.0 };
-                    }
-                }
-                j += lanes;
             }
+        }
+    }
+}
+
+/// `n ≤ LANES` values from `p`, zero past `n`.
+#[inline(always)]
+unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
+    if n == S::LANES {
+        S::load(p)
+    } else {
+        S::load_partial(p, n)
+    }
+}
+
+/// The gradient `act'(y)·dy` of pooled elements `q..q + n` (`n ≤ LANES`) and their window
+/// argmax, as vectors zero past `n`.
+///
+/// # Safety
+/// `argmax` and `dy` (and `y`, unless `act` is linear) hold `q + n` values.
+#[inline(always)]
+pub(crate) unsafe fn pooled_grad<S: Simd>(
+    act: Act,
+    argmax: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    q: usize,
+    n: usize,
+) -> (S::V, S::V) {
+    let d = load_n::<S>(dy.as_ptr().add(q), n);
+    let g = match act {
+        Act::Linear => d,
+        _ => act.grad_from_output_v::<S>(load_n::<S>(y.as_ptr().add(q), n), d),
+    };
+    (g, load_n::<S>(argmax.as_ptr().add(q), n))
+}
+
+/// Sends one pooled vector's gradient `g` back through its `size` window: tap `t` (row-major,
+/// at `out + (t / size[1])·row + (t % size[1])·col`) gets `g` where `arg == t`, 0 elsewhere;
+/// `n` lanes stored.
+///
+/// # Safety
+/// Every tap's `n` floats must be writable.
+#[inline(always)]
+pub(crate) unsafe fn scatter_window<S: Simd>(
+    g: S::V,
+    arg: S::V,
+    size: [usize; 2],
+    out: *mut f32,
+    row: usize,
+    col: usize,
+    n: usize,
+) {
+    // Indices are small integers in f32: `arg == t` is `t − ½ < arg < t + ½`.
+    let one = S::splat(1.0);
+    let mut lo = S::splat(-0.5);
+    for i in 0..size[0] {
+        for j in 0..size[1] {
+            let hi = S::add(lo, one);
+            let v = S::select_gt(hi, arg, g, S::zero());
+            let v = S::select_gt(arg, lo, v, S::zero());
+            let p = out.add(i * row + j * col);
+            if n == S::LANES {
+                S::store(p, v);
+            } else {
+                S::store_partial(p, v, n);
+            }
+            lo = hi;
         }
     }
 }
