@@ -55,12 +55,12 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
-fn executor(spec: &ModelSpec, batch: usize, native: bool) -> Box<dyn Executor> {
+fn executor(spec: &ModelSpec, batch: usize, kernels: bool) -> Box<dyn Executor> {
     let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
     let logits = spec.training.from_logits.unwrap_or(false);
     let train = lower(spec, batch, Mode::Training).unwrap();
     let infer = lower(spec, batch, Mode::Inference).unwrap();
-    if native {
+    if kernels {
         Box::new(NativeExecutor::new(train, infer, loss, logits, threads()).unwrap())
     } else {
         Box::new(InterpExecutor::new(train, infer, loss, logits).unwrap())
@@ -87,12 +87,12 @@ fn train(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(10));
     for (name, gflop) in MODELS {
         let spec = spec(name);
-        for native in [true, false] {
+        for kernels in [true, false] {
             // The interpreter needs minutes per ResNet18 step; it is the oracle, not a contender.
-            if !native && name == "resnet18" {
+            if !kernels && name == "resnet18" {
                 continue;
             }
-            let mut exec = executor(&spec, TRAIN_BATCH, native);
+            let mut exec = executor(&spec, TRAIN_BATCH, kernels);
             let mut params: Vec<Tensor> = init_params(exec.params(), 0);
             let mut grads: Vec<Tensor> = exec
                 .params()
@@ -103,7 +103,7 @@ fn train(c: &mut Criterion) {
             let (x, y) = batch(exec.as_ref(), TRAIN_BATCH);
             let mut preds = vec![0.0; TRAIN_BATCH * exec.output_size()];
             group.throughput(Throughput::Elements(TRAIN_BATCH as u64));
-            let id = BenchmarkId::new(if native { "native" } else { "interp" }, name);
+            let id = BenchmarkId::new(if kernels { "kernels" } else { "interp" }, name);
             let trainable: Vec<usize> = (0..params.len()).filter(|&i| exec.params()[i].trainable).collect();
             let shapes: Vec<Vec<usize>> = trainable.iter().map(|&i| params[i].shape.clone()).collect();
             let mut opt = Optimizer::new(OptimizerKind::adam_default(), &shapes);
@@ -138,7 +138,7 @@ fn latency(c: &mut Criterion) {
         let (x, _) = batch(exec.as_ref(), 1);
         let mut out = vec![0.0; exec.output_size()];
         group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::new("native", name), |b| {
+        group.bench_function(BenchmarkId::new("kernels", name), |b| {
             b.iter(|| exec.predict(&params, &x, 1, &mut out))
         });
     }

@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 cargo bench -p cnnc-benches --bench models --no-run
 for r in $(seq 1 "$ROUNDS"); do
   echo "== round $r: cnnc"
-  cargo bench -p cnnc-benches --bench models -- native 2>&1 \
+  cargo bench -p cnnc-benches --bench models -- kernels 2>&1 \
     | grep -E '^(train_step|infer_b1)/|time:|thrpt:' | tee "$OUT/cnnc_$r.txt"
   echo "== round $r: peers ($FWS)"
   (cd "$PEERS_DIR" && PEERS=$PEERS "$PY" bench.py --fw "$FWS" --models "$MODELS" --no-lock) 2>&1 \
