@@ -86,3 +86,40 @@ fn no_std_crate_is_inference_only() {
     assert!(lib.contains("#![no_std]"));
     assert!(!lib.contains("pub fn train_step"));
 }
+
+#[test]
+fn threads_split_the_kernels_of_a_std_crate_and_are_refused_for_no_std() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mnist_threads");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "compile".to_string(),
+            s(&model("mnist_cnn.yaml")),
+            "-o".into(),
+            s(&out),
+            "--batch-size".into(),
+            "64".into(),
+            "--threads".into(),
+            "2".into(),
+        ];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    cnnc(args(&[])).assert_ok();
+    let lib = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("std::thread::scope"), "scoped threads");
+    assert!(lib.contains("threads=2 split=samples"), "the schedule says so");
+    assert!(lib.contains("on 2 threads"), "the crate docs say so");
+    let nostd = dir.path().join("nostd");
+    let run = cnnc([
+        "compile".to_string(),
+        s(&model("lenet5.yaml")),
+        "-o".into(),
+        s(&nostd),
+        "--no-std".into(),
+        "--threads".into(),
+        "2".into(),
+    ]);
+    run.assert_fails_with("--no-std crates run on one thread");
+    assert!(!nostd.exists());
+}

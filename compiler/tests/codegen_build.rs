@@ -15,7 +15,10 @@
 //! (vgg16_cifar10: the layers of vgg16, whose 224×224 input only makes the same crate bigger
 //! in its constants and slower to check, so vgg16 itself is not built here).
 //!
-//! To keep the suite fast, the twelve crates are generated into one cargo workspace (their
+//! Two more crates split their kernels across two threads (`codegen::threads`): mnist_cnn at
+//! batch 16 and resnet18, checked the same way.
+//!
+//! To keep the suite fast, the fourteen crates are generated into one cargo workspace (their
 //! `Cargo.toml` turned into members: no `[workspace]`/profile of their own, the example renamed
 //! `check_<package>`) and built by one `cargo build`, the first test to need them doing it for
 //! all. A `no_std` crate with embedded weights is built standalone, as `cnnc compile` writes
@@ -43,20 +46,73 @@ const BATCH: usize = 2;
 /// Training steps compared per model.
 const STEPS: u64 = 2;
 
-/// (model, seed of its case, whether the crate embeds the weights).
-const MODELS: &[(&str, u64, bool)] = &[
-    ("mnist_cnn", 5, false),
-    ("baseline_cifar10", 7, false),
-    ("cifar10_cnn", 8, false),
-    ("convnet_mnist", 10, false),
-    ("lenet5", 11, true),
-    ("lenet5_cifar10", 12, false),
-    ("lenet_mnist", 14, false),
-    ("lenet_cifar10", 15, false),
-    ("alexnet8", 16, false),
-    ("inception10", 13, false),
-    ("resnet18", 17, false),
-    ("vgg16_cifar10", 18, false),
+/// One generated crate of the workspace.
+struct Built {
+    /// The crate's name in the workspace (its package name), the model's unless it is built twice.
+    name: &'static str,
+    model: &'static str,
+    /// Seed of its case.
+    seed: u64,
+    /// Whether the crate embeds the weights.
+    embed: bool,
+    batch: usize,
+    /// Threads its kernels split across (`codegen::threads`), and how many of its kernel
+    /// functions split (a scoped-thread wrapper with a `_part` function each).
+    threads: usize,
+    splits: usize,
+}
+
+const fn one(model: &'static str, seed: u64, embed: bool) -> Built {
+    Built {
+        name: model,
+        model,
+        seed,
+        embed,
+        batch: BATCH,
+        threads: 1,
+        splits: 0,
+    }
+}
+
+const MODELS: &[Built] = &[
+    one("mnist_cnn", 5, false),
+    one("baseline_cifar10", 7, false),
+    one("cifar10_cnn", 8, false),
+    one("convnet_mnist", 10, false),
+    one("lenet5", 11, true),
+    one("lenet5_cifar10", 12, false),
+    one("lenet_mnist", 14, false),
+    one("lenet_cifar10", 15, false),
+    one("alexnet8", 16, false),
+    one("inception10", 13, false),
+    one("resnet18", 17, false),
+    one("vgg16_cifar10", 18, false),
+    // Two threads: every convolution and GEMM worth a thread split by samples, the pooled
+    // kernel gradient and the dense weight gradients as reductions (mnist_cnn at batch 16 for
+    // the dense layers' flops), residual epilogues and strided convs (resnet18).
+    Built {
+        name: "mnist_cnn_threads",
+        model: "mnist_cnn",
+        seed: 19,
+        embed: false,
+        batch: 16,
+        threads: 2,
+        // conv2's forward (inference; training with its argmax), input and kernel gradients,
+        // and the first dense layer's forward (one function for both programs), input and
+        // weight gradients: every GEMM-shaped kernel of at least 8 MFLOP.
+        splits: 7,
+    },
+    Built {
+        name: "resnet18_threads",
+        model: "resnet18",
+        seed: 20,
+        embed: false,
+        batch: 2,
+        threads: 2,
+        // The inference convs (BN folded; training convs carry BN statistics of the whole
+        // batch and stay whole) and every conv gradient of ≥ 8 MFLOP.
+        splits: 37,
+    },
 ];
 
 fn tmp(name: &str) -> PathBuf {
@@ -103,15 +159,25 @@ fn build_workspace() -> Result<PathBuf, String> {
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let mut members = Vec::new();
-    for &(model, seed, embed) in MODELS {
-        let spec = spec(model);
-        let mut opts = CodegenOptions::new(&spec, BATCH);
-        if embed {
-            let (w, _) = inputs(&case(&spec, BATCH, seed), &tmp(&format!("{model}-run")));
+    for b in MODELS {
+        let spec = spec(b.model);
+        let mut opts = CodegenOptions::new(&spec, b.batch);
+        opts.threads = b.threads;
+        opts.package = Some(package_name(b.name));
+        if b.embed {
+            let (w, _) = inputs(&case(&spec, b.batch, b.seed), &tmp(&format!("{}-run", b.name)));
             opts.embed_weights = Some(w);
         }
-        let c = generate(&spec, &opts).map_err(|e| format!("{model}: {e}"))?;
-        let dir = root.join(model);
+        let c = generate(&spec, &opts).map_err(|e| format!("{}: {e}", b.name))?;
+        let lib = c.file("src/lib.rs").unwrap();
+        let splits = lib.matches("std::thread::scope").count();
+        assert_eq!(
+            (splits, lib.matches("_part(").count() >= splits),
+            (b.splits, true),
+            "{}: kernel functions split across threads",
+            b.name
+        );
+        let dir = root.join(b.name);
         c.write_to(&dir).map_err(|e| e.to_string())?;
         assert!(dir.join(MARKER).is_file());
         // As a member: the workspace's profile, and an example name of its own (the binaries
@@ -127,7 +193,7 @@ fn build_workspace() -> Result<PathBuf, String> {
             c.package
         );
         std::fs::write(dir.join("Cargo.toml"), format!("{package}{example}")).map_err(|e| e.to_string())?;
-        members.push(format!("\"{model}\""));
+        members.push(format!("\"{}\"", b.name));
     }
     eprintln!("generated {} crates in {:.1}s", MODELS.len(), t.elapsed().as_secs_f64());
     let manifest = format!(
@@ -140,11 +206,11 @@ fn build_workspace() -> Result<PathBuf, String> {
     Ok(target.join("release/examples"))
 }
 
-/// The check binary of `model`, building every crate on first use.
-fn check_binary(model: &str) -> PathBuf {
+/// The check binary of crate `name`, building every crate on first use.
+fn check_binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BUILT.get_or_init(build_workspace) {
-        Ok(dir) => dir.join(format!("check_{}", package_name(model))),
+        Ok(dir) => dir.join(format!("check_{}", package_name(name))),
         Err(e) => panic!("{e}"),
     }
 }
@@ -322,16 +388,17 @@ fn compare_train(model: &str, spec: &ModelSpec, c: &mut Case, bin: &Path, weight
     }
 }
 
-/// Builds (once, all models), then compares forward and [`STEPS`] training steps of `model`.
-fn check_model(model: &str) {
-    let &(_, seed, embed) = MODELS.iter().find(|m| m.0 == model).expect("a listed model");
-    let bin = check_binary(model);
-    let spec = spec(model);
-    let mut case = case(&spec, BATCH, seed);
-    let (w, x) = inputs(&case, &tmp(&format!("{model}-run")));
-    let w = if embed { PathBuf::from("embedded") } else { w };
-    compare_forward(model, &mut case, &bin, &w, &x);
-    compare_train(model, &spec, &mut case, &bin, &w, &x);
+/// Builds (once, all crates), then compares forward and [`STEPS`] training steps of crate
+/// `name`.
+fn check_model(name: &str) {
+    let b = MODELS.iter().find(|m| m.name == name).expect("a listed crate");
+    let bin = check_binary(name);
+    let spec = spec(b.model);
+    let mut case = case(&spec, b.batch, b.seed);
+    let (w, x) = inputs(&case, &tmp(&format!("{name}-run")));
+    let w = if b.embed { PathBuf::from("embedded") } else { w };
+    compare_forward(name, &mut case, &bin, &w, &x);
+    compare_train(name, &spec, &mut case, &bin, &w, &x);
 }
 
 #[test]
@@ -387,6 +454,16 @@ fn inception10_concat_slices_pools_crate_matches_the_interpreter() {
 #[test]
 fn resnet18_residual_blocks_crate_matches_the_interpreter() {
     check_model("resnet18");
+}
+
+#[test]
+fn mnist_cnn_on_two_threads_crate_matches_the_interpreter() {
+    check_model("mnist_cnn_threads");
+}
+
+#[test]
+fn resnet18_on_two_threads_crate_matches_the_interpreter() {
+    check_model("resnet18_threads");
 }
 
 /// vgg16 (224×224) has the same layers: see the module docs.

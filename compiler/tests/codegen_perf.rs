@@ -1,6 +1,7 @@
-//! Speed of a generated crate against the kernels backend (1 thread) on the seed MNIST CNN at
-//! batch 128: inference and one training step, the crate built for the default x86-64 target
-//! and with `-C target-cpu=native`. Ignored by default (timing, not correctness; the crate
+//! Speed of a generated crate against the kernels backend on the seed MNIST CNN at batch 128:
+//! inference and the gradients of one training step (forward, loss, backward), on one thread
+//! (the crate built for the default x86-64 target and with `-C target-cpu=native`) and on two
+//! (a crate generated for two threads). Ignored by default (timing, not correctness; the crate
 //! builds take a while):
 //! `cargo test --release -p cnnc-compiler --test codegen_perf -- --ignored --nocapture`.
 
@@ -30,7 +31,7 @@ fn main() {
     let y: Vec<f32> = (0..TARGET_F32S).map(|i| (i % OUTPUTS) as f32).collect();
     let (mut out, mut g) = (vec![0f32; OUTPUT_F32S], vec![0f32; GRADS_F32S]);
     m.forward(&x, &mut out);
-    m.train_step(&x, &y, 1, &mut g);
+    m.gradients(&x, &y, 1, &mut g);
     let t = Instant::now();
     for _ in 0..steps {
         m.forward(&x, &mut out);
@@ -38,22 +39,24 @@ fn main() {
     let f = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
     let t = Instant::now();
     for s in 0..steps {
-        m.train_step(&x, &y, s as u64 + 2, &mut g);
+        m.gradients(&x, &y, s as u64 + 2, &mut g);
     }
     let s = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
     println!("{f:.2} {s:.2}");
 }
 "#;
 
-fn generated(rustflags: &str, tag: &str) -> (f64, f64) {
+fn generated(rustflags: &str, tag: &str, threads: usize) -> (f64, f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist_cnn.yaml");
     let spec = load_model(&path).unwrap();
-    let c = generate(&spec, &CodegenOptions::new(&spec, BATCH)).unwrap();
+    let mut opts = CodegenOptions::new(&spec, BATCH);
+    opts.threads = threads;
+    let c = generate(&spec, &opts).unwrap();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("codegen_perf/mnist_cnn");
     let _ = std::fs::remove_dir_all(&dir);
     c.write_to(&dir).unwrap();
     std::fs::write(dir.join("examples/bench.rs"), BENCH).unwrap();
-    let target = dir.with_file_name(format!("target-{tag}"));
+    let target = dir.with_file_name(format!("target-{tag}-{threads}"));
     let t = Instant::now();
     let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--offline", "--quiet", "--release", "--example", "bench"])
@@ -74,10 +77,11 @@ fn generated(rustflags: &str, tag: &str) -> (f64, f64) {
     (v[0], v[1])
 }
 
-fn native() -> (f64, f64) {
+fn kernels(threads: usize) -> (f64, f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist_cnn.yaml");
     let spec = load_model(&path).unwrap();
-    let mut ex = NativeExecutor::from_spec(&spec, BATCH, LossKind::SparseCategoricalCrossentropy, false, 1).unwrap();
+    let mut ex =
+        NativeExecutor::from_spec(&spec, BATCH, LossKind::SparseCategoricalCrossentropy, false, threads).unwrap();
     let mut params = init_params(ex.params(), 1);
     let mut grads: Vec<Tensor> = ex
         .params()
@@ -105,11 +109,20 @@ fn native() -> (f64, f64) {
 
 #[test]
 #[ignore = "timing"]
-fn generated_crate_against_native_mnist_cnn() {
-    let (nf, ns) = native();
-    println!("native, 1 thread:            forward {nf:7.2} ms   train step {ns:7.2} ms  (batch {BATCH})");
-    for (flags, tag) in [("", "x86-64"), ("-C target-cpu=native", "native")] {
-        let (f, s) = generated(flags, tag);
-        println!("generated, target {tag:7}: forward {f:7.2} ms   train step {s:7.2} ms");
+fn generated_crate_against_kernels_mnist_cnn() {
+    for threads in [1, 2] {
+        let (kf, ks) = kernels(threads);
+        println!(
+            "kernels backend, {threads} thread(s):       forward {kf:7.2} ms   gradients {ks:7.2} ms  (batch {BATCH})"
+        );
+        let targets: &[(&str, &str)] = if threads == 1 {
+            &[("", "x86-64"), ("-C target-cpu=native", "native")]
+        } else {
+            &[("-C target-cpu=native", "native")]
+        };
+        for &(flags, tag) in targets {
+            let (f, s) = generated(flags, tag, threads);
+            println!("generated, target {tag:7}, {threads} thread(s): forward {f:7.2} ms   gradients {s:7.2} ms");
+        }
     }
 }

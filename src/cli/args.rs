@@ -48,6 +48,10 @@ pub struct CompileArgs {
     /// Embed these weights (safetensors) in the crate instead of loading them at run time.
     #[arg(long)]
     pub embed_weights: Option<std::path::PathBuf>,
+    /// Threads the generated convolutions and GEMMs split their samples across (a constant
+    /// of the crate; `--no-std` crates run on one).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Args, Debug)]
@@ -74,8 +78,8 @@ pub enum BackendChoice {
     /// planned arena, on all the threads asked for: nothing to build (the fastest; default).
     Kernels,
     /// The crate `cnnc compile` generates, built with cargo for this CPU (cached by a hash of
-    /// the source, options, compiler and CPU), loaded and run on one thread; the first run per
-    /// model and batch size builds (its time is shown). `crate` is an older name for it.
+    /// the source, options, compiler and CPU), loaded and run on --threads threads; the first
+    /// run per model and batch size builds (its time is shown). `crate` is an older name for it.
     #[value(alias = "crate")]
     Native,
     /// The reference interpreter (slow, the oracle).

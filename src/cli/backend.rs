@@ -180,6 +180,7 @@ fn build_backend(
                     .map(|&(n, t)| (n, purpose(t)))
                     .collect(),
                 announce: true,
+                threads,
                 ..CrateOptions::default()
             };
             let exec = CrateExecutor::new(spec, batch, loss.kind, loss.from_logits, opts).or_cli()?;
@@ -198,7 +199,7 @@ fn build_backend(
                 exec: Box::new(exec),
                 seconds: started.elapsed().as_secs_f64(),
                 note,
-                threads: 1,
+                threads,
             })
         }
     }

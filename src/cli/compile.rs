@@ -17,6 +17,12 @@ pub fn run(a: CompileArgs) -> Result<(), CliError> {
     if a.batch_size == 0 {
         return Err(CliError::new("--batch-size must be at least 1"));
     }
+    if a.threads == 0 {
+        return Err(CliError::new("--threads must be at least 1"));
+    }
+    if a.no_std && a.threads > 1 {
+        return Err(CliError::new("--no-std crates run on one thread: drop --threads"));
+    }
     check_output_dir(&a.output)?;
     if let Some(w) = &a.embed_weights {
         if !w.is_file() {
@@ -31,6 +37,7 @@ pub fn run(a: CompileArgs) -> Result<(), CliError> {
     opts.training = !(a.inference_only || a.no_std);
     opts.no_std = a.no_std;
     opts.embed_weights = a.embed_weights.clone();
+    opts.threads = a.threads;
     let krate = generate(&spec, &opts).or_cli()?;
     let written = krate.write_to(&a.output).or_cli()?;
 

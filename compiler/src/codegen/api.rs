@@ -42,6 +42,8 @@ pub(crate) struct CrateInfo {
     pub infer: ProgramCode,
     pub train: Option<TrainInfo>,
     pub functions: usize,
+    /// Threads the kernels that divide by samples split across.
+    pub threads: usize,
 }
 
 impl CrateInfo {
@@ -169,12 +171,22 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
          activations saved for backward, gradients{} and folded weights share it.\n\n\
          # Example\n```no_run\n{}```\n\n\
          # Performance\n\
-         Plain loop nests that LLVM vectorises over the channel axis, on one thread. Build in\n\
+         Plain loop nests that LLVM vectorises over the channel axis, {}. Build in\n\
          release mode, and with `RUSTFLAGS=\"-C target-cpu=native\"` to use AVX2/AVX-512 and FMA\n\
          (the default x86-64 target has SSE2 only).",
         if train.is_some() { "# Memory\n" } else { "" },
         if train.is_some() { ", the optimiser state" } else { "" },
-        example(info, &lib)
+        example(info, &lib),
+        if info.threads > 1 {
+            format!(
+                "on {} threads: the convolutions and GEMMs whose work divides by samples run as\n\
+                 `<kernel>_part` shares on scoped threads (a constant of this crate: regenerate with\n\
+                 `cnnc compile --threads N` for another count)",
+                info.threads
+            )
+        } else {
+            "on one thread".to_string()
+        }
     ));
     for l in docs.lines() {
         c.line(if l.is_empty() {

@@ -7,8 +7,9 @@
 //! norm, losses) and `kernels_optim` (the optimiser update, one function per rule over slices).
 
 use crate::ir::Activation;
-use crate::kernel_ir::{BnSource, EwOp, KernelOp, PoolKind, Schedule};
+use crate::kernel_ir::{dump, BnSource, EwOp, KernelOp, PoolKind, Schedule, Split};
 
+use super::threads::{emit_wrapper, thread_split};
 use super::writer::Code;
 use super::{
     kernels_conv as conv, kernels_gemm as gemm, kernels_norm as norm, kernels_optim as optim, kernels_rows as rows,
@@ -171,8 +172,11 @@ pub(crate) fn takes_slices(op: &KernelOp) -> bool {
     matches!(op, KernelOp::OptimizerUpdate { .. })
 }
 
-/// Emits `fn name(operands..) { body }`. `in_place`: a moving average whose output is its
-/// input (the function then takes that operand once, `&mut`, after the others).
+/// Emits `fn name(operands..) { body }`, and for a template whose schedule splits it by
+/// samples (`threads::schedule_for`) the share's function after it; returns the functions
+/// written.
+/// `in_place`: a moving average whose output is its input (the function then takes that
+/// operand once, `&mut`, after the others).
 pub(crate) fn emit_function(
     c: &mut Code,
     name: &str,
@@ -180,11 +184,40 @@ pub(crate) fn emit_function(
     s: &Schedule,
     in_place: bool,
     doc: &str,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     if let KernelOp::OptimizerUpdate { rule, .. } = op {
         optim::emit_function(c, name, rule, doc);
-        return Ok(());
+        return Ok(1);
     }
+    let params = params(op, in_place)?;
+    c.doc(doc);
+    c.line("#[inline(never)]");
+    c.open(format!("fn {name}({})", params.join(", ")));
+    let split = match s.split {
+        Split::Samples => Some(thread_split(op, s.threads).ok_or("a split by samples the template does not have")?),
+        _ => None,
+    };
+    match &split {
+        Some(sp) => emit_wrapper(c, op, sp, &format!("{name}_part"))?,
+        None => body(c, op, s, in_place)?,
+    }
+    c.close();
+    let Some(sp) = split else { return Ok(1) };
+    {
+        // The share runs on one thread, with the same tiles.
+        let one = Schedule {
+            threads: 1,
+            split: Split::None,
+            ..*s
+        };
+        c.line("");
+        let doc = format!("One thread's share of [`{name}`]: {}.", dump::op_line(&sp.part, &one));
+        Ok(1 + emit_function(c, &format!("{name}_part"), &sp.part, &one, false, &doc)?)
+    }
+}
+
+/// The function's parameters: inputs, outputs, scratch, step.
+fn params(op: &KernelOp, in_place: bool) -> Result<Vec<String>, String> {
     let (in_names, out_names) = operand_names(op)?;
     let (in_sizes, out_sizes) = op.operand_sizes();
     if in_names.len() != in_sizes.len() || out_names.len() != out_sizes.len() {
@@ -206,12 +239,7 @@ pub(crate) fn emit_function(
     if needs_step(op) {
         params.push("step: u64".into());
     }
-    c.doc(doc);
-    c.line("#[inline(never)]");
-    c.open(format!("fn {name}({})", params.join(", ")));
-    body(c, op, s, in_place)?;
-    c.close();
-    Ok(())
+    Ok(params)
 }
 
 fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(), String> {

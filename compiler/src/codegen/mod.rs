@@ -44,6 +44,7 @@ mod kernels_optim;
 mod kernels_rows;
 mod layout;
 mod program;
+mod threads;
 mod writer;
 
 use std::collections::HashMap;
@@ -114,8 +115,11 @@ pub struct CodegenOptions {
     pub from_logits: bool,
     /// The optimiser `Model::train_step` applies (required for training crates).
     pub update: Option<UpdateRule>,
-    /// Schedules (tile sizes) are chosen for this machine.
+    /// Schedules (tile sizes) are chosen for this machine, for one thread each.
     pub machine: Machine,
+    /// Threads the generated convolutions and GEMMs split their samples across (a constant of
+    /// the crate, `codegen::threads`; 1 for `no_std`).
+    pub threads: usize,
     /// Format `src/lib.rs` with `rustfmt` when it is installed.
     pub rustfmt: bool,
     /// Also a C ABI (`src/cnnc_abi.rs`: `#[no_mangle] extern "C"` entry points) and
@@ -133,7 +137,7 @@ pub struct CodegenOptions {
 impl CodegenOptions {
     /// Training and inference for `batch` samples with the model's loss and optimiser (as
     /// `cnnc train` builds it: [`spec_optimizer`]), scheduled for this machine's caches and SIMD
-    /// width on one thread (generated code is single-threaded).
+    /// width, on one thread (set `threads` for more).
     pub fn new(spec: &ModelSpec, batch: usize) -> Self {
         CodegenOptions {
             batch,
@@ -147,6 +151,7 @@ impl CodegenOptions {
                 cores: 1,
                 ..Machine::detect()
             },
+            threads: 1,
             rustfmt: true,
             c_abi: false,
             package: None,
@@ -307,6 +312,12 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     if opts.batch == 0 {
         return Err(model_err("the batch size must be at least 1".into()));
     }
+    let threads = opts.threads.max(1);
+    if opts.no_std && threads > 1 {
+        return Err(model_err(format!(
+            "a no_std crate runs on one thread (asked for {threads}: threads need std)"
+        )));
+    }
     if opts.c_abi && opts.no_std {
         return Err(model_err(
             "a crate with the C ABI needs std (no_std and c_abi exclude each other)".into(),
@@ -384,7 +395,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     let arena_f32s =
         (infer_base + infer.arena_bytes().div_ceil(4)).max(train.as_ref().map_or(0, |p| p.arena_bytes().div_ceil(4)));
 
-    let mut templates = Templates::default();
+    let mut templates = Templates::new(threads);
     let emit = |p: &Program, tag: &str, program: &'static str, t: &mut Templates| {
         let binder = Binder {
             program: p,
@@ -406,17 +417,19 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     };
     let mut kernels = Code::new();
     kernels.line("// ---- kernels: one function per distinct template ----");
+    let mut functions = 0;
     for t in &templates.list {
         kernels.line("");
         let doc = format!("{}\n\nUsed by {}.", t.describe, t.uses.join(", "));
-        kernels::emit_function(&mut kernels, &t.name, &t.op, &t.schedule, t.in_place, &doc).map_err(|msg| {
-            CodegenError::Kernel {
-                model: model.clone(),
-                program: "any",
-                kernel: 0,
-                msg: format!("template {}: {msg}", t.name),
-            }
-        })?;
+        functions +=
+            kernels::emit_function(&mut kernels, &t.name, &t.op, &t.schedule, t.in_place, &doc).map_err(|msg| {
+                CodegenError::Kernel {
+                    model: model.clone(),
+                    program: "any",
+                    kernel: 0,
+                    msg: format!("template {}: {msg}", t.name),
+                }
+            })?;
     }
 
     let target_f32s = train
@@ -446,7 +459,8 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
             ),
         }),
         infer: infer_code,
-        functions: templates.list.len(),
+        functions,
+        threads,
     };
     let mut lib = Code::new();
     api::lib_head(&mut lib, &info);

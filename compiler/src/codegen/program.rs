@@ -10,6 +10,7 @@ use crate::kernel_ir::{dump, BufKind, Kernel, KernelOp, OutRole, Program, Schedu
 
 use super::kernels::{needs_step, scratch_of, takes_slices};
 use super::layout::{check_operands, emit_call, Binder, Loc, Region};
+use super::threads::schedule_for;
 use super::writer::Code;
 
 /// One generated kernel function.
@@ -25,14 +26,24 @@ pub(crate) struct Template {
 }
 
 /// The distinct templates of the crate, in first-use order.
-#[derive(Default)]
 pub(crate) struct Templates {
     pub list: Vec<Template>,
+    /// Threads the crate's kernels may split across (`threads::schedule_for`).
+    threads: usize,
     index: HashMap<String, usize>,
     per_mnemonic: HashMap<&'static str, usize>,
 }
 
 impl Templates {
+    pub fn new(threads: usize) -> Self {
+        Templates {
+            list: Vec::new(),
+            threads,
+            index: HashMap::new(),
+            per_mnemonic: HashMap::new(),
+        }
+    }
+
     /// The function computing `k`, created on first use.
     fn name_for(&mut self, k: &Kernel, in_place: bool, use_: String) -> String {
         // The optimiser's function takes slices: one per rule, whatever the parameter's length.
@@ -47,12 +58,17 @@ impl Templates {
                 let n = self.per_mnemonic.entry(m).or_default();
                 let name = format!("{m}_{n}");
                 *n += 1;
+                let schedule = if in_place {
+                    k.schedule
+                } else {
+                    schedule_for(&k.op, k.schedule, self.threads)
+                };
                 self.list.push(Template {
                     name,
                     op: k.op.clone(),
-                    schedule: k.schedule,
+                    schedule,
                     in_place,
-                    describe: describe(k),
+                    describe: describe(&k.op, &schedule),
                     uses: Vec::new(),
                 });
                 self.index.insert(key, self.list.len() - 1);
@@ -64,24 +80,12 @@ impl Templates {
     }
 }
 
-/// `conv2d n=2 in=.. +bias +relu | mc=.. nr=..` from the IR dump's kernel line.
-fn describe(k: &Kernel) -> String {
-    if let KernelOp::OptimizerUpdate { rule, .. } = &k.op {
-        return format!("{} {rule} (any parameter length)", k.op.mnemonic());
+/// `conv2d n=2 in=.. +bias +relu | mc=.. nr=..`, as the IR dump prints the template.
+fn describe(op: &KernelOp, s: &Schedule) -> String {
+    if let KernelOp::OptimizerUpdate { rule, .. } = op {
+        return format!("{} {rule} (any parameter length)", op.mnemonic());
     }
-    let line = dump::kernel_line(0, k);
-    let after_outs = line
-        .find(" -> (")
-        .and_then(|i| line[i..].find(") ").map(|j| i + j + 2))
-        .unwrap_or(0);
-    let mut s = format!("{} {}", k.op.mnemonic(), &line[after_outs..]);
-    if let Some(i) = s.find(" ; ") {
-        s.truncate(i);
-    }
-    if let Some(i) = s.find(" scratch=") {
-        s.truncate(i);
-    }
-    s
+    dump::op_line(op, s)
 }
 
 /// A program's generated functions and where its outputs are after a run.

@@ -44,6 +44,8 @@ pub struct CrateOptions {
     pub prebuild: Vec<(usize, Purpose)>,
     /// Print a line to stderr before each cargo run (a first build takes a while).
     pub announce: bool,
+    /// Threads the generated kernels split their work across (compiled into each library).
+    pub threads: usize,
 }
 
 impl Default for CrateOptions {
@@ -53,6 +55,7 @@ impl Default for CrateOptions {
             purpose: Purpose::Training,
             prebuild: Vec::new(),
             announce: false,
+            threads: 1,
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct CrateExecutor {
     loss: LossKind,
     from_logits: bool,
     machine: Machine,
+    /// Threads the libraries are generated for.
+    threads: usize,
     cache: Cache,
     announce: bool,
     libs: HashMap<(usize, Purpose), Library>,
@@ -133,11 +138,12 @@ impl CrateExecutor {
             io,
             loss,
             from_logits,
-            // One thread: the generated code is single-threaded.
+            // Tiles for one thread: the generated kernels split by samples (`threads`).
             machine: Machine {
                 cores: 1,
                 ..Machine::detect()
             },
+            threads: opts.threads.max(1),
             cache: Cache::new(root),
             announce: opts.announce,
             libs: HashMap::new(),
@@ -184,6 +190,7 @@ impl CrateExecutor {
         // Gradients only: the runtime applies the optimiser.
         opts.update = None;
         opts.machine = self.machine;
+        opts.threads = self.threads;
         opts.rustfmt = false;
         opts.c_abi = true;
         let base = format!("cnnc_{}", package_name(&model));

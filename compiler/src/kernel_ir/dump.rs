@@ -8,6 +8,7 @@ use crate::ir::{Activation, Mode, Pad2d, Window2d};
 
 use super::kernel::{BnSource, ConvGeom, Epilogue, EwOp, Kernel, KernelOp, PoolGeom, PoolKind};
 use super::program::{BufId, BufKind, Buffer, OutRole, Program};
+use super::schedule::Schedule;
 
 fn hw(v: [usize; 2]) -> String {
     format!("{}x{}", v[0], v[1])
@@ -259,6 +260,16 @@ fn buffer_line(id: BufId, b: &Buffer) -> String {
         let _ = write!(s, " @{o}");
     }
     s
+}
+
+/// A template with its schedule, without operands: `gemm m=.. +bias +relu | schedule`.
+pub fn op_line(op: &KernelOp, s: &Schedule) -> String {
+    let attrs = attrs(op);
+    if attrs.is_empty() {
+        format!("{} | {s}", op.mnemonic())
+    } else {
+        format!("{} {attrs} | {s}", op.mnemonic())
+    }
 }
 
 /// One kernel: `k3 forward gemm(b7, b8, b9) -> (b10) m=.. +bias +relu | schedule | scratch ; layers`.

@@ -50,6 +50,9 @@ pub enum Split {
     N,
     /// The row loop; reductions combine per-thread partials from scratch in thread order.
     Rows,
+    /// Whole samples (generated code, `codegen::threads`): each thread runs the kernel on a
+    /// contiguous share of the batch; reductions add per-thread partials in thread order.
+    Samples,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,6 +76,7 @@ impl fmt::Display for Schedule {
             Split::M => "m",
             Split::N => "n",
             Split::Rows => "rows",
+            Split::Samples => "samples",
         };
         write!(
             f,

@@ -1,0 +1,346 @@
+//! Threads in generated code. In a crate generated for `T > 1` threads, a template whose work
+//! divides by samples (and is worth a thread's spawn) becomes a wrapper that runs `T` calls of the same template built
+//! for `n / T` samples (`<name>_part`), on scoped threads (`std::thread::scope`; the last
+//! share runs on the calling thread), each on a contiguous chunk of the batch-major operands
+//! (NHWC maps, GEMM rows). Per-sample outputs are written chunk by chunk. A reduction over the
+//! samples (the kernel gradient, a weight gradient `Aᵀ·B`) gives every thread but the last
+//! partial outputs of its own, added to the last one's in thread order: results depend on the
+//! thread count, never on timing.
+//!
+//! Kernels that do not split (BN statistics over the whole batch, row-wise templates, a batch
+//! that `T` does not divide) run on one thread as before.
+
+use crate::kernel_ir::{KernelOp, Schedule, Split};
+
+use super::kernels::{operand_names, scratch_of};
+use super::writer::Code;
+
+/// How a template's work divides among threads.
+pub(crate) struct ThreadSplit {
+    pub threads: usize,
+    /// The template of one thread's share.
+    pub part: KernelOp,
+    /// Per input: whether it is cut into per-thread chunks (else every thread reads it whole).
+    pub chunked_inputs: Vec<bool>,
+    /// Whether the outputs are sums over the samples (each thread computes all of them for its
+    /// share), else per-sample outputs cut into chunks like the inputs.
+    pub reduce: bool,
+}
+
+/// Work below which a kernel stays on one thread: a scoped thread costs a spawn and a join
+/// (tens of µs), against the runtime pool's wake-up of parked workers the schedule assumes.
+const SPAWN_FLOPS: usize = 8_000_000;
+
+/// The schedule of `op`'s generated function in a crate for `threads` threads: `s` (tiles for
+/// one thread) split by samples when the kernel divides so.
+pub(crate) fn schedule_for(op: &KernelOp, s: Schedule, threads: usize) -> Schedule {
+    match thread_split(op, threads) {
+        Some(_) => Schedule {
+            threads,
+            split: Split::Samples,
+            ..s
+        },
+        None => Schedule {
+            threads: 1,
+            split: Split::None,
+            ..s
+        },
+    }
+}
+
+/// The split of `op` across `threads`, when it has one.
+pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit> {
+    let t = threads;
+    if t < 2 || op.flops() < SPAWN_FLOPS {
+        return None;
+    }
+    let (part, chunked_inputs, reduce) = match op {
+        KernelOp::Conv2d { geom, epilogue: e } if !e.bn_stats && geom.n.is_multiple_of(t) => {
+            let part = KernelOp::Conv2d {
+                geom: crate::kernel_ir::ConvGeom { n: geom.n / t, ..*geom },
+                epilogue: *e,
+            };
+            // (x, w, [bias], [res])
+            let mut ins = vec![true, false];
+            if e.bias {
+                ins.push(false);
+            }
+            if e.residual {
+                ins.push(true);
+            }
+            (part, ins, false)
+        }
+        KernelOp::ConvGradInput { geom } if geom.n.is_multiple_of(t) => {
+            let part = KernelOp::ConvGradInput {
+                geom: crate::kernel_ir::ConvGeom { n: geom.n / t, ..*geom },
+            };
+            (part, vec![true, false], false)
+        }
+        KernelOp::ConvGradKernel {
+            geom,
+            bias_grad,
+            pooled,
+        } if geom.n.is_multiple_of(t) => {
+            let part = KernelOp::ConvGradKernel {
+                geom: crate::kernel_ir::ConvGeom { n: geom.n / t, ..*geom },
+                bias_grad: *bias_grad,
+                pooled: *pooled,
+            };
+            // Every input (x, dy, or x, argmax, [y], dy) is per sample.
+            let inputs = op.operand_sizes().0.len();
+            (part, vec![true; inputs], true)
+        }
+        // Rows of C from rows of A: (a, b, [bias], [res]).
+        KernelOp::Gemm {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b,
+            epilogue: e,
+            bias_grad: false,
+        } if !e.bn_stats && m.is_multiple_of(t) => {
+            let part = KernelOp::Gemm {
+                m: m / t,
+                n: *n,
+                k: *k,
+                trans_a: false,
+                trans_b: *trans_b,
+                epilogue: *e,
+                bias_grad: false,
+            };
+            let mut ins = vec![true, false];
+            if e.bias {
+                ins.push(false);
+            }
+            if e.residual {
+                ins.push(true);
+            }
+            (part, ins, false)
+        }
+        // C = Aᵀ·B summed over K (a weight gradient): A [k, m] and B [k, n] cut along K; no
+        // epilogue, so that the partial products add up.
+        KernelOp::Gemm {
+            m,
+            n,
+            k,
+            trans_a: true,
+            trans_b: false,
+            epilogue: e,
+            bias_grad,
+        } if e.is_none() && k.is_multiple_of(t) => {
+            let part = KernelOp::Gemm {
+                m: *m,
+                n: *n,
+                k: k / t,
+                trans_a: true,
+                trans_b: false,
+                epilogue: *e,
+                bias_grad: *bias_grad,
+            };
+            (part, vec![true, true], true)
+        }
+        _ => return None,
+    };
+    let split = ThreadSplit {
+        threads: t,
+        part,
+        chunked_inputs,
+        reduce,
+    };
+    split.consistent(op).then_some(split)
+}
+
+impl ThreadSplit {
+    /// Chunked operands are `threads` parts' worth of the whole, the others the same size.
+    fn consistent(&self, whole: &KernelOp) -> bool {
+        let (wi, wo) = whole.operand_sizes();
+        let (pi, po) = self.part.operand_sizes();
+        let t = self.threads;
+        let ins_ok = wi.len() == pi.len()
+            && wi.len() == self.chunked_inputs.len()
+            && wi
+                .iter()
+                .zip(&pi)
+                .zip(&self.chunked_inputs)
+                .all(|((&w, &p), &c)| if c { w == p * t } else { w == p });
+        let outs_ok = wo.len() == po.len()
+            && wo
+                .iter()
+                .zip(&po)
+                .all(|(&w, &p)| if self.reduce { w == p } else { w == p * t });
+        ins_ok && outs_ok && scratch_of(whole).map(|s| s.1) == scratch_of(&self.part).map(|s| s.1)
+    }
+}
+
+/// The wrapper's body: `part` (the name of the share's function) on `threads` scoped threads.
+pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, part: &str) -> Result<(), String> {
+    let (in_names, out_names) = operand_names(whole)?;
+    let (pin, pout) = sp.part.operand_sizes();
+    let t = sp.threads;
+    let last = t - 1;
+    c.line(format!(
+        "// {t} threads, each {part} on 1/{t} of the samples{}",
+        if sp.reduce {
+            "; partial sums added in thread order"
+        } else {
+            ""
+        }
+    ));
+    // Per output: the chunks (or partial buffers) of threads 0..t-1, and the last thread's.
+    let mut heads = Vec::new();
+    let mut lasts = Vec::new();
+    for (name, &len) in out_names.iter().zip(&pout) {
+        if sp.reduce {
+            c.line(format!("let mut {name}_p = vec![0f32; {}];", len * last));
+            heads.push(format!("{name}_p.chunks_exact_mut({len})"));
+            lasts.push(name.clone());
+        } else {
+            c.line(format!(
+                "let ({name}_h, {name}_l) = {name}.split_at_mut({});",
+                len * last
+            ));
+            heads.push(format!("{name}_h.chunks_exact_mut({len})"));
+            lasts.push(format!("at_mut({name}_l, 0)"));
+        }
+    }
+    let scratch = scratch_of(&sp.part);
+    // Thread `share`'s inputs (None: the loop's `t`).
+    let ins_at = |share: Option<usize>| -> Vec<String> {
+        in_names
+            .iter()
+            .zip(&pin)
+            .zip(&sp.chunked_inputs)
+            .map(|((n, &len), &chunked)| match (chunked, share) {
+                (false, _) => n.clone(),
+                (true, None) => format!("at({n}, t * {len})"),
+                (true, Some(i)) => format!("at({n}, {})", i * len),
+            })
+            .collect()
+    };
+    let pattern = nest(&out_names.iter().map(|n| format!("{n}_t")).collect::<Vec<_>>());
+    let iter = heads
+        .iter()
+        .skip(1)
+        .fold(heads[0].clone(), |acc, h| format!("{acc}.zip({h})"));
+    c.open("std::thread::scope(|s|");
+    c.open(format!("for (t, {pattern}) in {iter}.enumerate()"));
+    let mut args = ins_at(None);
+    args.extend(out_names.iter().map(|n| format!("at_mut({n}_t, 0)")));
+    if let Some((_, len)) = scratch {
+        c.line(format!("let mut scratch = vec![0f32; {len}];"));
+        args.push("at_mut(&mut scratch, 0)".into());
+    }
+    c.line(format!("s.spawn(move || {part}({}));", args.join(", ")));
+    c.close();
+    let mut args = ins_at(Some(last));
+    args.extend(lasts);
+    if let Some((name, _)) = scratch {
+        args.push(name.to_string());
+    }
+    c.line(format!("{part}({});", args.join(", ")));
+    c.close_with(");");
+    if sp.reduce {
+        for (name, &len) in out_names.iter().zip(&pout) {
+            c.open(format!("for p in {name}_p.chunks_exact({len})"));
+            c.line(format!("for (o, &v) in {name}.iter_mut().zip(p) {{ *o += v; }}"));
+            c.close();
+        }
+    }
+    Ok(())
+}
+
+/// `a`, `(a, b)`, `((a, b), c)`: the pattern of iterators zipped left to right.
+fn nest(names: &[String]) -> String {
+    names
+        .iter()
+        .skip(1)
+        .fold(names[0].clone(), |acc, n| format!("({acc}, {n})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Activation, Pad2d};
+    use crate::kernel_ir::{ConvGeom, Epilogue};
+
+    fn conv(n: usize, e: Epilogue) -> KernelOp {
+        KernelOp::Conv2d {
+            geom: ConvGeom {
+                n,
+                in_hw: [14, 14],
+                c: 32,
+                kernel_hw: [3, 3],
+                f: 64,
+                strides: [1, 1],
+                pad: Pad2d {
+                    top: 1,
+                    bottom: 1,
+                    left: 1,
+                    right: 1,
+                },
+                out_hw: [14, 14],
+            },
+            epilogue: e,
+        }
+    }
+
+    fn gemm(m: usize, k: usize, trans_a: bool, e: Epilogue) -> KernelOp {
+        KernelOp::Gemm {
+            m,
+            n: 128,
+            k,
+            trans_a,
+            trans_b: false,
+            epilogue: e,
+            bias_grad: false,
+        }
+    }
+
+    #[test]
+    fn convolutions_split_by_samples_unless_their_statistics_span_the_batch() {
+        let relu = Epilogue {
+            bias: true,
+            residual: true,
+            act: Activation::Relu,
+            ..Epilogue::NONE
+        };
+        let sp = thread_split(&conv(128, relu), 2).expect("a split");
+        assert_eq!((sp.threads, sp.reduce), (2, false));
+        assert_eq!(sp.chunked_inputs, [true, false, false, true]); // x, w, bias, res
+        assert!(matches!(sp.part, KernelOp::Conv2d { geom, .. } if geom.n == 64));
+        let stats = Epilogue {
+            bn_stats: true,
+            ..Epilogue::NONE
+        };
+        assert!(thread_split(&conv(128, stats), 2).is_none());
+        assert!(thread_split(&conv(127, relu), 2).is_none(), "2 does not divide 127");
+        assert!(thread_split(&conv(1, relu), 2).is_none(), "too little work");
+        assert!(thread_split(&conv(128, relu), 1).is_none());
+    }
+
+    #[test]
+    fn gemms_split_rows_or_reduce_over_k() {
+        let rows = thread_split(&gemm(128, 3136, false, Epilogue::NONE), 2).expect("rows");
+        assert!(!rows.reduce && matches!(rows.part, KernelOp::Gemm { m: 64, k: 3136, .. }));
+        let red = thread_split(&gemm(3136, 128, true, Epilogue::NONE), 2).expect("a reduction");
+        assert!(red.reduce && matches!(red.part, KernelOp::Gemm { m: 3136, k: 64, .. }));
+        assert_eq!(red.chunked_inputs, [true, true]);
+        // A bias or an activation on partial sums would be wrong.
+        let biased = Epilogue {
+            bias: true,
+            ..Epilogue::NONE
+        };
+        assert!(thread_split(&gemm(3136, 128, true, biased), 2).is_none());
+    }
+
+    #[test]
+    fn the_schedule_says_samples_when_the_kernel_splits() {
+        let op = conv(128, Epilogue::NONE);
+        let s = crate::kernel_ir::schedule::choose(&op, &crate::kernel_ir::Machine::detect());
+        let split = schedule_for(&op, s, 4);
+        assert_eq!((split.threads, split.split), (4, Split::Samples));
+        let one = schedule_for(&op, s, 1);
+        assert_eq!((one.threads, one.split), (1, Split::None));
+    }
+}
