@@ -66,6 +66,11 @@ fn geoms() -> Vec<ConvGeom> {
         ConvGeom::same(3, [3, 2], 10, [3, 3], 12, [1, 1]),
         // Big enough for several row blocks and pixel chunks even on one thread.
         ConvGeom::same(2, [32, 32], 64, [3, 3], 40, [1, 1]),
+        // At most 64 output pixels and whole 32-wide panels: the forward reads the kernel in
+        // place, unpacked (direct path, im2col path, strided 1×1).
+        ConvGeom::same(1, [8, 8], 24, [3, 3], 64, [1, 1]),
+        ConvGeom::same(1, [4, 4], 40, [3, 3], 96, [1, 1]),
+        ConvGeom::same(1, [8, 8], 16, [1, 1], 64, [2, 2]),
     ]
 }
 

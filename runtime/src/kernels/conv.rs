@@ -20,7 +20,7 @@ use super::epilogue::Epilogue;
 use super::gemm::{block_rows, k_chunks, padded_ld, row_blocks, row_unit, A_BLOCK_BYTES, KC_MAX};
 use super::im2col::im2col;
 use super::microkernel::{run_tile, tile_shape, ALayout, Finish, Tile};
-use super::pack::{with_pack, PackedB};
+use super::pack::{with_pack, BRef, PackedB};
 use super::scratch::{self, Slot};
 use super::winograd::{conv2d_forward_winograd, winograd, winograd_applies, WinogradTile};
 use super::{Ctx, KernelIsa};
@@ -187,6 +187,13 @@ pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilog
         // Transforms the HWIO kernel directly: no pack for the direct path.
         return conv2d_forward_winograd(ctx, WinogradTile::for_geom(g), g, x, w, epi, y);
     }
+    let nr = 2 * tile_shape(ctx.isa.checked()).1;
+    if g.m() <= UNPACKED_B_MAX_ROWS && g.f.is_multiple_of(nr) {
+        let mut epi = epi;
+        epi.check(g.f);
+        let ctx = &ctx.for_work(g.flops());
+        return product(ctx, g, x, BRef::Rows { b: w, n: g.f, nr }, &mut epi, y);
+    }
     with_pack(&PACKED, |p| {
         p.pack_on(ctx.for_work(g.flops()).pool, ctx.isa, g.k(), g.f, w, false);
         conv2d_forward_packed(ctx, g, x, p, epi, y);
@@ -212,7 +219,19 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
     let ctx = &ctx.for_work(g.flops());
     if use_winograd(ctx.isa, g) {
         winograd(ctx, g, x, w, epi, y)
-    } else if g.kh * g.kw > 1 && g.ow >= DIRECT_MIN_WIDTH {
+    } else {
+        product(ctx, g, x, BRef::Packed(w), epi, y)
+    }
+}
+
+/// Output pixels (GEMM rows) up to which the forward reads the HWIO kernel in place rather than
+/// packing it: a pack reads and writes all of B, which at batch 1 costs more than the product
+/// with so few rows (ResNet-18's 4×4×512 layers: 16 rows against a 9.4 MB kernel).
+const UNPACKED_B_MAX_ROWS: usize = 64;
+
+/// The direct path when output rows are wide enough for good row tiles, else im2col.
+fn product(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: BRef, epi: &mut Epilogue, y: &mut [f32]) {
+    if g.kh * g.kw > 1 && g.ow >= DIRECT_MIN_WIDTH {
         direct(ctx, g, x, w, epi, y)
     } else {
         im2col_gemm(ctx, g, x, w, epi, y)
@@ -320,7 +339,7 @@ fn direct_chunks(g: &ConvGeom, wp: usize) -> Vec<(usize, usize, Vec<usize>)> {
 /// Direct convolution: no im2col. Each row block's input rows are copied once into a zero-padded
 /// slab; a tile of pixels within one output row then reads, for every kernel tap, a strided
 /// window of the slab (`lda = stride·c`), the taps being the micro-kernel's K segments.
-fn direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
+fn direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: BRef, epi: &mut Epilogue, y: &mut [f32]) {
     let isa = ctx.isa.checked();
     let (mr, lanes) = tile_shape(isa);
     let nr = 2 * lanes;
@@ -382,7 +401,7 @@ fn direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y
                                         a_layout: ALayout::RowMajor,
                                         segs: Some(segs),
                                         b,
-                                        b_stride: nr,
+                                        b_stride: w.stride(),
                                         ldc: n,
                                         accumulate: ci > 0,
                                         finish,
@@ -454,7 +473,7 @@ fn fill_slab(g: &ConvGeom, x: &[f32], img: usize, pr0: usize, rows: usize, wp: u
 }
 
 /// The im2col implicit GEMM: each row block's A is gathered into a scratch block per K chunk.
-fn im2col_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilogue, y: &mut [f32]) {
+fn im2col_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: BRef, epi: &mut Epilogue, y: &mut [f32]) {
     let isa = ctx.isa.checked();
     let (mr, lanes) = tile_shape(isa);
     let nr = 2 * lanes;
@@ -504,7 +523,7 @@ fn im2col_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi: &mut Epilog
                                 a_layout: ALayout::RowMajor,
                                 segs: None,
                                 b: w.panel_from(j, k0),
-                                b_stride: nr,
+                                b_stride: w.stride(),
                                 ldc: n,
                                 accumulate: ch > 0,
                                 finish,

@@ -149,6 +149,42 @@ impl PackedB {
     }
 }
 
+/// B as the micro-kernel reads it: packed panels, or a row-major `[k, n]` matrix in place
+/// (`n` a multiple of the panel width `nr`), for products with so few rows that packing B would
+/// cost more than they do.
+#[derive(Clone, Copy)]
+pub(crate) enum BRef<'a> {
+    Packed(&'a PackedB),
+    Rows { b: &'a [f32], n: usize, nr: usize },
+}
+
+impl<'a> BRef<'a> {
+    /// Number of column panels.
+    pub fn panels(&self) -> usize {
+        match *self {
+            BRef::Packed(p) => p.panels(),
+            BRef::Rows { n, nr, .. } => n / nr,
+        }
+    }
+
+    /// Panel `j` from row `k0` on, rows [`BRef::stride`] apart.
+    #[inline]
+    pub fn panel_from(&self, j: usize, k0: usize) -> &'a [f32] {
+        match *self {
+            BRef::Packed(p) => p.panel_from(j, k0),
+            BRef::Rows { b, n, nr } => &b[k0 * n + j * nr..],
+        }
+    }
+
+    /// Floats from one row of a panel to the next.
+    pub fn stride(&self) -> usize {
+        match *self {
+            BRef::Packed(p) => p.nr(),
+            BRef::Rows { n, .. } => n,
+        }
+    }
+}
+
 impl Default for PackedB {
     fn default() -> Self {
         PackedB::new()
