@@ -24,6 +24,7 @@ use super::pack::{with_pack, BRef, PackedB};
 use super::scratch::{self, Slot};
 use super::winograd::{conv2d_forward_winograd, winograd, winograd_applies, WinogradTile};
 use super::{Ctx, KernelIsa};
+use crate::pool::Pool;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -192,7 +193,16 @@ pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilog
         let mut epi = epi;
         epi.check(g.f);
         let ctx = &ctx.for_work(g.flops());
-        return product(ctx, g, x, BRef::Rows { b: w, n: g.f, nr }, &mut epi, y);
+        if ctx.threads() > 1 && epi.moments.is_none() {
+            return unpacked_by_columns(ctx, g, x, w, nr, &epi, y);
+        }
+        let b = BRef::Rows {
+            b: w,
+            stride: g.f,
+            panels: g.f / nr,
+            nr,
+        };
+        return product(ctx, g, x, b, &mut epi, y);
     }
     with_pack(&PACKED, |p| {
         p.pack_on(ctx.for_work(g.flops()).pool, ctx.isa, g.k(), g.f, w, false);
@@ -228,6 +238,45 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
 /// packing it: a pack reads and writes all of B, which at batch 1 costs more than the product
 /// with so few rows (ResNet-18's 4×4×512 layers: 16 rows against a 9.4 MB kernel).
 const UNPACKED_B_MAX_ROWS: usize = 64;
+
+/// The unpacked forward with its output channels split among the threads (a few rows give
+/// the row split nothing to share): each thread computes its panels' columns into a block of
+/// its own, copied into `y` after. Per column the same sums as on one thread.
+fn unpacked_by_columns(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], nr: usize, epi: &Epilogue, y: &mut [f32]) {
+    let (m, f) = (g.m(), g.f);
+    let panels = f / nr;
+    let mut parts: Vec<(usize, usize, Vec<f32>)> = vec![(0, 0, Vec::new()); ctx.threads()];
+    let one = Ctx {
+        pool: Pool::inline(),
+        isa: ctx.isa,
+    };
+    ctx.pool
+        .run_with_state(&mut parts, panels, |(c0, cols, out), _t, range| {
+            (*c0, *cols) = (range.start * nr, range.len() * nr);
+            if range.is_empty() {
+                return;
+            }
+            out.resize(m * *cols, 0.0);
+            let part = ConvGeom { f: *cols, ..*g };
+            let b = BRef::Rows {
+                b: &w[*c0..],
+                stride: f,
+                panels: range.len(),
+                nr,
+            };
+            let mut epi = Epilogue {
+                bias: epi.bias.map(|b| &b[*c0..*c0 + *cols]),
+                act: epi.act,
+                moments: None,
+            };
+            product(&one, &part, x, b, &mut epi, out);
+        });
+    for (c0, cols, out) in parts.iter().filter(|p| p.1 > 0) {
+        for (row, src) in y.chunks_exact_mut(f).zip(out.chunks_exact(*cols)) {
+            row[*c0..c0 + cols].copy_from_slice(src);
+        }
+    }
+}
 
 /// The direct path when output rows are wide enough for good row tiles, else im2col.
 fn product(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: BRef, epi: &mut Epilogue, y: &mut [f32]) {

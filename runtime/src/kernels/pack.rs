@@ -149,13 +149,18 @@ impl PackedB {
     }
 }
 
-/// B as the micro-kernel reads it: packed panels, or a row-major `[k, n]` matrix in place
-/// (`n` a multiple of the panel width `nr`), for products with so few rows that packing B would
-/// cost more than they do.
+/// B as the micro-kernel reads it: packed panels, or `panels` whole panels of `nr` columns of
+/// a row-major matrix read in place (rows `stride` apart), for products with so few rows that
+/// packing B would cost more than they do.
 #[derive(Clone, Copy)]
 pub(crate) enum BRef<'a> {
     Packed(&'a PackedB),
-    Rows { b: &'a [f32], n: usize, nr: usize },
+    Rows {
+        b: &'a [f32],
+        stride: usize,
+        panels: usize,
+        nr: usize,
+    },
 }
 
 impl<'a> BRef<'a> {
@@ -163,7 +168,7 @@ impl<'a> BRef<'a> {
     pub fn panels(&self) -> usize {
         match *self {
             BRef::Packed(p) => p.panels(),
-            BRef::Rows { n, nr, .. } => n / nr,
+            BRef::Rows { panels, .. } => panels,
         }
     }
 
@@ -172,7 +177,7 @@ impl<'a> BRef<'a> {
     pub fn panel_from(&self, j: usize, k0: usize) -> &'a [f32] {
         match *self {
             BRef::Packed(p) => p.panel_from(j, k0),
-            BRef::Rows { b, n, nr } => &b[k0 * n + j * nr..],
+            BRef::Rows { b, stride, nr, .. } => &b[k0 * stride + j * nr..],
         }
     }
 
@@ -180,7 +185,7 @@ impl<'a> BRef<'a> {
     pub fn stride(&self) -> usize {
         match *self {
             BRef::Packed(p) => p.nr(),
-            BRef::Rows { n, .. } => n,
+            BRef::Rows { stride, .. } => stride,
         }
     }
 }
