@@ -174,9 +174,8 @@ pub(crate) fn takes_slices(op: &KernelOp) -> bool {
 
 /// Emits `fn name(operands..) { body }`, and for a template whose schedule splits it by
 /// samples (`threads::schedule_for`) the share's function after it; returns the functions
-/// written.
-/// `in_place`: a moving average whose output is its input (the function then takes that
-/// operand once, `&mut`, after the others).
+/// written. `in_place`: a moving average whose output is its input (the function then takes
+/// that operand once, `&mut`, after the others).
 pub(crate) fn emit_function(
     c: &mut Code,
     name: &str,
@@ -203,17 +202,15 @@ pub(crate) fn emit_function(
     }
     c.close();
     let Some(sp) = split else { return Ok(1) };
-    {
-        // The share runs on one thread, with the same tiles.
-        let one = Schedule {
-            threads: 1,
-            split: Split::None,
-            ..*s
-        };
-        c.line("");
-        let doc = format!("One thread's share of [`{name}`]: {}.", dump::op_line(&sp.part, &one));
-        Ok(1 + emit_function(c, &format!("{name}_part"), &sp.part, &one, false, &doc)?)
-    }
+    // The share runs on one thread, with the same tiles.
+    let one = Schedule {
+        threads: 1,
+        split: Split::None,
+        ..*s
+    };
+    c.line("");
+    let doc = format!("One thread's share of [`{name}`]: {}.", dump::op_line(&sp.part, &one));
+    Ok(1 + emit_function(c, &format!("{name}_part"), &sp.part, &one, false, &doc)?)
 }
 
 /// The function's parameters: inputs, outputs, scratch, step.

@@ -223,7 +223,7 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
         .iter()
         .skip(1)
         .fold(heads[0].clone(), |acc, h| format!("{acc}.zip({h})"));
-    c.open("std::thread::scope(|s|");
+    c.open("std::thread::scope(|scope|");
     c.open(format!("for (t, {pattern}) in {iter}.enumerate()"));
     let mut args = ins_at(None);
     args.extend(out_names.iter().map(|n| format!("at_mut({n}_t, 0)")));
@@ -231,7 +231,7 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
         c.line(format!("let mut scratch = vec![0f32; {len}];"));
         args.push("at_mut(&mut scratch, 0)".into());
     }
-    c.line(format!("s.spawn(move || {part}({}));", args.join(", ")));
+    c.line(format!("scope.spawn(move || {part}({}));", args.join(", ")));
     c.close();
     let mut args = ins_at(Some(last));
     args.extend(lasts);

@@ -1,6 +1,7 @@
 //! 2-D convolution forward as an implicit GEMM: `y[M, F] = im2col(x)[M, K] · w[K, F]` with
 //! M = n·oh·ow output pixels and K = kh·kw·c taps, NHWC input, HWIO kernel (packed into
-//! column panels, see [`PackedB`]).
+//! column panels, see [`PackedB`]; read in place, rows `F` apart, when M ≤ 64: at batch 1 the
+//! pack would cost more than the product, and the threads then split the panels, not the rows).
 //!
 //! Rows of the output are cut into blocks of pixels (the parallel tasks, split statically
 //! across threads, sized so a block's working set stays in L2). Two ways to feed A:
