@@ -10,7 +10,7 @@
 //! Kernels that do not split (BN statistics over the whole batch, row-wise templates, a batch
 //! that `T` does not divide) run on one thread as before.
 
-use crate::kernel_ir::{KernelOp, Schedule, Split};
+use crate::kernel_ir::{Epilogue, KernelOp, Schedule, Split};
 
 use super::kernels::{operand_names, scratch_of};
 use super::writer::Code;
@@ -60,15 +60,7 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
                 geom: crate::kernel_ir::ConvGeom { n: geom.n / t, ..*geom },
                 epilogue: *e,
             };
-            // (x, w, [bias], [res])
-            let mut ins = vec![true, false];
-            if e.bias {
-                ins.push(false);
-            }
-            if e.residual {
-                ins.push(true);
-            }
-            (part, ins, false)
+            (part, product_inputs(e), false)
         }
         KernelOp::ConvGradInput { geom } if geom.n.is_multiple_of(t) => {
             let part = KernelOp::ConvGradInput {
@@ -109,14 +101,7 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
                 epilogue: *e,
                 bias_grad: false,
             };
-            let mut ins = vec![true, false];
-            if e.bias {
-                ins.push(false);
-            }
-            if e.residual {
-                ins.push(true);
-            }
-            (part, ins, false)
+            (part, product_inputs(e), false)
         }
         // C = Aᵀ·B summed over K (a weight gradient): A [k, m] and B [k, n] cut along K; no
         // epilogue, so that the partial products add up.
@@ -149,6 +134,19 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
         reduce,
     };
     split.consistent(op).then_some(split)
+}
+
+/// Which inputs of a product with epilogue `e` are per sample: `(x or A, the weights, [bias],
+/// [residual])`.
+fn product_inputs(e: &Epilogue) -> Vec<bool> {
+    let mut ins = vec![true, false];
+    if e.bias {
+        ins.push(false);
+    }
+    if e.residual {
+        ins.push(true);
+    }
+    ins
 }
 
 impl ThreadSplit {
@@ -262,7 +260,7 @@ fn nest(names: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::ir::{Activation, Pad2d};
-    use crate::kernel_ir::{ConvGeom, Epilogue};
+    use crate::kernel_ir::ConvGeom;
 
     fn conv(n: usize, e: Epilogue) -> KernelOp {
         KernelOp::Conv2d {
