@@ -71,6 +71,10 @@ fn geoms() -> Vec<ConvGeom> {
         ConvGeom::same(1, [8, 8], 24, [3, 3], 64, [1, 1]),
         ConvGeom::same(1, [4, 4], 40, [3, 3], 96, [1, 1]),
         ConvGeom::same(1, [8, 8], 16, [1, 1], 64, [2, 2]),
+        // A strided 1×1 whose last input row and column no output reads, with output rows of a
+        // whole row tile (its input gradient writes the read pixels straight from the GEMM and
+        // zeroes the rest).
+        ConvGeom::valid(2, [8, 31], 16, [1, 1], 32, [3, 2]),
     ]
 }
 

@@ -4,6 +4,8 @@
 //!   GEMM of `dy` with the kernel flipped in space and transposed in channels
 //!   (`w'[ky', kx', f, c] = w[kh−1−ky', kw−1−kx', c, f]`) and padding `k − 1 − pad`, so it
 //!   gathers (no scatter, any row split is race-free).
+//! * Input gradient, strided 1×1 unpadded (ResNet's shortcuts) with output rows of a row tile
+//!   or more: `dy · wᵀ` straight into the input pixels the outputs read, the others zeroed.
 //! * Input gradient, other strides or fewer channels: `dcols = dy · wᵀ` in blocks of output
 //!   pixels, then col2im scatter-adds each block into `dx`; threads own whole images, blocks may
 //!   span several.
@@ -45,9 +47,81 @@ pub fn conv2d_grad_input(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mu
     let narrow = g.c < tile_shape(ctx.isa.checked()).1;
     if g.stride == [1, 1] && !narrow && p.top < g.kh && p.bottom < g.kh && p.left < g.kw && p.right < g.kw {
         gather_stride1(ctx, g, dy, w, dx);
+    } else if g.kh == 1 && g.kw == 1 && p == Pad::default() && !narrow && g.ow >= tile_shape(ctx.isa.checked()).0 {
+        // (Output rows narrower than a row tile fill its tiles better through the scatter.)
+        strided_pointwise(ctx, g, dy, w, dx);
     } else {
         scatter(ctx, g, dy, w, dx);
     }
+}
+
+/// A strided 1×1 unpadded conv's input gradient (ResNet's shortcuts): every input pixel gets
+/// at most one output pixel's `dy · wᵀ`, so the GEMM tiles write straight into `dx` — a tile
+/// holds pixels of one output row, `stride·c` apart in `dx` — and only the pixels no output
+/// reads are zeroed: no column buffer, no zero-fill of the whole map, no scatter-add. The same
+/// sums as the scatter path (which added them to zeros).
+fn strided_pointwise(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let isa = ctx.isa.checked();
+    let (mr, lanes) = tile_shape(isa);
+    let nr = 2 * lanes;
+    let (c, f) = (g.c, g.f);
+    let [sh, sw] = g.stride;
+    let img = g.h * g.w * c;
+    let threads = ctx.threads();
+    let (chunks, kc) = k_chunks(f);
+    with_pack(&PACKED, |packed| {
+        // B[f][ci] = w[ci][f]: w is [C, F] = B transposed.
+        packed.pack_on(ctx.pool, isa, f, c, w, true);
+        let packed = &*packed;
+        let mut parts: Vec<(&mut [f32], usize)> = split_by_tasks(dx, g.n, threads, |i| i * img)
+            .into_iter()
+            .map(|(r, part)| (part, r.start))
+            .collect();
+        // Threads own whole images.
+        ctx.pool.run_with_state(&mut parts, g.n, |(dxp, img0), _t, range| {
+            for n in range {
+                let dxi = &mut dxp[(n - *img0) * img..][..img]; // [h, w, c]
+                for (ih, row) in dxi.chunks_exact_mut(g.w * c).enumerate() {
+                    if ih % sh != 0 || ih / sh >= g.oh {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    for (iw, px) in row.chunks_exact_mut(c).enumerate() {
+                        if iw % sw != 0 || iw / sw >= g.ow {
+                            px.fill(0.0);
+                        }
+                    }
+                }
+                for oy in 0..g.oh {
+                    let r0 = (n * g.oh + oy) * g.ow; // first dy row of this output row
+                    let at = oy * sh * g.w * c; // dx offset of its first pixel, in the image
+                    for ch in 0..chunks {
+                        let (k0, k1) = (ch * kc, ((ch + 1) * kc).min(f));
+                        for j in 0..packed.panels() {
+                            let c0 = j * nr;
+                            for (ox0, px) in line_tiles(g.ow, mr) {
+                                let tile = Tile {
+                                    rows: px,
+                                    cols: nr.min(c - c0),
+                                    kc: k1 - k0,
+                                    a: &dy[(r0 + ox0) * f + k0..],
+                                    lda: f,
+                                    a_layout: ALayout::RowMajor,
+                                    segs: None,
+                                    b: packed.panel_from(j, k0),
+                                    b_stride: nr,
+                                    ldc: sw * c,
+                                    accumulate: ch > 0,
+                                    finish: None,
+                                };
+                                run_tile(isa, &tile, &mut dxi[at + ox0 * sw * c + c0..]);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    });
 }
 
 fn gather_stride1(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
