@@ -276,13 +276,15 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
     let in_place = f.is_multiple_of(lanes);
     // Packed panel width: one vector when every column fits in it.
     let pw = if f <= lanes { lanes } else { nr };
+    let unpadded = g.pad == Pad::default();
     ctx.pool
         .run_with_state(&mut parts, tiles.len(), |(dwp, k0, bsum), _t, range| {
             if range.is_empty() && bsum.is_empty() {
                 return;
             }
             scratch::with(Slot::B, panels * chunk_px * nr, |bpack| {
-                scratch::with(Slot::A, slab_len(g, chunk_lines, wp), |slab| {
+                let slab_floats = if unpadded { 0 } else { slab_len(g, chunk_lines, wp) };
+                scratch::with(Slot::A, slab_floats, |slab| {
                     for (ci, l0) in (0..lines).step_by(chunk_lines).enumerate() {
                         let l1 = (l0 + chunk_lines).min(lines);
                         let (p0, p1) = (l0 * g.ow, l1 * g.ow);
@@ -300,12 +302,21 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                             pack_rows(dyb, p1 - p0, f, pw, bpack);
                             (&bpack[..], pw, (p1 - p0) * pw)
                         };
-                        let (runs, used) = build_slab(g, x, l0, l1, wp, slab);
-                        let slab = &slab[..used];
-                        let segs: Vec<usize> = runs
-                            .iter()
-                            .flat_map(|&(_, oy0, oy1, off)| (oy0..oy1).map(move |oy| off + (oy - oy0) * sh * wp * c))
-                            .collect();
+                        // A's rows: each output line's first input row, in a zero-padded slab
+                        // copy, or (no padding: the slab would be a copy) in x itself.
+                        let (src, segs): (&[f32], Vec<usize>) = if unpadded {
+                            let first_row = |l: usize| ((l / g.oh * g.h + l % g.oh * sh) * g.w) * c;
+                            (x, (l0..l1).map(first_row).collect())
+                        } else {
+                            let (runs, used) = build_slab(g, x, l0, l1, wp, slab);
+                            let segs = runs
+                                .iter()
+                                .flat_map(|&(_, oy0, oy1, off)| {
+                                    (oy0..oy1).map(move |oy| off + (oy - oy0) * sh * wp * c)
+                                })
+                                .collect();
+                            (&slab[..used], segs)
+                        };
                         for j in 0..panels {
                             let c0 = j * nr;
                             for &(ky, r0, rows) in &tiles[range.clone()] {
@@ -314,7 +325,7 @@ fn grad_kernel_direct(ctx: &Ctx, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [
                                     rows,
                                     cols: nr.min(f - c0),
                                     kc: g.ow,
-                                    a: &slab[tap_off..],
+                                    a: &src[tap_off..],
                                     lda: sw * c,
                                     a_layout: ALayout::ColMajor,
                                     segs: Some(&segs),
