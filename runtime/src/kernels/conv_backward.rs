@@ -73,10 +73,7 @@ fn strided_pointwise(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f
         // B[f][ci] = w[ci][f]: w is [C, F] = B transposed.
         packed.pack_on(ctx.pool, isa, f, c, w, true);
         let packed = &*packed;
-        let mut parts: Vec<(&mut [f32], usize)> = split_by_tasks(dx, g.n, threads, |i| i * img)
-            .into_iter()
-            .map(|(r, part)| (part, r.start))
-            .collect();
+        let mut parts = image_parts(dx, g.n, img, threads);
         // Threads own whole images.
         ctx.pool.run_with_state(&mut parts, g.n, |(dxp, img0), _t, range| {
             for n in range {
@@ -166,10 +163,7 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         // B[f][kk] = w[kk][f]: w is [K, F] = B transposed.
         packed.pack_on(ctx.pool, isa, f, k, w, true);
         let packed = &*packed;
-        let mut parts: Vec<(&mut [f32], usize)> = split_by_tasks(dx, g.n, threads, |i| i * img)
-            .into_iter()
-            .map(|(r, part)| (part, r.start))
-            .collect();
+        let mut parts = image_parts(dx, g.n, img, threads);
         // Threads own whole images (col2im scatters within an image); every dx element gets
         // its contributions in pixel order whatever the blocks, so results match across threads.
         ctx.pool.run_with_state(&mut parts, g.n, |(dxp, img0), _t, range| {
@@ -213,6 +207,14 @@ fn scatter(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             });
         });
     });
+}
+
+/// Each thread's whole images of `dx` (`n` of `img` values each), with its first image's index.
+fn image_parts(dx: &mut [f32], n: usize, img: usize, threads: usize) -> Vec<(&mut [f32], usize)> {
+    split_by_tasks(dx, n, threads, |i| i * img)
+        .into_iter()
+        .map(|(r, part)| (part, r.start))
+        .collect()
 }
 
 /// `dw = ∂L/∂w [kh, kw, c, f]` from `x [n, h, w, c]` and `dy [n, oh, ow, f]` (overwritten);
