@@ -122,4 +122,14 @@ fn threads_split_the_kernels_of_a_std_crate_and_are_refused_for_no_std() {
     ]);
     run.assert_fails_with("--no-std crates run on one thread");
     assert!(!nostd.exists());
+    let run = cnnc([
+        "compile".to_string(),
+        s(&model("lenet5.yaml")),
+        "-o".into(),
+        s(&nostd),
+        "--threads".into(),
+        "0".into(),
+    ]);
+    run.assert_fails_with("--threads must be at least 1");
+    assert!(!nostd.exists());
 }

@@ -1,16 +1,17 @@
 //! Threads in generated code. In a crate generated for `T > 1` threads, a template whose work
-//! divides by samples (and is worth a thread's spawn) becomes a wrapper that runs `T` calls of the same template built
-//! for `n / T` samples (`<name>_part`), on scoped threads (`std::thread::scope`; the last
-//! share runs on the calling thread), each on a contiguous chunk of the batch-major operands
-//! (NHWC maps, GEMM rows). Per-sample outputs are written chunk by chunk. A reduction over the
-//! samples (the kernel gradient, a weight gradient `Aᵀ·B`) gives every thread but the last
-//! partial outputs of its own, added to the last one's in thread order: results depend on the
-//! thread count, never on timing.
+//! divides by samples (and is worth a thread's spawn) becomes a wrapper that runs `T` calls of
+//! the same template built for `n / T` samples (`<name>_part`), on scoped threads
+//! (`std::thread::scope`; the last share runs on the calling thread), each on a contiguous chunk
+//! of the batch-major operands (NHWC maps, GEMM rows). Per-sample outputs are written chunk by
+//! chunk. A reduction over the samples (the kernel gradient, a weight gradient `Aᵀ·B`) gives
+//! every thread but the last partial outputs of its own, added to the last one's in thread
+//! order: results depend on the thread count, never on timing. A share with scratch (a
+//! transposed operand) fills its own copy: each thread repeats that small transpose.
 //!
 //! Kernels that do not split (BN statistics over the whole batch, row-wise templates, a batch
 //! that `T` does not divide) run on one thread as before.
 
-use crate::kernel_ir::{Epilogue, KernelOp, Schedule, Split};
+use crate::kernel_ir::{ConvGeom, Epilogue, KernelOp, Schedule, Split};
 
 use super::kernels::{operand_names, scratch_of};
 use super::writer::Code;
@@ -57,14 +58,14 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
     let (part, chunked_inputs, reduce) = match op {
         KernelOp::Conv2d { geom, epilogue: e } if !e.bn_stats && geom.n.is_multiple_of(t) => {
             let part = KernelOp::Conv2d {
-                geom: crate::kernel_ir::ConvGeom { n: geom.n / t, ..*geom },
+                geom: ConvGeom { n: geom.n / t, ..*geom },
                 epilogue: *e,
             };
             (part, product_inputs(e), false)
         }
         KernelOp::ConvGradInput { geom } if geom.n.is_multiple_of(t) => {
             let part = KernelOp::ConvGradInput {
-                geom: crate::kernel_ir::ConvGeom { n: geom.n / t, ..*geom },
+                geom: ConvGeom { n: geom.n / t, ..*geom },
             };
             (part, vec![true, false], false)
         }
@@ -74,7 +75,7 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
             pooled,
         } if geom.n.is_multiple_of(t) => {
             let part = KernelOp::ConvGradKernel {
-                geom: crate::kernel_ir::ConvGeom { n: geom.n / t, ..*geom },
+                geom: ConvGeom { n: geom.n / t, ..*geom },
                 bias_grad: *bias_grad,
                 pooled: *pooled,
             };
@@ -260,7 +261,6 @@ fn nest(names: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::ir::{Activation, Pad2d};
-    use crate::kernel_ir::ConvGeom;
 
     fn conv(n: usize, e: Epilogue) -> KernelOp {
         KernelOp::Conv2d {

@@ -44,10 +44,11 @@ pub fn conv2d_grad_input(ctx: &Ctx, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mu
     let p = g.pad;
     // The gather writes dx's channels as its GEMM columns: fewer than a vector's worth (LeNet's
     // 6) waste most lanes, and the scatter's GEMM (columns = taps × channels) is then faster.
-    let narrow = g.c < tile_shape(ctx.isa.checked()).1;
+    let (mr, lanes) = tile_shape(ctx.isa.checked());
+    let narrow = g.c < lanes;
     if g.stride == [1, 1] && !narrow && p.top < g.kh && p.bottom < g.kh && p.left < g.kw && p.right < g.kw {
         gather_stride1(ctx, g, dy, w, dx);
-    } else if g.kh == 1 && g.kw == 1 && p == Pad::default() && !narrow && g.ow >= tile_shape(ctx.isa.checked()).0 {
+    } else if g.kh == 1 && g.kw == 1 && p == Pad::default() && !narrow && g.ow >= mr {
         // (Output rows narrower than a row tile fill its tiles better through the scatter.)
         strided_pointwise(ctx, g, dy, w, dx);
     } else {

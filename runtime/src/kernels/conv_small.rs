@@ -771,24 +771,21 @@ fn expand_pooled<S: Simd>(
 ) {
     let (pa, pb, f, ow) = (pg.size[0], pg.size[1], g.f, g.ow);
     let pw = pg.ow;
-    let end = (l1 / pa) * pw * f;
-    assert!(argmax.len() >= end && y.len() >= end && dy.len() >= end);
-    assert!(out.len() >= (l1 - l0) * ow * ldw && ow == pw * pb && ldw.is_multiple_of(S::LANES));
+    assert!(ow == pw * pb && ldw.is_multiple_of(S::LANES));
     for pr in (l0 / pa)..(l1 / pa) {
         let lo = (pr * pa - l0) * ow;
         for pc in 0..pw {
             let q = (pr * pw + pc) * f;
             for c0 in (0..ldw).step_by(S::LANES) {
                 let n = f.saturating_sub(c0).min(S::LANES);
-                // SAFETY: pooled elements up to q + f ≤ `end` are read (asserted); the window's
-                // pixels are rows `lo..lo + pa·ow` of `out`, `ldw` floats each (asserted).
+                // SAFETY: the caller's `with_simd!` picked an `S` the CPU supports.
                 unsafe {
                     let (gv, av) = if n == 0 {
                         (S::zero(), S::zero())
                     } else {
                         pooled_grad::<S>(act, argmax, y, dy, q + c0, n)
                     };
-                    let at = out.as_mut_ptr().add((lo + pc * pb) * ldw + c0);
+                    let at = &mut out[(lo + pc * pb) * ldw + c0..];
                     scatter_window::<S>(gv, av, [pa, pb], at, ow * ldw, ldw, S::LANES);
                 }
             }

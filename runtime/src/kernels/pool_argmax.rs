@@ -13,7 +13,7 @@
 
 use super::activation::Act;
 use super::pool2d::PoolGeom;
-use super::simd::{with_simd, Simd};
+use super::simd::{ld, store_n, with_simd, Simd};
 use super::Ctx;
 use crate::pool::split_by_tasks;
 
@@ -168,19 +168,15 @@ fn grad_rows<S: Simd>(
 ) {
     let (c, [sh, sw]) = (g.c, g.size);
     let band = sh * g.w * c;
-    let end = rows.end * g.ow * c;
-    assert!(argmax.len() >= end && dy.len() >= end && (act == Act::Linear || y.len() >= end));
-    assert!(dx.len() >= rows.len() * band);
     for (i, r) in rows.enumerate() {
         for ow in 0..g.ow {
             let q0 = (r * g.ow + ow) * c;
             for j in (0..c).step_by(S::LANES) {
                 let n = S::LANES.min(c - j);
-                // SAFETY: pooled element q0 + j + n ≤ `end` (asserted), `y` read only when
-                // `act` is not linear; the window's taps lie in this row's band of `dx`.
+                // SAFETY: `with_simd!` picked an `S` the CPU supports.
                 unsafe {
                     let (gv, av) = pooled_grad::<S>(act, argmax, y, dy, q0 + j, n);
-                    let at = dx.as_mut_ptr().add(i * band + ow * sw * c + j);
+                    let at = &mut dx[i * band + ow * sw * c + j..];
                     scatter_window::<S>(gv, av, [sh, sw], at, g.w * c, c, n);
                 }
             }
@@ -188,21 +184,11 @@ fn grad_rows<S: Simd>(
     }
 }
 
-/// `n ≤ LANES` values from `p`, zero past `n`.
-#[inline(always)]
-unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
-    if n == S::LANES {
-        S::load(p)
-    } else {
-        S::load_partial(p, n)
-    }
-}
-
 /// The gradient `act'(y)·dy` of pooled elements `q..q + n` (`n ≤ LANES`) and their window
-/// argmax, as vectors zero past `n`.
+/// argmax, as vectors zero past `n`. `y` is read only when `act` is not linear.
 ///
 /// # Safety
-/// `argmax` and `dy` (and `y`, unless `act` is linear) hold `q + n` values.
+/// The CPU must support `S`.
 #[inline(always)]
 pub(crate) unsafe fn pooled_grad<S: Simd>(
     act: Act,
@@ -212,30 +198,33 @@ pub(crate) unsafe fn pooled_grad<S: Simd>(
     q: usize,
     n: usize,
 ) -> (S::V, S::V) {
-    let d = load_n::<S>(dy.as_ptr().add(q), n);
+    let d = ld::<S>(&dy[q..], n);
     let g = match act {
         Act::Linear => d,
-        _ => act.grad_from_output_v::<S>(load_n::<S>(y.as_ptr().add(q), n), d),
+        _ => act.grad_from_output_v::<S>(ld::<S>(&y[q..], n), d),
     };
-    (g, load_n::<S>(argmax.as_ptr().add(q), n))
+    (g, ld::<S>(&argmax[q..], n))
 }
 
 /// Sends one pooled vector's gradient `g` back through its `size` window: tap `t` (row-major,
-/// at `out + (t / size[1])·row + (t % size[1])·col`) gets `g` where `arg == t`, 0 elsewhere;
+/// at `out[(t / size[1])·row + (t % size[1])·col..]`) gets `g` where `arg == t`, 0 elsewhere;
 /// `n` lanes stored.
 ///
 /// # Safety
-/// Every tap's `n` floats must be writable.
+/// The CPU must support `S`.
 #[inline(always)]
 pub(crate) unsafe fn scatter_window<S: Simd>(
     g: S::V,
     arg: S::V,
     size: [usize; 2],
-    out: *mut f32,
+    out: &mut [f32],
     row: usize,
     col: usize,
     n: usize,
 ) {
+    // One bounds check for the whole window.
+    let last = (size[0] - 1) * row + (size[1] - 1) * col + n;
+    let out = out[..last].as_mut_ptr();
     // Indices are small integers in f32: `arg == t` is `t − ½ < arg < t + ½`.
     let one = S::splat(1.0);
     let mut lo = S::splat(-0.5);
@@ -244,12 +233,7 @@ pub(crate) unsafe fn scatter_window<S: Simd>(
             let hi = S::add(lo, one);
             let v = S::select_gt(hi, arg, g, S::zero());
             let v = S::select_gt(arg, lo, v, S::zero());
-            let p = out.add(i * row + j * col);
-            if n == S::LANES {
-                S::store(p, v);
-            } else {
-                S::store_partial(p, v, n);
-            }
+            store_n::<S>(out.add(i * row + j * col), v, n);
             lo = hi;
         }
     }

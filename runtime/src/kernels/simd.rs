@@ -242,6 +242,50 @@ impl Simd for Portable {
     }
 }
 
+/// Lanes `0..n` from `p` (zero past them), `n ≤ LANES`: a whole load when `n` is all of them.
+///
+/// # Safety
+/// The CPU must support `S`; `p` must be valid for `n` reads.
+#[inline(always)]
+pub(crate) unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
+    if n == S::LANES {
+        S::load(p)
+    } else {
+        S::load_partial(p, n.min(S::LANES))
+    }
+}
+
+/// Stores lanes `0..n` of `v` at `p`, `n ≤ LANES`.
+///
+/// # Safety
+/// The CPU must support `S`; `p` must be valid for `n` writes.
+#[inline(always)]
+pub(crate) unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
+    if n == S::LANES {
+        S::store(p, v)
+    } else {
+        S::store_partial(p, v, n.min(S::LANES))
+    }
+}
+
+/// Lanes `0..len` of `s` (zero past them).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(crate) unsafe fn ld<S: Simd>(s: &[f32], len: usize) -> S::V {
+    load_n::<S>(s[..len].as_ptr(), len)
+}
+
+/// Stores lanes `0..len` of `v` into `d`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(crate) unsafe fn st<S: Simd>(d: &mut [f32], v: S::V, len: usize) {
+    store_n::<S>(d[..len].as_mut_ptr(), v, len)
+}
+
 /// Runs `$body` with the type `$S` bound to the [`Simd`] implementation of `$isa` (after
 /// [`KernelIsa::checked`](super::KernelIsa::checked)), compiled with that ISA's target features
 /// by `KernelIsa::vectorize`. With `narrow = cond`, AVX-512 runs 8-lane AVX2 vectors when

@@ -21,7 +21,7 @@ use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
 use super::pool2d::PoolGeom;
 use super::scratch::{self, Slot};
-use super::simd::{with_simd, Simd};
+use super::simd::{ld, st, with_simd, Simd};
 use super::weight_memo;
 use super::winograd_f4 as f4;
 use super::{Act, Ctx, KernelIsa};
@@ -805,32 +805,4 @@ unsafe fn gm<S: Simd>(g0: S::V, g1: S::V, g2: S::V, half: S::V) -> [S::V; 4] {
 #[inline(always)]
 unsafe fn at<S: Simd>(m0: S::V, m1: S::V, m2: S::V, m3: S::V) -> [S::V; 2] {
     [S::add(S::add(m0, m1), m2), S::sub(S::sub(m1, m2), m3)]
-}
-
-/// Lanes `0..len` of `s` (zero past them).
-///
-/// # Safety
-/// The CPU must support `S`.
-#[inline(always)]
-pub(super) unsafe fn ld<S: Simd>(s: &[f32], len: usize) -> S::V {
-    let s = &s[..len];
-    if len == S::LANES {
-        S::load(s.as_ptr())
-    } else {
-        S::load_partial(s.as_ptr(), len.min(S::LANES))
-    }
-}
-
-/// Stores lanes `0..len` of `v` into `d`.
-///
-/// # Safety
-/// The CPU must support `S`.
-#[inline(always)]
-pub(super) unsafe fn st<S: Simd>(d: &mut [f32], v: S::V, len: usize) {
-    let d = &mut d[..len];
-    if len == S::LANES {
-        S::store(d.as_mut_ptr(), v)
-    } else {
-        S::store_partial(d.as_mut_ptr(), v, len.min(S::LANES))
-    }
 }

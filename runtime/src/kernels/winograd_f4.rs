@@ -21,8 +21,8 @@
 
 use std::ops::Range;
 
-use super::simd::Simd;
-use super::winograd::{finish_tile, ld, st, store_tile, KernelSrc, OutLines, Plan, Window};
+use super::simd::{ld, st, Simd};
+use super::winograd::{finish_tile, store_tile, KernelSrc, OutLines, Plan, Window};
 use super::winograd_grad::{check_blocks, GradPlan};
 use super::Act;
 
