@@ -126,15 +126,17 @@ fn spec(model: &str) -> ModelSpec {
     load_model(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `cargo build --offline` in `dir` (`args` added) with the target directory `target`; the
-/// build must succeed without warnings.
-fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> Result<(), String> {
+/// `cargo build --offline` in `dir` (`args` added) with the target directory `target` and
+/// `RUSTFLAGS=rustflags`; the build must succeed without warnings.
+fn cargo_build(dir: &Path, target: &Path, args: &[&str], rustflags: &str) -> Result<(), String> {
     let t = Instant::now();
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--offline", "--quiet"])
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .map_err(|e| format!("cargo: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -152,9 +154,14 @@ fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Generates every model's crate into one workspace and builds their `check` examples; returns
-/// the directory of the binaries (`check_<package>`).
-fn build_workspace() -> Result<PathBuf, String> {
+/// How the workspace is built: for the baseline x86-64 target (the kernels' vector blocks as
+/// portable arrays), and for this machine (`-C target-cpu=native`, as `--backend native` builds:
+/// AVX-512 registers where the CPU has them).
+const BUILDS: [(&str, &str); 2] = [("portable", ""), ("native", "-C target-cpu=native")];
+
+/// Generates every model's crate into one workspace and builds their `check` examples once per
+/// [`BUILDS`] entry; returns the directories of the binaries (`check_<package>`).
+fn build_workspace() -> Result<Vec<PathBuf>, String> {
     let root = tmp("workspace");
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     let t = Instant::now();
@@ -201,16 +208,24 @@ fn build_workspace() -> Result<PathBuf, String> {
         members.join(", ")
     );
     std::fs::write(root.join("Cargo.toml"), manifest).map_err(|e| e.to_string())?;
-    let target = tmp("workspace-target");
-    cargo_build(&root, &target, &["--release", "--examples"])?;
-    Ok(target.join("release/examples"))
+    let mut dirs = Vec::new();
+    for (tag, flags) in BUILDS {
+        let target = tmp(&format!("workspace-target-{tag}"));
+        cargo_build(&root, &target, &["--release", "--examples"], flags)?;
+        dirs.push(target.join("release/examples"));
+    }
+    Ok(dirs)
 }
 
-/// The check binary of crate `name`, building every crate on first use.
-fn check_binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+/// The check binaries of crate `name`, one per [`BUILDS`] entry, building every crate on first
+/// use.
+fn check_binaries(name: &str) -> Vec<PathBuf> {
+    static BUILT: OnceLock<Result<Vec<PathBuf>, String>> = OnceLock::new();
     match BUILT.get_or_init(build_workspace) {
-        Ok(dir) => dir.join(format!("check_{}", package_name(name))),
+        Ok(dirs) => dirs
+            .iter()
+            .map(|d| d.join(format!("check_{}", package_name(name))))
+            .collect(),
         Err(e) => panic!("{e}"),
     }
 }
@@ -389,16 +404,18 @@ fn compare_train(model: &str, spec: &ModelSpec, c: &mut Case, bin: &Path, weight
 }
 
 /// Builds (once, all crates), then compares forward and [`STEPS`] training steps of crate
-/// `name`.
+/// `name`, in each of its [`BUILDS`].
 fn check_model(name: &str) {
     let b = MODELS.iter().find(|m| m.name == name).expect("a listed crate");
-    let bin = check_binary(name);
     let spec = spec(b.model);
-    let mut case = case(&spec, b.batch, b.seed);
-    let (w, x) = inputs(&case, &tmp(&format!("{name}-run")));
-    let w = if b.embed { PathBuf::from("embedded") } else { w };
-    compare_forward(name, &mut case, &bin, &w, &x);
-    compare_train(name, &spec, &mut case, &bin, &w, &x);
+    for (bin, (tag, _)) in check_binaries(name).iter().zip(BUILDS) {
+        let label = format!("{name} ({tag})");
+        let mut case = case(&spec, b.batch, b.seed);
+        let (w, x) = inputs(&case, &tmp(&format!("{name}-{tag}-run")));
+        let w = if b.embed { PathBuf::from("embedded") } else { w };
+        compare_forward(&label, &mut case, bin, &w, &x);
+        compare_train(&label, &spec, &mut case, bin, &w, &x);
+    }
 }
 
 #[test]
@@ -489,8 +506,8 @@ fn no_std_crate_with_embedded_weights_builds_and_matches() {
     let _ = std::fs::remove_dir_all(&dir);
     c.write_to(&dir).unwrap();
     let target = tmp("no_std-target");
-    cargo_build(&dir, &target, &[]).unwrap_or_else(|e| panic!("{e}"));
-    cargo_build(&dir, &target, &["--release", "--example", "check"]).unwrap_or_else(|e| panic!("{e}"));
+    cargo_build(&dir, &target, &[], "").unwrap_or_else(|e| panic!("{e}"));
+    cargo_build(&dir, &target, &["--release", "--example", "check"], "-C target-cpu=native").unwrap_or_else(|e| panic!("{e}"));
     let bin = target.join("release/examples/check");
     compare_forward("baseline_cifar10", &mut bn_case, &bin, "embedded".as_ref(), &x);
 

@@ -108,7 +108,11 @@ pub(crate) fn support_rs(no_std: bool) -> String {
     } else {
         include_str!("support/math_std.rs")
     };
-    format!("{}{math}", include_str!("support/common.rs"))
+    format!(
+        "{}{math}{}",
+        include_str!("support/common.rs"),
+        include_str!("support/lanes.rs")
+    )
 }
 
 /// Crate docs, attributes, constants, `load_params` and the `Model` type.
@@ -199,13 +203,10 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
     if info.no_std {
         c.line("#![no_std]");
     }
-    // The C ABI module needs `unsafe` (raw pointers, `no_mangle`) and allows it for itself
-    // alone; `forbid` could not be overridden there.
-    c.line(if info.c_abi {
-        "#![deny(unsafe_code)]"
-    } else {
-        "#![forbid(unsafe_code)]"
-    });
+    // Two modules need `unsafe` and allow it for themselves alone (`forbid` could not be
+    // overridden there): the vector loads and stores of `support`'s AVX-512 lanes, and the C
+    // ABI (raw pointers, `no_mangle`).
+    c.line("#![deny(unsafe_code)]");
     c.line("#![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::identity_op)]");
     c.line("");
     c.line("mod support;");

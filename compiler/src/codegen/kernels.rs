@@ -142,11 +142,14 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
     })
 }
 
-/// The scratch operand a generated template needs (name, f32 values): the input gradient's
-/// transposed kernel, a GEMM's transposed B. It follows the outputs.
+/// The scratch operand a generated template needs (name, f32 values): a padding conv's padded
+/// image, the input gradient's transposed kernel, a GEMM's transposed B. It follows the outputs.
 pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
     match op {
-        KernelOp::ConvGradInput { geom } => Some(("wt", geom.kernel_len())),
+        KernelOp::ConvGradInput { geom } => Some(super::kernels_conv::grad_input_scratch(geom)),
+        KernelOp::Conv2d { geom, .. } => {
+            super::kernels_conv::padded_hw(geom).map(|[hp, wp]| ("xp", hp * wp * geom.c))
+        }
         KernelOp::Gemm {
             n, k, trans_b: true, ..
         } => Some(("bt", k * n)),
@@ -242,7 +245,7 @@ fn params(op: &KernelOp, in_place: bool) -> Result<Vec<String>, String> {
 fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(), String> {
     match op {
         KernelOp::Conv2d { geom, epilogue } => conv::conv2d(c, geom, epilogue, s)?,
-        KernelOp::ConvGradInput { geom } => conv::conv_grad_input(c, geom, s),
+        KernelOp::ConvGradInput { geom } => conv::conv_grad_input(c, geom, s)?,
         KernelOp::ConvGradKernel {
             geom,
             bias_grad,

@@ -6,81 +6,147 @@
 //! the kernel — and border pixels one at a time with padding checks. A fused max-pool walks
 //! the pooled map instead, each window's pixels through the same code, `mr` windows at a time.
 
-use crate::ir::Activation;
+use crate::ir::{Activation, Pad2d};
 use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
 use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
+use super::kernels_lanes::{self, lane_rows, lane_vectors};
 use super::kernels_gemm::{
     block_width, block_width_line, declare_stats, epilogue, finish_stats, open_block, open_j0, out_coord, row_block,
     tap_coord, tile_width, width,
 };
 use super::writer::{add, mul, Code};
 
-/// Output columns `[lo, hi)` whose every tap lies inside the input (no padding checks).
-fn interior(g: &ConvGeom) -> (usize, usize) {
-    let (s, pl, kw, w) = (g.strides[1], g.pad.left, g.kernel_hw[1], g.in_hw[1]);
-    let lo = pl.div_ceil(s);
-    let hi = if w + pl >= kw {
-        ((w + pl - kw) / s + 1).min(g.out_hw[1])
+/// `[hp, wp]` of the zero-padded image the forward taps read (scratch `xp`, one image at a
+/// time), or `None` when the conv has no padding and its taps read `x` in place.
+pub(crate) fn padded_hw(g: &ConvGeom) -> Option<[usize; 2]> {
+    let p = g.pad;
+    (p != Pad2d::default()).then_some([g.in_hw[0] + p.top + p.bottom, g.in_hw[1] + p.left + p.right])
+}
+
+/// Operand names of a forward conv loop nest: the conv's own, or those of the input gradient
+/// run as a conv (`dy` padded into `dyp`, the flipped kernel `wt`, into `dx`).
+struct Names {
+    x: &'static str,
+    w: &'static str,
+    y: &'static str,
+    xp: &'static str,
+}
+
+const FORWARD: Names = Names {
+    x: "x",
+    w: "w",
+    y: "y",
+    xp: "xp",
+};
+
+/// `(e) * k` as source (`mul` for a single term).
+fn times(e: &str, k: usize) -> String {
+    if e.contains(' ') && k != 1 {
+        mul(&format!("({e})"), k)
     } else {
-        0
-    };
-    (lo, hi.max(lo))
+        mul(e, k)
+    }
 }
 
-/// The taps of one output pixel `(n, oh, ow)` accumulated into `acc` (columns `j0..`).
-fn conv_taps(c: &mut Code, g: &ConvGeom, wdt: &str) {
+/// Binds `xr`, input row `ih` of image `n` as the taps read it (padded or in place).
+fn input_row(c: &mut Code, g: &ConvGeom, nm: &Names, ih: &str) {
     let [h, w] = g.in_hw;
-    let [kh, kw] = g.kernel_hw;
-    let (cc, f) = (g.c, g.f);
-    c.open(format!("for kh in 0..{kh}"));
-    tap_coord(c, "ih", "oh", "kh", g.strides[0], g.pad.top, h, g.out_hw[0], kh);
-    c.open(format!("for kw in 0..{kw}"));
-    tap_coord(c, "iw", "ow", "kw", g.strides[1], g.pad.left, w, g.out_hw[1], kw);
-    c.line(format!("let xs = &x[((n * {h} + ih) * {w} + iw) * {cc}..][..{cc}];"));
-    c.line(format!("let ws = &w[(kh * {kw} + kw) * {} + j0..];", cc * f));
-    c.open("for (ci, &xv) in xs.iter().enumerate()");
-    c.line(format!("axpy(acc, xv, &ws[{}..][..{wdt}]);", mul("ci", f)));
-    c.close();
-    c.close();
-    c.close();
+    let cc = g.c;
+    match padded_hw(g) {
+        Some([_, wp]) => c.line(format!("let xr = &{}[{}..][..{}];", nm.xp, times(ih, wp * cc), wp * cc)),
+        None => c.line(format!("let xr = &{}[(n * {h} + {ih}) * {}..][..{}];", nm.x, w * cc, w * cc)),
+    }
 }
 
-/// The taps of `mr` interior pixels `(n, oh, first + m·step)` accumulated into
-/// `acc: [[f32; nb]; mr]`.
-fn block_taps(c: &mut Code, g: &ConvGeom, first: &str, step: usize, mr: usize, wdt: &str) {
-    let [h, w] = g.in_hw;
+/// `acc: [[f32; nb]; mr]` holding the taps of the `mr` pixels `(n, oh, first + m·step)` (every
+/// tap inside the padded image): a vector block when `lanes` is `Some(nv)`, else `axpy`s.
+#[allow(clippy::too_many_arguments)]
+fn block_taps(
+    c: &mut Code,
+    g: &ConvGeom,
+    nm: &Names,
+    first: &str,
+    step: usize,
+    mr: usize,
+    nb: usize,
+    wdt: &str,
+    lanes: Option<usize>,
+) {
     let [kh, kw] = g.kernel_hw;
     let (cc, f, sw) = (g.c, g.f, g.strides[1]);
+    let pitch = step * sw * cc;
+    match lanes {
+        Some(nv) => kernels_lanes::declare(c, mr, nv),
+        None => c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];")),
+    }
     c.open(format!("for kh in 0..{kh}"));
-    tap_coord(c, "ih", "oh", "kh", g.strides[0], g.pad.top, h, g.out_hw[0], kh);
-    c.line(format!("let xr = &x[(n * {h} + ih) * {}..][..{}];", w * cc, w * cc));
+    input_row(c, g, nm, &add(&mul("oh", g.strides[0]), "kh"));
     c.open(format!("for kw in 0..{kw}"));
-    let mut col = add(&mul(first, sw), "kw");
-    if g.pad.left > 0 {
-        col = format!("{col} - {}", g.pad.left);
-    }
-    if cc > 1 {
-        col = format!("({col}) * {cc}");
-    }
-    c.line(format!("let x0 = {col};"));
-    c.line(format!("let ws = &w[(kh * {kw} + kw) * {} + j0..];", cc * f));
-    c.open(format!("for ci in 0..{cc}"));
-    c.line(format!("let wr = &ws[{}..][..{wdt}];", mul("ci", f)));
-    c.open(format!("for m in 0..{mr}"));
+    // The block's input values and kernel rows as fixed-length slices: one bounds check each.
     c.line(format!(
-        "axpy(&mut acc[m][..{wdt}], xr[x0 + {} + ci], wr);",
-        mul("m", step * sw * cc)
+        "let xb = &xr[{}..][..{}];",
+        times(&add(&mul(first, sw), "kw"), cc),
+        (mr - 1) * pitch + cc
     ));
+    c.line(format!(
+        "let ws = &{}[(kh * {kw} + kw) * {} + j0..][..{}];",
+        nm.w,
+        cc * f,
+        (cc - 1) * f + nb
+    ));
+    c.open(format!("for ci in 0..{cc}"));
+    let a = format!("xb[{} + ci]", mul("m", pitch));
+    match lanes {
+        Some(nv) => kernels_lanes::step(c, mr, nv, &format!("ws[{}..]", mul("ci", f)), &a),
+        None => {
+            c.line(format!("let wr = &ws[{}..][..{wdt}];", mul("ci", f)));
+            c.open(format!("for m in 0..{mr}"));
+            c.line(format!("axpy(&mut acc[m][..{wdt}], {a}, wr);"));
+            c.close();
+        }
+    }
     c.close();
     c.close();
     c.close();
-    c.close();
+    if let Some(nv) = lanes {
+        kernels_lanes::store(c, mr, nv);
+    }
 }
 
-/// Convolution forward: `(x, w, [bias], [res]) -> (y, [moments])`.
+/// Runs `body(c, mr)` for the blocks that cover `avail` positions `mr` at a time (binding
+/// `var`, the first position), then for the shorter tail block if any.
+fn blocks_of(c: &mut Code, var: &str, avail: usize, mr: usize, mut body: impl FnMut(&mut Code, usize)) {
+    let (full, tail) = (avail / mr, avail % mr);
+    if full == 1 {
+        c.open("");
+        c.line(format!("let {var} = 0;"));
+    } else if full > 1 {
+        c.open(format!("for {var} in (0..{}).step_by({mr})", full * mr));
+    }
+    if full > 0 {
+        body(c, mr);
+        c.close();
+    }
+    if tail > 0 {
+        c.open("");
+        c.line(format!("let {var} = {};", full * mr));
+        body(c, tail);
+        c.close();
+    }
+}
+
+/// Convolution forward: `(x, w, [bias], [res]) -> (y, [moments])`, scratch `xp` (the padded
+/// image) when the conv pads. Every output row is cut into register blocks of pixels (of
+/// pooled windows, with a fused max-pool), each block's taps read from the padded image
+/// without bounds tests.
 pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> Result<(), String> {
+    conv_nest(c, g, e, s, &FORWARD)
+}
+
+/// [`conv2d`] over the operands `nm` names.
+fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, nm: &Names) -> Result<(), String> {
     if e.act == Activation::Softmax {
         return Err("softmax in a convolution epilogue".into());
     }
@@ -89,54 +155,53 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
     let full = f.is_multiple_of(nb);
     let wdt = width(nb, full);
     let fs = f.to_string();
-    let (lo, hi) = interior(g);
+    let lanes = lane_vectors(nb, full);
+    // Pixels (pooled windows) per register block.
+    let rows = |avail: usize| match lanes {
+        Some(_) => lane_rows(s, avail),
+        None => row_block(s).min(avail).max(1),
+    };
     if e.bn_stats {
         declare_stats(c, f);
     }
+    let pad = padded_hw(g);
+    if pad.is_some() {
+        c.line(format!("{}.fill(0.0);", nm.xp));
+    }
+    c.open(format!("for n in 0..{n}"));
+    if let Some([_, wp]) = pad {
+        let ([h, w], cc, p) = (g.in_hw, g.c, g.pad);
+        let (xp, x) = (nm.xp, nm.x);
+        c.line(format!("// {xp} = image n of {x} zero-padded to [{}, {wp}, {cc}]", h + p.top + p.bottom));
+        c.open(format!("for ih in 0..{h}"));
+        c.line(format!(
+            "{xp}[{}..][..{}].copy_from_slice(&{x}[(n * {h} + ih) * {}..][..{}]);",
+            add(&times(&add("ih", &p.top.to_string()), wp * cc), &(p.left * cc).to_string()),
+            w * cc,
+            w * cc,
+            w * cc
+        ));
+        c.close();
+    }
     match &e.max_pool {
         None => {
-            let mr = row_block(s).min(hi - lo);
+            let mr = rows(ow);
             c.line(format!(
-                "// [{n}, {oh}, {ow}, {f}] outputs, {nb} channels at a time; columns {lo}..{hi} {mr} pixels at a time"
+                "// [{n}, {oh}, {ow}, {f}] outputs, {nb} channels at a time, {mr} pixels at a time"
             ));
-            c.open(format!("for n in 0..{n}"));
             c.open(format!("for oh in 0..{oh}"));
-            let one = |c: &mut Code| {
-                c.line(format!("let row = ((n * {oh} + oh) * {ow} + ow) * {f};"));
-                open_j0(c, "0", &fs, nb, nb == f);
-                open_block(c, "acc", nb, f, &fs, full);
-                conv_taps(c, g, &wdt);
-                epilogue(c, e, e.bn_stats);
-                c.line("y[row + j0..][..wd].copy_from_slice(acc);");
-                c.close();
-            };
-            if mr > 1 {
-                c.line("let mut ow = 0;");
-                c.open(format!("while ow < {ow}"));
-                c.open(format!("if {}ow + {mr} <= {hi}", at_least("ow", lo)));
+            blocks_of(c, "ow", ow, mr, |c, mr| {
                 open_j0(c, "0", &fs, nb, nb == f);
                 block_width_line(c, nb, f, &fs, full);
-                c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
-                block_taps(c, g, "ow", 1, mr, &wdt);
+                block_taps(c, g, nm, "ow", 1, mr, nb, &wdt, lanes);
                 c.open("for (m, acc) in acc.iter_mut().enumerate()");
                 c.line(format!("let row = ((n * {oh} + oh) * {ow} + ow + m) * {f};"));
                 c.line("let acc = &mut acc[..wd];");
                 epilogue(c, e, e.bn_stats);
-                c.line("y[row + j0..][..wd].copy_from_slice(acc);");
+                c.line(format!("{}[row + j0..][..wd].copy_from_slice(acc);", nm.y));
                 c.close();
                 c.close();
-                c.line(format!("ow += {mr};"));
-                c.else_();
-                one(c);
-                c.line("ow += 1;");
-                c.close();
-                c.close();
-            } else {
-                c.open(format!("for ow in 0..{ow}"));
-                one(c);
-                c.close();
-            }
-            c.close();
+            });
             c.close();
         }
         Some(win) => {
@@ -149,46 +214,12 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
             let argmax = e.argmax;
             let [sh, sw] = win.size;
             let (ph, pw) = (oh / sh, ow / sw);
-            // Windows whose pixels are all interior: pw·sw ≥ lo and (pw + 1)·sw ≤ hi.
-            let (plo, phi) = (lo.div_ceil(sw), (hi / sw).max(lo.div_ceil(sw)));
-            let mr = row_block(s).min(phi - plo);
+            let mr = rows(pw);
             c.line(format!(
-                "// [{n}, {ph}, {pw}, {f}] max-pooled outputs ({sh}x{sw} windows of the [{n}, {oh}, {ow}, {f}] convolution), {nb} channels at a time; window columns {plo}..{phi} {mr} at a time"
+                "// [{n}, {ph}, {pw}, {f}] max-pooled outputs ({sh}x{sw} windows of the [{n}, {oh}, {ow}, {f}] convolution), {nb} channels at a time, {mr} windows at a time"
             ));
-            c.open(format!("for n in 0..{n}"));
             c.open(format!("for ph in 0..{ph}"));
-            let pixel = |c: &mut Code, ow_expr: &str| {
-                c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
-                c.line(format!("let ow = {ow_expr};"));
-                if e.residual {
-                    c.line(format!("let row = ((n * {oh} + oh) * {ow} + ow) * {f};"));
-                }
-            };
-            let one = |c: &mut Code| {
-                c.line(format!("let prow = ((n * {ph} + ph) * {pw} + pw) * {f};"));
-                open_j0(c, "0", &fs, nb, nb == f);
-                open_block(c, "best", nb, f, &fs, full);
-                if argmax {
-                    c.line(format!("let mut arg = [0f32; {nb}];"));
-                    c.line("let arg = &mut arg[..wd];");
-                }
-                c.open(format!("for t in 0..{}", sh * sw));
-                pixel(c, &add(&mul("pw", sw), &format!("t % {sw}")));
-                open_block(c, "acc", nb, f, &fs, full);
-                conv_taps(c, g, &wdt);
-                epilogue(c, e, e.bn_stats);
-                max_into(c, "best", "acc", argmax.then_some("arg"));
-                c.close();
-                c.line("y[prow + j0..][..wd].copy_from_slice(best);");
-                if argmax {
-                    c.line("argmax[prow + j0..][..wd].copy_from_slice(arg);");
-                }
-                c.close();
-            };
-            if mr > 1 {
-                c.line("let mut pw = 0;");
-                c.open(format!("while pw < {pw}"));
-                c.open(format!("if {}pw + {mr} <= {phi}", at_least("pw", plo)));
+            blocks_of(c, "pw", pw, mr, |c, mr| {
                 open_j0(c, "0", &fs, nb, nb == f);
                 block_width_line(c, nb, f, &fs, full);
                 c.line(format!("let mut best = [[0f32; {nb}]; {mr}];"));
@@ -198,8 +229,7 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
                 c.open(format!("for t in 0..{}", sh * sw));
                 c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
                 c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
-                c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
-                block_taps(c, g, "owb", sw, mr, &wdt);
+                block_taps(c, g, nm, "owb", sw, mr, nb, &wdt, lanes);
                 if argmax {
                     // (no residual with an argmax: the pass never fuses one)
                     c.open("for ((acc, best), arg) in acc.iter_mut().zip(best.iter_mut()).zip(arg.iter_mut())");
@@ -229,34 +259,15 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
                 }
                 c.close();
                 c.close();
-                c.line(format!("pw += {mr};"));
-                c.else_();
-                one(c);
-                c.line("pw += 1;");
-                c.close();
-                c.close();
-            } else {
-                c.open(format!("for pw in 0..{pw}"));
-                one(c);
-                c.close();
-            }
-            c.close();
+            });
             c.close();
         }
     }
+    c.close();
     if e.bn_stats {
         finish_stats(c, f, n * oh * ow);
     }
     Ok(())
-}
-
-/// `v >= lo && ` as source, or nothing when `lo` is 0.
-fn at_least(v: &str, lo: usize) -> String {
-    if lo == 0 {
-        String::new()
-    } else {
-        format!("{v} >= {lo} && ")
-    }
 }
 
 /// `best = acc` on the window's first pixel (`t == 0`), else the elementwise maximum.
@@ -279,16 +290,71 @@ fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
     c.close();
 }
 
-/// Gradient of the input: `(dy, w) -> (dx)`, with scratch `wt`. The kernel is first
-/// transposed to `[KH, KW, F, C]` in `wt`, so that each input pixel accumulates, per tap and
-/// output channel, an `axpy` over a block of contiguous input channels — the forward
-/// convolution's loop nest run backwards through the taps.
-pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) {
+/// The input gradient of a stride-1 conv `g` as a forward conv: of `dy` padded by
+/// `kernel − 1 − pad` on each side, with the flipped kernel transposed to `[KH, KW, F, C]`,
+/// giving `dx` (`None` for strided convs, or pads past `kernel − 1`).
+pub(crate) fn grad_input_as_conv(g: &ConvGeom) -> Option<ConvGeom> {
+    let ([kh, kw], p) = (g.kernel_hw, g.pad);
+    let fits = p.top < kh && p.bottom < kh && p.left < kw && p.right < kw;
+    (g.strides == [1, 1] && fits).then_some(ConvGeom {
+        n: g.n,
+        in_hw: g.out_hw,
+        c: g.f,
+        kernel_hw: g.kernel_hw,
+        f: g.c,
+        strides: [1, 1],
+        pad: Pad2d {
+            top: kh - 1 - p.top,
+            bottom: kh - 1 - p.bottom,
+            left: kw - 1 - p.left,
+            right: kw - 1 - p.right,
+        },
+        out_hw: g.in_hw,
+    })
+}
+
+/// Values of the input gradient's scratch: the transposed kernel `wt`, and for a stride-1 conv
+/// whose equivalent forward conv pads, the padded `dyp` after it (together `work`).
+pub(crate) fn grad_input_scratch(g: &ConvGeom) -> (&'static str, usize) {
+    match grad_input_as_conv(g).and_then(|t| padded_hw(&t).map(|[hp, wp]| hp * wp * t.c)) {
+        Some(dyp) => ("work", g.kernel_len() + dyp),
+        None => ("wt", g.kernel_len()),
+    }
+}
+
+/// Gradient of the input: `(dy, w) -> (dx)`, scratch [`grad_input_scratch`]. Stride 1: the
+/// forward loop nest over `dy` with the flipped kernel ([`grad_input_as_conv`]). Otherwise the
+/// kernel is transposed to `[KH, KW, F, C]` in `wt`, so that each input pixel accumulates, per
+/// tap and output channel, an `axpy` over a block of contiguous input channels.
+pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Result<(), String> {
+    let (taps, cc, f) = (g.kernel_hw[0] * g.kernel_hw[1], g.c, g.f);
+    if let Some(t) = grad_input_as_conv(g) {
+        if grad_input_scratch(g).0 == "work" {
+            c.line(format!("let (wt, dyp) = work.split_at_mut({});", g.kernel_len()));
+        }
+        c.line(format!("// wt = the kernel flipped and transposed to [{}, {}, {f}, {cc}]", g.kernel_hw[0], g.kernel_hw[1]));
+        c.open(format!("for t in 0..{taps}"));
+        c.open(format!("for ci in 0..{cc}"));
+        c.open(format!("for fi in 0..{f}"));
+        c.line(format!(
+            "wt[({} * {f} + fi) * {cc} + ci] = w[(t * {cc} + ci) * {f} + fi];",
+            if taps > 1 { format!("({} - t)", taps - 1) } else { "0".into() }
+        ));
+        c.close();
+        c.close();
+        c.close();
+        let names = Names {
+            x: "dy",
+            w: "wt",
+            y: "dx",
+            xp: "dyp",
+        };
+        return conv_nest(c, &t, &Epilogue::NONE, s, &names);
+    }
     let [h, w] = g.in_hw;
     let [oh, ow] = g.out_hw;
     let [kh, kw] = g.kernel_hw;
-    let (n, cc, f) = (g.n, g.c, g.f);
-    let taps = kh * kw;
+    let n = g.n;
     let nb = block_width(cc, s);
     let full = cc.is_multiple_of(nb);
     c.line(format!("// wt = the kernel as [{kh}, {kw}, {f}, {cc}]"));
@@ -329,6 +395,7 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) {
     for _ in 0..4 {
         c.close();
     }
+    Ok(())
 }
 
 /// Gradient of the kernel: `(x, dy) -> (dw, [db])`. Per output row `(n, oh)`, tap and input

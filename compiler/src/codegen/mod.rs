@@ -39,6 +39,7 @@ mod api_model;
 mod kernels;
 mod kernels_conv;
 mod kernels_gemm;
+mod kernels_lanes;
 mod kernels_norm;
 mod kernels_optim;
 mod kernels_rows;

@@ -3,8 +3,14 @@
 #[inline(always)]
 pub(crate) fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
     for (s, &v) in acc.iter_mut().zip(x) {
-        *s += a * v;
+        *s = madd(a, v, *s);
     }
+}
+
+/// `s + a·b` (`core` has no `mul_add`: a multiply and an add).
+#[inline(always)]
+pub(crate) fn madd(a: f32, b: f32, s: f32) -> f32 {
+    s + a * b
 }
 
 // `core` has no transcendental functions: these are accurate to a few ulps of f64, far more

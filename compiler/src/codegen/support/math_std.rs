@@ -1,17 +1,23 @@
 
-/// `acc += a·x`, elementwise: the vectorised inner loop of the GEMM-shaped kernels (fused
-/// multiply-adds when the target has FMA, e.g. with `-C target-cpu=native`).
+/// `acc += a·x`, elementwise: the vectorised inner loop of the GEMM-shaped kernels.
 #[inline(always)]
 pub(crate) fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
     for (s, &v) in acc.iter_mut().zip(x) {
-        #[cfg(target_feature = "fma")]
-        {
-            *s = a.mul_add(v, *s);
-        }
-        #[cfg(not(target_feature = "fma"))]
-        {
-            *s += a * v;
-        }
+        *s = madd(a, v, *s);
+    }
+}
+
+/// `s + a·b`: one fused multiply-add when the target has FMA (e.g. with
+/// `-C target-cpu=native`), else a multiply and an add.
+#[inline(always)]
+pub(crate) fn madd(a: f32, b: f32, s: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, s)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        s + a * b
     }
 }
 

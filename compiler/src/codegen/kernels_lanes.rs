@@ -1,0 +1,60 @@
+//! Register blocks in 16-lane vectors (`support::V`): the reduction loops of the GEMM-shaped
+//! templates when their accumulator block is whole 16-lane vectors wide.
+//!
+//! A block of `mr` rows × `nv` vectors lives in `va: [[V; nv]; mr]`, loops of constant trip
+//! count the compiler unrolls so that every accumulator is a register. Each reduction step
+//! loads the `nv` vectors of B once and adds `splat(a_m)·b` to each row `m`: `nv` loads and
+//! `mr` broadcasts per `mr·nv` multiply-adds. `mr` is the schedule's register tile height,
+//! which it sized to the compiling machine's vector registers. The block is then stored to an
+//! `[[f32; nb]; mr]` array, on which the scalar epilogue runs (once per block, not per step).
+
+use super::writer::Code;
+use crate::kernel_ir::{Schedule, Tiling};
+
+/// f32 lanes of `support::V`.
+pub(crate) const LANES: usize = 16;
+
+/// Vectors per block row when a block of `nb` columns, all of them live (`full`), is whole
+/// vectors wide; `None`: the block goes through the scalar `axpy` path.
+pub(crate) fn lane_vectors(nb: usize, full: bool) -> Option<usize> {
+    (full && nb.is_multiple_of(LANES)).then_some(nb / LANES)
+}
+
+/// Rows per vector block for `avail` rows: the schedule's `mr`, lowered to cut `avail` into
+/// equal blocks (26 rows with `mr` 14: two of 13, not one of 14 and twelve single rows).
+pub(crate) fn lane_rows(s: &Schedule, avail: usize) -> usize {
+    let mr = match s.tiling {
+        Tiling::Gemm(t) => t.mr.clamp(1, 14),
+        Tiling::Rows { .. } => 1,
+    };
+    if avail == 0 {
+        return 1;
+    }
+    avail / avail.div_ceil(mr)
+}
+
+/// `let mut va = [[V::zero(); nv]; mr];`
+pub(crate) fn declare(c: &mut Code, mr: usize, nv: usize) {
+    c.line(format!("let mut va = [[V::zero(); {nv}]; {mr}];"));
+}
+
+/// One reduction step: the `nv` vectors at the start of slice `b`, times `a` (an expression of
+/// the block row `m`), added to every row of the block.
+pub(crate) fn step(c: &mut Code, mr: usize, nv: usize, b: &str, a: &str) {
+    c.line(format!(
+        "let bv: [V; {nv}] = core::array::from_fn(|j| V::load(&{b}[{LANES} * j..]));"
+    ));
+    c.open(format!("for m in 0..{mr}"));
+    c.line(format!("let a = V::splat({a});"));
+    c.line(format!("for j in 0..{nv} {{ va[m][j] = va[m][j].fma(a, bv[j]); }}"));
+    c.close();
+}
+
+/// Stores the block into `let mut acc = [[0f32; nb]; mr]`.
+pub(crate) fn store(c: &mut Code, mr: usize, nv: usize) {
+    let nb = nv * LANES;
+    c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
+    c.line(format!(
+        "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut acc[m][{LANES} * j..]); }} }}"
+    ));
+}

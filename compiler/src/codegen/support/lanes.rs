@@ -1,0 +1,96 @@
+
+// ---- 16-lane f32 vectors: the register blocks of the GEMM-shaped kernels ---------------
+
+/// Sixteen f32 lanes, the unit of the kernels' register blocks (`[[V; NB / 16]; MR]`
+/// accumulators, fully unrolled so that they live in registers). One AVX-512 register when the
+/// crate is built with `avx512f` (e.g. `-C target-cpu=native` on such a CPU); elsewhere an array
+/// the compiler maps onto whatever vectors the target has.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[allow(unsafe_code)]
+mod lanes {
+    use core::arch::x86_64::*;
+
+    // SAFETY (of every intrinsic call below): this module is compiled only when the crate is
+    // built with `avx512f`, so the instructions exist; loads and stores go through slices
+    // checked to hold 16 values.
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct V(__m512);
+
+    impl V {
+        #[inline(always)]
+        pub(crate) fn zero() -> V {
+            V(unsafe { _mm512_setzero_ps() })
+        }
+
+        #[inline(always)]
+        pub(crate) fn splat(a: f32) -> V {
+            V(unsafe { _mm512_set1_ps(a) })
+        }
+
+        /// The first 16 values of `s`.
+        #[inline(always)]
+        pub(crate) fn load(s: &[f32]) -> V {
+            let s = &s[..16];
+            V(unsafe { _mm512_loadu_ps(s.as_ptr()) })
+        }
+
+        /// Writes the lanes to the first 16 values of `s`.
+        #[inline(always)]
+        pub(crate) fn store(self, s: &mut [f32]) {
+            let s = &mut s[..16];
+            unsafe { _mm512_storeu_ps(s.as_mut_ptr(), self.0) }
+        }
+
+        /// `self + a·b`, one rounding.
+        #[inline(always)]
+        pub(crate) fn fma(self, a: V, b: V) -> V {
+            V(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+        }
+    }
+}
+
+/// Sixteen f32 lanes as an array (targets without AVX-512): the same operations, lane by lane,
+/// which the compiler vectorises.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+mod lanes {
+    #[derive(Clone, Copy)]
+    pub(crate) struct V([f32; 16]);
+
+    impl V {
+        #[inline(always)]
+        pub(crate) fn zero() -> V {
+            V([0.0; 16])
+        }
+
+        #[inline(always)]
+        pub(crate) fn splat(a: f32) -> V {
+            V([a; 16])
+        }
+
+        #[inline(always)]
+        pub(crate) fn load(s: &[f32]) -> V {
+            let mut v = [0.0; 16];
+            v.copy_from_slice(&s[..16]);
+            V(v)
+        }
+
+        #[inline(always)]
+        pub(crate) fn store(self, s: &mut [f32]) {
+            s[..16].copy_from_slice(&self.0);
+        }
+
+        /// `self + a·b`, lane by lane as [`super::madd`] (fused where the target has FMA and
+        /// the crate has `std`).
+        #[inline(always)]
+        pub(crate) fn fma(mut self, a: V, b: V) -> V {
+            for ((s, &x), &y) in self.0.iter_mut().zip(&a.0).zip(&b.0) {
+                *s = super::madd(x, y, *s);
+            }
+            self
+        }
+    }
+}
+
+#[allow(unused_imports)] // (models whose blocks are all scalar)
+pub(crate) use lanes::V;
