@@ -12,7 +12,7 @@ use crate::kernel_ir::{dump, BnSource, EwOp, KernelOp, PoolKind, Schedule, Split
 use super::threads::{emit_wrapper, thread_split};
 use super::writer::Code;
 use super::{
-    kernels_conv as conv, kernels_gemm as gemm, kernels_norm as norm, kernels_optim as optim, kernels_rows as rows,
+    kernels_conv as conv, kernels_conv_grad as conv_grad, kernels_gemm as gemm, kernels_norm as norm, kernels_optim as optim, kernels_rows as rows,
 };
 
 /// The support function applying `a` elementwise (`None`: the identity). Softmax is not
@@ -146,7 +146,10 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
 /// image, the input gradient's transposed kernel, a GEMM's transposed B. It follows the outputs.
 pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
     match op {
-        KernelOp::ConvGradInput { geom } => Some(super::kernels_conv::grad_input_scratch(geom)),
+        KernelOp::ConvGradInput { geom } => Some(super::kernels_conv_grad::grad_input_scratch(geom)),
+        KernelOp::ConvGradKernel { geom, pooled, .. } => {
+            super::kernels_conv_grad::grad_kernel_scratch(geom, pooled.is_some())
+        }
         KernelOp::Conv2d { geom, .. } => {
             super::kernels_conv::padded_hw(geom).map(|[hp, wp]| ("xp", hp * wp * geom.c))
         }
@@ -245,12 +248,12 @@ fn params(op: &KernelOp, in_place: bool) -> Result<Vec<String>, String> {
 fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(), String> {
     match op {
         KernelOp::Conv2d { geom, epilogue } => conv::conv2d(c, geom, epilogue, s)?,
-        KernelOp::ConvGradInput { geom } => conv::conv_grad_input(c, geom, s)?,
+        KernelOp::ConvGradInput { geom } => conv_grad::conv_grad_input(c, geom, s)?,
         KernelOp::ConvGradKernel {
             geom,
             bias_grad,
             pooled,
-        } => conv::conv_grad_kernel(c, geom, *bias_grad, pooled.as_ref(), s)?,
+        } => conv_grad::conv_grad_kernel(c, geom, *bias_grad, pooled.as_ref(), s)?,
         KernelOp::Gemm {
             m,
             n,

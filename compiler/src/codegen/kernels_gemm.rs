@@ -13,6 +13,8 @@ use crate::ir::Activation;
 use crate::kernel_ir::{Epilogue, GemmTiles, Schedule, Tiling};
 
 use super::kernels::act_fn;
+use super::kernels_conv::blocks_of;
+use super::kernels_lanes::{self, lane_rows, lane_vectors};
 use super::writer::{add, mul, Code};
 
 /// Output channels per accumulator block: every channel when there are at most two register
@@ -250,7 +252,33 @@ pub(crate) fn gemm(
         }
     };
     let from = if panel { "jc" } else { "0" };
-    if mr > 1 {
+    if let Some(nv) = lane_vectors(nb, full) {
+        // Vector blocks over every row, the last block shorter.
+        let mr = lane_rows(s, m);
+        blocks_of(c, "i0", m, mr, |c, mr| {
+            open_j0(c, from, &end, nb, !panel && nb == n);
+            block_width_line(c, nb, n, &end, full);
+            kernels_lanes::declare(c, mr, nv);
+            c.open(format!("for p in 0..{k}"));
+            c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", n)));
+            kernels_lanes::step(c, mr, nv, "br", &a_at("i0 + m", "p"));
+            c.close();
+            kernels_lanes::store(c, mr, nv);
+            c.open("for (m, acc) in acc.iter_mut().enumerate()");
+            c.line(format!("let row = (i0 + m) * {n};"));
+            c.line("let acc = &mut acc[..wd];");
+            epilogue(c, &before_softmax, e.bn_stats && !softmax);
+            c.line("c[row + j0..][..wd].copy_from_slice(acc);");
+            c.close();
+            c.close();
+            if softmax {
+                c.open(format!("for m in 0..{mr}"));
+                c.line(format!("let row = (i0 + m) * {n};"));
+                after_rows(c);
+                c.close();
+            }
+        });
+    } else if mr > 1 {
         c.open(format!("for i0 in (0..{blocked_rows}).step_by({mr})"));
         open_j0(c, from, &end, nb, !panel && nb == n);
         block_width_line(c, nb, n, &end, full);
@@ -276,7 +304,7 @@ pub(crate) fn gemm(
         }
         c.close();
     }
-    if blocked_rows < m {
+    if blocked_rows < m && lane_vectors(nb, full).is_none() {
         c.open(format!("for i in {blocked_rows}..{m}"));
         c.line(format!("let row = {};", mul("i", n)));
         open_j0(c, from, &end, nb, !panel && nb == n);

@@ -38,6 +38,7 @@ mod api_check;
 mod api_model;
 mod kernels;
 mod kernels_conv;
+mod kernels_conv_grad;
 mod kernels_gemm;
 mod kernels_lanes;
 mod kernels_norm;

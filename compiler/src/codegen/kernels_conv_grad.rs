@@ -1,0 +1,310 @@
+//! The convolution gradient templates. Input gradient: of a stride-1 conv, the forward loop
+//! nest (`kernels_conv`) over the padded output gradient with the flipped kernel; of a strided
+//! conv, per input pixel, `axpy`s over the taps that reach it. Kernel gradient: a GEMM with
+//! `KW·C` rows (a tap column and an input channel: consecutive values of a padded input row),
+//! `F` columns and the image's output pixels as the reduction, in register blocks that stay
+//! in registers across a whole image.
+
+use crate::ir::{Activation, Pad2d};
+use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
+use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
+
+use super::kernels::act_grad_expr;
+use super::kernels_conv::{blocks_of, conv_nest, input_row, pad_image, padded_hw, Names, FORWARD};
+use super::kernels_gemm::{
+    block_width, block_width_line, open_block, open_j0, out_coord, row_block, tile_width, width,
+};
+use super::kernels_lanes::{self, lane_rows, lane_vectors};
+use super::writer::{add, mul, Code};
+
+/// `let (a, b) = work.split_at_mut(len_a);` when a template's scratch holds two parts.
+fn split_work(c: &mut Code, parts: &[(&str, usize)]) {
+    if let [(a, la), (b, _)] = parts {
+        c.line(format!("let ({a}, {b}) = work.split_at_mut({la});"));
+    }
+}
+
+/// One scratch operand from its parts: the part itself, or `work` holding both.
+fn scratch(parts: &[(&'static str, usize)]) -> Option<(&'static str, usize)> {
+    match parts {
+        [] => None,
+        [one] => Some(*one),
+        _ => Some(("work", parts.iter().map(|p| p.1).sum())),
+    }
+}
+
+/// The input gradient of a stride-1 conv `g` as a forward conv: of `dy` padded by
+/// `kernel − 1 − pad` on each side, with the flipped kernel transposed to `[KH, KW, F, C]`,
+/// giving `dx` (`None` for strided convs, or pads past `kernel − 1`).
+pub(crate) fn grad_input_as_conv(g: &ConvGeom) -> Option<ConvGeom> {
+    let ([kh, kw], p) = (g.kernel_hw, g.pad);
+    let fits = p.top < kh && p.bottom < kh && p.left < kw && p.right < kw;
+    (g.strides == [1, 1] && fits).then_some(ConvGeom {
+        n: g.n,
+        in_hw: g.out_hw,
+        c: g.f,
+        kernel_hw: g.kernel_hw,
+        f: g.c,
+        strides: [1, 1],
+        pad: Pad2d {
+            top: kh - 1 - p.top,
+            bottom: kh - 1 - p.bottom,
+            left: kw - 1 - p.left,
+            right: kw - 1 - p.right,
+        },
+        out_hw: g.in_hw,
+    })
+}
+
+/// Parts of the input gradient's scratch: the transposed kernel `wt`, and for a stride-1 conv
+/// whose equivalent forward conv pads, the padded `dyp`.
+fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
+    let mut parts = vec![("wt", g.kernel_len())];
+    if let Some([hp, wp]) = grad_input_as_conv(g).and_then(|t| padded_hw(&t)) {
+        parts.push(("dyp", hp * wp * g.f));
+    }
+    parts
+}
+
+/// The input gradient's scratch operand (`kernels::scratch_of`).
+pub(crate) fn grad_input_scratch(g: &ConvGeom) -> (&'static str, usize) {
+    scratch(&grad_input_parts(g)).expect("the transposed kernel")
+}
+
+/// Gradient of the input: `(dy, w) -> (dx)`, scratch [`grad_input_scratch`]. Stride 1: the
+/// forward loop nest over `dy` with the flipped kernel ([`grad_input_as_conv`]). Otherwise the
+/// kernel is transposed to `[KH, KW, F, C]` in `wt`, so that each input pixel accumulates, per
+/// tap and output channel, an `axpy` over a block of contiguous input channels.
+pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Result<(), String> {
+    let (taps, cc, f) = (g.kernel_hw[0] * g.kernel_hw[1], g.c, g.f);
+    if let Some(t) = grad_input_as_conv(g) {
+        split_work(c, &grad_input_parts(g));
+        c.line(format!("// wt = the kernel flipped and transposed to [{}, {}, {f}, {cc}]", g.kernel_hw[0], g.kernel_hw[1]));
+        c.open(format!("for t in 0..{taps}"));
+        c.open(format!("for ci in 0..{cc}"));
+        c.open(format!("for fi in 0..{f}"));
+        c.line(format!(
+            "wt[({} * {f} + fi) * {cc} + ci] = w[(t * {cc} + ci) * {f} + fi];",
+            if taps > 1 { format!("({} - t)", taps - 1) } else { "0".into() }
+        ));
+        c.close();
+        c.close();
+        c.close();
+        let names = Names {
+            x: "dy",
+            w: "wt",
+            y: "dx",
+            xp: "dyp",
+        };
+        return conv_nest(c, &t, &Epilogue::NONE, s, &names);
+    }
+    let [h, w] = g.in_hw;
+    let [oh, ow] = g.out_hw;
+    let [kh, kw] = g.kernel_hw;
+    let n = g.n;
+    let nb = block_width(cc, s);
+    let full = cc.is_multiple_of(nb);
+    c.line(format!("// wt = the kernel as [{kh}, {kw}, {f}, {cc}]"));
+    c.open(format!("for t in 0..{taps}"));
+    c.open(format!("for ci in 0..{cc}"));
+    c.open(format!("for fi in 0..{f}"));
+    c.line(format!(
+        "wt[(t * {f} + fi) * {cc} + ci] = w[(t * {cc} + ci) * {f} + fi];"
+    ));
+    c.close();
+    c.close();
+    c.close();
+    c.line(format!(
+        "// [{n}, {h}, {w}, {cc}] input gradients, {nb} channels at a time"
+    ));
+    c.open(format!("for n in 0..{n}"));
+    c.open(format!("for i in 0..{h}"));
+    c.open(format!("for j in 0..{w}"));
+    c.line(format!("let row = ((n * {h} + i) * {w} + j) * {cc};"));
+    open_j0(c, "0", &cc.to_string(), nb, nb == cc);
+    open_block(c, "acc", nb, cc, &cc.to_string(), full);
+    c.open(format!("for kh in 0..{kh}"));
+    out_coord(c, "oh", "i", "kh", g.strides[0], g.pad.top, oh);
+    c.open(format!("for kw in 0..{kw}"));
+    out_coord(c, "ow", "j", "kw", g.strides[1], g.pad.left, ow);
+    c.line(format!("let ds = &dy[((n * {oh} + oh) * {ow} + ow) * {f}..][..{f}];"));
+    c.line(format!("let wts = &wt[(kh * {kw} + kw) * {} + j0..];", f * cc));
+    c.open("for (fi, &d) in ds.iter().enumerate()");
+    c.line(format!(
+        "axpy(acc, d, &wts[{}..][..{}]);",
+        mul("fi", cc),
+        width(nb, full)
+    ));
+    c.close();
+    c.close();
+    c.close();
+    c.line("dx[row + j0..][..wd].copy_from_slice(acc);");
+    for _ in 0..4 {
+        c.close();
+    }
+    Ok(())
+}
+
+/// Parts of the kernel gradient's scratch: the padded image `xp` of a padding conv, and the
+/// image's output gradient `dyi` rebuilt from a pooled one.
+fn grad_kernel_parts(g: &ConvGeom, pooled: bool) -> Vec<(&'static str, usize)> {
+    let mut parts = Vec::new();
+    if let Some([hp, wp]) = padded_hw(g) {
+        parts.push(("xp", hp * wp * g.c));
+    }
+    if pooled {
+        parts.push(("dyi", g.out_hw[0] * g.out_hw[1] * g.f));
+    }
+    parts
+}
+
+/// The kernel gradient's scratch operand (`kernels::scratch_of`).
+pub(crate) fn grad_kernel_scratch(g: &ConvGeom, pooled: bool) -> Option<(&'static str, usize)> {
+    scratch(&grad_kernel_parts(g, pooled))
+}
+
+/// Gradient of the kernel: `(x, dy) -> (dw, [db])` (with a pooled `dy`: `(x, y, argmax, dy)`),
+/// scratch [`grad_kernel_scratch`]. Per image (padded, and its output gradient rebuilt when
+/// pooled), for each kernel row `kh`: `dw[kh]` as a `[KW·C, F]` matrix, row `r = kw·C + ci`,
+/// gains `Σ_{oh, ow} x[oh·sh + kh, ow·sw·C + r] · dy[oh, ow, :]`, block by block, each block
+/// loaded from `dw` once per image and stored back.
+pub(crate) fn conv_grad_kernel(
+    c: &mut Code,
+    g: &ConvGeom,
+    bias_grad: bool,
+    pooled: Option<&PooledDy>,
+    s: &Schedule,
+) -> Result<(), String> {
+    let [oh, ow] = g.out_hw;
+    let [kh, kw] = g.kernel_hw;
+    let (n, cc, f) = (g.n, g.c, g.f);
+    let rows = kw * cc;
+    let pitch = g.strides[1] * cc;
+    // Register tiles of the schedule's width in vectors, else (scalar) up to two tiles wide.
+    let nr = tile_width(f, s);
+    let lanes = lane_vectors(nr, f.is_multiple_of(nr));
+    let nb = if lanes.is_some() { nr } else { block_width(f, s) };
+    let full = f.is_multiple_of(nb);
+    let wdt = width(nb, full);
+    let mr = match lanes {
+        Some(_) => lane_rows(s, rows),
+        None => row_block(s).min(rows).max(1),
+    };
+    split_work(c, &grad_kernel_parts(g, pooled.is_some()));
+    c.line("dw.fill(0.0);");
+    if padded_hw(g).is_some() {
+        c.line("xp.fill(0.0);");
+    }
+    c.open(format!("for n in 0..{n}"));
+    if let Some([_, wp]) = padded_hw(g) {
+        pad_image(c, g, &FORWARD, wp);
+    }
+    if let Some(pd) = pooled {
+        pooled_dy_image(c, g, pd)?;
+    }
+    let dy_row = match pooled {
+        Some(_) => format!("&dyi[oh * {}..][..{}]", ow * f, ow * f),
+        None => format!("&dy[(n * {oh} + oh) * {}..][..{}]", ow * f, ow * f),
+    };
+    c.line(format!(
+        "// dw[kh] as [{rows}, {f}] += x rows · dy over the image's [{oh}, {ow}] output pixels, {mr} rows at a time"
+    ));
+    c.open(format!("for kh in 0..{kh}"));
+    blocks_of(c, "r0", rows, mr, |c, mr| {
+        c.line(format!("let base = (kh * {rows} + r0) * {f};"));
+        open_j0(c, "0", &f.to_string(), nb, nb == f);
+        if lanes.is_none() {
+            block_width_line(c, nb, f, &f.to_string(), full);
+        }
+        match lanes {
+            Some(nv) => c.line(format!(
+                "let mut va: [[V; {nv}]; {mr}] = core::array::from_fn(|m| core::array::from_fn(|j| V::load(&dw[base + m * {f} + j0 + {} * j..])));",
+                kernels_lanes::LANES
+            )),
+            None => {
+                c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
+                c.line(format!(
+                    "for (m, a) in acc.iter_mut().enumerate() {{ a[..wd].copy_from_slice(&dw[base + m * {f} + j0..][..wd]); }}"
+                ));
+            }
+        }
+        c.open(format!("for oh in 0..{oh}"));
+        input_row(c, g, &FORWARD, &add(&mul("oh", g.strides[0]), "kh"));
+        c.line(format!("let xb = &xr[r0..][..{}];", (ow - 1) * pitch + mr));
+        c.line(format!("let dr = {dy_row};"));
+        c.open(format!("for ow in 0..{ow}"));
+        let a = format!("xb[{} + m]", mul("ow", pitch));
+        match lanes {
+            Some(nv) => kernels_lanes::step(c, mr, nv, &format!("dr[{} + j0..]", mul("ow", f)), &a),
+            None => {
+                c.line(format!("let d = &dr[{} + j0..][..{wdt}];", mul("ow", f)));
+                c.open(format!("for m in 0..{mr}"));
+                c.line(format!("axpy(&mut acc[m][..{wdt}], {a}, d);"));
+                c.close();
+            }
+        }
+        c.close();
+        c.close();
+        match lanes {
+            Some(nv) => c.line(format!(
+                "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut dw[base + m * {f} + j0 + {} * j..]); }} }}",
+                kernels_lanes::LANES
+            )),
+            None => c.line(format!(
+                "for (m, a) in acc.iter().enumerate() {{ dw[base + m * {f} + j0..][..wd].copy_from_slice(&a[..wd]); }}"
+            )),
+        }
+        c.close();
+    });
+    c.close();
+    c.close();
+    if bias_grad {
+        c.line(format!("let mut sb = [0f64; {f}]; // Σdy per channel"));
+        match pooled {
+            None => {
+                c.open(format!("for dr in dy.chunks_exact({f})"));
+                c.line("for (s, &d) in sb.iter_mut().zip(dr) { *s += d as f64; }");
+            }
+            // dy is 0 but at each window's argmax, where it is the pooled gradient.
+            Some(pd) => {
+                c.open(format!("for q in 0..{}", dy_len(g, pd)));
+                c.line(format!(
+                    "sb[q % {f}] += ({}) as f64;",
+                    act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?
+                ));
+            }
+        }
+        c.close();
+        c.line("for (o, &s) in db.iter_mut().zip(&sb) { *o = s as f32; }");
+    }
+    Ok(())
+}
+
+/// Pooled `[n, ph, pw, f]` elements of the conv `g` pooled by `pd`.
+fn dy_len(g: &ConvGeom, pd: &PooledDy) -> usize {
+    let [ph, pw] = pooled_hw(g.out_hw, &pd.window);
+    g.n * ph * pw * g.f
+}
+
+/// Fills `dyi` with image `n` of the conv's output gradient, rebuilt from the pooled gradient
+/// `dy`, the pooled activation `y` and the `argmax` of every window: the window's gradient
+/// (times the activation's derivative) at its argmax, 0 elsewhere.
+fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy) -> Result<(), String> {
+    let ([oh, ow], f) = (g.out_hw, g.f);
+    if !pool_tiles(g.out_hw, &pd.window) {
+        return Err("a pooled kernel gradient over windows that do not tile the output".into());
+    }
+    let ([sh, sw], [ph, pw]) = (pd.window.size, pooled_hw(g.out_hw, &pd.window));
+    let grad = act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?;
+    c.line(format!("// dyi = [{oh}, {ow}, {f}], the output gradient of image n"));
+    c.open(format!("for (px, d) in dyi.chunks_exact_mut({f}).enumerate()"));
+    c.line(format!("let (ohi, owi) = (px / {ow}, px % {ow});"));
+    c.line(format!("let at = ((n * {ph} + ohi / {sh}) * {pw} + owi / {sw}) * {f};"));
+    c.line(format!("let t = ((ohi % {sh}) * {sw} + owi % {sw}) as f32;"));
+    c.open("for (ch, d) in d.iter_mut().enumerate()");
+    c.line("let q = at + ch;");
+    c.line(format!("*d = if argmax[q] == t {{ {grad} }} else {{ 0.0 }};"));
+    c.close();
+    c.close();
+    Ok(())
+}
