@@ -507,7 +507,13 @@ fn no_std_crate_with_embedded_weights_builds_and_matches() {
     c.write_to(&dir).unwrap();
     let target = tmp("no_std-target");
     cargo_build(&dir, &target, &[], "").unwrap_or_else(|e| panic!("{e}"));
-    cargo_build(&dir, &target, &["--release", "--example", "check"], "-C target-cpu=native").unwrap_or_else(|e| panic!("{e}"));
+    cargo_build(
+        &dir,
+        &target,
+        &["--release", "--example", "check"],
+        "-C target-cpu=native",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let bin = target.join("release/examples/check");
     compare_forward("baseline_cifar10", &mut bn_case, &bin, "embedded".as_ref(), &x);
 

@@ -1,5 +1,5 @@
 //! The Rust backend's output without building it: insta snapshots of the generated
-//! `src/lib.rs` of two small models (scheduled for the fixed reference machine, unformatted so
+//! `src/lib.rs` of three small models (scheduled for the fixed reference machine, unformatted so
 //! that they do not depend on the installed rustfmt), kernel-function sharing on resnet18, and
 //! the output-directory rules.
 
@@ -66,6 +66,32 @@ fn tiny_bn_lib_rs() {
 }
 
 /// Kernels with equal templates share a function: resnet18's repeated blocks.
+/// Sixteen channels: every conv and GEMM block of the forward and backward passes is whole
+/// 16-lane vectors (`support::V`), with the padded-image scratch and the stride-1 input gradient
+/// run as a conv.
+const TINY_LANES: &str = "
+name: tiny_lanes
+input: [4, 4, 16]
+layers:
+  - conv2d: {filters: 16, kernel_size: 3, padding: same, activation: relu}
+  - flatten
+  - dense: {units: 16, activation: softmax}
+";
+
+#[test]
+fn tiny_lanes_lib_rs() {
+    let spec = parse_model(TINY_LANES, Path::new("tiny_lanes.yaml")).unwrap();
+    let mut opts = CodegenOptions::new(&spec, 2);
+    opts.machine = Machine {
+        cores: 1,
+        ..Machine::reference()
+    };
+    opts.rustfmt = false;
+    let lib = generate(&spec, &opts).unwrap().file("src/lib.rs").unwrap().to_string();
+    assert!(lib.contains("V::splat"), "vector blocks");
+    insta::assert_snapshot!(lib);
+}
+
 #[test]
 fn repeated_blocks_share_kernel_functions() {
     let (spec, opts) = options("resnet18", 1);

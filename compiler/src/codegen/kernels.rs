@@ -12,7 +12,8 @@ use crate::kernel_ir::{dump, BnSource, EwOp, KernelOp, PoolKind, Schedule, Split
 use super::threads::{emit_wrapper, thread_split};
 use super::writer::Code;
 use super::{
-    kernels_conv as conv, kernels_conv_grad as conv_grad, kernels_gemm as gemm, kernels_norm as norm, kernels_optim as optim, kernels_rows as rows,
+    kernels_conv as conv, kernels_conv_grad as conv_grad, kernels_gemm as gemm, kernels_norm as norm,
+    kernels_optim as optim, kernels_rows as rows,
 };
 
 /// The support function applying `a` elementwise (`None`: the identity). Softmax is not
@@ -150,9 +151,7 @@ pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
         KernelOp::ConvGradKernel { geom, pooled, .. } => {
             super::kernels_conv_grad::grad_kernel_scratch(geom, pooled.is_some())
         }
-        KernelOp::Conv2d { geom, .. } => {
-            super::kernels_conv::padded_hw(geom).map(|[hp, wp]| ("xp", hp * wp * geom.c))
-        }
+        KernelOp::Conv2d { geom, .. } => super::kernels_conv::padded_hw(geom).map(|[hp, wp]| ("xp", hp * wp * geom.c)),
         KernelOp::Gemm {
             n, k, trans_b: true, ..
         } => Some(("bt", k * n)),

@@ -56,7 +56,12 @@ pub(super) fn input_row(c: &mut Code, g: &ConvGeom, nm: &Names, ih: &str) {
     let cc = g.c;
     match padded_hw(g) {
         Some([_, wp]) => c.line(format!("let xr = &{}[{}..][..{}];", nm.xp, times(ih, wp * cc), wp * cc)),
-        None => c.line(format!("let xr = &{}[(n * {h} + {ih}) * {}..][..{}];", nm.x, w * cc, w * cc)),
+        None => c.line(format!(
+            "let xr = &{}[(n * {h} + {ih}) * {}..][..{}];",
+            nm.x,
+            w * cc,
+            w * cc
+        )),
     }
 }
 
@@ -142,11 +147,17 @@ pub(super) fn blocks_of(c: &mut Code, var: &str, avail: usize, mr: usize, mut bo
 pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize) {
     let ([h, w], cc, p) = (g.in_hw, g.c, g.pad);
     let (xp, x) = (nm.xp, nm.x);
-    c.line(format!("// {xp} = image n of {x} zero-padded to [{}, {wp}, {cc}]", h + p.top + p.bottom));
+    c.line(format!(
+        "// {xp} = image n of {x} zero-padded to [{}, {wp}, {cc}]",
+        h + p.top + p.bottom
+    ));
     c.open(format!("for ih in 0..{h}"));
     c.line(format!(
         "{xp}[{}..][..{}].copy_from_slice(&{x}[(n * {h} + ih) * {}..][..{}]);",
-        add(&times(&add("ih", &p.top.to_string()), wp * cc), &(p.left * cc).to_string()),
+        add(
+            &times(&add("ih", &p.top.to_string()), wp * cc),
+            &(p.left * cc).to_string()
+        ),
         w * cc,
         w * cc,
         w * cc
@@ -295,4 +306,3 @@ fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
     }
     c.close();
 }
-

@@ -79,13 +79,20 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
     let (taps, cc, f) = (g.kernel_hw[0] * g.kernel_hw[1], g.c, g.f);
     if let Some(t) = grad_input_as_conv(g) {
         split_work(c, &grad_input_parts(g));
-        c.line(format!("// wt = the kernel flipped and transposed to [{}, {}, {f}, {cc}]", g.kernel_hw[0], g.kernel_hw[1]));
+        c.line(format!(
+            "// wt = the kernel flipped and transposed to [{}, {}, {f}, {cc}]",
+            g.kernel_hw[0], g.kernel_hw[1]
+        ));
         c.open(format!("for t in 0..{taps}"));
         c.open(format!("for ci in 0..{cc}"));
         c.open(format!("for fi in 0..{f}"));
         c.line(format!(
             "wt[({} * {f} + fi) * {cc} + ci] = w[(t * {cc} + ci) * {f} + fi];",
-            if taps > 1 { format!("({} - t)", taps - 1) } else { "0".into() }
+            if taps > 1 {
+                format!("({} - t)", taps - 1)
+            } else {
+                "0".into()
+            }
         ));
         c.close();
         c.close();
