@@ -175,9 +175,9 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
          activations saved for backward, gradients{} and folded weights share it.\n\n\
          # Example\n```no_run\n{}```\n\n\
          # Performance\n\
-         Plain loop nests that LLVM vectorises over the channel axis, {}. Build in\n\
-         release mode, and with `RUSTFLAGS=\"-C target-cpu=native\"` to use AVX2/AVX-512 and FMA\n\
-         (the default x86-64 target has SSE2 only).",
+         Register blocks of 16-lane vectors (`support::V`) in the convolutions and GEMMs, {}.\n\
+         Build in release mode, and with `RUSTFLAGS=\"-C target-cpu=native\"` to use AVX2/AVX-512\n\
+         and FMA (the default x86-64 target has SSE2 only; with `avx512f` each vector is one register).",
         if train.is_some() { "# Memory\n" } else { "" },
         if train.is_some() { ", the optimiser state" } else { "" },
         example(info, &lib),

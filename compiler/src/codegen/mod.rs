@@ -8,12 +8,16 @@
 //! update kernels with the model's rule, `kernels_optim`; their state slots are persistent
 //! arena buffers) — and prints:
 //!
-//! - one Rust function per distinct kernel template (`kernels*`): plain loop nests with literal
-//!   bounds over fixed-size array operands, the channel loop innermost for LLVM to vectorise;
+//! - one Rust function per distinct kernel template (`kernels*`): loop nests with literal
+//!   bounds over fixed-size array operands; the GEMM-shaped ones (conv forward and gradients,
+//!   GEMM) hold `mr × nr` register blocks of the schedule in 16-lane vectors (`kernels_lanes`,
+//!   `support::V`: AVX-512 registers when built with `avx512f`, arrays LLVM vectorises
+//!   elsewhere) where the block is whole vectors wide, else `axpy`s over the channel axis;
 //!   kernels with equal `KernelOp`s share a function, so repeated blocks cost nothing to build;
 //! - per program a `*_prepare` function (load-time kernels) and a `*_run` function calling the
 //!   kernels in order on pieces of one arena carved out with `split_at_mut` (`layout`; the
-//!   optimiser updates behind `if update`): the crate has no `unsafe`. The inference program's
+//!   optimiser updates behind `if update`): the only `unsafe` is the vector loads and stores
+//!   of `support::V` (through slices checked to hold 16 values). The inference program's
 //!   arena starts after the training program's persistent buffers, so `forward` between
 //!   training steps keeps the optimiser state;
 //! - the public API (`api`): constants (batch, shapes, arena size, the parameter layout), a
