@@ -1,27 +1,33 @@
-//! Speed of a generated crate against the kernels backend on the seed MNIST CNN at batch 128:
-//! inference and the gradients of one training step (forward, loss, backward), on one thread
-//! (the crate built for the default x86-64 target and with `-C target-cpu=native`) and on two
-//! (a crate generated for two threads). Ignored by default (timing, not correctness; the crate
-//! builds take a while):
-//! `cargo test --release -p cnnc-compiler --test codegen_perf -- --ignored --nocapture`.
+//! Speed of a generated crate against the kernels backend, on the seed MNIST CNN at batch 128
+//! unless `MODEL` (a file of `models/`) and `BATCH` say otherwise: inference and the gradients of
+//! one training step (forward, loss, backward; the kernels backend's step also updates), on one
+//! thread (the crate built for the default x86-64 target and with `-C target-cpu=native`) and on
+//! two (a crate generated for two threads). Ignored by default (timing, not correctness):
+//! `[MODEL=resnet18 BATCH=32] cargo test --release -p cnnc-compiler --test codegen_perf -- --ignored --nocapture`.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use cnnc_compiler::codegen::{generate, CodegenOptions};
+use cnnc_compiler::codegen::{generate, package_name, CodegenOptions};
 use cnnc_compiler::ir::LossKind;
 use cnnc_compiler::native::NativeExecutor;
 use cnnc_compiler::spec::load_model;
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::{Executor, Tensor};
 
-const BATCH: usize = 128;
 const STEPS: usize = 10;
 
+/// The model (a file of `models/`, without `.yaml`) and batch size measured.
+fn case() -> (String, usize) {
+    let model = std::env::var("MODEL").unwrap_or_else(|_| "mnist_cnn".into());
+    let batch = std::env::var("BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(128);
+    (model, batch)
+}
+
+/// The bench example, after a `use <package>::*;` line.
 const BENCH: &str = r#"
 use std::time::Instant;
-use mnist_cnn::*;
 
 fn main() {
     let steps: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -47,15 +53,17 @@ fn main() {
 "#;
 
 fn generated(rustflags: &str, tag: &str, threads: usize) -> (f64, f64) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist_cnn.yaml");
+    let (model, batch) = case();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../models/{model}.yaml"));
     let spec = load_model(&path).unwrap();
-    let mut opts = CodegenOptions::new(&spec, BATCH);
+    let mut opts = CodegenOptions::new(&spec, batch);
     opts.threads = threads;
     let c = generate(&spec, &opts).unwrap();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("codegen_perf/mnist_cnn");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("codegen_perf/{model}"));
     let _ = std::fs::remove_dir_all(&dir);
     c.write_to(&dir).unwrap();
-    std::fs::write(dir.join("examples/bench.rs"), BENCH).unwrap();
+    let bench = format!("use {}::*;{BENCH}", package_name(&model));
+    std::fs::write(dir.join("examples/bench.rs"), bench).unwrap();
     let target = dir.with_file_name(format!("target-{tag}-{threads}"));
     let t = Instant::now();
     let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -78,10 +86,11 @@ fn generated(rustflags: &str, tag: &str, threads: usize) -> (f64, f64) {
 }
 
 fn kernels(threads: usize) -> (f64, f64) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist_cnn.yaml");
+    let (model, batch) = case();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../models/{model}.yaml"));
     let spec = load_model(&path).unwrap();
     let mut ex =
-        NativeExecutor::from_spec(&spec, BATCH, LossKind::SparseCategoricalCrossentropy, false, threads).unwrap();
+        NativeExecutor::from_spec(&spec, batch, LossKind::SparseCategoricalCrossentropy, false, threads).unwrap();
     let mut params = init_params(ex.params(), 1);
     let mut grads: Vec<Tensor> = ex
         .params()
@@ -90,30 +99,32 @@ fn kernels(threads: usize) -> (f64, f64) {
         .map(|p| Tensor::zeros(&p.shape))
         .collect();
     let len: usize = ex.input_shape().iter().product();
-    let x: Vec<f32> = (0..BATCH * len).map(|i| (i % 255) as f32 / 255.0).collect();
-    let y: Vec<f32> = (0..BATCH).map(|i| (i % 10) as f32).collect();
-    let mut preds = vec![0f32; BATCH * 10];
-    ex.predict(&params, &x, BATCH, &mut preds);
-    ex.train_step(&mut params, &mut grads, &x, &y, BATCH, 1, &mut preds);
+    let classes = ex.output_size();
+    let x: Vec<f32> = (0..batch * len).map(|i| (i % 255) as f32 / 255.0).collect();
+    let y: Vec<f32> = (0..batch).map(|i| (i % classes) as f32).collect();
+    let mut preds = vec![0f32; batch * classes];
+    ex.predict(&params, &x, batch, &mut preds);
+    ex.train_step(&mut params, &mut grads, &x, &y, batch, 1, &mut preds);
     let t = Instant::now();
     for _ in 0..STEPS {
-        ex.predict(&params, &x, BATCH, &mut preds);
+        ex.predict(&params, &x, batch, &mut preds);
     }
     let f = t.elapsed().as_secs_f64() * 1e3 / STEPS as f64;
     let t = Instant::now();
     for s in 0..STEPS {
-        ex.train_step(&mut params, &mut grads, &x, &y, BATCH, s as u64 + 2, &mut preds);
+        ex.train_step(&mut params, &mut grads, &x, &y, batch, s as u64 + 2, &mut preds);
     }
     (f, t.elapsed().as_secs_f64() * 1e3 / STEPS as f64)
 }
 
 #[test]
 #[ignore = "timing"]
-fn generated_crate_against_kernels_mnist_cnn() {
+fn generated_crate_against_kernels() {
+    let (model, batch) = case();
     for threads in [1, 2] {
         let (kf, ks) = kernels(threads);
         println!(
-            "kernels backend, {threads} thread(s):       forward {kf:7.2} ms   gradients {ks:7.2} ms  (batch {BATCH})"
+            "kernels backend, {threads} thread(s):       forward {kf:7.2} ms   gradients {ks:7.2} ms  ({model}, batch {batch})"
         );
         let targets: &[(&str, &str)] = if threads == 1 {
             &[("", "x86-64"), ("-C target-cpu=native", "native")]

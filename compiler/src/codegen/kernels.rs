@@ -151,7 +151,7 @@ pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
         KernelOp::ConvGradKernel { geom, pooled, .. } => {
             super::kernels_conv_grad::grad_kernel_scratch(geom, pooled.is_some())
         }
-        KernelOp::Conv2d { geom, .. } => super::kernels_conv::padded_hw(geom).map(|[hp, wp]| ("xp", hp * wp * geom.c)),
+        KernelOp::Conv2d { geom, .. } => super::kernels_conv::conv_scratch(geom),
         KernelOp::Gemm {
             n, k, trans_b: true, ..
         } => Some(("bt", k * n)),

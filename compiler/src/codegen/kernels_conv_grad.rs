@@ -10,28 +10,14 @@ use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
 use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
-use super::kernels_conv::{blocks_of, conv_nest, input_row, pad_image, padded_hw, Names, FORWARD};
+use super::kernels_conv::{
+    blocks_of, conv_nest, input_row, packed, pad_image, padded_hw, scratch, split_work, Names, FORWARD,
+};
 use super::kernels_gemm::{
     block_width, block_width_line, open_block, open_j0, out_coord, row_block, tile_width, width,
 };
-use super::kernels_lanes::{self, lane_rows, lane_vectors};
+use super::kernels_lanes::{self, lane_rows, lane_vectors, LANES};
 use super::writer::{add, mul, Code};
-
-/// `let (a, b) = work.split_at_mut(len_a);` when a template's scratch holds two parts.
-fn split_work(c: &mut Code, parts: &[(&str, usize)]) {
-    if let [(a, la), (b, _)] = parts {
-        c.line(format!("let ({a}, {b}) = work.split_at_mut({la});"));
-    }
-}
-
-/// One scratch operand from its parts: the part itself, or `work` holding both.
-fn scratch(parts: &[(&'static str, usize)]) -> Option<(&'static str, usize)> {
-    match parts {
-        [] => None,
-        [one] => Some(*one),
-        _ => Some(("work", parts.iter().map(|p| p.1).sum())),
-    }
-}
 
 /// The input gradient of a stride-1 conv `g` as a forward conv: of `dy` padded by
 /// `kernel − 1 − pad` on each side, with the flipped kernel transposed to `[KH, KW, F, C]`,
@@ -79,21 +65,29 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
     let (taps, cc, f) = (g.kernel_hw[0] * g.kernel_hw[1], g.c, g.f);
     if let Some(t) = grad_input_as_conv(g) {
         split_work(c, &grad_input_parts(g));
-        c.line(format!(
-            "// wt = the kernel flipped and transposed to [{}, {}, {f}, {cc}]",
-            g.kernel_hw[0], g.kernel_hw[1]
-        ));
+        let flipped = if taps > 1 {
+            format!("({} - t)", taps - 1)
+        } else {
+            "0".into()
+        };
+        let [kh, kw] = g.kernel_hw;
+        let store = if packed(&t) {
+            let k = taps * f;
+            c.line(format!(
+                "// wt = the kernel flipped and transposed to [{kh}, {kw}, {f}, {cc}], in {} panels of [{k}, {LANES}]",
+                cc / LANES
+            ));
+            format!("wt[((ci / {LANES}) * {k} + {flipped} * {f} + fi) * {LANES} + ci % {LANES}]")
+        } else {
+            c.line(format!(
+                "// wt = the kernel flipped and transposed to [{kh}, {kw}, {f}, {cc}]"
+            ));
+            format!("wt[({flipped} * {f} + fi) * {cc} + ci]")
+        };
         c.open(format!("for t in 0..{taps}"));
         c.open(format!("for ci in 0..{cc}"));
         c.open(format!("for fi in 0..{f}"));
-        c.line(format!(
-            "wt[({} * {f} + fi) * {cc} + ci] = w[(t * {cc} + ci) * {f} + fi];",
-            if taps > 1 {
-                format!("({} - t)", taps - 1)
-            } else {
-                "0".into()
-            }
-        ));
+        c.line(format!("{store} = w[(t * {cc} + ci) * {f} + fi];"));
         c.close();
         c.close();
         c.close();
@@ -242,7 +236,10 @@ pub(crate) fn conv_grad_kernel(
         c.open(format!("for ow in 0..{ow}"));
         let a = format!("xb[{} + m]", mul("ow", pitch));
         match lanes {
-            Some(nv) => kernels_lanes::step(c, mr, nv, &format!("dr[{} + j0..]", mul("ow", f)), &a),
+            Some(nv) => {
+                let row = format!("dr[{} + j0..]", mul("ow", f));
+                kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load(&row), &a)
+            }
             None => {
                 c.line(format!("let d = &dr[{} + j0..][..{wdt}];", mul("ow", f)));
                 c.open(format!("for m in 0..{mr}"));

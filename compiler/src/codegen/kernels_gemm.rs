@@ -261,7 +261,7 @@ pub(crate) fn gemm(
             kernels_lanes::declare(c, mr, nv);
             c.open(format!("for p in 0..{k}"));
             c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", n)));
-            kernels_lanes::step(c, mr, nv, "br", &a_at("i0 + m", "p"));
+            kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
             c.close();
             kernels_lanes::store(c, mr, nv);
             c.open("for (m, acc) in acc.iter_mut().enumerate()");

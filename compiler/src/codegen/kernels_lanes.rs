@@ -38,16 +38,29 @@ pub(crate) fn declare(c: &mut Code, mr: usize, nv: usize) {
     c.line(format!("let mut va = [[V::zero(); {nv}]; {mr}];"));
 }
 
-/// One reduction step: the `nv` vectors at the start of slice `b`, times `a` (an expression of
-/// the block row `m`), added to every row of the block.
-pub(crate) fn step(c: &mut Code, mr: usize, nv: usize, b: &str, a: &str) {
-    c.line(format!(
-        "let bv: [V; {nv}] = core::array::from_fn(|j| V::load(&{b}[{LANES} * j..]));"
-    ));
+/// One reduction step: `nv` vectors of B (`load` is the expression loading vector `j`), times
+/// `a` (an expression of the block row `m`), added to every row of the block.
+pub(crate) fn step(c: &mut Code, mr: usize, nv: usize, load: &str, a: &str) {
+    c.line(format!("let bv: [V; {nv}] = core::array::from_fn(|j| {load});"));
     c.open(format!("for m in 0..{mr}"));
     c.line(format!("let a = V::splat({a});"));
     c.line(format!("for j in 0..{nv} {{ va[m][j] = va[m][j].fma(a, bv[j]); }}"));
     c.close();
+}
+
+/// `V::load` of vector `j` of a row of B starting at slice `row` (vectors side by side).
+pub(crate) fn row_load(row: &str) -> String {
+    format!("V::load(&{row}[{LANES} * j..])")
+}
+
+/// Columns per vector block of a conv whose weights are packed in 16-lane panels (`f` a
+/// multiple of [`LANES`]): two vectors when `f` and the schedule's tile allow, else one.
+pub(crate) fn panel_block(f: usize, nr: usize) -> usize {
+    if f.is_multiple_of(2 * LANES) && nr >= 2 * LANES {
+        2 * LANES
+    } else {
+        LANES
+    }
 }
 
 /// Stores the block into `let mut acc = [[0f32; nb]; mr]`.
