@@ -13,12 +13,13 @@
 //! reshaped (lenet_mnist), concatenation, channel slices, padded max-pool and global average
 //! pool (inception10), residual epilogues and strided convs (resnet18), and a deep conv stack
 //! (vgg16_cifar10: the layers of vgg16, whose 224×224 input only makes the same crate bigger
-//! in its constants and slower to check, so vgg16 itself is not built here).
+//! in its constants and slower to check, so vgg16 itself is not built here), and strided convs
+//! on odd-sized maps (the test model `examples/strided_odd`).
 //!
 //! Two more crates split their kernels across two threads (`codegen::threads`): mnist_cnn at
 //! batch 16 and resnet18, checked the same way.
 //!
-//! To keep the suite fast, the fourteen crates are generated into one cargo workspace (their
+//! To keep the suite fast, the fifteen crates are generated into one cargo workspace (their
 //! `Cargo.toml` turned into members: no `[workspace]`/profile of their own, the example renamed
 //! `check_<package>`) and built by one `cargo build`, the first test to need them doing it for
 //! all. A `no_std` crate with embedded weights is built standalone, as `cnnc compile` writes
@@ -87,6 +88,10 @@ const MODELS: &[Built] = &[
     one("inception10", 13, false),
     one("resnet18", 17, false),
     one("vgg16_cifar10", 18, false),
+    Built {
+        name: "strided_odd",
+        ..one("examples/strided_odd", 21, false)
+    },
     // Two threads: every convolution and GEMM worth a thread split by samples, the pooled
     // kernel gradient and the dense weight gradients as reductions (mnist_cnn at batch 16 for
     // the dense layers' flops), residual epilogues and strided convs (resnet18).
@@ -484,6 +489,12 @@ fn resnet18_on_two_threads_crate_matches_the_interpreter() {
 }
 
 /// vgg16 (224×224) has the same layers: see the module docs.
+/// Strided input gradients on odd-sized maps (column classes of different lengths).
+#[test]
+fn strided_odd_crate_matches_the_interpreter() {
+    check_model("strided_odd");
+}
+
 #[test]
 fn vgg16_cifar10_crate_matches_the_interpreter() {
     check_model("vgg16_cifar10");

@@ -11,12 +11,12 @@ use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
 use super::kernels_conv::{
-    blocks_of, conv_nest, input_row, packed, pad_image, padded_hw, scratch, split_work, Names, FORWARD,
+    blocks_of, conv_nest, input_row, packed, pad_image, padded_hw, scratch, split_work, times, Names, FORWARD,
 };
 use super::kernels_gemm::{
     block_width, block_width_line, open_block, open_j0, out_coord, row_block, tile_width, width,
 };
-use super::kernels_lanes::{self, lane_rows, lane_vectors, LANES};
+use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
 use super::writer::{add, mul, Code};
 
 /// The input gradient of a stride-1 conv `g` as a forward conv: of `dy` padded by
@@ -48,8 +48,155 @@ fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
     let mut parts = vec![("wt", g.kernel_len())];
     if let Some([hp, wp]) = grad_input_as_conv(g).and_then(|t| padded_hw(&t)) {
         parts.push(("dyp", hp * wp * g.f));
+    } else if let Some(p) = strided_plan(g) {
+        parts.push(("dyp", g.out_hw[0] * p.width * g.f));
     }
     parts
+}
+
+/// How a strided conv's input gradient runs in vector blocks (input channels a multiple of 16):
+/// input columns by residue class `j = r + sw·b`. In class `r`, the kernel columns `kw` with
+/// `r + pl − kw ≡ 0 (mod sw)` reach it, from output column `b + d`, `d = (r + pl − kw) / sw`,
+/// so each row of `dy` is padded on the left and right for every `b + d` to exist.
+struct StridedPlan {
+    /// Zero columns before and after each row of `dy` in `dyp`.
+    left: usize,
+    /// Columns of a padded row.
+    width: usize,
+    /// Per class `r`: its columns, and its kernel columns with their offsets `d`.
+    classes: Vec<(usize, Vec<(usize, isize)>)>,
+}
+
+fn strided_plan(g: &ConvGeom) -> Option<StridedPlan> {
+    if g.strides == [1, 1] || !packed(&grad_input_geom(g)) {
+        return None;
+    }
+    let (sw, pl, kw, w, ow) = (g.strides[1], g.pad.left, g.kernel_hw[1], g.in_hw[1], g.out_hw[1]);
+    let classes: Vec<(usize, Vec<(usize, isize)>)> = (0..sw.min(w))
+        .map(|r| {
+            let cols = (w - r).div_ceil(sw);
+            let taps = (0..kw)
+                .filter(|&k| (r + pl).abs_diff(k).is_multiple_of(sw))
+                .map(|k| (k, (r as isize + pl as isize - k as isize) / sw as isize))
+                .collect();
+            (cols, taps)
+        })
+        .collect();
+    // (columns of the class, offset d) of every class and kernel column.
+    let reach: Vec<(isize, isize)> = classes
+        .iter()
+        .flat_map(|(cols, taps)| taps.iter().map(move |&(_, d)| (*cols as isize, d)))
+        .collect();
+    let left = reach.iter().map(|&(_, d)| -d).max().unwrap_or(0).max(0) as usize;
+    let right = reach
+        .iter()
+        .map(|&(cols, d)| cols - 1 + d - (ow as isize - 1))
+        .max()
+        .unwrap_or(0)
+        .max(0) as usize;
+    Some(StridedPlan {
+        left,
+        width: left + ow + right,
+        classes,
+    })
+}
+
+/// The input gradient seen as a forward conv's output: `c` output channels (what [`packed`]
+/// looks at).
+fn grad_input_geom(g: &ConvGeom) -> ConvGeom {
+    ConvGeom { c: g.f, f: g.c, ..*g }
+}
+
+/// The strided input gradient in vector blocks ([`strided_plan`]): `wt` holds the kernel
+/// transposed to `[KH, KW, F, C]` in 16-lane panels; per channel block, image, input row `i`
+/// and class `r`, blocks of `mr` columns accumulate, for each kernel row `kh` whose output row
+/// `(i + pt − kh) / sh` exists and each of the class's kernel columns, `dy · wt` over `F`.
+fn strided_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule, p: &StridedPlan) {
+    let ([h, w], [oh, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel_hw);
+    let (n, cc, f, sh, sw, pt) = (g.n, g.c, g.f, g.strides[0], g.strides[1], g.pad.top);
+    let k = kh * kw * f;
+    let nb = panel_block(cc, tile_width(cc, s));
+    let nv = nb / LANES;
+    c.line(format!(
+        "// wt = the kernel transposed to [{kh}, {kw}, {f}, {cc}], in {} panels of [{k}, {LANES}]",
+        cc / LANES
+    ));
+    c.open(format!("for t in 0..{}", kh * kw));
+    c.open(format!("for ci in 0..{cc}"));
+    c.open(format!("for fi in 0..{f}"));
+    c.line(format!(
+        "wt[((ci / {LANES}) * {k} + t * {f} + fi) * {LANES} + ci % {LANES}] = w[(t * {cc} + ci) * {f} + fi];"
+    ));
+    c.close();
+    c.close();
+    c.close();
+    c.line("dyp.fill(0.0);");
+    c.open(format!("for j0 in (0..{cc}).step_by({nb})"));
+    c.open(format!("for n in 0..{n}"));
+    c.line(format!(
+        "// dyp = image n of dy, its rows padded to {} columns ({} zero columns first)",
+        p.width, p.left
+    ));
+    c.open(format!("for q in 0..{oh}"));
+    c.line(format!(
+        "dyp[{}..][..{}].copy_from_slice(&dy[(n * {oh} + q) * {}..][..{}]);",
+        add(&mul("q", p.width * f), &(p.left * f).to_string()),
+        ow * f,
+        ow * f,
+        ow * f
+    ));
+    c.close();
+    c.open(format!("for i in 0..{h}"));
+    for (r, (cols, taps)) in p.classes.iter().enumerate() {
+        let mr = lane_rows(s, *cols);
+        c.line(format!("// columns {r} + {sw}·b of row i, {mr} at a time"));
+        blocks_of(c, "b0", *cols, mr, |c, mr| {
+            if taps.is_empty() {
+                // No kernel column reaches this class: its gradient is zero.
+                c.line(format!("let va = [[V::zero(); {nv}]; {mr}];"));
+            } else {
+                kernels_lanes::declare(c, mr, nv);
+                c.open(format!("for kh in 0..{kh}"));
+                c.line(format!("let q = usize::wrapping_sub(i + {pt}, kh);"));
+                c.line(format!("if q % {sh} != 0 || q / {sh} >= {oh} {{ continue; }}"));
+                c.line(format!(
+                    "let dr = &dyp[q / {sh} * {}..][..{}];",
+                    p.width * f,
+                    p.width * f
+                ));
+                for &(kc, d) in taps {
+                    let col = (p.left as isize + d) as usize;
+                    c.line(format!(
+                        "let db = &dr[{}..][..{}];",
+                        times(&add("b0", &col.to_string()), f),
+                        mr * f
+                    ));
+                    c.line(format!(
+                        "let ws = &wt[j0 * {k} + (kh * {kw} + {kc}) * {}..][..{}];",
+                        f * LANES,
+                        (nv - 1) * k * LANES + f * LANES
+                    ));
+                    c.open(format!("for fi in 0..{f}"));
+                    let load = format!("V::load(&ws[j * {} + {}..])", k * LANES, mul("fi", LANES));
+                    kernels_lanes::step(c, mr, nv, &load, &format!("db[{} + fi]", mul("m", f)));
+                    c.close();
+                }
+                c.close();
+            }
+            c.open(format!("for m in 0..{mr}"));
+            c.line(format!(
+                "let row = ((n * {h} + i) * {w} + {}) * {cc};",
+                add(&r.to_string(), &times(&add("b0", "m"), sw))
+            ));
+            c.line(format!(
+                "for j in 0..{nv} {{ va[m][j].store(&mut dx[row + j0 + {LANES} * j..]); }}"
+            ));
+            c.close();
+        });
+    }
+    c.close();
+    c.close();
+    c.close();
 }
 
 /// The input gradient's scratch operand (`kernels::scratch_of`).
@@ -98,6 +245,11 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
             xp: "dyp",
         };
         return conv_nest(c, &t, &Epilogue::NONE, s, &names);
+    }
+    if let Some(p) = strided_plan(g) {
+        split_work(c, &grad_input_parts(g));
+        strided_grad_input(c, g, s, &p);
+        return Ok(());
     }
     let [h, w] = g.in_hw;
     let [oh, ow] = g.out_hw;
