@@ -185,20 +185,18 @@ pub(super) fn blocks_of(c: &mut Code, var: &str, avail: usize, mr: usize, mut bo
     }
 }
 
-/// Copies image `n` of `nm.x` into the interior of `nm.xp` (`[hp, wp, c]`, its border zeroed
-/// once before the image loop).
-pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize) {
+/// Copies image `n` of `nm.x` into the interior of padded image `slot` of `nm.xp` (`[hp, wp,
+/// c]` each, borders zeroed once before the image loop).
+pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize, slot: &str) {
     let ([h, w], cc, p) = (g.in_hw, g.c, g.pad);
     let (xp, x) = (nm.xp, nm.x);
-    c.line(format!(
-        "// {xp} = image n of {x} zero-padded to [{}, {wp}, {cc}]",
-        h + p.top + p.bottom
-    ));
+    let hp = h + p.top + p.bottom;
+    c.line(format!("// {xp} = image n of {x} zero-padded to [{hp}, {wp}, {cc}]"));
     c.open(format!("for ih in 0..{h}"));
     c.line(format!(
         "{xp}[{}..][..{}].copy_from_slice(&{x}[(n * {h} + ih) * {}..][..{}]);",
         add(
-            &times(&add("ih", &p.top.to_string()), wp * cc),
+            &times(&add(&add(&mul(slot, hp), "ih"), &p.top.to_string()), wp * cc),
             &(p.left * cc).to_string()
         ),
         w * cc,
@@ -289,7 +287,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
     open_j0(c, "0", &fs, nb, nb == f);
     c.open(format!("for n in 0..{n}"));
     if let Some([_, wp]) = pad {
-        pad_image(c, g, nm, wp);
+        pad_image(c, g, nm, wp, "0");
     }
     match &e.max_pool {
         None => {

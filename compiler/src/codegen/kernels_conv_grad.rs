@@ -1,9 +1,11 @@
 //! The convolution gradient templates. Input gradient: of a stride-1 conv, the forward loop
 //! nest (`kernels_conv`) over the padded output gradient with the flipped kernel; of a strided
-//! conv, per input pixel, `axpy`s over the taps that reach it. Kernel gradient: a GEMM with
+//! conv with 16·k input channels, vector blocks of input columns of one residue class modulo
+//! the stride (`strided_grad_input`); otherwise, per input pixel, `axpy`s over the taps that
+//! reach it. Kernel gradient: a GEMM with
 //! `KW·C` rows (a tap column and an input channel: consecutive values of a padded input row),
-//! `F` columns and the image's output pixels as the reduction, in register blocks that stay
-//! in registers across a whole image.
+//! `F` columns and the output pixels of a group of images as the reduction, in register blocks
+//! that stay in registers across the group.
 
 use crate::ir::{Activation, Pad2d};
 use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
@@ -301,14 +303,26 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
 /// Parts of the kernel gradient's scratch: the padded image `xp` of a padding conv, and the
 /// image's output gradient `dyi` rebuilt from a pooled one.
 fn grad_kernel_parts(g: &ConvGeom, pooled: bool) -> Vec<(&'static str, usize)> {
+    let group = images_per_group(g);
     let mut parts = Vec::new();
     if let Some([hp, wp]) = padded_hw(g) {
-        parts.push(("xp", hp * wp * g.c));
+        parts.push(("xp", group * hp * wp * g.c));
     }
     if pooled {
-        parts.push(("dyi", g.out_hw[0] * g.out_hw[1] * g.f));
+        parts.push(("dyi", group * g.out_hw[0] * g.out_hw[1] * g.f));
     }
     parts
+}
+
+/// Images the kernel gradient reduces over per load of a `dw` block: the largest divisor of the
+/// batch with at most 256 output pixels in all (one image of 14×14 or more; ResNet18's 4×4
+/// layers take 16), so that small maps do not reload `dw` for a few pixels each.
+fn images_per_group(g: &ConvGeom) -> usize {
+    let px = (g.out_hw[0] * g.out_hw[1]).max(1);
+    (1..=g.n.max(1))
+        .rev()
+        .find(|&d| g.n.is_multiple_of(d) && d * px <= 256)
+        .unwrap_or(1)
 }
 
 /// The kernel gradient's scratch operand (`kernels::scratch_of`).
@@ -317,10 +331,10 @@ pub(crate) fn grad_kernel_scratch(g: &ConvGeom, pooled: bool) -> Option<(&'stati
 }
 
 /// Gradient of the kernel: `(x, dy) -> (dw, [db])` (with a pooled `dy`: `(x, y, argmax, dy)`),
-/// scratch [`grad_kernel_scratch`]. Per image (padded, and its output gradient rebuilt when
-/// pooled), for each kernel row `kh`: `dw[kh]` as a `[KW·C, F]` matrix, row `r = kw·C + ci`,
-/// gains `Σ_{oh, ow} x[oh·sh + kh, ow·sw·C + r] · dy[oh, ow, :]`, block by block, each block
-/// loaded from `dw` once per image and stored back.
+/// scratch [`grad_kernel_scratch`]. Per group of [`images_per_group`] images (padded, and their
+/// output gradients rebuilt when pooled), for each kernel row `kh`: `dw[kh]` as a `[KW·C, F]`
+/// matrix, row `r = kw·C + ci`, gains `Σ_{image, oh, ow} x[oh·sh + kh, ow·sw·C + r] · dy[oh, ow, :]`,
+/// block by block, each block loaded from `dw` once per group and stored back.
 pub(crate) fn conv_grad_kernel(
     c: &mut Code,
     g: &ConvGeom,
@@ -348,19 +362,32 @@ pub(crate) fn conv_grad_kernel(
     if padded_hw(g).is_some() {
         c.line("xp.fill(0.0);");
     }
-    c.open(format!("for n in 0..{n}"));
-    if let Some([_, wp]) = padded_hw(g) {
-        pad_image(c, g, &FORWARD, wp);
-    }
-    if let Some(pd) = pooled {
-        pooled_dy_image(c, g, pd)?;
+    let group = images_per_group(g);
+    c.open(format!("for n0 in (0..{n}).step_by({group})"));
+    let padded = padded_hw(g);
+    if padded.is_some() || pooled.is_some() {
+        c.open(format!("for gi in 0..{group}"));
+        c.line("let n = n0 + gi;");
+        if let Some([_, wp]) = padded {
+            pad_image(c, g, &FORWARD, wp, "gi");
+        }
+        if let Some(pd) = pooled {
+            pooled_dy_image(c, g, pd)?;
+        }
+        c.close();
     }
     let dy_row = match pooled {
-        Some(_) => format!("&dyi[oh * {}..][..{}]", ow * f, ow * f),
+        Some(_) => format!("&dyi[(gi * {oh} + oh) * {}..][..{}]", ow * f, ow * f),
         None => format!("&dy[(n * {oh} + oh) * {}..][..{}]", ow * f, ow * f),
     };
+    // Input row `oh·sh + kh` of image `gi` of the group (padded) or of image `n` (in place).
+    let ih = add(&mul("oh", g.strides[0]), "kh");
+    let ih = match padded_hw(g) {
+        Some([hp, _]) => add(&mul("gi", hp), &ih),
+        None => ih,
+    };
     c.line(format!(
-        "// dw[kh] as [{rows}, {f}] += x rows · dy over the image's [{oh}, {ow}] output pixels, {mr} rows at a time"
+        "// dw[kh] as [{rows}, {f}] += x rows · dy over the [{oh}, {ow}] output pixels of {group} image(s), {mr} rows at a time"
     ));
     c.open(format!("for kh in 0..{kh}"));
     blocks_of(c, "r0", rows, mr, |c, mr| {
@@ -381,8 +408,12 @@ pub(crate) fn conv_grad_kernel(
                 ));
             }
         }
+        c.open(format!("for gi in 0..{group}"));
+        if padded.is_none() || pooled.is_none() {
+            c.line("let n = n0 + gi;");
+        }
         c.open(format!("for oh in 0..{oh}"));
-        input_row(c, g, &FORWARD, &add(&mul("oh", g.strides[0]), "kh"));
+        input_row(c, g, &FORWARD, &ih);
         c.line(format!("let xb = &xr[r0..][..{}];", (ow - 1) * pitch + mr));
         c.line(format!("let dr = {dy_row};"));
         c.open(format!("for ow in 0..{ow}"));
@@ -399,6 +430,7 @@ pub(crate) fn conv_grad_kernel(
                 c.close();
             }
         }
+        c.close();
         c.close();
         c.close();
         match lanes {
@@ -442,7 +474,7 @@ fn dy_len(g: &ConvGeom, pd: &PooledDy) -> usize {
     g.n * ph * pw * g.f
 }
 
-/// Fills `dyi` with image `n` of the conv's output gradient, rebuilt from the pooled gradient
+/// Fills slot `gi` of `dyi` with image `n` of the conv's output gradient, rebuilt from the pooled gradient
 /// `dy`, the pooled activation `y` and the `argmax` of every window: the window's gradient
 /// (times the activation's derivative) at its argmax, 0 elsewhere.
 fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy) -> Result<(), String> {
@@ -452,8 +484,14 @@ fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy) -> Result<(), Stri
     }
     let ([sh, sw], [ph, pw]) = (pd.window.size, pooled_hw(g.out_hw, &pd.window));
     let grad = act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?;
-    c.line(format!("// dyi = [{oh}, {ow}, {f}], the output gradient of image n"));
-    c.open(format!("for (px, d) in dyi.chunks_exact_mut({f}).enumerate()"));
+    c.line(format!(
+        "// dyi[gi] = [{oh}, {ow}, {f}], the output gradient of image n"
+    ));
+    c.open(format!(
+        "for (px, d) in dyi[gi * {}..][..{}].chunks_exact_mut({f}).enumerate()",
+        oh * ow * f,
+        oh * ow * f
+    ));
     c.line(format!("let (ohi, owi) = (px / {ow}, px % {ow});"));
     c.line(format!("let at = ((n * {ph} + ohi / {sh}) * {pw} + owi / {sw}) * {f};"));
     c.line(format!("let t = ((ohi % {sh}) * {sw} + owi % {sw}) as f32;"));

@@ -21,7 +21,7 @@ pub(crate) fn lane_vectors(nb: usize, full: bool) -> Option<usize> {
 }
 
 /// Rows per vector block for `avail` rows: the schedule's `mr`, lowered to cut `avail` into
-/// equal blocks (26 rows with `mr` 14: two of 13, not one of 14 and twelve single rows).
+/// near-equal blocks (26 rows with `mr` 14: two of 13; 32 rows: 11, 11 and a last block of 10).
 pub(crate) fn lane_rows(s: &Schedule, avail: usize) -> usize {
     let mr = match s.tiling {
         Tiling::Gemm(t) => t.mr.clamp(1, 14),
@@ -30,7 +30,7 @@ pub(crate) fn lane_rows(s: &Schedule, avail: usize) -> usize {
     if avail == 0 {
         return 1;
     }
-    avail / avail.div_ceil(mr)
+    avail.div_ceil(avail.div_ceil(mr))
 }
 
 /// `let mut va = [[V::zero(); nv]; mr];`

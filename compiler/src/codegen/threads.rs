@@ -6,7 +6,8 @@
 //! chunk. A reduction over the samples (the kernel gradient, a weight gradient `Aᵀ·B`) gives
 //! every thread but the last partial outputs of its own, added to the last one's in thread
 //! order: results depend on the thread count, never on timing. A share with scratch (a
-//! transposed operand) fills its own copy: each thread repeats that small transpose.
+//! transposed or packed kernel, padded images) fills its own copy: each thread repeats that
+//! small transpose or pack.
 //!
 //! Kernels that do not split (BN statistics over the whole batch, row-wise templates, a batch
 //! that `T` does not divide) run on one thread as before.
@@ -151,7 +152,8 @@ fn product_inputs(e: &Epilogue) -> Vec<bool> {
 }
 
 impl ThreadSplit {
-    /// Chunked operands are `threads` parts' worth of the whole, the others the same size.
+    /// Chunked operands are `threads` parts' worth of the whole, the others the same size; the
+    /// scratch of a share is the whole's kind and no larger.
     fn consistent(&self, whole: &KernelOp) -> bool {
         let (wi, wo) = whole.operand_sizes();
         let (pi, po) = self.part.operand_sizes();
@@ -168,7 +170,14 @@ impl ThreadSplit {
                 .iter()
                 .zip(&po)
                 .all(|(&w, &p)| if self.reduce { w == p } else { w == p * t });
-        ins_ok && outs_ok && scratch_of(whole).map(|s| s.1) == scratch_of(&self.part).map(|s| s.1)
+        // A share's scratch fits in the whole's (a kernel gradient groups fewer images of a
+        // smaller batch): the last share runs on the whole's, the others allocate their own.
+        let scratch_ok = match (scratch_of(whole), scratch_of(&self.part)) {
+            (Some(w), Some(p)) => w.0 == p.0 && p.1 <= w.1,
+            (None, None) => true,
+            _ => false,
+        };
+        ins_ok && outs_ok && scratch_ok
     }
 }
 
@@ -235,7 +244,7 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
     let mut args = ins_at(Some(last));
     args.extend(lasts);
     if let Some((name, _)) = scratch {
-        args.push(name.to_string());
+        args.push(format!("at_mut({name}, 0)"));
     }
     c.line(format!("{part}({});", args.join(", ")));
     c.close_with(");");
