@@ -191,12 +191,13 @@ pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize, slot:
     let ([h, w], cc, p) = (g.in_hw, g.c, g.pad);
     let (xp, x) = (nm.xp, nm.x);
     let hp = h + p.top + p.bottom;
+    let slot_rows = if slot == "0" { "0".to_string() } else { mul(slot, hp) };
     c.line(format!("// {xp} = image n of {x} zero-padded to [{hp}, {wp}, {cc}]"));
     c.open(format!("for ih in 0..{h}"));
     c.line(format!(
         "{xp}[{}..][..{}].copy_from_slice(&{x}[(n * {h} + ih) * {}..][..{}]);",
         add(
-            &times(&add(&add(&mul(slot, hp), "ih"), &p.top.to_string()), wp * cc),
+            &times(&add(&add(&slot_rows, "ih"), &p.top.to_string()), wp * cc),
             &(p.left * cc).to_string()
         ),
         w * cc,
