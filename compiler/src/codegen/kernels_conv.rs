@@ -15,7 +15,7 @@ use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 use super::kernels_gemm::{
     block_width_line, declare_stats, epilogue, finish_stats, open_j0, row_block, tile_width, width,
 };
-use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
+use super::kernels_lanes::{self, lane_mr, lane_rows, lane_vectors, panel_block, LANES};
 use super::writer::{add, mul, Code};
 
 /// `[hp, wp]` of the zero-padded image the forward taps read (scratch `xp`, one image at a
@@ -163,6 +163,55 @@ pub(super) fn block_taps(
     }
 }
 
+/// `acc: [[f32; nb]; rr·OW]` holding the taps of output rows `oh..oh + rr` of image `n` (a
+/// vector block of `nv` vectors per pixel): pixel `m` is `(oh + m / OW, m % OW)`, whose input
+/// window starts `OFF[m]` values into the block's first input row.
+fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: usize) {
+    let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel_hw);
+    let (cc, f, [sh, sw]) = (g.c, g.f, g.strides);
+    let row_len = padded_hw(g).map_or(w, |[_, wp]| wp) * cc;
+    let mr = rr * ow;
+    let off: Vec<usize> = (0..mr).map(|m| (m / ow) * sh * row_len + (m % ow) * sw * cc).collect();
+    let span = off[mr - 1] + kw * cc;
+    c.line(format!(
+        "const OFF: [usize; {mr}] = [{}];",
+        off.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+    ));
+    kernels_lanes::declare(c, mr, nv);
+    c.open(format!("for kh in 0..{kh}"));
+    let ih = add(&mul("oh", sh), "kh");
+    match padded_hw(g) {
+        Some(_) => c.line(format!("let xr = &{}[{}..][..{span}];", nm.xp, times(&ih, row_len))),
+        None => c.line(format!("let xr = &{}[(n * {h} + {ih}) * {row_len}..][..{span}];", nm.x)),
+    }
+    c.open(format!("for kw in 0..{kw}"));
+    c.line(format!("let xb = &xr[{}..][..{}];", mul("kw", cc), off[mr - 1] + cc));
+    let k = g.kernel_len() / f;
+    let load = if packed(g) {
+        c.line(format!(
+            "let ws = &{}[j0 * {k} + (kh * {kw} + kw) * {}..][..{}];",
+            nm.w,
+            cc * LANES,
+            (nv - 1) * k * LANES + cc * LANES
+        ));
+        format!("V::load(&ws[j * {} + {}..])", k * LANES, mul("ci", LANES))
+    } else {
+        c.line(format!(
+            "let ws = &{}[(kh * {kw} + kw) * {} + j0..][..{}];",
+            nm.w,
+            cc * f,
+            (cc - 1) * f + nb
+        ));
+        kernels_lanes::row_load(&format!("ws[{}..]", mul("ci", f)))
+    };
+    c.open(format!("for ci in 0..{cc}"));
+    kernels_lanes::step(c, mr, nv, &load, "xb[OFF[m] + ci]");
+    c.close();
+    c.close();
+    c.close();
+    kernels_lanes::store(c, mr, nv);
+}
+
 /// Runs `body(c, mr)` for the blocks that cover `avail` positions `mr` at a time (binding
 /// `var`, the first position), then for the shorter tail block if any.
 pub(super) fn blocks_of(c: &mut Code, var: &str, avail: usize, mr: usize, mut body: impl FnMut(&mut Code, usize)) {
@@ -291,6 +340,24 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
         pad_image(c, g, nm, wp, "0");
     }
     match &e.max_pool {
+        None if lanes.is_some() && 2 * ow <= lane_mr(s) => {
+            // Narrow maps: blocks of whole output rows (consecutive output pixels).
+            let per = (lane_mr(s) / ow).min(oh);
+            let rr = oh.div_ceil(oh.div_ceil(per));
+            c.line(format!(
+                "// [{n}, {oh}, {ow}, {f}] outputs, {nb} channels at a time, {rr} rows of {ow} pixels at a time"
+            ));
+            blocks_of(c, "oh", oh, rr, |c, rr| {
+                block_width_line(c, nb, f, &fs, full);
+                rows_taps(c, g, nm, rr, nb, lanes.unwrap_or(1));
+                c.open("for (m, acc) in acc.iter_mut().enumerate()");
+                c.line(format!("let row = ((n * {oh} + oh) * {ow} + m) * {f};"));
+                c.line("let acc = &mut acc[..wd];");
+                epilogue(c, e, e.bn_stats);
+                c.line(format!("{}[row + j0..][..wd].copy_from_slice(acc);", nm.y));
+                c.close();
+            });
+        }
         None => {
             let mr = rows(ow);
             c.line(format!(

@@ -20,17 +20,21 @@ pub(crate) fn lane_vectors(nb: usize, full: bool) -> Option<usize> {
     (full && nb.is_multiple_of(LANES)).then_some(nb / LANES)
 }
 
-/// Rows per vector block for `avail` rows: the schedule's `mr`, lowered to cut `avail` into
-/// near-equal blocks (26 rows with `mr` 14: two of 13; 32 rows: 11, 11 and a last block of 10).
-pub(crate) fn lane_rows(s: &Schedule, avail: usize) -> usize {
-    let mr = match s.tiling {
+/// The schedule's register tile height `mr` (at most 14): rows of a vector block.
+pub(crate) fn lane_mr(s: &Schedule) -> usize {
+    match s.tiling {
         Tiling::Gemm(t) => t.mr.clamp(1, 14),
         Tiling::Rows { .. } => 1,
-    };
+    }
+}
+
+/// Rows per vector block for `avail` rows: [`lane_mr`], lowered to cut `avail` into
+/// near-equal blocks (26 rows with `mr` 14: two of 13; 32 rows: 11, 11 and a last block of 10).
+pub(crate) fn lane_rows(s: &Schedule, avail: usize) -> usize {
     if avail == 0 {
         return 1;
     }
-    avail.div_ceil(avail.div_ceil(mr))
+    avail.div_ceil(avail.div_ceil(lane_mr(s)))
 }
 
 /// `let mut va = [[V::zero(); nv]; mr];`
