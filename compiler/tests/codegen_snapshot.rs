@@ -47,17 +47,21 @@ layers:
   - dense: {units: 3, activation: softmax}
 ";
 
-#[test]
-fn tiny_bn_lib_rs() {
-    let spec = parse_model(TINY_BN, Path::new("tiny_bn.yaml")).unwrap();
+/// The generated `src/lib.rs` of the inline model `yaml` at batch 2, for the reference machine.
+fn tiny_lib(yaml: &str, file: &str) -> String {
+    let spec = parse_model(yaml, Path::new(file)).unwrap();
     let mut opts = CodegenOptions::new(&spec, 2);
     opts.machine = Machine {
         cores: 1,
         ..Machine::reference()
     };
     opts.rustfmt = false;
-    let c = generate(&spec, &opts).unwrap();
-    let lib = c.file("src/lib.rs").unwrap();
+    generate(&spec, &opts).unwrap().file("src/lib.rs").unwrap().to_string()
+}
+
+#[test]
+fn tiny_bn_lib_rs() {
+    let lib = tiny_lib(TINY_BN, "tiny_bn.yaml");
     assert!(
         lib.contains("fn infer_prepare(p: &[f32], a: &mut [f32])"),
         "BN is folded at load time"
@@ -65,7 +69,6 @@ fn tiny_bn_lib_rs() {
     insta::assert_snapshot!(lib);
 }
 
-/// Kernels with equal templates share a function: resnet18's repeated blocks.
 /// Sixteen channels: every conv and GEMM block of the forward and backward passes is whole
 /// 16-lane vectors (`support::V`), with the padded-image scratch and the stride-1 input gradient
 /// run as a conv.
@@ -80,18 +83,12 @@ layers:
 
 #[test]
 fn tiny_lanes_lib_rs() {
-    let spec = parse_model(TINY_LANES, Path::new("tiny_lanes.yaml")).unwrap();
-    let mut opts = CodegenOptions::new(&spec, 2);
-    opts.machine = Machine {
-        cores: 1,
-        ..Machine::reference()
-    };
-    opts.rustfmt = false;
-    let lib = generate(&spec, &opts).unwrap().file("src/lib.rs").unwrap().to_string();
+    let lib = tiny_lib(TINY_LANES, "tiny_lanes.yaml");
     assert!(lib.contains("V::splat"), "vector blocks");
     insta::assert_snapshot!(lib);
 }
 
+/// Kernels with equal templates share a function: resnet18's repeated blocks.
 #[test]
 fn repeated_blocks_share_kernel_functions() {
     let (spec, opts) = options("resnet18", 1);

@@ -143,18 +143,7 @@ pub(super) fn block_taps(
         (cc - 1) * f + nb
     ));
     c.open(format!("for ci in 0..{cc}"));
-    match lanes {
-        Some(nv) => {
-            let row = format!("ws[{}..]", mul("ci", f));
-            kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load(&row), &a)
-        }
-        None => {
-            c.line(format!("let wr = &ws[{}..][..{wdt}];", mul("ci", f)));
-            c.open(format!("for m in 0..{mr}"));
-            c.line(format!("axpy(&mut acc[m][..{wdt}], {a}, wr);"));
-            c.close();
-        }
-    }
+    kernels_lanes::accumulate(c, mr, lanes, &format!("ws[{}..]", mul("ci", f)), wdt, &a);
     c.close();
     c.close();
     c.close();

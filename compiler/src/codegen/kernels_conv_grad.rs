@@ -418,18 +418,7 @@ pub(crate) fn conv_grad_kernel(
         c.line(format!("let dr = {dy_row};"));
         c.open(format!("for ow in 0..{ow}"));
         let a = format!("xb[{} + m]", mul("ow", pitch));
-        match lanes {
-            Some(nv) => {
-                let row = format!("dr[{} + j0..]", mul("ow", f));
-                kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load(&row), &a)
-            }
-            None => {
-                c.line(format!("let d = &dr[{} + j0..][..{wdt}];", mul("ow", f)));
-                c.open(format!("for m in 0..{mr}"));
-                c.line(format!("axpy(&mut acc[m][..{wdt}], {a}, d);"));
-                c.close();
-            }
-        }
+        kernels_lanes::accumulate(c, mr, lanes, &format!("dr[{} + j0..]", mul("ow", f)), &wdt, &a);
         c.close();
         c.close();
         c.close();

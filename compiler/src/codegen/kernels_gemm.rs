@@ -252,43 +252,8 @@ pub(crate) fn gemm(
         }
     };
     let from = if panel { "jc" } else { "0" };
-    if let Some(nv) = lane_vectors(nb, full) {
-        // Vector blocks over every row, the last block shorter.
-        let mr = lane_rows(s, m);
-        blocks_of(c, "i0", m, mr, |c, mr| {
-            open_j0(c, from, &end, nb, !panel && nb == n);
-            block_width_line(c, nb, n, &end, full);
-            kernels_lanes::declare(c, mr, nv);
-            c.open(format!("for p in 0..{k}"));
-            c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", n)));
-            kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
-            c.close();
-            kernels_lanes::store(c, mr, nv);
-            c.open("for (m, acc) in acc.iter_mut().enumerate()");
-            c.line(format!("let row = (i0 + m) * {n};"));
-            c.line("let acc = &mut acc[..wd];");
-            epilogue(c, &before_softmax, e.bn_stats && !softmax);
-            c.line("c[row + j0..][..wd].copy_from_slice(acc);");
-            c.close();
-            c.close();
-            if softmax {
-                c.open(format!("for m in 0..{mr}"));
-                c.line(format!("let row = (i0 + m) * {n};"));
-                after_rows(c);
-                c.close();
-            }
-        });
-    } else if mr > 1 {
-        c.open(format!("for i0 in (0..{blocked_rows}).step_by({mr})"));
-        open_j0(c, from, &end, nb, !panel && nb == n);
-        block_width_line(c, nb, n, &end, full);
-        c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
-        c.open(format!("for p in 0..{k}"));
-        c.line(format!("let br = &{bm}[{} + j0..][..{wdt}];", mul("p", n)));
-        c.open("for (m, acc) in acc.iter_mut().enumerate()");
-        c.line(format!("axpy(&mut acc[..{wdt}], {}, br);", a_at("i0 + m", "p")));
-        c.close();
-        c.close();
+    // The epilogue and store of a block of `mr` rows from `i0` (`acc`), closing its `j0` loop.
+    let write_block = |c: &mut Code, mr: usize| {
         c.open("for (m, acc) in acc.iter_mut().enumerate()");
         c.line(format!("let row = (i0 + m) * {n};"));
         c.line("let acc = &mut acc[..wd];");
@@ -302,6 +267,37 @@ pub(crate) fn gemm(
             after_rows(c);
             c.close();
         }
+    };
+    if let Some(nv) = lane_vectors(nb, full) {
+        // Vector blocks over every row, the last block shorter.
+        let mr = lane_rows(s, m);
+        blocks_of(c, "i0", m, mr, |c, mr| {
+            open_j0(c, from, &end, nb, !panel && nb == n);
+            block_width_line(c, nb, n, &end, full);
+            kernels_lanes::declare(c, mr, nv);
+            c.open(format!("for p in 0..{k}"));
+            c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", n)));
+            kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
+            c.close();
+            kernels_lanes::store(c, mr, nv);
+            write_block(c, mr);
+        });
+    } else if mr > 1 {
+        c.open(format!("for i0 in (0..{blocked_rows}).step_by({mr})"));
+        open_j0(c, from, &end, nb, !panel && nb == n);
+        block_width_line(c, nb, n, &end, full);
+        c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
+        c.open(format!("for p in 0..{k}"));
+        kernels_lanes::accumulate(
+            c,
+            mr,
+            None,
+            &format!("{bm}[{} + j0..]", mul("p", n)),
+            &wdt,
+            &a_at("i0 + m", "p"),
+        );
+        c.close();
+        write_block(c, mr);
         c.close();
     }
     if blocked_rows < m && lane_vectors(nb, full).is_none() {

@@ -57,6 +57,21 @@ pub(crate) fn row_load(row: &str) -> String {
     format!("V::load(&{row}[{LANES} * j..])")
 }
 
+/// One reduction step of a block whose B row starts at slice `row`: in vectors
+/// (`lanes = Some(nv)`, accumulators `va`) or, scalar, an `axpy` of width `wdt` into each row
+/// of `acc`.
+pub(crate) fn accumulate(c: &mut Code, mr: usize, lanes: Option<usize>, row: &str, wdt: &str, a: &str) {
+    match lanes {
+        Some(nv) => step(c, mr, nv, &row_load(row), a),
+        None => {
+            c.line(format!("let br = &{row}[..{wdt}];"));
+            c.open(format!("for m in 0..{mr}"));
+            c.line(format!("axpy(&mut acc[m][..{wdt}], {a}, br);"));
+            c.close();
+        }
+    }
+}
+
 /// Columns per vector block of a conv whose weights are packed in 16-lane panels (`f` a
 /// multiple of [`LANES`]): two vectors when `f` and the schedule's tile allow, else one.
 pub(crate) fn panel_block(f: usize, nr: usize) -> usize {
