@@ -245,10 +245,10 @@ pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize, slot:
     c.close();
 }
 
-/// Convolution forward: `(x, w, [bias], [res]) -> (y, [moments])`, scratch `xp` (the padded
-/// image) when the conv pads. Every output row is cut into register blocks of pixels (of
-/// pooled windows, with a fused max-pool), each block's taps read from the padded image
-/// without bounds tests.
+/// Convolution forward: `(x, w, [bias], [res]) -> (y, [moments])`, with scratch for the padded
+/// image `xp` and the packed kernel `wp` ([`conv_parts`]). Every output row (on narrow maps,
+/// several) is cut into register blocks of pixels (of pooled windows, with a fused max-pool),
+/// each block's taps read from the padded image without bounds tests.
 pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> Result<(), String> {
     split_work(c, &conv_parts(g));
     if packed(g) {
