@@ -25,15 +25,22 @@ pub(crate) fn padded_hw(g: &ConvGeom) -> Option<[usize; 2]> {
     (p != Pad2d::default()).then_some([g.in_hw[0] + p.top + p.bottom, g.in_hw[1] + p.left + p.right])
 }
 
-/// Whether the conv nest reads its kernel packed in 16-lane panels `[F / 16][K][16]` (scratch
-/// `wp` for the forward, the flipped kernel `wt` for the input gradient): every channel block
-/// then streams one contiguous panel per vector instead of rows `F` floats apart, whose
-/// power-of-two strides fall into a few cache sets (ResNet18's 512-channel kernels).
+/// Whether a conv's kernel can be laid out in 16-lane panels `[F / 16][K][16]`: every channel
+/// block then streams one contiguous panel per vector instead of rows `F` floats apart, whose
+/// power-of-two strides fall into a few cache sets (ResNet18's 512-channel kernels). The input
+/// gradients always write their transposed kernel (`wt`) so when they can.
 pub(crate) fn packed(g: &ConvGeom) -> bool {
     g.f.is_multiple_of(LANES)
 }
 
-/// Emits `wp = w` packed in 16-lane panels (see [`packed`]).
+/// Whether the forward packs its kernel into scratch `wp` ([`packed`]) once per call: when at
+/// least 256 output pixels reuse it. Not at batch 1 on small maps, where the pack would cost
+/// more than the strided reads it saves and grow the arena (an embedded MNIST CNN's by 72 KB).
+fn packs_forward(g: &ConvGeom) -> bool {
+    packed(g) && g.n * g.out_hw[0] * g.out_hw[1] >= 256
+}
+
+/// Emits `wp = w` packed in 16-lane panels (see [`packs_forward`]).
 fn pack_kernel(c: &mut Code, g: &ConvGeom) {
     let f = g.f;
     let k = g.kernel_len() / f;
@@ -52,6 +59,8 @@ pub(super) struct Names {
     pub(super) w: &'static str,
     pub(super) y: &'static str,
     pub(super) xp: &'static str,
+    /// `w` is in 16-lane panels ([`packed`]), else HWIO.
+    pub(super) panels: bool,
 }
 
 pub(super) const FORWARD: Names = Names {
@@ -59,6 +68,7 @@ pub(super) const FORWARD: Names = Names {
     w: "w",
     y: "y",
     xp: "xp",
+    panels: false,
 };
 
 /// `(e) * k` as source (`mul` for a single term).
@@ -116,7 +126,7 @@ pub(super) fn block_taps(
         (mr - 1) * pitch + cc
     ));
     let a = format!("xb[{} + ci]", mul("m", pitch));
-    if lanes.is_some() && packed(g) {
+    if lanes.is_some() && nm.panels {
         // Panel p (16 columns) holds [K, 16]: row (kh, kw, ci) of column block j0 at
         // j0·K + ((kh·KW + kw)·C + ci)·16, and the block's next panel K·16 further.
         let k = g.kernel_len() / f;
@@ -176,7 +186,7 @@ fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: u
     c.open(format!("for kw in 0..{kw}"));
     c.line(format!("let xb = &xr[{}..][..{}];", mul("kw", cc), off[mr - 1] + cc));
     let k = g.kernel_len() / f;
-    let load = if packed(g) {
+    let load = if nm.panels {
         c.line(format!(
             "let ws = &{}[j0 * {k} + (kh * {kw} + kw) * {}..][..{}];",
             nm.w,
@@ -251,22 +261,27 @@ pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize, slot:
 /// each block's taps read from the padded image without bounds tests.
 pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> Result<(), String> {
     split_work(c, &conv_parts(g));
-    if packed(g) {
+    if packs_forward(g) {
         pack_kernel(c, g);
-        conv_nest(c, g, e, s, &Names { w: "wp", ..FORWARD })
+        let names = Names {
+            w: "wp",
+            panels: true,
+            ..FORWARD
+        };
+        conv_nest(c, g, e, s, &names)
     } else {
         conv_nest(c, g, e, s, &FORWARD)
     }
 }
 
 /// Parts of the forward conv's scratch: the padded image `xp` of a padding conv, the packed
-/// kernel `wp` (see [`packed`]).
+/// kernel `wp` (see [`packs_forward`]).
 fn conv_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
     let mut parts = Vec::new();
     if let Some([hp, wp]) = padded_hw(g) {
         parts.push(("xp", hp * wp * g.c));
     }
-    if packed(g) {
+    if packs_forward(g) {
         parts.push(("wp", g.kernel_len()));
     }
     parts
@@ -299,7 +314,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
         return Err("softmax in a convolution epilogue".into());
     }
     let (n, [oh, ow], f) = (g.n, g.out_hw, g.f);
-    let nb = if packed(g) {
+    let nb = if nm.panels {
         panel_block(f, tile_width(f, s))
     } else {
         tile_width(f, s)

@@ -245,6 +245,7 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
             w: "wt",
             y: "dx",
             xp: "dyp",
+            panels: packed(&t),
         };
         return conv_nest(c, &t, &Epilogue::NONE, s, &names);
     }
