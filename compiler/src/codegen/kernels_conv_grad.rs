@@ -2,10 +2,9 @@
 //! nest (`kernels_conv`) over the padded output gradient with the flipped kernel; of a strided
 //! conv with 16·k input channels, vector blocks of input columns of one residue class modulo
 //! the stride (`strided_grad_input`); otherwise, per input pixel, `axpy`s over the taps that
-//! reach it. Kernel gradient: a GEMM with
-//! `KW·C` rows (a tap column and an input channel: consecutive values of a padded input row),
-//! `F` columns and the output pixels of a group of images as the reduction, in register blocks
-//! that stay in registers across the group.
+//! reach it. Kernel gradient: a GEMM with `KW·C` rows (a tap column and an input channel:
+//! consecutive values of a padded input row), `F` columns and the output pixels of a group of
+//! images as the reduction, in register blocks that stay in registers across the group.
 
 use crate::ir::{Activation, Pad2d};
 use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
@@ -61,7 +60,7 @@ fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
 /// `r + pl − kw ≡ 0 (mod sw)` reach it, from output column `b + d`, `d = (r + pl − kw) / sw`,
 /// so each row of `dy` is padded on the left and right for every `b + d` to exist.
 struct StridedPlan {
-    /// Zero columns before and after each row of `dy` in `dyp`.
+    /// Zero columns before each row of `dy` in `dyp`.
     left: usize,
     /// Columns of a padded row.
     width: usize,
