@@ -1,6 +1,10 @@
 //! Schedules: how each kernel template's loop nest is tiled, vectorised, unrolled and split
 //! across threads. [`choose`] derives a schedule from the kernel's constant shapes and the
-//! [`Machine`]'s caches and SIMD width only; both emitters read the result and decide nothing.
+//! [`Machine`]'s caches and SIMD width only. The kernels backend reads the result and decides
+//! nothing; the Rust emitter takes its register tiles (`mr × nr`) and thread split from it, but
+//! the data layout and loop order of its generated convolutions (padded images, kernels packed
+//! in 16-lane panels, row blocks on narrow maps, image groups of the kernel gradient) are still
+//! its own (`codegen::kernels_conv*`): they belong here before a second emitter lowers them.
 //!
 //! GEMM-shaped templates (conv forward/backward, gemm) use the BLIS blocking: loops
 //! `jc` (nc columns) ⊃ `pc` (kc of K, B panel packed) ⊃ `ic` (mc rows, A block packed) ⊃ micro-
