@@ -211,6 +211,14 @@ pub(crate) fn emit_function(
     let one = Schedule {
         threads: 1,
         split: Split::None,
+        // Its layout is the share's (a kernel gradient of fewer images groups fewer).
+        conv: crate::kernel_ir::schedule::conv_layout(
+            &sp.part,
+            match s.tiling {
+                crate::kernel_ir::Tiling::Gemm(t) => t.mr,
+                crate::kernel_ir::Tiling::Rows { .. } => 1,
+            },
+        ),
         ..*s
     };
     c.line("");

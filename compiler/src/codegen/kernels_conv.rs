@@ -10,12 +10,13 @@
 
 use crate::ir::{Activation, Pad2d};
 use crate::kernel_ir::kernel::pool_tiles;
+use crate::kernel_ir::schedule::{packs_kernel, ConvLayout};
 use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 
 use super::kernels_gemm::{
     block_width_line, declare_stats, epilogue, finish_stats, open_j0, row_block, tile_width, width,
 };
-use super::kernels_lanes::{self, lane_mr, lane_rows, lane_vectors, panel_block, LANES};
+use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
 use super::writer::{add, mul, Code};
 
 /// `[hp, wp]` of the zero-padded image the forward taps read (scratch `xp`, one image at a
@@ -33,14 +34,7 @@ pub(crate) fn packed(g: &ConvGeom) -> bool {
     g.f.is_multiple_of(LANES)
 }
 
-/// Whether the forward packs its kernel into scratch `wp` ([`packed`]) once per call: when at
-/// least 256 output pixels reuse it. Not at batch 1 on small maps, where the pack would cost
-/// more than the strided reads it saves and grow the arena (an embedded MNIST CNN's by 72 KB).
-fn packs_forward(g: &ConvGeom) -> bool {
-    packed(g) && g.n * g.out_hw[0] * g.out_hw[1] >= 256
-}
-
-/// Emits `wp = w` packed in 16-lane panels (see [`packs_forward`]).
+/// Emits `wp = w` packed in 16-lane panels (see [`ConvLayout::Forward`]).
 fn pack_kernel(c: &mut Code, g: &ConvGeom) {
     let f = g.f;
     let k = g.kernel_len() / f;
@@ -70,6 +64,12 @@ pub(super) const FORWARD: Names = Names {
     xp: "xp",
     panels: false,
 };
+
+/// The convolution layout of schedule `s`.
+pub(super) fn layout(s: &Schedule) -> Result<ConvLayout, String> {
+    s.conv
+        .ok_or_else(|| "a convolution schedule without its layout".to_string())
+}
 
 /// `(e) * k` as source (`mul` for a single term).
 pub(super) fn times(e: &str, k: usize) -> String {
@@ -261,7 +261,7 @@ pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize, slot:
 /// each block's taps read from the padded image without bounds tests.
 pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> Result<(), String> {
     split_work(c, &conv_parts(g));
-    if packs_forward(g) {
+    if layout(s)?.pack_kernel() {
         pack_kernel(c, g);
         let names = Names {
             w: "wp",
@@ -275,13 +275,13 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
 }
 
 /// Parts of the forward conv's scratch: the padded image `xp` of a padding conv, the packed
-/// kernel `wp` (see [`packs_forward`]).
+/// kernel `wp` (see [`ConvLayout::Forward`]).
 fn conv_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
     let mut parts = Vec::new();
     if let Some([hp, wp]) = padded_hw(g) {
         parts.push(("xp", hp * wp * g.c));
     }
-    if packs_forward(g) {
+    if packs_kernel(g) {
         parts.push(("wp", g.kernel_len()));
     }
     parts
@@ -344,10 +344,9 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
         pad_image(c, g, nm, wp, "0");
     }
     match &e.max_pool {
-        None if lanes.is_some() && 2 * ow <= lane_mr(s) => {
+        None if lanes.is_some() && layout(s)?.rows_per_block() > 1 => {
             // Narrow maps: blocks of whole output rows (consecutive output pixels).
-            let per = (lane_mr(s) / ow).min(oh);
-            let rr = oh.div_ceil(oh.div_ceil(per));
+            let rr = layout(s)?.rows_per_block();
             c.line(format!(
                 "// [{n}, {oh}, {ow}, {f}] outputs, {nb} channels at a time, {rr} rows of {ow} pixels at a time"
             ));

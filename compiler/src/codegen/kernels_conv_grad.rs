@@ -8,11 +8,12 @@
 
 use crate::ir::{Activation, Pad2d};
 use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
+use crate::kernel_ir::schedule::images_per_group;
 use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
 use super::kernels_conv::{
-    blocks_of, conv_nest, input_row, packed, pad_image, padded_hw, scratch, split_work, times, Names, FORWARD,
+    blocks_of, conv_nest, input_row, layout, packed, pad_image, padded_hw, scratch, split_work, times, Names, FORWARD,
 };
 use super::kernels_gemm::{
     block_width, block_width_line, open_block, open_j0, out_coord, row_block, tile_width, width,
@@ -314,27 +315,17 @@ fn grad_kernel_parts(g: &ConvGeom, pooled: bool) -> Vec<(&'static str, usize)> {
     parts
 }
 
-/// Images the kernel gradient reduces over per load of a `dw` block: the largest divisor of the
-/// batch with at most 256 output pixels in all (one image of 14×14 or more; ResNet18's 4×4
-/// layers take 16), so that small maps do not reload `dw` for a few pixels each.
-fn images_per_group(g: &ConvGeom) -> usize {
-    let px = (g.out_hw[0] * g.out_hw[1]).max(1);
-    (1..=g.n.max(1))
-        .rev()
-        .find(|&d| g.n.is_multiple_of(d) && d * px <= 256)
-        .unwrap_or(1)
-}
-
 /// The kernel gradient's scratch operand (`kernels::scratch_of`).
 pub(crate) fn grad_kernel_scratch(g: &ConvGeom, pooled: bool) -> Option<(&'static str, usize)> {
     scratch(&grad_kernel_parts(g, pooled))
 }
 
 /// Gradient of the kernel: `(x, dy) -> (dw, [db])` (with a pooled `dy`: `(x, y, argmax, dy)`),
-/// scratch [`grad_kernel_scratch`]. Per group of [`images_per_group`] images (padded, and their
-/// output gradients rebuilt when pooled), for each kernel row `kh`: `dw[kh]` as a `[KW·C, F]`
-/// matrix, row `r = kw·C + ci`, gains `Σ_{image, oh, ow} x[oh·sh + kh, ow·sw·C + r] · dy[oh, ow, :]`,
-/// block by block, each block loaded from `dw` once per group and stored back.
+/// scratch [`grad_kernel_scratch`]. Per group of the schedule's `images_per_group` images
+/// (padded, and their output gradients rebuilt when pooled), for each kernel row `kh`: `dw[kh]`
+/// as a `[KW·C, F]` matrix, row `r = kw·C + ci`, gains
+/// `Σ_{image, oh, ow} x[oh·sh + kh, ow·sw·C + r] · dy[oh, ow, :]`, block by block, each block
+/// loaded from `dw` once per group and stored back.
 pub(crate) fn conv_grad_kernel(
     c: &mut Code,
     g: &ConvGeom,
@@ -362,7 +353,7 @@ pub(crate) fn conv_grad_kernel(
     if padded_hw(g).is_some() {
         c.line("xp.fill(0.0);");
     }
-    let group = images_per_group(g);
+    let group = layout(s)?.images_per_group();
     c.open(format!("for n0 in (0..{n}).step_by({group})"));
     let padded = padded_hw(g);
     if padded.is_some() || pooled.is_some() {

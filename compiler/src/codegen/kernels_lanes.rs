@@ -21,7 +21,7 @@ pub(crate) fn lane_vectors(nb: usize, full: bool) -> Option<usize> {
 }
 
 /// The schedule's register tile height `mr` (at most 14): rows of a vector block.
-pub(crate) fn lane_mr(s: &Schedule) -> usize {
+fn lane_mr(s: &Schedule) -> usize {
     match s.tiling {
         Tiling::Gemm(t) => t.mr.clamp(1, 14),
         Tiling::Rows { .. } => 1,

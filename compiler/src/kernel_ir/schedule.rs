@@ -1,10 +1,9 @@
 //! Schedules: how each kernel template's loop nest is tiled, vectorised, unrolled and split
 //! across threads. [`choose`] derives a schedule from the kernel's constant shapes and the
-//! [`Machine`]'s caches and SIMD width only. The kernels backend reads the result and decides
-//! nothing; the Rust emitter takes its register tiles (`mr × nr`) and thread split from it, but
-//! the data layout and loop order of its generated convolutions (padded images, kernels packed
-//! in 16-lane panels, row blocks on narrow maps, image groups of the kernel gradient) are still
-//! its own (`codegen::kernels_conv*`): they belong here before a second emitter lowers them.
+//! [`Machine`]'s caches and SIMD width only; both emitters read the result and decide nothing.
+//! A convolution's schedule also carries its [`ConvLayout`]: how generated code lays out its data
+//! (a kernel packed in panels) and blocks its loops (rows per block on narrow maps, images per
+//! kernel-gradient group).
 //!
 //! GEMM-shaped templates (conv forward/backward, gemm) use the BLIS blocking: loops
 //! `jc` (nc columns) ⊃ `pc` (kc of K, B panel packed) ⊃ `ic` (mc rows, A block packed) ⊃ micro-
@@ -14,7 +13,7 @@
 
 use std::fmt;
 
-use super::kernel::{Epilogue, GemmDims, KernelOp, PoolKind};
+use super::kernel::{ConvGeom, Epilogue, GemmDims, KernelOp, PoolKind};
 use super::machine::Machine;
 use crate::ir::Activation;
 
@@ -67,6 +66,108 @@ pub struct Schedule {
     pub unroll: usize,
     pub threads: usize,
     pub split: Split,
+    /// Convolutions only ([`conv_layout`]).
+    pub conv: Option<ConvLayout>,
+}
+
+/// How a generated convolution lays out its data and blocks its loops beyond the register tile
+/// (the Rust emitter, `codegen::kernels_conv*`; the kernels backend has its own packing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvLayout {
+    Forward {
+        /// The kernel is packed in [`PANEL`]-lane panels `[F / 16][K][16]` once per call
+        /// ([`packs_kernel`]).
+        pack_kernel: bool,
+        /// Output rows per register block: several on narrow maps (2·OW ≤ mr), else 1 (blocks
+        /// along a row).
+        rows_per_block: usize,
+    },
+    /// The input gradient; `rows_per_block` of its stride-1 loop nest (that of a forward conv
+    /// whose output is the input), 1 when strided.
+    GradInput { rows_per_block: usize },
+    /// The kernel gradient reduces over `images_per_group` images per load of a `dw` block
+    /// ([`images_per_group`]).
+    GradKernel { images_per_group: usize },
+}
+
+impl ConvLayout {
+    pub fn pack_kernel(&self) -> bool {
+        matches!(self, ConvLayout::Forward { pack_kernel: true, .. })
+    }
+
+    pub fn rows_per_block(&self) -> usize {
+        match *self {
+            ConvLayout::Forward { rows_per_block, .. } | ConvLayout::GradInput { rows_per_block } => rows_per_block,
+            ConvLayout::GradKernel { .. } => 1,
+        }
+    }
+
+    pub fn images_per_group(&self) -> usize {
+        match *self {
+            ConvLayout::GradKernel { images_per_group } => images_per_group,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for ConvLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ConvLayout::Forward {
+                pack_kernel,
+                rows_per_block,
+            } => write!(f, "pack={} rows={rows_per_block}", u8::from(pack_kernel)),
+            ConvLayout::GradInput { rows_per_block } => write!(f, "rows={rows_per_block}"),
+            ConvLayout::GradKernel { images_per_group } => write!(f, "images={images_per_group}"),
+        }
+    }
+}
+
+/// Lanes of a packed kernel panel (the generated code's vectors).
+pub const PANEL: usize = 16;
+
+/// Whether a forward conv packs its kernel: 16·k output channels and at least 256 output pixels
+/// to reuse the pack (not batch 1 on small maps, where the pack costs more than the strided
+/// reads it saves and grows the arena).
+pub fn packs_kernel(g: &ConvGeom) -> bool {
+    g.f.is_multiple_of(PANEL) && g.n * g.out_hw[0] * g.out_hw[1] >= 256
+}
+
+/// Images per `dw` block load of the kernel gradient: the largest divisor of the batch with at
+/// most 256 output pixels in all (one image of 14×14 or more; ResNet18's 4×4 layers take 16).
+pub fn images_per_group(g: &ConvGeom) -> usize {
+    let px = (g.out_hw[0] * g.out_hw[1]).max(1);
+    (1..=g.n.max(1))
+        .rev()
+        .find(|&d| g.n.is_multiple_of(d) && d * px <= 256)
+        .unwrap_or(1)
+}
+
+/// The [`ConvLayout`] of a convolution kernel with register tiles of `mr` rows (`None` for
+/// other kernels).
+pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
+    let mr = mr.clamp(1, 14);
+    // Whole output rows per block of a nest with output `[oh, ow]`.
+    let rows = |[oh, ow]: [usize; 2]| {
+        if ow > 0 && 2 * ow <= mr {
+            oh.div_ceil(oh.div_ceil((mr / ow).min(oh).max(1)))
+        } else {
+            1
+        }
+    };
+    match op {
+        KernelOp::Conv2d { geom, .. } => Some(ConvLayout::Forward {
+            pack_kernel: packs_kernel(geom),
+            rows_per_block: rows(geom.out_hw),
+        }),
+        KernelOp::ConvGradInput { geom } => Some(ConvLayout::GradInput {
+            rows_per_block: if geom.strides == [1, 1] { rows(geom.in_hw) } else { 1 },
+        }),
+        KernelOp::ConvGradKernel { geom, .. } => Some(ConvLayout::GradKernel {
+            images_per_group: images_per_group(geom),
+        }),
+        _ => None,
+    }
 }
 
 impl fmt::Display for Schedule {
@@ -86,7 +187,11 @@ impl fmt::Display for Schedule {
             f,
             " vw={} unroll={} threads={} split={split}",
             self.vector_width, self.unroll, self.threads
-        )
+        )?;
+        if let Some(l) = self.conv {
+            write!(f, " {l}")?;
+        }
+        Ok(())
     }
 }
 
@@ -167,6 +272,7 @@ fn gemm_schedule(op: &KernelOp, d: GemmDims, m: &Machine) -> Schedule {
         unroll: UNROLL,
         threads,
         split,
+        conv: conv_layout(op, mr),
     }
 }
 
@@ -217,6 +323,7 @@ fn rows_schedule(op: &KernelOp, m: &Machine) -> Schedule {
     let block = (m.l1 / 4 / (row_len.max(1) * 4)).clamp(1, rows.div_ceil(threads).max(1));
     Schedule {
         tiling: Tiling::Rows { block },
+        conv: None,
         vector_width: m.vector_width,
         unroll: UNROLL,
         threads,
@@ -297,6 +404,13 @@ pub fn check(op: &KernelOp, s: &Schedule) -> Vec<String> {
     }
     if (s.threads > 1) == (s.split == Split::None) {
         errs.push(format!("{} threads with split {:?}", s.threads, s.split));
+    }
+    let mr = match s.tiling {
+        Tiling::Gemm(g) => g.mr,
+        Tiling::Rows { .. } => 1,
+    };
+    if s.conv != conv_layout(op, mr) {
+        errs.push(format!("conv layout {:?}, expected {:?}", s.conv, conv_layout(op, mr)));
     }
     match (op.gemm_dims(), s.tiling) {
         (Some(d), Tiling::Gemm(g)) => {
