@@ -5,12 +5,13 @@
 //! of the batch-major operands (NHWC maps, GEMM rows). Per-sample outputs are written chunk by
 //! chunk. A reduction over the samples (the kernel gradient, a weight gradient `Aᵀ·B`) gives
 //! every thread but the last partial outputs of its own, added to the last one's in thread
-//! order: results depend on the thread count, never on timing. A share with scratch (a
-//! transposed or packed kernel, padded images) fills its own copy: each thread repeats that
-//! small transpose or pack.
+//! order: results depend on the thread count, never on timing. A conv whose epilogue takes BN
+//! statistics gives each share's moments, combined in thread order by Chan et al.'s pairwise
+//! update. A share with scratch (a transposed or packed kernel, padded images) fills its own
+//! copy: each thread repeats that small transpose or pack.
 //!
-//! Kernels that do not split (BN statistics over the whole batch, row-wise templates, a batch
-//! that `T` does not divide) run on one thread as before.
+//! Kernels that do not split (BN statistics before a fused max-pool, row-wise templates, a
+//! batch that `T` does not divide) run on one thread as before.
 
 use crate::kernel_ir::{ConvGeom, Epilogue, KernelOp, Schedule, Split};
 
@@ -27,6 +28,9 @@ pub(crate) struct ThreadSplit {
     /// Whether the outputs are sums over the samples (each thread computes all of them for its
     /// share), else per-sample outputs cut into chunks like the inputs.
     pub reduce: bool,
+    /// A conv's BN moments output (`[2, f]`, output 1): each share computes its own, combined in
+    /// thread order by Chan et al.'s pairwise update (equal sample counts).
+    pub moments: bool,
 }
 
 /// Work below which a kernel stays on one thread: a scoped thread costs a spawn and a join
@@ -57,7 +61,7 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
         return None;
     }
     let (part, chunked_inputs, reduce) = match op {
-        KernelOp::Conv2d { geom, epilogue: e } if !e.bn_stats && geom.n.is_multiple_of(t) => {
+        KernelOp::Conv2d { geom, epilogue: e } if geom.n.is_multiple_of(t) && !(e.bn_stats && e.max_pool.is_some()) => {
             let part = KernelOp::Conv2d {
                 geom: ConvGeom { n: geom.n / t, ..*geom },
                 epilogue: *e,
@@ -129,11 +133,13 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
         }
         _ => return None,
     };
+    let moments = matches!(op, KernelOp::Conv2d { epilogue, .. } if epilogue.bn_stats);
     let split = ThreadSplit {
         threads: t,
         part,
         chunked_inputs,
         reduce,
+        moments,
     };
     split.consistent(op).then_some(split)
 }
@@ -165,11 +171,13 @@ impl ThreadSplit {
                 .zip(&pi)
                 .zip(&self.chunked_inputs)
                 .all(|((&w, &p), &c)| if c { w == p * t } else { w == p });
+        let whole_output = |i: usize| self.reduce || (self.moments && i == 1);
         let outs_ok = wo.len() == po.len()
             && wo
                 .iter()
                 .zip(&po)
-                .all(|(&w, &p)| if self.reduce { w == p } else { w == p * t });
+                .enumerate()
+                .all(|(i, (&w, &p))| if whole_output(i) { w == p } else { w == p * t });
         // A share's scratch fits in the whole's (a kernel gradient groups fewer images of a
         // smaller batch): the last share runs on the whole's, the others allocate their own.
         let scratch_ok = match (scratch_of(whole), scratch_of(&self.part)) {
@@ -191,6 +199,8 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
         "// {t} threads, each {part} on 1/{t} of the samples{}",
         if sp.reduce {
             "; partial sums added in thread order"
+        } else if sp.moments {
+            "; BN moments combined in thread order"
         } else {
             ""
         }
@@ -198,8 +208,8 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
     // Per output: the chunks (or partial buffers) of threads 0..t-1, and the last thread's.
     let mut heads = Vec::new();
     let mut lasts = Vec::new();
-    for (name, &len) in out_names.iter().zip(&pout) {
-        if sp.reduce {
+    for (i, (name, &len)) in out_names.iter().zip(&pout).enumerate() {
+        if sp.reduce || (sp.moments && i == 1) {
             c.line(format!("let mut {name}_p = vec![0f32; {}];", len * last));
             heads.push(format!("{name}_p.chunks_exact_mut({len})"));
             lasts.push(name.clone());
@@ -255,7 +265,46 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
             c.close();
         }
     }
+    if sp.moments {
+        combine_moments(c, &sp.part);
+    }
     Ok(())
+}
+
+/// `moments` (`[mean; variance]` per channel) of the whole batch from the shares': those of
+/// threads `0..t-1` in `moments_p`, the last thread's in `moments`, combined in thread order by
+/// Chan et al.'s pairwise update of mean and M2 (no E[y²] − mean² cancellation).
+fn combine_moments(c: &mut Code, part: &KernelOp) {
+    let KernelOp::Conv2d { geom, .. } = part else {
+        return;
+    };
+    let f = geom.f;
+    let rows = geom.n * geom.out_hw[0] * geom.out_hw[1];
+    c.line(format!(
+        "// the batch's moments from the shares' ({rows} rows each), in thread order"
+    ));
+    c.line(format!("let last: [f32; {}] = *moments;", 2 * f));
+    c.line(format!(
+        "let (mut mean, mut m2, mut count) = ([0f64; {f}], [0f64; {f}], 0f64);"
+    ));
+    c.open(format!(
+        "for p in moments_p.chunks_exact({}).chain(core::iter::once(&last[..]))",
+        2 * f
+    ));
+    c.line(format!("let (nb, total) = ({rows}.0, count + {rows}.0);"));
+    c.open(format!("for j in 0..{f}"));
+    c.line("let delta = p[j] as f64 - mean[j];");
+    c.line("mean[j] += delta * nb / total;");
+    c.line(format!(
+        "m2[j] += p[{f} + j] as f64 * nb + delta * delta * count * nb / total;"
+    ));
+    c.close();
+    c.line("count = total;");
+    c.close();
+    c.open(format!("for j in 0..{f}"));
+    c.line("moments[j] = mean[j] as f32;");
+    c.line(format!("moments[{f} + j] = (m2[j] / count) as f32;"));
+    c.close();
 }
 
 /// `a`, `(a, b)`, `((a, b), c)`: the pattern of iterators zipped left to right.
@@ -269,7 +318,7 @@ fn nest(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Activation, Pad2d};
+    use crate::ir::{Activation, Pad2d, Window2d};
 
     fn conv(n: usize, e: Epilogue) -> KernelOp {
         KernelOp::Conv2d {
@@ -305,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn convolutions_split_by_samples_unless_their_statistics_span_the_batch() {
+    fn convolutions_split_by_samples_their_moments_combined() {
         let relu = Epilogue {
             bias: true,
             residual: true,
@@ -316,11 +365,25 @@ mod tests {
         assert_eq!((sp.threads, sp.reduce), (2, false));
         assert_eq!(sp.chunked_inputs, [true, false, false, true]); // x, w, bias, res
         assert!(matches!(sp.part, KernelOp::Conv2d { geom, .. } if geom.n == 64));
+        assert!(!sp.moments);
         let stats = Epilogue {
             bn_stats: true,
             ..Epilogue::NONE
         };
-        assert!(thread_split(&conv(128, stats), 2).is_none());
+        let sp = thread_split(&conv(128, stats), 2).expect("a split with moments");
+        assert_eq!((sp.reduce, sp.moments), (false, true));
+        let pooled = Epilogue {
+            max_pool: Some(Window2d {
+                size: [2, 2],
+                strides: [2, 2],
+                pad: Pad2d::default(),
+            }),
+            ..stats
+        };
+        assert!(
+            thread_split(&conv(128, pooled), 2).is_none(),
+            "statistics before a pool"
+        );
         assert!(thread_split(&conv(127, relu), 2).is_none(), "2 does not divide 127");
         assert!(thread_split(&conv(1, relu), 2).is_none(), "too little work");
         assert!(thread_split(&conv(128, relu), 1).is_none());
