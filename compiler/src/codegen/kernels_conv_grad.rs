@@ -70,7 +70,7 @@ struct StridedPlan {
 }
 
 fn strided_plan(g: &ConvGeom) -> Option<StridedPlan> {
-    if g.strides == [1, 1] || !packed(&grad_input_geom(g)) {
+    if g.strides == [1, 1] || !g.c.is_multiple_of(LANES) {
         return None;
     }
     let (sw, pl, kw, w, ow) = (g.strides[1], g.pad.left, g.kernel_hw[1], g.in_hw[1], g.out_hw[1]);
@@ -103,10 +103,38 @@ fn strided_plan(g: &ConvGeom) -> Option<StridedPlan> {
     })
 }
 
-/// The input gradient seen as a forward conv's output: `c` output channels (what [`packed`]
-/// looks at).
-fn grad_input_geom(g: &ConvGeom) -> ConvGeom {
-    ConvGeom { c: g.f, f: g.c, ..*g }
+/// Emits `wt` = the kernel `w` (HWIO) transposed to `[KH, KW, F, C]`, its taps reversed when
+/// `flip` (the stride-1 input gradient's conv), in 16-lane panels over `C` (`[C / 16][K][16]`,
+/// K = KH·KW·F) when `panels`, else row-major.
+fn transpose_kernel(c: &mut Code, g: &ConvGeom, flip: bool, panels: bool) {
+    let ([kh, kw], cc, f) = (g.kernel_hw, g.c, g.f);
+    let taps = kh * kw;
+    let tap = if flip && taps > 1 {
+        format!("({} - t)", taps - 1)
+    } else if flip {
+        "0".into()
+    } else {
+        "t".into()
+    };
+    let what = if flip { "flipped and transposed" } else { "transposed" };
+    let store = if panels {
+        let k = taps * f;
+        c.line(format!(
+            "// wt = the kernel {what} to [{kh}, {kw}, {f}, {cc}], in {} panels of [{k}, {LANES}]",
+            cc / LANES
+        ));
+        format!("wt[((ci / {LANES}) * {k} + {tap} * {f} + fi) * {LANES} + ci % {LANES}]")
+    } else {
+        c.line(format!("// wt = the kernel {what} to [{kh}, {kw}, {f}, {cc}]"));
+        format!("wt[({tap} * {f} + fi) * {cc} + ci]")
+    };
+    c.open(format!("for t in 0..{taps}"));
+    c.open(format!("for ci in 0..{cc}"));
+    c.open(format!("for fi in 0..{f}"));
+    c.line(format!("{store} = w[(t * {cc} + ci) * {f} + fi];"));
+    c.close();
+    c.close();
+    c.close();
 }
 
 /// The strided input gradient in vector blocks ([`strided_plan`]): `wt` holds the kernel
@@ -119,19 +147,7 @@ fn strided_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule, p: &StridedPlan)
     let k = kh * kw * f;
     let nb = panel_block(cc, tile_width(cc, s));
     let nv = nb / LANES;
-    c.line(format!(
-        "// wt = the kernel transposed to [{kh}, {kw}, {f}, {cc}], in {} panels of [{k}, {LANES}]",
-        cc / LANES
-    ));
-    c.open(format!("for t in 0..{}", kh * kw));
-    c.open(format!("for ci in 0..{cc}"));
-    c.open(format!("for fi in 0..{f}"));
-    c.line(format!(
-        "wt[((ci / {LANES}) * {k} + t * {f} + fi) * {LANES} + ci % {LANES}] = w[(t * {cc} + ci) * {f} + fi];"
-    ));
-    c.close();
-    c.close();
-    c.close();
+    transpose_kernel(c, g, false, true);
     c.line("dyp.fill(0.0);");
     c.open(format!("for j0 in (0..{cc}).step_by({nb})"));
     c.open(format!("for n in 0..{n}"));
@@ -211,35 +227,10 @@ pub(crate) fn grad_input_scratch(g: &ConvGeom) -> (&'static str, usize) {
 /// kernel is transposed to `[KH, KW, F, C]` in `wt`, so that each input pixel accumulates, per
 /// tap and output channel, an `axpy` over a block of contiguous input channels.
 pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Result<(), String> {
-    let (taps, cc, f) = (g.kernel_hw[0] * g.kernel_hw[1], g.c, g.f);
+    let (cc, f) = (g.c, g.f);
     if let Some(t) = grad_input_as_conv(g) {
         split_work(c, &grad_input_parts(g));
-        let flipped = if taps > 1 {
-            format!("({} - t)", taps - 1)
-        } else {
-            "0".into()
-        };
-        let [kh, kw] = g.kernel_hw;
-        let store = if packed(&t) {
-            let k = taps * f;
-            c.line(format!(
-                "// wt = the kernel flipped and transposed to [{kh}, {kw}, {f}, {cc}], in {} panels of [{k}, {LANES}]",
-                cc / LANES
-            ));
-            format!("wt[((ci / {LANES}) * {k} + {flipped} * {f} + fi) * {LANES} + ci % {LANES}]")
-        } else {
-            c.line(format!(
-                "// wt = the kernel flipped and transposed to [{kh}, {kw}, {f}, {cc}]"
-            ));
-            format!("wt[({flipped} * {f} + fi) * {cc} + ci]")
-        };
-        c.open(format!("for t in 0..{taps}"));
-        c.open(format!("for ci in 0..{cc}"));
-        c.open(format!("for fi in 0..{f}"));
-        c.line(format!("{store} = w[(t * {cc} + ci) * {f} + fi];"));
-        c.close();
-        c.close();
-        c.close();
+        transpose_kernel(c, g, true, packed(&t));
         let names = Names {
             x: "dy",
             w: "wt",
@@ -260,16 +251,7 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
     let n = g.n;
     let nb = block_width(cc, s);
     let full = cc.is_multiple_of(nb);
-    c.line(format!("// wt = the kernel as [{kh}, {kw}, {f}, {cc}]"));
-    c.open(format!("for t in 0..{taps}"));
-    c.open(format!("for ci in 0..{cc}"));
-    c.open(format!("for fi in 0..{f}"));
-    c.line(format!(
-        "wt[(t * {f} + fi) * {cc} + ci] = w[(t * {cc} + ci) * {f} + fi];"
-    ));
-    c.close();
-    c.close();
-    c.close();
+    transpose_kernel(c, g, false, false);
     c.line(format!(
         "// [{n}, {h}, {w}, {cc}] input gradients, {nb} channels at a time"
     ));
