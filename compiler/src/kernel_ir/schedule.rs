@@ -509,4 +509,45 @@ mod tests {
         assert_eq!((s.threads, s.split), (1, Split::None));
         assert_eq!(scratch_layout(&op, &s).partials.bytes, 10 * 8);
     }
+
+    #[test]
+    fn conv_layouts_follow_the_shapes_and_the_verifier_checks_them() {
+        let m = Machine::reference();
+        // 4×4 maps: whole rows per block (2 of 4 pixels with mr 14), no pack at batch 1.
+        let small = choose(&conv(1, 4, 512, 512, false), &m);
+        assert_eq!(
+            small.conv,
+            Some(ConvLayout::Forward {
+                pack_kernel: false,
+                rows_per_block: 2
+            })
+        );
+        // Batch 32: 512 output pixels reuse a packed kernel.
+        let big = choose(&conv(32, 4, 512, 512, false), &m);
+        assert!(big.conv.is_some_and(|l| l.pack_kernel()));
+        // 14×14 maps: blocks along a row.
+        assert_eq!(
+            choose(&conv(128, 14, 32, 64, true), &m)
+                .conv
+                .map(|l| l.rows_per_block()),
+            Some(1)
+        );
+        let KernelOp::Conv2d { geom, .. } = conv(32, 4, 512, 512, false) else {
+            unreachable!()
+        };
+        let grad = KernelOp::ConvGradKernel {
+            geom,
+            bias_grad: false,
+            pooled: None,
+        };
+        let gs = choose(&grad, &m);
+        assert_eq!(gs.conv, Some(ConvLayout::GradKernel { images_per_group: 16 }));
+        assert!(check(&grad, &gs).is_empty());
+        let wrong = Schedule {
+            conv: Some(ConvLayout::GradKernel { images_per_group: 4 }),
+            ..gs
+        };
+        assert!(check(&grad, &wrong).iter().any(|e| e.contains("conv layout")));
+        assert!(choose(&KernelOp::Reduce { rows: 4, channels: 10 }, &m).conv.is_none());
+    }
 }
