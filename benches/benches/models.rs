@@ -4,7 +4,9 @@
 //! Whole-model speed, the figures the peers (`../shared/peers/bench.py`) report on the same
 //! machine: training throughput (one `train_step`: forward, loss, backward, BN statistics, then
 //! the runtime's Adam update, as the peers time it; batch 128, synthetic data) and batch-1
-//! inference latency, for the kernels backend and the reference interpreter. Throughput is
+//! inference latency, for the kernels backend, the generated crate (`native/<model>`: `cnnc
+//! compile`'s crate, built for this CPU and cached as `--backend native` does; the first run
+//! builds it) and the reference interpreter. Throughput is
 //! `Elements(images)`, so criterion's `elem/s` reads as images/s; each line also gives GFLOP/s
 //! (conv + dense MACs × 2, × 3 for training, as the peers count).
 //!
@@ -18,6 +20,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use cnnc_compiler::crate_backend::{CrateExecutor, CrateOptions, Purpose};
 use cnnc_compiler::interp::InterpExecutor;
 use cnnc_compiler::ir::{LossKind, Mode};
 use cnnc_compiler::lower::lower;
@@ -55,15 +58,45 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
-fn executor(spec: &ModelSpec, batch: usize, kernels: bool) -> Box<dyn Executor> {
+/// The backends measured, by benchmark id.
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Kernels,
+    Native,
+    Interp,
+}
+
+impl Backend {
+    fn id(self) -> &'static str {
+        match self {
+            Backend::Kernels => "kernels",
+            Backend::Native => "native",
+            Backend::Interp => "interp",
+        }
+    }
+}
+
+fn executor(spec: &ModelSpec, batch: usize, backend: Backend) -> Box<dyn Executor> {
     let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
     let logits = spec.training.from_logits.unwrap_or(false);
+    if backend == Backend::Native {
+        let opts = CrateOptions {
+            purpose: if batch == 1 {
+                Purpose::Inference
+            } else {
+                Purpose::Training
+            },
+            announce: true,
+            threads: threads(),
+            ..CrateOptions::default()
+        };
+        return Box::new(CrateExecutor::new(spec, batch, loss, logits, opts).unwrap_or_else(|e| panic!("{e}")));
+    }
     let train = lower(spec, batch, Mode::Training).unwrap();
     let infer = lower(spec, batch, Mode::Inference).unwrap();
-    if kernels {
-        Box::new(NativeExecutor::new(train, infer, loss, logits, threads()).unwrap())
-    } else {
-        Box::new(InterpExecutor::new(train, infer, loss, logits).unwrap())
+    match backend {
+        Backend::Kernels => Box::new(NativeExecutor::new(train, infer, loss, logits, threads()).unwrap()),
+        _ => Box::new(InterpExecutor::new(train, infer, loss, logits).unwrap()),
     }
 }
 
@@ -87,12 +120,12 @@ fn train(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(10));
     for (name, gflop) in MODELS {
         let spec = spec(name);
-        for kernels in [true, false] {
+        for backend in [Backend::Kernels, Backend::Native, Backend::Interp] {
             // The interpreter needs minutes per ResNet18 step; it is the oracle, not a contender.
-            if !kernels && name == "resnet18" {
+            if backend == Backend::Interp && name == "resnet18" {
                 continue;
             }
-            let mut exec = executor(&spec, TRAIN_BATCH, kernels);
+            let mut exec = executor(&spec, TRAIN_BATCH, backend);
             let mut params: Vec<Tensor> = init_params(exec.params(), 0);
             let mut grads: Vec<Tensor> = exec
                 .params()
@@ -103,7 +136,7 @@ fn train(c: &mut Criterion) {
             let (x, y) = batch(exec.as_ref(), TRAIN_BATCH);
             let mut preds = vec![0.0; TRAIN_BATCH * exec.output_size()];
             group.throughput(Throughput::Elements(TRAIN_BATCH as u64));
-            let id = BenchmarkId::new(if kernels { "kernels" } else { "interp" }, name);
+            let id = BenchmarkId::new(backend.id(), name);
             let trainable: Vec<usize> = (0..params.len()).filter(|&i| exec.params()[i].trainable).collect();
             let shapes: Vec<Vec<usize>> = trainable.iter().map(|&i| params[i].shape.clone()).collect();
             let mut opt = Optimizer::new(OptimizerKind::adam_default(), &shapes);
@@ -133,14 +166,16 @@ fn latency(c: &mut Criterion) {
     let mut group = c.benchmark_group("infer_b1");
     for (name, _) in MODELS {
         let spec = spec(name);
-        let mut exec = executor(&spec, 1, true);
-        let params: Vec<Tensor> = init_params(exec.params(), 0);
-        let (x, _) = batch(exec.as_ref(), 1);
-        let mut out = vec![0.0; exec.output_size()];
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::new("kernels", name), |b| {
-            b.iter(|| exec.predict(&params, &x, 1, &mut out))
-        });
+        for backend in [Backend::Kernels, Backend::Native] {
+            let mut exec = executor(&spec, 1, backend);
+            let params: Vec<Tensor> = init_params(exec.params(), 0);
+            let (x, _) = batch(exec.as_ref(), 1);
+            let mut out = vec![0.0; exec.output_size()];
+            group.throughput(Throughput::Elements(1));
+            group.bench_function(BenchmarkId::new(backend.id(), name), |b| {
+                b.iter(|| exec.predict(&params, &x, 1, &mut out))
+            });
+        }
     }
     group.finish();
 }
