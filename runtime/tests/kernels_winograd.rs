@@ -185,6 +185,46 @@ fn winograd_linear_tanh_and_moments() {
     }
 }
 
+/// Linear and ReLU outputs take their BN moments in the output transform, per tile row (edge
+/// tiles partial): against the direct conv's, also with a mean 1000× the spread (a bias of 100
+/// over outputs of about ±0.1), where unshifted f32 sums of squares would cancel.
+#[test]
+fn winograd_moments_in_the_output_transform() {
+    for g in [
+        same(3, [7, 7], 20, 33),
+        same(2, [8, 8], 64, 48),
+        same(2, [14, 14], 32, 64),
+    ] {
+        let (x, w) = (data(g.input_len(), 21), data(g.kernel_len(), 22));
+        let w: Vec<f32> = w.iter().map(|v| v * 0.05).collect();
+        for offset in [0.0, 100.0] {
+            let bias: Vec<f32> = data(g.f, 23).iter().map(|v| v + offset).collect();
+            for (isa, tile) in isas().into_iter().flat_map(|i| TILES.map(|t| (i, t))) {
+                for pool in pools() {
+                    for act in [Act::Linear, Act::Relu] {
+                        let ctx = Ctx::with_isa(&pool, isa);
+                        let what = format!(
+                            "{tile:?} {g:?} {isa:?} {act:?} bias+{offset} threads={}",
+                            pool.threads()
+                        );
+                        let (mut md, mut mw) = (vec![0f32; 2 * g.f], vec![0f32; 2 * g.f]);
+                        let (mut yd, mut yw) = (vec![0f32; g.output_len()], vec![f32::NAN; g.output_len()]);
+                        let epi = |m| Epilogue::none().with_bias(&bias).with_act(act).with_moments(m);
+                        conv2d_forward(&ctx, &g, &x, &w, epi(&mut md), &mut yd);
+                        conv2d_forward_winograd(&ctx, tile, &g, &x, &w, epi(&mut mw), &mut yw);
+                        let (mean_d, var_d) = md.split_at(g.f);
+                        let (mean_w, var_w) = mw.split_at(g.f);
+                        // Means to a few ulps of the bias; variances (of values ~±0.1-1) to 1e-4
+                        // relative, whatever the offset.
+                        assert_close(mean_w, mean_d, Tol { abs: 1e-5, rel: 1e-5 }, &format!("mean {what}"));
+                        assert_close(var_w, var_d, Tol { abs: 1e-6, rel: 1e-3 }, &format!("variance {what}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The stride-1 input gradient is a forward conv of `dy` with the flipped, channel-swapped
 /// kernel and padding `2 − pad`: Winograd on that geometry against `conv2d_grad_input`.
 #[test]

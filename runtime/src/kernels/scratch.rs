@@ -11,11 +11,14 @@ pub(crate) enum Slot {
     A,
     /// A packed B operand or a temporary output block.
     B,
+    /// Per-row partial statistics a kernel gathers before combining them.
+    Stats,
 }
 
 thread_local! {
     static SLOT_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SLOT_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SLOT_STATS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Floats per 64-byte cache line.
@@ -28,6 +31,7 @@ pub(crate) fn with<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -
     let key = match slot {
         Slot::A => &SLOT_A,
         Slot::B => &SLOT_B,
+        Slot::Stats => &SLOT_STATS,
     };
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => aligned(&mut v, len, f),

@@ -11,8 +11,8 @@
 //!
 //! Threads own contiguous runs of tile rows (2 or 4 output rows of one image) and so disjoint output
 //! rows; every output is computed the same way whatever the block or thread split, so results
-//! are bit-identical across thread counts. BN moments (if asked) are summed afterwards over
-//! fixed groups of rows, combined in order.
+//! are bit-identical across thread counts. BN moments (if asked) are taken in the output
+//! transform while the tile is in registers ([`tile_moments`]), per tile row, combined in order.
 
 use super::conv::{use_winograd, ConvGeom, Pad};
 use super::epilogue::{finish_moments, group_stats, Epilogue};
@@ -212,9 +212,10 @@ pub(crate) fn conv2d_forward_winograd_pooled(
     );
 }
 
-/// What the output transform stores: the conv's output, or its 2×2 max-pool (and argmax).
+/// What the output transform stores: the conv's output (and, if asked, the per-tile-row sums
+/// [`tile_moments`] takes, `[tile rows, 3, f]`), or its 2×2 max-pool (and argmax).
 enum Stored<'a> {
-    Full,
+    Full(Option<&'a mut [f32]>),
     Pooled(Option<&'a mut [f32]>),
 }
 
@@ -229,9 +230,22 @@ pub(super) enum Kernel3<'a> {
 
 fn run_winograd(ctx: &Ctx, tile: WinogradTile, g: &ConvGeom, x: &[f32], w: Kernel3, epi: &mut Epilogue, y: &mut [f32]) {
     debug_assert!(winograd_applies(g));
-    transform_and_run(ctx, tile, g, x, w, (epi.bias, epi.act), y, Stored::Full);
-    if let Some(mo) = epi.moments.as_deref_mut() {
-        moments(ctx, ctx.isa.checked(), g, y, mo);
+    let (bias, act) = (epi.bias, epi.act);
+    match epi.moments.as_deref_mut() {
+        // Sigmoid and tanh are applied after the tile is stored: their moments come from the
+        // stored output.
+        Some(mo) if matches!(act, Act::Sigmoid | Act::Tanh) => {
+            transform_and_run(ctx, tile, g, x, w, (bias, act), y, Stored::Full(None));
+            moments(ctx, ctx.isa.checked(), g, y, mo);
+        }
+        Some(mo) => {
+            let tile_rows = g.n * g.oh.div_ceil(tile.side());
+            scratch::with(Slot::Stats, tile_rows * 3 * g.f, |stats| {
+                transform_and_run(ctx, tile, g, x, w, (bias, act), y, Stored::Full(Some(&mut *stats)));
+                finish_row_moments(g, tile.side(), stats, mo);
+            })
+        }
+        None => transform_and_run(ctx, tile, g, x, w, (bias, act), y, Stored::Full(None)),
     }
 }
 
@@ -248,13 +262,13 @@ fn transform_and_run(
     out: Stored,
 ) {
     let isa = ctx.isa.checked();
-    let (pooled, argmax) = match out {
-        Stored::Full => (false, None),
+    let (pooled, aux) = match out {
+        Stored::Full(stats) => (false, stats),
         Stored::Pooled(argmax) => (true, argmax),
     };
     let run_with = |u: &PackedB| {
         let plan = Plan::new(g, isa, tile, u, pooled);
-        run(ctx, &plan, x, epi, y, argmax);
+        run(ctx, &plan, x, epi, y, aux);
     };
     let transform = |u: &mut PackedB| transform_kernel(ctx, isa, tile, g, w, u);
     let nr = 2 * tile_shape(isa).1;
@@ -403,43 +417,53 @@ fn transform_kernel(ctx: &Ctx, isa: KernelIsa, tile: WinogradTile, g: &ConvGeom,
 }
 
 /// Runs every tile: threads split the tile rows (and so the output rows), each thread walks its
-/// tiles in blocks of `plan.block`.
-fn run(ctx: &Ctx, plan: &Plan, x: &[f32], epi: (Option<&[f32]>, Act), y: &mut [f32], argmax: Option<&mut [f32]>) {
+/// tiles in blocks of `plan.block`. `aux` is the pooled output's argmax map, or the unpooled
+/// output's moment sums (`[tile rows, 3, f]`).
+fn run(ctx: &Ctx, plan: &Plan, x: &[f32], epi: (Option<&[f32]>, Act), y: &mut [f32], aux: Option<&mut [f32]>) {
     let g = &plan.g;
     let rows = g.n * plan.tiles_y;
     let line_len = plan.out_width() * g.f;
     let threads = ctx.threads();
     let start = |r: usize| plan.out_line_of(r) * line_len;
-    let mut args = argmax.map(|a| split_by_tasks(a, rows, threads, start).into_iter());
+    let aux_start = |r: usize| if plan.pooled { start(r) } else { r * 3 * g.f };
+    let mut auxs = aux.map(|a| split_by_tasks(a, rows, threads, aux_start).into_iter());
     let mut parts: Vec<Out> = split_by_tasks(y, rows, threads, start)
         .into_iter()
-        .map(|(r, y)| (r, y, args.as_mut().and_then(Iterator::next).map(|(_, a)| a)))
+        .map(|(r, y)| (r, y, auxs.as_mut().and_then(Iterator::next).map(|(_, a)| a)))
         .collect();
-    ctx.pool.run_with_state(&mut parts, rows, |(range, out, arg), _t, _r| {
+    ctx.pool.run_with_state(&mut parts, rows, |(range, out, aux), _t, _r| {
         let (t0, t1) = (range.start * plan.tiles_x, range.end * plan.tiles_x);
         let line0 = plan.out_line_of(range.start);
         let blocks = (t1 - t0).div_ceil(plan.block);
         for b in 0..blocks {
             let tiles = t0 + b * plan.block..(t0 + (b + 1) * plan.block).min(t1);
+            let (argmax, stats) = match aux.as_deref_mut() {
+                Some(a) if plan.pooled => (Some(a), None),
+                a => (None, a),
+            };
             let dst = OutLines {
                 y: out,
-                argmax: arg.as_deref_mut(),
+                argmax,
+                stats,
                 line0,
+                row0: range.start,
             };
             block(plan, x, tiles, epi, dst);
         }
     });
 }
 
-/// One thread's tile rows, its part of the output and of the argmax map.
+/// One thread's tile rows, its part of the output and of the argmax map or moment sums.
 type Out<'a> = (Range<usize>, &'a mut [f32], Option<&'a mut [f32]>);
 
-/// Where a block's output goes: the stored lines (pooled or not) from `line0` on, and the
-/// pooled argmax's same lines.
+/// Where a block's output goes: the stored lines (pooled or not) from `line0` on, the pooled
+/// argmax's same lines, and the moment sums of tile rows from `row0` on.
 pub(super) struct OutLines<'a> {
     pub(super) y: &'a mut [f32],
     pub(super) argmax: Option<&'a mut [f32]>,
+    pub(super) stats: Option<&'a mut [f32]>,
     pub(super) line0: usize,
+    pub(super) row0: usize,
 }
 
 /// One block of tiles (global tile index = tile row · tiles_x + tile x): transform its input,
@@ -697,15 +721,16 @@ unsafe fn output_block<S: Simd>(
             let e2 = at::<S>(mt[2], mt[6], mt[10], mt[14]);
             let e3 = at::<S>(mt[3], mt[7], mt[11], mt[15]);
             let vals = [at::<S>(e0[0], e1[0], e2[0], e3[0]), at::<S>(e0[1], e1[1], e2[1], e3[1])];
-            store_tile::<S, 2>(plan, vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
+            store_tile::<S, 2>(plan, vals, (b, act), (rows, cols), (r, line, ox), f0, len, &mut out);
         }
         finish_tile(plan, act, (rows, cols), (line, ox), &mut out);
     }
 }
 
 /// Stores channels `f0..f0 + len` of a finished `T × T` output tile (`vals[dy][dx]`, `rows × cols`
-/// inside the output) whose top-left pixel is `ox` of stored line `line`, plus the bias vector `b` and
-/// through a ReLU if `act` is one (sigmoid and tanh: [`finish_tile`]): as they are, or
+/// inside the output) of tile row `r` whose top-left pixel is `ox` of stored line `line`, plus the
+/// bias vector `b` and through a ReLU if `act` is one (sigmoid and tanh: [`finish_tile`]), adding
+/// to the row's moment sums if `out` has them ([`tile_moments`]): as they are, or
 /// (`plan.pooled`) as the maxima of its 2×2 windows — and the index of each window's first
 /// maximum, row-major in the window, when `out` has an argmax map: exactly what
 /// `max_pool_argmax` computes from the stored map. Tiles start at even rows and columns and the
@@ -720,7 +745,7 @@ pub(super) unsafe fn store_tile<S: Simd, const T: usize>(
     mut vals: [[S::V; T]; T],
     (b, act): (S::V, Act),
     (rows, cols): (usize, usize),
-    (line, ox): (usize, usize),
+    (r, line, ox): (usize, usize, usize),
     f0: usize,
     len: usize,
     out: &mut OutLines,
@@ -735,6 +760,10 @@ pub(super) unsafe fn store_tile<S: Simd, const T: usize>(
                 *v = S::max(*v, S::zero());
             }
         }
+    }
+    if let Some(stats) = out.stats.as_deref_mut() {
+        let row = &mut stats[(r - out.row0) * 3 * f..][..3 * f];
+        tile_moments::<S, T>(row, &vals, (rows, cols), ox == 0, f0, len);
     }
     if !plan.pooled {
         for (dy, vrow) in vals.iter().enumerate().take(rows) {
@@ -776,6 +805,91 @@ pub(super) fn finish_tile(
             let px = (line + dy) * plan.g.ow + ox;
             act.apply_slice(&mut out.y[px * f..(px + cols) * f]);
         }
+    }
+}
+
+/// Adds the `rows × cols` pixels of a finished tile (channels `f0..f0 + len`) to its tile row's
+/// moment sums `row = [shift (f), Σd (f), Σd² (f)]`, `d = v − shift`; the row's first tile
+/// (`first`) sets them (so the buffer needs no clearing), the shift to its top-left pixel, a sample close to the row's mean, so that the
+/// f32 sums do not cancel when the mean is large against the spread (as [`group_stats`]).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn tile_moments<S: Simd, const T: usize>(
+    row: &mut [f32],
+    vals: &[[S::V; T]; T],
+    (rows, cols): (usize, usize),
+    first: bool,
+    f0: usize,
+    len: usize,
+) {
+    let f = row.len() / 3;
+    let (shift, sums) = row.split_at_mut(f);
+    let (s, q) = sums.split_at_mut(f);
+    if first {
+        st::<S>(&mut shift[f0..], vals[0][0], len);
+    }
+    let sh = ld::<S>(&shift[f0..], len);
+    // Per tile row then across rows: short dependency chains.
+    let mut ts = [S::zero(); T];
+    let mut tq = [S::zero(); T];
+    if rows == T && cols == T {
+        for (i, vrow) in vals.iter().enumerate() {
+            for &v in vrow {
+                let d = S::sub(v, sh);
+                ts[i] = S::add(ts[i], d);
+                tq[i] = S::fma(d, d, tq[i]);
+            }
+        }
+    } else {
+        for (i, vrow) in vals.iter().enumerate().take(rows) {
+            for &v in vrow.iter().take(cols) {
+                let d = S::sub(v, sh);
+                ts[i] = S::add(ts[i], d);
+                tq[i] = S::fma(d, d, tq[i]);
+            }
+        }
+    }
+    let (mut s1, mut s2) = (ts[0], tq[0]);
+    for i in 1..T {
+        s1 = S::add(s1, ts[i]);
+        s2 = S::add(s2, tq[i]);
+    }
+    if !first {
+        s1 = S::add(ld::<S>(&s[f0..], len), s1);
+        s2 = S::add(ld::<S>(&q[f0..], len), s2);
+    }
+    st::<S>(&mut s[f0..], s1, len);
+    st::<S>(&mut q[f0..], s2, len);
+}
+
+/// `[mean; biased variance]` of every channel from the tile rows' moment sums (`[tile rows, 3,
+/// f]`, see [`tile_moments`]; a tile row of `side` output lines, fewer at the bottom of an
+/// image), combined in row order by Chan et al.'s pairwise update, in f64.
+fn finish_row_moments(g: &ConvGeom, side: usize, stats: &[f32], mo: &mut [f32]) {
+    let f = g.f;
+    let tiles_y = g.oh.div_ceil(side);
+    let (mut mean, mut m2) = (vec![0f64; f], vec![0f64; f]);
+    let mut count = 0f64;
+    for (r, row) in stats.chunks_exact(3 * f).enumerate() {
+        let nb = (side.min(g.oh - side * (r % tiles_y)) * g.ow) as f64;
+        let total = count + nb;
+        let (shift, sums) = row.split_at(f);
+        let (s, q) = sums.split_at(f);
+        for j in 0..f {
+            let (s1, s2) = (s[j] as f64, q[j] as f64);
+            let row_mean = shift[j] as f64 + s1 / nb;
+            let row_m2 = (s2 - s1 * s1 / nb).max(0.0);
+            let delta = row_mean - mean[j];
+            mean[j] += delta * nb / total;
+            m2[j] += row_m2 + delta * delta * count * nb / total;
+        }
+        count = total;
+    }
+    for j in 0..f {
+        mo[j] = mean[j] as f32;
+        mo[f + j] = if count > 0.0 { (m2[j] / count) as f32 } else { 0.0 };
     }
 }
 

@@ -163,7 +163,7 @@ pub(super) unsafe fn output_block<S: Simd>(
                 at::<S>(&[a[0][2], a[1][2], a[2][2], a[3][2], a[4][2], a[5][2]], &k),
                 at::<S>(&[a[0][3], a[1][3], a[2][3], a[3][3], a[4][3], a[5][3]], &k),
             ];
-            store_tile::<S, M>(plan, vals, (b, act), (rows, cols), (line, ox), f0, len, &mut out);
+            store_tile::<S, M>(plan, vals, (b, act), (rows, cols), (r, line, ox), f0, len, &mut out);
         }
         finish_tile(plan, act, (rows, cols), (line, ox), &mut out);
     }
