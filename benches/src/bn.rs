@@ -149,6 +149,8 @@ impl ConvBn {
             eps: EPS,
             act,
             y: (act != Act::Linear).then_some(&self.y[..]),
+            // The fused ReLU mask is recomputed from `z`, as the kernels backend does.
+            beta: (act == Act::Relu).then_some(&self.beta[..]),
             dy,
         }
     }

@@ -162,6 +162,39 @@ fn training_bn_backward_absorbs_the_activation_mask() {
     assert_eq!((k.inputs.len(), k.outputs.len()), (5, 3));
 }
 
+/// After `fuse_bn_apply` has put the ReLU into BN's normalise pass (no residual), the fused
+/// backward recomputes the mask from BN's input and β instead of reading the activation.
+#[test]
+fn training_bn_backward_recomputes_a_relu_mask_from_bn_input() {
+    let mut p = unfused(bn_baseline(8, Mode::Training), true);
+    assert_eq!(pass(&mut p, "fuse_bn_apply", passes::fuse_bn_apply::run), 1);
+    let (apply_inputs, y) = {
+        let k = p
+            .kernels
+            .iter()
+            .find(|k| matches!(k.op, KernelOp::BnApply { .. }))
+            .expect("bn_apply");
+        (k.inputs.clone(), k.outputs[0])
+    };
+    assert_eq!(pass(&mut p, "fuse_bn_backward", passes::fuse_bn_backward::run), 1);
+    let k = p
+        .kernels
+        .iter()
+        .find(|k| matches!(k.op, KernelOp::BnActBackward { .. }))
+        .expect("fused");
+    assert!(matches!(
+        k.op,
+        KernelOp::BnActBackward {
+            act: Activation::Relu,
+            mask_from_x: true,
+            ..
+        }
+    ));
+    // (x, moments, gamma, beta, dy): the forward's operands, not its output.
+    assert_eq!(k.inputs[..4], apply_inputs[..]);
+    assert!(!k.inputs.contains(&y));
+}
+
 #[test]
 fn training_softmax_and_cross_entropy_are_one_kernel() {
     let mut p = unfused(mnist_cnn(16, Mode::Training), true);

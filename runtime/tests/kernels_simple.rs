@@ -335,6 +335,7 @@ fn batch_norm_forward_backward_and_moving_stats() {
                 eps,
                 act,
                 y: Some(&y),
+                beta: None,
                 dy: &dy,
             };
             let (mut got, mut dg, mut db) = (vec![0f32; rows * c], vec![0f32; c], vec![0f32; c]);
@@ -345,6 +346,36 @@ fn batch_norm_forward_backward_and_moving_stats() {
             assert_close(&db, &f(&sg), SUM_TOL, &what("bn dbeta"));
         });
     }
+    // A ReLU after BN without a residual: its mask recomputed from x and β gives the same
+    // gradients, bit for bit, as reading the stored output.
+    each_ctx(|ctx, at| {
+        let mut scale = vec![0f32; c];
+        norm::bn_scale(&moments[c..], Some(&gamma), eps, &mut scale);
+        let mut y = vec![0f32; rows * c];
+        norm::bn_apply(ctx, c, &x, &moments[..c], &scale, &beta, None, Act::Relu, &mut y);
+        assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0), "both sides of the mask");
+        let stored = BnBackward {
+            c,
+            x: &x,
+            moments: &moments,
+            gamma: Some(&gamma),
+            eps,
+            act: Act::Relu,
+            y: Some(&y),
+            beta: None,
+            dy: &dy,
+        };
+        let recomputed = BnBackward {
+            y: None,
+            beta: Some(&beta),
+            ..stored
+        };
+        let mut outs = [(); 2].map(|_| (vec![0f32; rows * c], vec![0f32; c], vec![0f32; c]));
+        for (b, (dx, dg, db)) in [stored, recomputed].iter().zip(outs.iter_mut()) {
+            norm::bn_backward(ctx, b, Some(dx), Some(dg), Some(db));
+        }
+        assert_eq!(outs[0], outs[1], "recomputed ReLU mask, {at}");
+    });
     let moving = data(c, 45, -1.0, 1.0);
     let want: Vec<f32> = moving
         .iter()

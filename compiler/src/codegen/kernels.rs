@@ -9,6 +9,7 @@
 use crate::ir::Activation;
 use crate::kernel_ir::{dump, BnSource, EwOp, KernelOp, PoolKind, Schedule, Split};
 
+use super::kernels_norm::Mask;
 use super::threads::{emit_wrapper, thread_split};
 use super::writer::Code;
 use super::{
@@ -115,13 +116,15 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
             act,
             grad_gamma,
             grad_beta,
+            mask_from_x,
             ..
         } => (
             v(&[
                 ("x", t),
                 ("moments", t),
                 ("gamma", t),
-                ("y", *act != Activation::Linear),
+                ("y", *act != Activation::Linear && !mask_from_x),
+                ("beta", *mask_from_x),
                 ("dy", t),
             ]),
             v(&[("dx", t), ("dgamma", *grad_gamma), ("dbeta", *grad_beta)]),
@@ -290,12 +293,32 @@ fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(),
             rows: r,
             channels,
             epsilon,
-        } => norm::bn_backward(c, *r, *channels, *epsilon, Activation::Linear, true, false, false)?,
+        } => norm::bn_backward(
+            c,
+            *r,
+            *channels,
+            *epsilon,
+            Activation::Linear,
+            Mask::None,
+            true,
+            false,
+            false,
+        )?,
         KernelOp::BnGradGamma {
             rows: r,
             channels,
             epsilon,
-        } => norm::bn_backward(c, *r, *channels, *epsilon, Activation::Linear, false, true, false)?,
+        } => norm::bn_backward(
+            c,
+            *r,
+            *channels,
+            *epsilon,
+            Activation::Linear,
+            Mask::None,
+            false,
+            true,
+            false,
+        )?,
         KernelOp::BnActBackward {
             rows: r,
             channels,
@@ -303,7 +326,11 @@ fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(),
             act,
             grad_gamma,
             grad_beta,
-        } => norm::bn_backward(c, *r, *channels, *epsilon, *act, true, *grad_gamma, *grad_beta)?,
+            mask_from_x,
+        } => {
+            let mask = if *mask_from_x { Mask::FromX } else { Mask::of(*act) };
+            norm::bn_backward(c, *r, *channels, *epsilon, *act, mask, true, *grad_gamma, *grad_beta)?
+        }
         KernelOp::MovingAverage {
             channels,
             momentum,

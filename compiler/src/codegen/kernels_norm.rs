@@ -45,11 +45,7 @@ pub(crate) fn bn_apply(
         BnSource::Moving => ("mean[..]".to_string(), "var[..]".to_string()),
     };
     c.line(format!("const EPS: f64 = {} as f64;", f32_typed(eps)));
-    c.line(format!("let mu = &{mean};"));
-    c.line(format!("let mut scale = [0f32; {ch}]; // γ/√(var + ε)"));
-    c.open(format!("for ((s, &g), &v) in scale.iter_mut().zip(gamma).zip(&{var})"));
-    c.line("*s = (g as f64 / sqrt(v as f64 + EPS)) as f32;");
-    c.close();
+    bn_scale(c, ch, &mean, &var);
     let f = act_fn(act);
     let value = |r: &str| {
         let v = format!("(v - m) * s + b{r}");
@@ -78,6 +74,38 @@ pub(crate) fn bn_apply(
     Ok(())
 }
 
+/// `mu` (the mean) and `scale = γ/√(var + ε)` as `bn_apply` computes them (the `EPS` const
+/// declared).
+fn bn_scale(c: &mut Code, ch: usize, mean: &str, var: &str) {
+    c.line(format!("let mu = &{mean};"));
+    c.line(format!("let mut scale = [0f32; {ch}]; // γ/√(var + ε)"));
+    c.open(format!("for ((s, &g), &v) in scale.iter_mut().zip(gamma).zip(&{var})"));
+    c.line("*s = (g as f64 / sqrt(v as f64 + EPS)) as f32;");
+    c.close();
+}
+
+/// Where BN backward's activation gradient finds the activation's output `y`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mask {
+    /// No activation.
+    None,
+    /// Read from `y`.
+    Y,
+    /// A ReLU's, recomputed from `x` and `beta` exactly as `bn_apply` computed its input.
+    FromX,
+}
+
+impl Mask {
+    /// Read from `y` unless `act` is linear.
+    pub(crate) fn of(act: Activation) -> Mask {
+        if act == Activation::Linear {
+            Mask::None
+        } else {
+            Mask::Y
+        }
+    }
+}
+
 /// BN backward through the batch statistics, with the activation's mask (`g = act'(y)·dy`):
 /// pass 1 gathers Σg and Σg·x̂ per channel (f64), pass 2 writes
 /// `dx = γ/σ·(g − Σg/m − x̂·Σg·x̂/m)`. Writes whichever of dx, dγ (= Σg·x̂), dβ (= Σg) are asked.
@@ -88,27 +116,33 @@ pub(crate) fn bn_backward(
     ch: usize,
     eps: f32,
     act: Activation,
+    mask: Mask,
     dx: bool,
     dgamma: bool,
     dbeta: bool,
 ) -> Result<(), String> {
     let g = act_grad_expr(act, "yv", "d")?;
-    let has_y = act != Activation::Linear;
+    if mask == Mask::FromX && act != Activation::Relu {
+        return Err("only a ReLU's mask is recomputed from its input".into());
+    }
     // rows of (x, [y], dy) zipped as xr, yr, dr
-    let rows_iter = if has_y {
+    let rows_iter = if mask == Mask::Y {
         format!("x.chunks_exact({ch}).zip(y.chunks_exact({ch})).zip(dy.chunks_exact({ch}))")
     } else {
         format!("x.chunks_exact({ch}).zip(dy.chunks_exact({ch}))")
     };
-    let rows_pat = if has_y { "((xr, yr), dr)" } else { "(xr, dr)" };
-    let g_of = |c: &mut Code| {
-        if has_y {
-            c.line(format!("let g = {{ let (yv, d) = (yr[j], dr[j]); {g} }};"));
-        } else {
-            c.line("let g = dr[j];");
-        }
+    let rows_pat = if mask == Mask::Y { "((xr, yr), dr)" } else { "(xr, dr)" };
+    let g_of = |c: &mut Code| match mask {
+        Mask::Y => c.line(format!("let g = {{ let (yv, d) = (yr[j], dr[j]); {g} }};")),
+        Mask::FromX => c.line(format!(
+            "let g = {{ let (yv, d) = ((xr[j] - mu[j]) * scale[j] + beta[j], dr[j]); {g} }};"
+        )),
+        Mask::None => c.line("let g = dr[j];"),
     };
     c.line(format!("const EPS: f64 = {} as f64;", f32_typed(eps)));
+    if mask == Mask::FromX {
+        bn_scale(c, ch, &format!("moments[..{ch}]"), &format!("moments[{ch}..]"));
+    }
     c.line(format!(
         "let (mut mean, mut inv) = ([0f64; {ch}], [0f64; {ch}]); // μ, 1/σ"
     ));

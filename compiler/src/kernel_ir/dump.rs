@@ -181,11 +181,13 @@ fn attrs(op: &KernelOp) -> String {
             act: a,
             grad_gamma,
             grad_beta,
+            mask_from_x,
         } => format!(
-            "{} rows={rows} channels={channels} epsilon={epsilon}{}{}",
+            "{} rows={rows} channels={channels} epsilon={epsilon}{}{}{}",
             act(*a),
             if *grad_gamma { " +dgamma" } else { "" },
-            if *grad_beta { " +dbeta" } else { "" }
+            if *grad_beta { " +dbeta" } else { "" },
+            if *mask_from_x { " mask=x" } else { "" }
         ),
         KernelOp::MovingAverage {
             channels,

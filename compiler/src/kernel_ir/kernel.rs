@@ -257,8 +257,11 @@ pub enum KernelOp {
         epsilon: f32,
     },
     /// BN backward with the following activation's mask fused in:
-    /// `(x, moments, gamma, [y = act output] unless act is linear, dy) -> (dx, [dgamma], [dbeta])`.
-    /// One pass over rows gathers Σg and Σg·x̂ per channel (g = act'(y)·dy), a second writes dx.
+    /// `(x, moments, gamma, [y = act output] unless act is linear, dy) -> (dx, [dgamma], [dbeta])`,
+    /// or with `mask_from_x` `(x, moments, gamma, beta, dy) -> …`: a ReLU's mask recomputed from
+    /// `x` as the forward's `BnApply` (batch statistics, no residual) computed it, bit for bit,
+    /// so `y` is not read. One pass over rows gathers Σg and Σg·x̂ per channel
+    /// (g = act'(y)·dy), a second writes dx.
     BnActBackward {
         rows: usize,
         channels: usize,
@@ -266,6 +269,7 @@ pub enum KernelOp {
         act: Activation,
         grad_gamma: bool,
         grad_beta: bool,
+        mask_from_x: bool,
     },
     /// `(moving, moments) -> (moving')`; may update `moving` in place.
     MovingAverage {
@@ -503,10 +507,14 @@ impl KernelOp {
                 act,
                 grad_gamma,
                 grad_beta,
+                mask_from_x,
                 ..
             } => {
                 let (x, c) = (Some(rows * channels), Some(*channels));
-                let y = opt(*act != Activation::Linear, rows * channels);
+                let y = match mask_from_x {
+                    true => c,
+                    false => opt(*act != Activation::Linear, rows * channels),
+                };
                 (
                     vec![x, Some(2 * channels), c, y, x],
                     vec![x, opt(*grad_gamma, *channels), opt(*grad_beta, *channels)],

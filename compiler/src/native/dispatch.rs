@@ -220,6 +220,7 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
                 eps: *epsilon,
                 act: Act::Linear,
                 y: None,
+                beta: None,
                 dy: m.get(i[3]),
             };
             norm::bn_backward(ctx, &b, Some(m.get_mut(o[0])), None, None);
@@ -233,6 +234,7 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
                 eps: *epsilon,
                 act: Act::Linear,
                 y: None,
+                beta: None,
                 dy: m.get(i[2]),
             };
             norm::bn_backward(ctx, &b, None, Some(m.get_mut(o[0])), None);
@@ -243,9 +245,11 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
             act: a,
             grad_gamma,
             grad_beta,
+            mask_from_x,
             ..
         } => {
-            let has_y = *a != Activation::Linear;
+            // Input 3 is y, or β with `mask_from_x`, or dy (linear).
+            let has_3 = *a != Activation::Linear;
             let b = BnBackward {
                 c: *channels,
                 x: m.get(i[0]),
@@ -253,8 +257,9 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
                 gamma: Some(m.get(i[2])),
                 eps: *epsilon,
                 act: act(*a),
-                y: has_y.then(|| m.get(i[3])),
-                dy: m.get(i[if has_y { 4 } else { 3 }]),
+                y: (has_3 && !mask_from_x).then(|| m.get(i[3])),
+                beta: mask_from_x.then(|| m.get(i[3])),
+                dy: m.get(i[if has_3 { 4 } else { 3 }]),
             };
             let dgamma = grad_gamma.then(|| m.get_mut(o[1]));
             let dbeta = grad_beta.then(|| m.get_mut(o[1 + usize::from(*grad_gamma)]));

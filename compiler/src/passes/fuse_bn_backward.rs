@@ -3,9 +3,12 @@
 //! that gradient (the mask of the activation after BN) is folded in too when nothing else
 //! reads its result. The fused `bn_act_backward` gathers Σg and Σg·x̂ per channel in one pass
 //! (g = act'(y)·dy) and writes dx in a second, instead of five passes over the activation.
+//! When the activation is a ReLU that the forward's `bn_apply` applied (batch statistics, no
+//! residual), its mask is recomputed from BN's input and β instead of read from `y`: one
+//! activation-sized operand fewer in each pass.
 
 use crate::ir::Activation;
-use crate::kernel_ir::{EwOp, KernelOp, Program};
+use crate::kernel_ir::{BnSource, BufId, EwOp, KernelOp, Program, Uses};
 
 use super::fusion::{fuse, rewrite_each};
 
@@ -54,10 +57,26 @@ fn try_at(p: &mut Program, gi: usize) -> bool {
         return false;
     }
     let (act, mut inputs) = (Activation::Linear, vec![x, moments, gamma]);
+    let mut mask_from_x = false;
     let act = match act_grad {
         Some(pa) => {
             let k = &p.kernels[pa];
-            inputs.extend([k.inputs[0], k.inputs[1]]);
+            let y = k.inputs[0];
+            match relu_beta(p, &uses, y, [x, moments, gamma]) {
+                Some(beta)
+                    if matches!(
+                        k.op,
+                        KernelOp::Elementwise {
+                            op: EwOp::ActGrad(Activation::Relu),
+                            ..
+                        }
+                    ) =>
+                {
+                    mask_from_x = true;
+                    inputs.extend([beta, k.inputs[1]]);
+                }
+                _ => inputs.extend([y, k.inputs[1]]),
+            }
             group.push(pa);
             match k.op {
                 KernelOp::Elementwise {
@@ -81,8 +100,27 @@ fn try_at(p: &mut Program, gi: usize) -> bool {
         act,
         grad_gamma: gg.is_some(),
         grad_beta: rd.is_some(),
+        mask_from_x,
     };
     fuse(p, &group, op, inputs, outputs)
+}
+
+/// β, when `y` is the output of a forward `bn_apply` with a ReLU, batch statistics and no
+/// residual over `(x, moments, gamma)`: the mask of `y` can then be recomputed from `x`.
+fn relu_beta(p: &Program, uses: &Uses, y: BufId, [x, moments, gamma]: [BufId; 3]) -> Option<BufId> {
+    let k = &p.kernels[uses.producer(y)?];
+    match (&k.op, k.inputs.as_slice()) {
+        (
+            KernelOp::BnApply {
+                act: Activation::Relu,
+                source: BnSource::Batch,
+                residual: false,
+                ..
+            },
+            &[kx, km, kg, beta],
+        ) if [kx, km, kg] == [x, moments, gamma] && k.outputs[0] == y => Some(beta),
+        _ => None,
+    }
 }
 
 /// Fuses BN backward (with the activation mask after BN); returns the number of fusions.

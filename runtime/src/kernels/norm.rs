@@ -153,9 +153,14 @@ pub struct BnBackward<'a> {
     /// γ (`None`: dx is not needed).
     pub gamma: Option<&'a [f32]>,
     pub eps: f32,
-    /// The activation after BN, and its output `y` (needed unless linear).
+    /// The activation after BN, and its output `y` (needed unless linear, or recomputed).
     pub act: Act,
     pub y: Option<&'a [f32]>,
+    /// β, given to recompute a ReLU's mask from `x` instead of reading `y`: the forward's
+    /// [`bn_apply`] without a residual made `y = max((x − μ)·scale + β, 0)`, and the same f32
+    /// operations here give the same sign bit for bit. One activation-sized operand fewer to
+    /// read in each of the two passes.
+    pub beta: Option<&'a [f32]>,
     /// Gradient of the activation's output (of BN's output when linear).
     pub dy: &'a [f32],
 }
@@ -175,7 +180,13 @@ pub fn bn_backward(
         "bn_backward: operand lengths"
     );
     assert_eq!(b.moments.len(), 2 * c, "bn_backward: moments must be [2, {c}]");
-    if b.act != Act::Linear {
+    if let Some(beta) = b.beta {
+        assert!(
+            b.act == Act::Relu && b.gamma.is_some(),
+            "bn_backward: only a ReLU's mask is recomputed, and it needs gamma"
+        );
+        assert_eq!(beta.len(), c, "bn_backward: beta length");
+    } else if b.act != Act::Linear {
         let y =
             b.y.expect("bn_backward: the activation's output is needed for its gradient");
         assert_eq!(y.len(), b.x.len(), "bn_backward: activation output length");
@@ -189,19 +200,42 @@ pub fn bn_backward(
     }
 }
 
-/// `g = grad(y, dy)` for one row (`dy` itself when there is no activation).
+/// What the activation's gradient `g = grad(y, dy)` reads besides `dy`.
+#[derive(Clone, Copy)]
+enum ActIn<'a> {
+    /// No activation: `g = dy`.
+    None,
+    /// Its stored output.
+    Output(&'a [f32]),
+    /// Its input `(x − mean)·scale + beta`, recomputed (a ReLU's gradient only needs the sign).
+    Recomputed {
+        x: &'a [f32],
+        mean: &'a [f32],
+        scale: &'a [f32],
+        beta: &'a [f32],
+    },
+}
+
+/// `g = grad(y, dy)` for row `i`.
 #[inline(always)]
-fn row_grad(y: Option<&[f32]>, dy: &[f32], i: usize, g: &mut [f32], grad: impl Fn(f32, f32) -> f32) {
+fn row_grad(src: ActIn, dy: &[f32], i: usize, g: &mut [f32], grad: impl Fn(f32, f32) -> f32) {
     let c = g.len();
     let ds = &dy[i * c..][..c];
-    match y {
-        Some(y) => {
+    match src {
+        ActIn::Output(y) => {
             let ys = &y[i * c..][..c];
             for k in 0..c {
                 g[k] = grad(ys[k], ds[k]);
             }
         }
-        None => g.copy_from_slice(ds),
+        ActIn::Recomputed { x, mean, scale, beta } => {
+            let (xs, mean, scale, beta) = (&x[i * c..][..c], &mean[..c], &scale[..c], &beta[..c]);
+            for k in 0..c {
+                // As `bn_apply` computes it.
+                g[k] = grad((xs[k] - mean[k]) * scale[k] + beta[k], ds[k]);
+            }
+        }
+        ActIn::None => g.copy_from_slice(ds),
     }
 }
 
@@ -224,7 +258,20 @@ fn backward(
         .map(|&v| (1.0 / (v as f64 + b.eps as f64).sqrt()) as f32)
         .collect();
     let (x, dy, isa) = (b.x, b.dy, ctx.isa);
-    let y = if b.act == Act::Linear { None } else { b.y };
+    let mut scale = vec![0f32; c];
+    let y = match (b.act, b.beta, b.gamma) {
+        (Act::Linear, ..) => ActIn::None,
+        (_, Some(beta), Some(gamma)) => {
+            bn_scale(var, Some(gamma), b.eps, &mut scale);
+            ActIn::Recomputed {
+                x,
+                mean,
+                scale: &scale,
+                beta,
+            }
+        }
+        _ => ActIn::Output(b.y.expect("checked in bn_backward")),
+    };
     // Pass 1: Σg and Σg·x̂ per channel.
     let sums = par_partials(ctx, rows, b.x.len(), 2 * c, |r, p| {
         let (sg, sgx) = p.split_at_mut(c);
