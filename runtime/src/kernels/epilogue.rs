@@ -3,6 +3,7 @@
 //! in group order into moments, so they do not depend on the thread count).
 
 use super::activation::Act;
+use super::simd::{ld, st, with_simd, Simd};
 use super::KernelIsa;
 
 /// Epilogue of a forward conv / GEMM, applied in this order: `+ bias`, activation, statistics.
@@ -62,48 +63,87 @@ impl<'a> Epilogue<'a> {
 pub(crate) fn group_stats(isa: KernelIsa, y: &[f32], n: usize, partial: &mut [f64]) {
     let rows = y.len() / n.max(1);
     let (mean, m2) = partial.split_at_mut(n);
+    mean.fill(0.0);
+    m2.fill(0.0);
     if rows == 0 {
-        mean.fill(0.0);
-        m2.fill(0.0);
         return;
     }
     let shift = &y[..n];
-    let mut s = vec![0f32; 2 * n];
-    isa.vectorize(
-        #[inline(always)]
-        || {
-            const BLOCK: usize = 16;
-            mean.fill(0.0);
-            m2.fill(0.0);
-            let (bs, bq) = s.split_at_mut(n);
-            let (bs, bq, mean, m2) = (&mut bs[..n], &mut bq[..n], &mut mean[..n], &mut m2[..n]);
-            let shift = &shift[..n];
-            // Indexed loops over operands re-sliced to `[..n]` (no bounds checks): about 1.6×
-            // faster on L2-resident groups than the four-way zip this replaces, which made the
-            // epilogue's statistics cost more than a separate moments pass over the output.
-            for block in y.chunks(BLOCK * n) {
-                bs.fill(0.0);
-                bq.fill(0.0);
-                for row in block.chunks_exact(n) {
-                    let row = &row[..n];
-                    for k in 0..n {
-                        let d = row[k] - shift[k];
-                        bs[k] += d;
-                        bq[k] += d * d;
-                    }
-                }
-                for k in 0..n {
-                    mean[k] += bs[k] as f64;
-                    m2[k] += bq[k] as f64;
-                }
-            }
-        },
-    );
+    with_simd!(isa, S, {
+        // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
+        unsafe { block_sums::<S>(&y[..rows * n], shift, mean, m2) }
+    });
     let r = rows as f64;
     for ((mu, q), &sh) in mean.iter_mut().zip(m2.iter_mut()).zip(shift) {
         let (s1, s2) = (*mu, *q);
         *mu = sh as f64 + s1 / r;
         *q = (s2 - s1 * s1 / r).max(0.0);
+    }
+}
+
+/// Adds to `s1`, `s2` (f64, per column) the f32 sums of `d = y − shift` and `d²` over each
+/// 16-row block of `y` (`[rows, n]`): four column vectors at a time down a block's rows, the
+/// sums in registers (eight independent chains). About 4× faster than the row-by-row loop
+/// through sums in memory it replaces, which made the statistics cost as much in a GEMM's
+/// epilogue as in a separate pass; the same f32 operations in the same order per column.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn block_sums<S: Simd>(y: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64]) {
+    const BLOCK: usize = 16;
+    let n = shift.len();
+    let wide = 4 * S::LANES;
+    for block in y.chunks(BLOCK * n) {
+        let mut c0 = 0;
+        while c0 + wide <= n {
+            column_sums::<S, 4>(block, shift, c0, wide, s1, s2);
+            c0 += wide;
+        }
+        while c0 < n {
+            let len = S::LANES.min(n - c0);
+            column_sums::<S, 1>(block, shift, c0, len, s1, s2);
+            c0 += len;
+        }
+    }
+}
+
+/// [`block_sums`] of columns `c0..c0 + len` (`NV` vectors, the last `len − (NV − 1)·LANES`
+/// lanes wide) of one block.
+#[inline(always)]
+unsafe fn column_sums<S: Simd, const NV: usize>(
+    block: &[f32],
+    shift: &[f32],
+    c0: usize,
+    len: usize,
+    s1: &mut [f64],
+    s2: &mut [f64],
+) {
+    let n = shift.len();
+    let rows = block.len() / n;
+    let lanes = |v: usize| S::LANES.min(len - v * S::LANES);
+    let mut sh = [S::zero(); NV];
+    for (v, h) in sh.iter_mut().enumerate() {
+        *h = ld::<S>(&shift[c0 + v * S::LANES..], lanes(v));
+    }
+    let (mut s, mut q) = ([S::zero(); NV], [S::zero(); NV]);
+    for r in 0..rows {
+        let row = &block[r * n + c0..];
+        for v in 0..NV {
+            let d = S::sub(ld::<S>(&row[v * S::LANES..], lanes(v)), sh[v]);
+            s[v] = S::add(s[v], d);
+            q[v] = S::add(q[v], S::mul(d, d));
+        }
+    }
+    let (mut ts, mut tq) = ([0f32; 64], [0f32; 64]);
+    for v in 0..NV {
+        st::<S>(&mut ts[v * S::LANES..], s[v], lanes(v));
+        st::<S>(&mut tq[v * S::LANES..], q[v], lanes(v));
+    }
+    let (s1, s2) = (&mut s1[c0..c0 + len], &mut s2[c0..c0 + len]);
+    for k in 0..len {
+        s1[k] += ts[k] as f64;
+        s2[k] += tq[k] as f64;
     }
 }
 
