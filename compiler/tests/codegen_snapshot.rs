@@ -63,8 +63,8 @@ fn tiny_lib(yaml: &str, file: &str) -> String {
 fn tiny_bn_lib_rs() {
     let lib = tiny_lib(TINY_BN, "tiny_bn.yaml");
     assert!(
-        lib.contains("fn infer_prepare(p: &[f32], a: &mut [f32])"),
-        "BN is folded at load time"
+        lib.contains("fn infer_prepare(p: &[&[f32]; N_PARAMS], a: &mut [f32])"),
+        "BN is folded at load time, from the parameter tensors"
     );
     insta::assert_snapshot!(lib);
 }
@@ -98,8 +98,8 @@ fn repeated_blocks_share_kernel_functions() {
     let lib = c.file("src/lib.rs").unwrap();
     assert_eq!(
         lib.matches("\nfn ").count(),
-        c.functions + 4,
-        "kernel functions plus four program functions"
+        c.functions + 5,
+        "kernel functions plus four program functions and param_parts"
     );
 }
 

@@ -2,10 +2,11 @@
 //! generated crate built by cargo into a fresh cache, loaded, and compared with the
 //! interpreter elementwise within `Tolerance::KERNEL` — the loss, every gradient, the batch-norm
 //! moving statistics and the predictions of a training step, and inference — at the full batch
-//! and at a partial batch (its own library: batch statistics over the real samples only).
-//! Then: a second executor finds its library in the cache (no cargo run), a truncated library
-//! or a missing marker is rebuilt rather than loaded, and the library refuses wrong lengths and
-//! null pointers with an error code.
+//! and at a partial batch (its own library: batch statistics over the real samples only), and
+//! inference again after the parameters changed (folded again on every call). Then: a second
+//! executor finds its library in the cache (no cargo run), a truncated library or a missing
+//! marker is rebuilt rather than loaded, and the library refuses wrong lengths and null
+//! pointers with an error code.
 //!
 //! One test, so that its cargo builds run one after the other (the model is tiny: each takes a
 //! few seconds).
@@ -136,6 +137,21 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
     let (params, x, y) = case(&interp);
     compare_step(&mut ex, &mut interp, &params, &x, &y, BATCH);
 
+    // Inference reads the caller's tensors on every call: changed batch-norm statistics are
+    // folded into the weights again.
+    let mut changed = params.clone();
+    for (p, s) in changed.iter_mut().zip(interp.params()) {
+        if s.name.ends_with("moving_mean") || s.name.ends_with("gamma") {
+            p.data.iter_mut().for_each(|v| *v = 0.5 - *v);
+        }
+    }
+    let (mut got, mut want) = (vec![0f32; BATCH * 3], vec![0f32; BATCH * 3]);
+    for p in [&changed, &params] {
+        ex.predict(p, &x, BATCH, &mut got);
+        interp.predict(p, &x, BATCH, &mut want);
+        TOL.assert_close("predictions after a parameter change", &got, &want);
+    }
+
     // A partial batch: its own library, built on first use.
     compare_step(&mut ex, &mut interp, &params, &x, &y, PARTIAL);
     assert_eq!(ex.builds().len(), 2);
@@ -178,6 +194,7 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
         grads: interp.params().iter().filter(|s| s.trainable).map(numel).sum(),
         arena: 0,
         training: true,
+        param_tensors: interp.params().len(),
     };
     let mut lib = Library::open(&library, &expected).unwrap_or_else(|e| panic!("{e}"));
     let wrong = Sizes {
@@ -187,63 +204,84 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
     let err = Library::open(&library, &wrong).unwrap_err();
     assert!(err.contains("expected"), "{err}");
     // ... and checks lengths before calling (the wrapper), as the library does itself (raw).
-    let flat: Vec<f32> = params.iter().flat_map(|p| p.data.clone()).collect();
+    let parts = || params.iter().map(|p| &p.data[..]);
     let mut preds = vec![0f32; BATCH * 3];
-    assert!(lib.predict(&flat, &x[1..], &mut preds).is_err());
-    lib.predict(&flat, &x, &mut preds).unwrap();
+    assert!(lib.predict(parts(), &x[1..], &mut preds).is_err());
+    assert!(lib.predict(parts().skip(1), &x, &mut preds).is_err(), "a tensor short");
+    lib.predict(parts(), &x, &mut preds).unwrap();
     let raw = unsafe { libloading::Library::new(&library) }.unwrap();
-    type PredictFn =
-        unsafe extern "C" fn(*mut std::ffi::c_void, *const f32, usize, *const f32, usize, *mut f32, usize) -> i32;
+    type PredictFn = unsafe extern "C" fn(
+        *mut std::ffi::c_void,
+        *const *const f32,
+        *const usize,
+        usize,
+        *const f32,
+        usize,
+        *mut f32,
+        usize,
+    ) -> i32;
     type NewFn = unsafe extern "C" fn() -> *mut std::ffi::c_void;
     type FreeFn = unsafe extern "C" fn(*mut std::ffi::c_void);
     // SAFETY: the generated crate's signatures (codegen/support/abi.rs).
     let (predict, new, free) = unsafe {
         (
-            *raw.get::<PredictFn>(b"cnnc_predict\0").unwrap(),
+            *raw.get::<PredictFn>(b"cnnc_predict_parts\0").unwrap(),
             *raw.get::<NewFn>(b"cnnc_model_new\0").unwrap(),
             *raw.get::<FreeFn>(b"cnnc_model_free\0").unwrap(),
         )
     };
+    let ptrs: Vec<*const f32> = params.iter().map(|p| p.data.as_ptr()).collect();
+    let lens: Vec<usize> = params.iter().map(|p| p.data.len()).collect();
+    let mut long = lens.clone();
+    long[0] += 1;
+    let mut null = ptrs.clone();
+    null[1] = std::ptr::null();
+    let (pp, pl, np) = (ptrs.as_ptr(), lens.as_ptr(), ptrs.len());
+    let (xp, xl, out, ol) = (x.as_ptr(), x.len(), preds.as_mut_ptr(), preds.len());
     // SAFETY: valid buffers of the given lengths (the lengths are what is wrong), or null.
     unsafe {
         let m = new();
         assert!(!m.is_null());
-        let (p, pl, xp, xl, out) = (flat.as_ptr(), flat.len(), x.as_ptr(), x.len(), preds.as_mut_ptr());
-        let ol = preds.len();
-        assert_eq!(predict(m, p, pl, xp, xl - 1, out, ol), 2, "a short input is refused");
-        assert_eq!(predict(m, p, pl, xp, xl, out, ol + 1), 2, "a long output is refused");
         assert_eq!(
-            predict(m, p, pl + 1, xp, xl, out, ol),
+            predict(m, pp, pl, np, xp, xl - 1, out, ol),
             2,
-            "too many parameters are refused"
+            "a short input is refused"
         );
         assert_eq!(
-            predict(
-                m,
-                std::ptr::null(),
-                flat.len(),
-                x.as_ptr(),
-                x.len(),
-                preds.as_mut_ptr(),
-                preds.len()
-            ),
+            predict(m, pp, pl, np, xp, xl, out, ol + 1),
+            2,
+            "a long output is refused"
+        );
+        assert_eq!(
+            predict(m, pp, pl, np - 1, xp, xl, out, ol),
+            2,
+            "a missing tensor is refused"
+        );
+        assert_eq!(
+            predict(m, pp, long.as_ptr(), np, xp, xl, out, ol),
+            2,
+            "a tensor of the wrong length is refused"
+        );
+        assert_eq!(
+            predict(m, null.as_ptr(), pl, np, xp, xl, out, ol),
+            1,
+            "a null tensor is refused"
+        );
+        assert_eq!(
+            predict(m, std::ptr::null(), pl, np, xp, xl, out, ol),
             1,
             "null parameters are refused"
         );
         assert_eq!(
-            predict(
-                std::ptr::null_mut(),
-                flat.as_ptr(),
-                flat.len(),
-                x.as_ptr(),
-                x.len(),
-                preds.as_mut_ptr(),
-                preds.len()
-            ),
+            predict(std::ptr::null_mut(), pp, pl, np, xp, xl, out, ol),
             1,
             "a null model is refused"
         );
-        assert_eq!(predict(m, p, pl, xp, xl, out, ol), 0);
+        preds.fill(f32::NAN);
+        assert_eq!(predict(m, pp, pl, np, xp, xl, preds.as_mut_ptr(), ol), 0);
         free(m);
     }
+    let mut want = vec![0f32; BATCH * 3];
+    interp.predict(&params, &x, BATCH, &mut want);
+    TOL.assert_close("raw cnnc_predict_parts", &preds, &want);
 }

@@ -321,6 +321,8 @@ fn constants(c: &mut Code, info: &CrateInfo) {
     c.line(format!("pub const TRAINABLE: &[bool] = &[{}];", trainable.join(", ")));
     c.doc("f32 values of all parameters.");
     c.line(format!("pub const PARAMS_F32S: usize = {};", info.params_f32s));
+    c.doc("Parameter tensors ([`PARAMS`] entries).");
+    c.line(format!("pub const N_PARAMS: usize = {};", info.params.len()));
     if info.train.is_some() {
         c.doc("Where each trainable parameter's gradient starts in the flat gradient buffer.");
         let mut at = 0;
@@ -351,6 +353,17 @@ fn constants(c: &mut Code, info: &CrateInfo) {
     c.open("pub fn load_params(bytes: &[u8], out: &mut [f32]) -> Result<(), LoadError>");
     c.line("load_safetensors(bytes, PARAMS, PARAM_OFFSETS, PARAMS_F32S, out)");
     c.close();
+    c.line("");
+    c.doc(
+        "The tensors of the flat `params` ([`PARAMS_F32S`] values), one slice each, as the\n\
+         inference program takes them.",
+    );
+    c.open("fn param_parts(params: &[f32]) -> [&[f32]; N_PARAMS]");
+    c.open("core::array::from_fn(move |i|");
+    c.line("let end = PARAM_OFFSETS.get(i + 1).copied().unwrap_or(PARAMS_F32S);");
+    c.line("&params[PARAM_OFFSETS[i]..end]");
+    c.close_with(")");
+    c.close();
     if info.embed {
         c.line("");
         c.doc("The weights embedded at compile time (`cnnc compile --embed-weights`).");
@@ -365,6 +378,8 @@ pub(crate) fn src(l: &Loc) -> String {
     match l.region {
         Region::Arena => format!("&self.arena[{s}..{e}]"),
         Region::Params => format!("&self.params[{s}..{e}]"),
+        // Refused as an output by `program::emit_program`.
+        Region::Param(i) => format!("&p[{i}][{s}..{e}]"),
         Region::Input => format!("&x[{s}..{e}]"),
         Region::Target => format!("&y[{s}..{e}]"),
     }
@@ -404,14 +419,14 @@ fn model_no_std(c: &mut Code, info: &CrateInfo) {
     c.open("if params.len() != PARAMS_F32S");
     c.line("return Err(LoadError::Length { expected: PARAMS_F32S, found: params.len() });");
     c.close();
-    c.line("infer_prepare(params, &mut arena[..]);");
+    c.line("infer_prepare(&param_parts(params), &mut arena[..]);");
     c.line("Ok(Model { params, arena })");
     c.close();
     c.line("");
     forward_doc(c);
     c.open("pub fn forward(&mut self, x: &[f32], out: &mut [f32])");
     forward_checks(c);
-    c.line("infer_run(self.params, x, &mut self.arena[..]);");
+    c.line("infer_run(&param_parts(self.params), x, &mut self.arena[..]);");
     c.line(format!("out.copy_from_slice({});", src(&info.infer.prediction)));
     c.close();
     c.close();

@@ -1,6 +1,7 @@
 //! The generated crate's C ABI (`src/cnnc_abi.rs`, only with `CodegenOptions::c_abi`): the
 //! fixed entry points of `support/abi.rs` plus the model-specific part (whether it trains,
-//! its target and gradient sizes, where the training run leaves its predictions).
+//! its target and gradient sizes, where the inference and training runs leave their
+//! predictions).
 
 use super::api::{src, CrateInfo};
 use super::writer::Code;
@@ -11,6 +12,21 @@ pub(crate) fn abi_rs(info: &CrateInfo) -> String {
     c.raw(include_str!("support/abi.rs"));
     c.line("");
     c.line("// ---- this model ----");
+    c.line("");
+    c.doc(
+        "The inference program on the caller's parameter tensors `p`: its load-time kernels, then\n\
+         its run, the predictions to `preds`.",
+    );
+    c.open("fn predict(m: &mut Model, p: &[&[f32]; N_PARAMS], x: &[f32], preds: &mut [f32])");
+    c.line("infer_prepare(p, &mut m.arena);");
+    c.line("// The arena's folded weights are now those of `p`, not of the model's parameters.");
+    c.line("m.infer_ready = false;");
+    c.line("infer_run(p, x, &mut m.arena);");
+    c.line(format!(
+        "preds.copy_from_slice({});",
+        src(&info.infer.prediction).replacen("self.", "m.", 1)
+    ));
+    c.close();
     c.line("");
     c.doc("Whether this crate has a training program.");
     c.line(format!("const TRAINING: bool = {};", info.train.is_some()));

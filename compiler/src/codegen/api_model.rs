@@ -85,11 +85,12 @@ pub(crate) fn model_std(c: &mut Code, info: &CrateInfo) {
     forward_doc(c);
     c.open("pub fn forward(&mut self, x: &[f32], out: &mut [f32])");
     forward_checks(c);
+    c.line("let p = param_parts(&self.params);");
     c.open("if !self.infer_ready");
-    c.line("infer_prepare(&self.params, &mut self.arena);");
+    c.line("infer_prepare(&p, &mut self.arena);");
     c.line("self.infer_ready = true;");
     c.close();
-    c.line("infer_run(&self.params, x, &mut self.arena);");
+    c.line("infer_run(&p, x, &mut self.arena);");
     c.line(format!("out.copy_from_slice({});", src(&info.infer.prediction)));
     c.close();
     if let Some(t) = train {

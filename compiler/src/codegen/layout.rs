@@ -2,13 +2,15 @@
 //! with its operands carved out of their regions without `unsafe`.
 //!
 //! Regions are the generated program functions' arguments: `a` (the arena, `&mut [f32]`), `p`
-//! (the parameters, flat in `PARAMS` order; `&mut` only in training, where moving averages
-//! update them in place), `x` (the input) and `y` (the target). A call splits each region that
-//! holds outputs of the kernel at the outputs' edges with `split_at_mut`, so that every output
-//! is its own `&mut` piece and every input lies inside one of the gaps between them. The checks
-//! below are the ones the kernels backend makes (outputs overlap no other operand; only the
-//! in-place moving average reads what it writes); if the plan broke them the emitter fails
-//! instead of emitting code that would not compile or would panic.
+//! (the parameters: for the training program flat in `PARAMS` order, `&mut` since moving
+//! averages update them in place; for the inference program one slice per tensor, `p[i]`, so
+//! that a host's tensors are read where they lie), `x` (the input) and `y` (the target). A
+//! call splits each region that holds outputs of the kernel at the outputs' edges with
+//! `split_at_mut`, so that every output is its own `&mut` piece and every input lies inside
+//! one of the gaps between them. The checks below are the ones the kernels backend makes
+//! (outputs overlap no other operand; only the in-place moving average reads what it writes);
+//! if the plan broke them the emitter fails instead of emitting code that would not compile or
+//! would panic.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -20,19 +22,30 @@ use super::writer::Code;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Region {
     Arena,
+    /// The flat parameter buffer (`p: &mut [f32]`).
     Params,
+    /// Parameter tensor `i` of `PARAMS` (`p[i]`, with `p: &[&[f32]; N_PARAMS]`).
+    Param(usize),
     Input,
     Target,
 }
 
 impl Region {
-    /// The region's variable in generated program functions.
+    /// The program function's argument that holds the region.
     pub fn var(self) -> &'static str {
         match self {
             Region::Arena => "a",
-            Region::Params => "p",
+            Region::Params | Region::Param(_) => "p",
             Region::Input => "x",
             Region::Target => "y",
+        }
+    }
+
+    /// The region as an expression of the program function (`p[3]` for a parameter tensor).
+    pub fn expr(self) -> String {
+        match self {
+            Region::Param(i) => format!("p[{i}]"),
+            r => r.var().to_string(),
         }
     }
 }
@@ -58,8 +71,12 @@ impl Loc {
 /// Resolves a program's buffers to [`Loc`]s.
 pub(crate) struct Binder<'a> {
     pub program: &'a Program,
-    /// f32 offset of each parameter (by Keras name) in the flat parameter buffer.
-    pub param_offsets: &'a HashMap<String, usize>,
+    /// Per parameter (by Keras name): its index in `PARAMS` and its f32 offset in the flat
+    /// parameter buffer.
+    pub params: &'a HashMap<String, (usize, usize)>,
+    /// Whether the program takes the parameters one slice per tensor ([`Region::Param`]; the
+    /// inference program) rather than flat ([`Region::Params`]).
+    pub parts: bool,
     /// Where the program's arena starts in the crate's arena (f32 values): the inference
     /// program lies after the training program's persistent buffers (its constants and the
     /// optimiser state), so that inference between training steps leaves them intact.
@@ -81,11 +98,15 @@ impl Binder<'_> {
             (BufKind::Input, _) => (Region::Input, 0, buf.numel()),
             (BufKind::Target, _) => (Region::Target, 0, buf.numel()),
             (BufKind::Param { name, .. }, _) => {
-                let off = self
-                    .param_offsets
+                let &(i, off) = self
+                    .params
                     .get(name)
                     .ok_or_else(|| format!("parameter '{name}' is not in the parameter layout"))?;
-                (Region::Params, *off, off + buf.numel())
+                if self.parts {
+                    (Region::Param(i), 0, buf.numel())
+                } else {
+                    (Region::Params, off, off + buf.numel())
+                }
             }
             (_, Storage::Persistent | Storage::Transient) => {
                 let off = buf
@@ -211,7 +232,7 @@ pub(crate) fn emit_call(
     let mut args = Vec::new();
     for l in ins {
         match gaps.get_mut(&l.region) {
-            None => args.push(input(l.region.var(), l.start, l.len)),
+            None => args.push(input(&l.region.expr(), l.start, l.len)),
             Some(pieces) => {
                 let piece = pieces
                     .iter_mut()
@@ -285,6 +306,24 @@ mod tests {
         assert!(s.contains("let (a0, ra) = a.split_at_mut(8);"), "{s}");
         assert!(s.contains("let (o0, a1) = ra.split_at_mut(4);"), "{s}");
         assert!(s.contains("k(at(a0, 0), at(a1, 8), at_mut(o0, 0));"), "{s}");
+    }
+
+    #[test]
+    fn parameter_tensors_are_read_in_place() {
+        let mut c = Code::new();
+        let w = Loc {
+            region: Region::Param(3),
+            start: 0,
+            len: 6,
+        };
+        let outs = [arena(0, 4)];
+        check_operands(&[w], &outs, false, false).unwrap();
+        assert!(check_operands(&[], &[w], false, false).is_err(), "never written");
+        emit_call(&mut c, "k", &[w], &outs, false, false).unwrap();
+        emit_call(&mut c, "u", &[w], &outs, false, true).unwrap();
+        let s = c.finish();
+        assert!(s.contains("k(at(p[3], 0), at_mut(o0, 0));"), "{s}");
+        assert!(s.contains("u(&p[3][0..6], o0);"), "{s}");
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!   optimiser updates behind `if update`): the only `unsafe` is the vector loads and stores
 //!   of `support::V` (through slices checked to hold 16 values). The inference program's
 //!   arena starts after the training program's persistent buffers, so `forward` between
-//!   training steps keeps the optimiser state;
+//!   training steps keeps the optimiser state. It takes the parameters as one slice per tensor
+//!   (`&[&[f32]; N_PARAMS]`: `Model` cuts its flat buffer, the C ABI passes a host's tensors
+//!   where they lie), the training program flat (it updates moving statistics in place);
 //! - the public API (`api`): constants (batch, shapes, arena size, the parameter layout), a
 //!   small safetensors reader, and `Model` (`forward`, `train_step` with the optimiser and a
 //!   step counter, `gradients` without) — or, for `no_std`, a `Model` over caller-owned
@@ -368,10 +370,11 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     }
 
     let mut params = Vec::new();
-    let mut offsets = HashMap::new();
+    // Per parameter name: (index in `PARAMS`, f32 offset in the flat layout).
+    let mut slots = HashMap::new();
     let mut at = 0;
-    for s in &specs {
-        offsets.insert(s.name.clone(), at);
+    for (i, s) in specs.iter().enumerate() {
+        slots.insert(s.name.clone(), (i, at));
         params.push(ParamInfo {
             name: s.name.clone(),
             shape: s.shape.clone(),
@@ -403,10 +406,12 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
 
     let mut templates = Templates::new(threads);
     let emit = |p: &Program, tag: &str, program: &'static str, t: &mut Templates| {
+        let inference = program == "inference";
         let binder = Binder {
             program: p,
-            param_offsets: &offsets,
-            arena_base: if program == "inference" { infer_base } else { 0 },
+            params: &slots,
+            parts: inference,
+            arena_base: if inference { infer_base } else { 0 },
             arena_f32s,
         };
         emit_program(p, tag, &binder, t).map_err(|(kernel, msg)| CodegenError::Kernel {

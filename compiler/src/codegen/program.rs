@@ -200,7 +200,9 @@ pub(crate) fn emit_program(
         let unused = if used { "" } else { "_" };
         format!("{unused}{var}: {ty}")
     };
-    let p_ty = if training { "&mut [f32]" } else { "&[f32]" };
+    // The inference program reads each parameter tensor where its caller keeps it (`Binder::parts`).
+    let p_read = if binder.parts { "&[&[f32]; N_PARAMS]" } else { "&[f32]" };
+    let p_ty = if training { "&mut [f32]" } else { p_read };
     let mut prepare = Code::new();
     prepare.doc(&format!(
         "Load-time kernels of the {mode} program ({}: {}); they fill\nthe arena's persistent buffers and run again after the parameters change.",
@@ -209,7 +211,7 @@ pub(crate) fn emit_program(
     ));
     prepare.open(format!(
         "fn {tag}_prepare({}, {})",
-        arg(0, "p", "&[f32]"),
+        arg(0, "p", p_read),
         arg(0, "a", "&mut [f32]")
     ));
     let prepare_body = prepare_body.finish();
@@ -272,9 +274,18 @@ pub(crate) fn emit_program(
             _ => {}
         }
     }
-    for l in grads.iter().chain(&state).map(|(_, l)| l).chain([&prediction]) {
-        if l.region == Region::Target {
-            return Err(outputs_err("an output lies in the target".into()));
+    for l in grads
+        .iter()
+        .chain(&state)
+        .map(|(_, l)| l)
+        .chain([&prediction])
+        .chain(&loss)
+    {
+        match l.region {
+            Region::Target => return Err(outputs_err("an output lies in the target".into())),
+            // `Model` reads outputs from its flat parameters, never from a caller's tensor.
+            Region::Param(_) => return Err(outputs_err("an output is a parameter tensor".into())),
+            _ => {}
         }
     }
     Ok(ProgramCode {

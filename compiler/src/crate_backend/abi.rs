@@ -7,16 +7,25 @@ use std::path::Path;
 use std::ptr::NonNull;
 
 /// The ABI version the host speaks (the library's `cnnc_abi_version` must return it).
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Values of `cnnc_sizes`.
-const SIZES: usize = 8;
+const SIZES: usize = 9;
 
 type VersionFn = unsafe extern "C" fn() -> u32;
 type SizesFn = unsafe extern "C" fn(*mut u64, usize) -> i32;
 type NewFn = unsafe extern "C" fn() -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
-type PredictFn = unsafe extern "C" fn(*mut c_void, *const f32, usize, *const f32, usize, *mut f32, usize) -> i32;
+type PredictPartsFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const *const f32,
+    *const usize,
+    usize,
+    *const f32,
+    usize,
+    *mut f32,
+    usize,
+) -> i32;
 type GradientsFn = unsafe extern "C" fn(
     *mut c_void,
     *mut f32,
@@ -46,6 +55,8 @@ pub struct Sizes {
     pub grads: usize,
     pub arena: usize,
     pub training: bool,
+    /// Parameter tensors (`cnnc_predict_parts` takes one pointer each).
+    pub param_tensors: usize,
 }
 
 /// A loaded library and one model instance in it.
@@ -53,9 +64,13 @@ pub struct Library {
     /// Freed in `Drop`, before `lib` unloads.
     model: NonNull<c_void>,
     free: FreeFn,
-    predict: PredictFn,
+    predict_parts: PredictPartsFn,
     gradients: GradientsFn,
     sizes: Sizes,
+    /// Per parameter tensor: where it lies and its length, for `cnnc_predict_parts` (kept to
+    /// reuse their memory; they point to nothing between calls).
+    part_ptrs: Vec<*const f32>,
+    part_lens: Vec<usize>,
     // Last field: the function pointers above point into it.
     _lib: libloading::Library,
 }
@@ -107,8 +122,8 @@ impl Library {
         let new: NewFn = *unsafe { lib.get::<NewFn>(b"cnnc_model_new\0") }.map_err(|_| symbol("cnnc_model_new"))?;
         let free: FreeFn =
             *unsafe { lib.get::<FreeFn>(b"cnnc_model_free\0") }.map_err(|_| symbol("cnnc_model_free"))?;
-        let predict: PredictFn =
-            *unsafe { lib.get::<PredictFn>(b"cnnc_predict\0") }.map_err(|_| symbol("cnnc_predict"))?;
+        let predict_parts: PredictPartsFn =
+            *unsafe { lib.get::<PredictPartsFn>(b"cnnc_predict_parts\0") }.map_err(|_| symbol("cnnc_predict_parts"))?;
         let gradients: GradientsFn =
             *unsafe { lib.get::<GradientsFn>(b"cnnc_gradients\0") }.map_err(|_| symbol("cnnc_gradients"))?;
         let mut raw = [0u64; SIZES];
@@ -127,6 +142,7 @@ impl Library {
             grads: size(raw[5]),
             arena: size(raw[6]),
             training: raw[7] != 0,
+            param_tensors: size(raw[8]),
         };
         let comparable = Sizes {
             arena: expected.arena,
@@ -140,9 +156,11 @@ impl Library {
         Ok(Library {
             model,
             free,
-            predict,
+            predict_parts,
             gradients,
             sizes,
+            part_ptrs: Vec::new(),
+            part_lens: Vec::new(),
             _lib: lib,
         })
     }
@@ -151,19 +169,36 @@ impl Library {
         &self.sizes
     }
 
-    /// Inference on one batch of exactly `sizes().batch` samples.
-    pub fn predict(&mut self, params: &[f32], x: &[f32], preds: &mut [f32]) -> Result<(), String> {
+    /// Inference on one batch of exactly `sizes().batch` samples, on the parameter tensors
+    /// `params` in the library's order, read where they lie (no copy).
+    pub fn predict<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = &'a [f32]>,
+        x: &[f32],
+        preds: &mut [f32],
+    ) -> Result<(), String> {
+        self.part_ptrs.clear();
+        self.part_lens.clear();
+        for p in params {
+            self.part_ptrs.push(p.as_ptr());
+            self.part_lens.push(p.len());
+        }
         let s = &self.sizes;
-        check("parameters", params.len(), s.params)?;
+        check("parameter tensors", self.part_ptrs.len(), s.param_tensors)?;
+        check("parameters", self.part_lens.iter().sum(), s.params)?;
         check("input", x.len(), s.input)?;
         check("predictions", preds.len(), s.output)?;
-        // SAFETY: the model is live, every buffer has the length the library expects (checked
-        // above, and again by the library) and they are distinct borrows.
+        // SAFETY: the model is live; `part_ptrs` and `part_lens` hold `param_tensors` values
+        // each; every tensor pointer comes from a slice of its length borrowed for the call (the
+        // library checks each length against its tensor's size), `x` and `preds` have the
+        // lengths the library expects (checked above, and again by the library) and `preds` is
+        // an exclusive borrow, so it overlaps nothing else.
         let code = unsafe {
-            (self.predict)(
+            (self.predict_parts)(
                 self.model.as_ptr(),
-                params.as_ptr(),
-                params.len(),
+                self.part_ptrs.as_ptr(),
+                self.part_lens.as_ptr(),
+                self.part_ptrs.len(),
                 x.as_ptr(),
                 x.len(),
                 preds.as_mut_ptr(),
@@ -198,7 +233,9 @@ impl Library {
         check("gradients", grads.len(), s.grads)?;
         check("predictions", preds.len(), s.output)?;
         let mut loss = f32::NAN;
-        // SAFETY: as in `predict`; `loss` is one writable f32.
+        // SAFETY: the model is live, every buffer has the length the library expects (checked
+        // above, and again by the library) and they are distinct borrows; `loss` is one
+        // writable f32.
         let code = unsafe {
             (self.gradients)(
                 self.model.as_ptr(),

@@ -85,7 +85,8 @@ pub struct CrateExecutor {
     announce: bool,
     libs: HashMap<(usize, Purpose), Library>,
     builds: Vec<BuildRecord>,
-    /// The parameters and gradients flat, as the library takes them.
+    /// The parameters and gradients flat, as the library's training entry takes them
+    /// (inference reads the tensors in place).
     flat_params: Vec<f32>,
     flat_grads: Vec<f32>,
 }
@@ -262,18 +263,19 @@ impl CrateExecutor {
             },
             arena: 0,
             training,
+            param_tensors: self.io.params.len(),
         }
     }
 
     /// The start of an `Executor` call (which has no error channel: panics on failure): the
-    /// library for `n` samples, loaded, and `params` flattened for it. Returns the library's key
-    /// and the number of predictions, checked against `preds`.
+    /// library for `n` samples, loaded, and `params` checked against the model's. Returns the
+    /// library's key and the number of predictions, checked against `preds`.
     fn begin_call(&mut self, n: usize, purpose: Purpose, params: &[Tensor], preds: usize) -> ((usize, Purpose), usize) {
         if let Err(e) = self.prepare(n, purpose) {
             panic!("native backend: {e}");
         }
         let key = self.loaded(n, purpose).expect("prepared above");
-        self.flatten(params);
+        self.check_params(params);
         let out = n * self.io.output_size;
         assert!(
             preds >= out,
@@ -282,7 +284,7 @@ impl CrateExecutor {
         (key, out)
     }
 
-    fn flatten(&mut self, params: &[Tensor]) {
+    fn check_params(&self, params: &[Tensor]) {
         assert_eq!(
             params.len(),
             self.io.params.len(),
@@ -290,7 +292,6 @@ impl CrateExecutor {
             self.spec.name,
             self.io.params.len()
         );
-        self.flat_params.clear();
         for (p, s) in params.iter().zip(&self.io.params) {
             assert_eq!(
                 p.data.len(),
@@ -299,7 +300,6 @@ impl CrateExecutor {
                 self.spec.name,
                 s.name
             );
-            self.flat_params.extend_from_slice(&p.data);
         }
     }
 }
@@ -324,6 +324,10 @@ impl Executor for CrateExecutor {
         preds: &mut [f32],
     ) -> StepResult {
         let (key, out) = self.begin_call(n, Purpose::Training, params, preds.len());
+        self.flat_params.clear();
+        for p in params.iter() {
+            self.flat_params.extend_from_slice(&p.data);
+        }
         let lib = self.libs.get_mut(&key).expect("loaded");
         self.flat_grads.resize(lib.sizes().grads, 0.0);
         let loss = lib
@@ -366,7 +370,7 @@ impl Executor for CrateExecutor {
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
         let (key, out) = self.begin_call(n, Purpose::Inference, params, preds.len());
         let lib = self.libs.get_mut(&key).expect("loaded");
-        lib.predict(&self.flat_params, x, &mut preds[..out])
+        lib.predict(params.iter().map(|p| &p.data[..]), x, &mut preds[..out])
             .unwrap_or_else(|e| panic!("native backend, model '{}': {e}", self.spec.name));
     }
 }

@@ -1,13 +1,15 @@
 //! The C ABI through which `cnnc --backend native` runs this library (`crate-type = ["cdylib"]`).
 //!
 //! A host creates a model with `cnnc_model_new`, checks `cnnc_abi_version` and `cnnc_sizes`
-//! against what it expects, and calls `cnnc_predict` / `cnnc_gradients` with raw pointers and
-//! lengths. Every length must equal this model's size exactly and every pointer must be non-null
-//! and aligned, else the call returns an error code and touches nothing; a panic is caught and
-//! reported as `ERR_PANIC` (it cannot unwind into the host). The host owns the parameters: each
-//! call passes all of them (they are copied in only when they changed since the last call), and
-//! `cnnc_gradients` writes them back with the batch-norm moving statistics updated. No
-//! optimiser runs here: the host applies its own to the gradients.
+//! against what it expects, and calls `cnnc_predict_parts` / `cnnc_gradients` with raw pointers
+//! and lengths. Every length must equal this model's size exactly and every pointer must be
+//! non-null and aligned, else the call returns an error code and touches nothing; a panic is
+//! caught and reported as `ERR_PANIC` (it cannot unwind into the host). The host owns the
+//! parameters. `cnnc_predict_parts` reads them where the host keeps them, one pointer per
+//! tensor, and runs the load-time kernels (batch norm folded into the weights) on every call,
+//! as the host may have changed them. `cnnc_gradients` takes them flat (copied in, a step's
+//! small cost beside its batch) and writes them back with the batch-norm moving statistics
+//! updated. No optimiser runs here: the host applies its own to the gradients.
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -16,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::*;
 
 /// Version of this ABI; a host refuses a library of another version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Success.
 pub const OK: i32 = 0;
 /// A pointer argument was null or misaligned.
@@ -28,8 +30,8 @@ pub const ERR_NO_TRAINING: i32 = 3;
 /// The model panicked (a bug): free the model, do not use it again.
 pub const ERR_PANIC: i32 = 4;
 /// Values `cnnc_sizes` writes: batch, input, output, target, parameter, gradient and arena
-/// f32 counts, and 1 when the crate can train (else 0).
-pub const SIZES: usize = 8;
+/// f32 counts, 1 when the crate can train (else 0), and the number of parameter tensors.
+pub const SIZES: usize = 9;
 
 /// [`ABI_VERSION`].
 #[no_mangle]
@@ -52,6 +54,7 @@ pub unsafe extern "C" fn cnnc_sizes(out: *mut u64, len: usize) -> i32 {
         GRADS_LEN as u64,
         ARENA_F32S as u64,
         TRAINING as u64,
+        N_PARAMS as u64,
     ];
     if len != SIZES {
         return ERR_LENGTH;
@@ -87,17 +90,24 @@ pub unsafe extern "C" fn cnnc_model_free(m: *mut Model) {
     }
 }
 
-/// Inference on one batch: `params` ([`PARAMS_F32S`] values), `x` ([`INPUT_F32S`]) →
-/// `preds` ([`OUTPUT_F32S`]).
+/// Inference on one batch, on the parameters where the host keeps them: `params[i]` points to
+/// the `param_lens[i]` values of tensor `i` of [`PARAMS`] (`n_params` entries, [`N_PARAMS`];
+/// each length that tensor's size), `x` ([`INPUT_F32S`] values) → `preds` ([`OUTPUT_F32S`]).
+/// Nothing is copied in: the load-time kernels (batch norm folded into the weights) and the
+/// inference program read the tensors in place.
 ///
 /// # Safety
-/// `m` is a live model; each pointer is valid for its length (reads for `params` and `x`,
-/// writes for `preds`) and no buffer overlaps another.
+/// `m` is a live model; `params` and `param_lens` are valid for reading `n_params` values;
+/// each pointer is valid for its length (reads for the parameters and `x`, writes for
+/// `preds`), nothing writes the parameters or `x` during the call and `preds` overlaps no
+/// other buffer.
 #[no_mangle]
-pub unsafe extern "C" fn cnnc_predict(
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cnnc_predict_parts(
     m: *mut Model,
-    params: *const f32,
-    params_len: usize,
+    params: *const *const f32,
+    param_lens: *const usize,
+    n_params: usize,
     x: *const f32,
     x_len: usize,
     preds: *mut f32,
@@ -106,11 +116,16 @@ pub unsafe extern "C" fn cnnc_predict(
     // SAFETY (of every `unsafe` block below): the caller's contract above.
     let run = || -> Result<(), i32> {
         let m = unsafe { model(m) }?;
-        let params = unsafe { input(params, params_len, PARAMS_F32S) }?;
+        let ptrs = unsafe { input(params, n_params, N_PARAMS) }?;
+        let lens = unsafe { input(param_lens, n_params, N_PARAMS) }?;
+        let mut p: [&[f32]; N_PARAMS] = [&[]; N_PARAMS];
+        for (i, slot) in p.iter_mut().enumerate() {
+            let want: usize = PARAMS[i].1.iter().product();
+            *slot = unsafe { input(ptrs[i], lens[i], want) }?;
+        }
         let x = unsafe { input(x, x_len, INPUT_F32S) }?;
         let preds = unsafe { output(preds, preds_len, OUTPUT_F32S) }?;
-        set_params(m, params);
-        m.forward(x, preds);
+        predict(m, &p, x, preds);
         Ok(())
     };
     status(catch_unwind(AssertUnwindSafe(run)))
@@ -122,7 +137,9 @@ pub unsafe extern "C" fn cnnc_predict(
 /// [`PARAMS`] order), the training run's predictions and the batch's mean loss to `*loss`.
 ///
 /// # Safety
-/// As [`cnnc_predict`]; `params` is also written, and `loss` is valid for writing one f32.
+/// `m` is a live model; each pointer is valid for its length (reads for `x` and `y`, reads
+/// and writes for `params`, writes for `grads` and `preds`, and `loss` for one f32) and no
+/// buffer overlaps another.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn cnnc_gradients(
@@ -152,7 +169,7 @@ pub unsafe extern "C" fn cnnc_gradients(
         let grads = unsafe { output(grads, grads_len, GRADS_LEN) }?;
         let preds = unsafe { output(preds, preds_len, OUTPUT_F32S) }?;
         let loss = unsafe { output(loss, 1, 1) }?;
-        set_params(m, params);
+        m.params_mut().copy_from_slice(params);
         loss[0] = train(m, x, y, step, grads, preds);
         params.copy_from_slice(m.params());
         Ok(())
@@ -165,15 +182,6 @@ fn status(r: std::thread::Result<Result<(), i32>>) -> i32 {
         Ok(Ok(())) => OK,
         Ok(Err(code)) => code,
         Err(_) => ERR_PANIC,
-    }
-}
-
-/// Copies `params` into the model when they differ bitwise from its own (so that a series of
-/// `cnnc_predict` calls with the same parameters folds batch norm into the weights once).
-fn set_params(m: &mut Model, params: &[f32]) {
-    let same = m.params().iter().zip(params).all(|(a, b)| a.to_bits() == b.to_bits());
-    if !same {
-        m.params_mut().copy_from_slice(params);
     }
 }
 
@@ -193,7 +201,7 @@ unsafe fn model<'a>(m: *mut Model) -> Result<&'a mut Model, i32> {
 ///
 /// # Safety
 /// `p` is valid for reading `len` values that nothing writes during the call.
-unsafe fn input<'a>(p: *const f32, len: usize, want: usize) -> Result<&'a [f32], i32> {
+unsafe fn input<'a, T>(p: *const T, len: usize, want: usize) -> Result<&'a [T], i32> {
     if len != want {
         return Err(ERR_LENGTH);
     }
