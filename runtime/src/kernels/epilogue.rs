@@ -69,10 +69,7 @@ pub(crate) fn group_stats(isa: KernelIsa, y: &[f32], n: usize, partial: &mut [f6
         return;
     }
     let shift = &y[..n];
-    with_simd!(isa, S, {
-        // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
-        unsafe { block_sums::<S>(&y[..rows * n], shift, mean, m2) }
-    });
+    shifted_sums(isa, &y[..rows * n], shift, mean, m2);
     let r = rows as f64;
     for ((mu, q), &sh) in mean.iter_mut().zip(m2.iter_mut()).zip(shift) {
         let (s1, s2) = (*mu, *q);
@@ -82,7 +79,15 @@ pub(crate) fn group_stats(isa: KernelIsa, y: &[f32], n: usize, partial: &mut [f6
 }
 
 /// Adds to `s1`, `s2` (f64, per column) the f32 sums of `d = y − shift` and `d²` over each
-/// 16-row block of `y` (`[rows, n]`): four column vectors at a time down a block's rows, the
+/// 16-row block of `y` (`[rows, n]`, `n = shift.len()`; see [`block_sums`]).
+pub(crate) fn shifted_sums(isa: KernelIsa, y: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64]) {
+    with_simd!(isa, S, {
+        // SAFETY: `with_simd!` runs this with `S` = the ISA it checked the CPU has.
+        unsafe { block_sums::<S>(y, shift, s1, s2) }
+    });
+}
+
+/// [`shifted_sums`]: four column vectors at a time down a block's rows, the
 /// sums in registers (eight independent chains). About 4× faster than the row-by-row loop
 /// through sums in memory it replaces, which made the statistics cost as much in a GEMM's
 /// epilogue as in a separate pass; the same f32 operations in the same order per column.

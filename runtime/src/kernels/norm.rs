@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use super::activation::Act;
 use super::elementwise::{par_rows, parallel};
+use super::epilogue::shifted_sums;
 use super::Ctx;
 
 /// Rows summed in f32 before a block's sums are added to the f64 accumulators.
@@ -55,27 +56,7 @@ pub fn moments(ctx: &Ctx, rows: usize, c: usize, x: &[f32], out: &mut [f32]) {
     let isa = ctx.isa;
     let sums = par_partials(ctx, rows, x.len(), 2 * c, |r, p| {
         let (s1, s2) = p.split_at_mut(c);
-        let (mut b1, mut b2) = (vec![0f32; c], vec![0f32; c]);
-        isa.vectorize(
-            #[inline(always)]
-            || {
-                for block in x[r.start * c..r.end * c].chunks(BLOCK * c) {
-                    b1.fill(0.0);
-                    b2.fill(0.0);
-                    for row in block.chunks_exact(c) {
-                        for (((a, q), &v), &s) in b1.iter_mut().zip(b2.iter_mut()).zip(row).zip(shift) {
-                            let d = v - s;
-                            *a += d;
-                            *q += d * d;
-                        }
-                    }
-                    for ((t1, t2), (&a, &q)) in s1.iter_mut().zip(s2.iter_mut()).zip(b1.iter().zip(&b2)) {
-                        *t1 += a as f64;
-                        *t2 += q as f64;
-                    }
-                }
-            },
-        )
+        shifted_sums(isa, &x[r.start * c..r.end * c], shift, s1, s2);
     });
     let inv = 1.0 / rows as f64;
     for ch in 0..c {
