@@ -62,6 +62,9 @@ pub(crate) fn parallel(ctx: &Ctx, len: usize) -> bool {
     len >= PAR_MIN && ctx.threads() > 1
 }
 
+/// Values [`act`] copies and activates at a time (16 KB).
+const L1_PIECE: usize = 4096;
+
 /// `y = act(x)`.
 pub fn act(ctx: &Ctx, act: Act, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "act: input and output lengths differ");
@@ -70,8 +73,11 @@ pub fn act(ctx: &Ctx, act: Act, x: &[f32], y: &mut [f32]) {
         isa.vectorize(
             #[inline(always)]
             || {
-                out.copy_from_slice(&x[r]);
-                act.apply_slice(out);
+                // In L1-sized pieces: one pass over memory, not a copy and then a second pass.
+                for (o, xs) in out.chunks_mut(L1_PIECE).zip(x[r.clone()].chunks(L1_PIECE)) {
+                    o.copy_from_slice(xs);
+                    act.apply_slice(o);
+                }
             },
         )
     });
