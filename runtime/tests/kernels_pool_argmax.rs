@@ -7,10 +7,11 @@
 mod support;
 
 use cnnc_runtime::kernels::activation::Act;
+use cnnc_runtime::kernels::norm;
 use cnnc_runtime::kernels::pool2d::{self, PoolGeom};
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_pooled, max_pool_argmax, max_pool_grad_argmax, pooled_conv_workspace, ConvGeom, Ctx,
-    Epilogue, KernelIsa,
+    bn_act_max_pool_argmax, conv2d_forward, conv2d_forward_pooled, max_pool_argmax, max_pool_grad_argmax,
+    pooled_conv_workspace, BnAffine, ConvGeom, Ctx, Epilogue, KernelIsa,
 };
 use cnnc_runtime::pool::Pool;
 use cnnc_runtime::rng::Rng;
@@ -98,6 +99,40 @@ fn pooling_with_argmax_matches_max_pool_and_its_gradient() {
                 pool2d::max_pool_grad_act(ctx, &g, &x, &dy, act, &mut want_dx);
                 max_pool_grad_argmax(ctx, &g, &arg, &y, &dy, act, &mut dx);
                 assert_close(&dx, &want_dx, EXACT, &what("gradient"));
+            });
+        }
+    }
+}
+
+/// BN's normalise pass with the ReLU and the pool fused (`bn_act_max_pool_argmax`) against
+/// `bn_apply` then `max_pool_argmax` on the stored activation: the same values, bit for bit.
+#[test]
+fn pooled_bn_matches_bn_apply_then_pool() {
+    let cases = [
+        (3, [8, 6], 5, [2, 2]),
+        (2, [12, 10], 37, [2, 2]),
+        (4, [6, 8], 16, [3, 2]),
+    ];
+    for (i, &(n, hw, c, size)) in cases.iter().enumerate() {
+        let g = PoolGeom::valid(n, hw, c, size, size);
+        let x = quantised(g.input_len(), 60 + i as u64);
+        let (mean, scale, beta) = (quantised(c, 61), quantised(c, 62), quantised(c, 63));
+        for act in [Act::Linear, Act::Relu] {
+            each_ctx(|ctx, at| {
+                let what = |k: &str| format!("case {i} {act:?} {k}, {at}");
+                let mut t = vec![f32::NAN; g.input_len()];
+                norm::bn_apply(ctx, c, &x, &mean, &scale, &beta, None, act, &mut t);
+                let (mut want_y, mut want_arg) = (vec![f32::NAN; g.output_len()], vec![f32::NAN; g.output_len()]);
+                max_pool_argmax(ctx, &g, &t, &mut want_y, &mut want_arg);
+                let (mut y, mut arg) = (vec![f32::NAN; g.output_len()], vec![f32::NAN; g.output_len()]);
+                let bn = BnAffine {
+                    mean: &mean,
+                    scale: &scale,
+                    beta: &beta,
+                };
+                bn_act_max_pool_argmax(ctx, &g, &x, bn, act, &mut y, &mut arg);
+                assert_close(&y, &want_y, EXACT, &what("values"));
+                assert_close(&arg, &want_arg, EXACT, &what("argmax"));
             });
         }
     }

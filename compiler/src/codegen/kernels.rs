@@ -96,7 +96,9 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
         KernelOp::SoftmaxGrad { .. } => (v(&[("y", t), ("dy", t)]), v(&[("dx", t)])),
         KernelOp::Reduce { .. } => (v(&[("x", t)]), v(&[("y", t)])),
         KernelOp::Moments { .. } => (v(&[("x", t)]), v(&[("moments", t)])),
-        KernelOp::BnApply { source, residual, .. } => {
+        KernelOp::BnApply {
+            source, residual, pool, ..
+        } => {
             let ins = match source {
                 BnSource::Batch => v(&[("x", t), ("moments", t), ("gamma", t), ("beta", t), ("res", *residual)]),
                 BnSource::Moving => v(&[
@@ -108,7 +110,7 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
                     ("res", *residual),
                 ]),
             };
-            (ins, v(&[("y", t)]))
+            (ins, v(&[("y", t), ("argmax", pool.is_some())]))
         }
         KernelOp::BnGradInput { .. } => (v(&[("x", t), ("moments", t), ("gamma", t), ("dy", t)]), v(&[("dx", t)])),
         KernelOp::BnGradGamma { .. } => (v(&[("x", t), ("moments", t), ("dy", t)]), v(&[("dgamma", t)])),
@@ -288,7 +290,8 @@ fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(),
             act,
             source,
             residual,
-        } => norm::bn_apply(c, *r, *channels, *epsilon, *act, *source, *residual)?,
+            pool,
+        } => norm::bn_apply(c, *r, *channels, *epsilon, *act, *source, *residual, pool.as_ref())?,
         KernelOp::BnGradInput {
             rows: r,
             channels,

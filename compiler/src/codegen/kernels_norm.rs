@@ -3,7 +3,7 @@
 //! does; per-element work is f32 with per-channel coefficients.
 
 use crate::ir::{Activation, LossKind, Moment};
-use crate::kernel_ir::BnSource;
+use crate::kernel_ir::{BnSource, PoolGeom};
 
 use super::kernels::{act_fn, act_grad_expr};
 use super::writer::{f32_typed, Code};
@@ -27,7 +27,9 @@ pub(crate) fn moments(c: &mut Code, rows: usize, ch: usize) {
     c.close();
 }
 
-/// `y = act(γ·(x − mean)/√(var + ε) + β [+ res])`.
+/// `y = act(γ·(x − mean)/√(var + ε) + β [+ res])`, max-pooled with an argmax when `pool` is
+/// given (see [`bn_apply_pooled`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn bn_apply(
     c: &mut Code,
     _rows: usize,
@@ -36,6 +38,7 @@ pub(crate) fn bn_apply(
     act: Activation,
     source: BnSource,
     residual: bool,
+    pool: Option<&PoolGeom>,
 ) -> Result<(), String> {
     if act == Activation::Softmax {
         return Err("softmax after batch normalisation is not elementwise".into());
@@ -46,6 +49,13 @@ pub(crate) fn bn_apply(
     };
     c.line(format!("const EPS: f64 = {} as f64;", f32_typed(eps)));
     bn_scale(c, ch, &mean, &var);
+    if let Some(g) = pool {
+        if residual || !matches!(act, Activation::Linear | Activation::Relu) {
+            return Err("a pooled batch norm takes no residual and a linear or ReLU activation".into());
+        }
+        bn_apply_pooled(c, g, act);
+        return Ok(());
+    }
     let f = act_fn(act);
     let value = |r: &str| {
         let v = format!("(v - m) * s + b{r}");
@@ -72,6 +82,41 @@ pub(crate) fn bn_apply(
     c.close();
     c.close();
     Ok(())
+}
+
+/// The pooled form of [`bn_apply`]: each window's maximum of `act((x − μ)·scale + β)` and the
+/// row-major index in the window of its first maximum, as the runtime's
+/// `bn_act_max_pool_argmax` computes them; the unpooled map is never stored.
+fn bn_apply_pooled(c: &mut Code, g: &PoolGeom, act: Activation) {
+    let ([h, w], [oh, ow], ch) = (g.in_hw, g.out_hw, g.c);
+    let [wh, ww] = g.window.size;
+    let value = if act == Activation::Relu {
+        "let v = (xr[j] - mu[j]) * scale[j] + beta[j]; let v = if v > 0.0 { v } else { 0.0 };"
+    } else {
+        "let v = (xr[j] - mu[j]) * scale[j] + beta[j];"
+    };
+    c.line(format!(
+        "// [{}, {oh}, {ow}, {ch}] maxima of {wh}x{ww} windows of [{}, {h}, {w}, {ch}]",
+        g.n, g.n
+    ));
+    c.open(format!("for p in 0..{}", g.n * oh * ow));
+    c.line(format!(
+        "let (n, py, px) = (p / {}, p / {ow} % {oh}, p % {ow});",
+        oh * ow
+    ));
+    c.line(format!(
+        "let (yo, ao) = (&mut y[p * {ch}..][..{ch}], &mut argmax[p * {ch}..][..{ch}]);"
+    ));
+    c.open(format!("for t in 0..{}", wh * ww));
+    c.line(format!(
+        "let xr = &x[((n * {h} + py * {wh} + t / {ww}) * {w} + px * {ww} + t % {ww}) * {ch}..][..{ch}];"
+    ));
+    c.open(format!("for j in 0..{ch}"));
+    c.line(value);
+    c.line("if t == 0 || v > yo[j] { yo[j] = v; ao[j] = t as f32; }");
+    c.close();
+    c.close();
+    c.close();
 }
 
 /// `mu` (the mean) and `scale = γ/√(var + ε)` as `bn_apply` computes them (the `EPS` const

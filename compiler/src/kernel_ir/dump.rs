@@ -149,6 +149,7 @@ fn attrs(op: &KernelOp) -> String {
             act: a,
             source,
             residual,
+            pool,
         } => {
             let src = match source {
                 BnSource::Batch => "batch",
@@ -160,7 +161,18 @@ fn attrs(op: &KernelOp) -> String {
                 format!(" +{}", act(*a))
             };
             let r = if *residual { " +residual" } else { "" };
-            format!("{src} rows={rows} channels={channels} epsilon={epsilon}{r}{a}")
+            let p = match pool {
+                Some(g) => format!(
+                    " +max_pool({}/{}) +argmax n={} in={}x{}",
+                    hw(g.window.size),
+                    hw(g.window.strides),
+                    g.n,
+                    g.in_hw[0],
+                    g.in_hw[1]
+                ),
+                None => String::new(),
+            };
+            format!("{src} rows={rows} channels={channels} epsilon={epsilon}{r}{a}{p}")
         }
         KernelOp::BnGradInput {
             rows,

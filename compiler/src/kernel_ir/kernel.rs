@@ -235,7 +235,10 @@ pub enum KernelOp {
     },
     /// `y = act(gamma·(x − mean)/√(var + ε) + beta [+ r])`: see [`BnSource`] for the inputs,
     /// followed by `r` (same shape as x) when `residual`; `-> (y)`. The residual add is a
-    /// ResNet block's skip connection.
+    /// ResNet block's skip connection. With `pool` (training, batch statistics, no residual,
+    /// a linear or ReLU `act`; `x` is `pool`'s input map and its windows tile it), `y` is
+    /// max-pooled over them as it is made and never stored: `-> (pooled y, argmax)`, as a
+    /// pooled conv (see `passes::fuse_pool_argmax`).
     BnApply {
         rows: usize,
         channels: usize,
@@ -243,6 +246,7 @@ pub enum KernelOp {
         act: Activation,
         source: BnSource,
         residual: bool,
+        pool: Option<PoolGeom>,
     },
     /// `(x, moments, gamma, dy) -> (dx)` through the batch statistics.
     BnGradInput {
@@ -483,6 +487,7 @@ impl KernelOp {
                 channels,
                 source,
                 residual,
+                pool,
                 ..
             } => {
                 let (x, c) = (Some(rows * channels), Some(*channels));
@@ -491,7 +496,11 @@ impl KernelOp {
                     BnSource::Moving => vec![x, c, c, c, c],
                 };
                 ins.push(opt(*residual, rows * channels));
-                (ins, vec![x])
+                let outs = match pool {
+                    Some(g) => vec![Some(g.output_len()); 2],
+                    None => vec![x],
+                };
+                (ins, outs)
             }
             KernelOp::BnGradInput { rows, channels, .. } => {
                 let x = Some(rows * channels);

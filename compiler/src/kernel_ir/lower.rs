@@ -197,6 +197,7 @@ fn kernel_op(g: &Graph, node: &Node) -> Result<KernelOp, String> {
             act: Activation::Linear,
             source: BnSource::Moving,
             residual: false,
+            pool: None,
         },
         Op::BatchNormTrain { epsilon } => KernelOp::BnApply {
             rows,
@@ -205,6 +206,7 @@ fn kernel_op(g: &Graph, node: &Node) -> Result<KernelOp, String> {
             act: Activation::Linear,
             source: BnSource::Batch,
             residual: false,
+            pool: None,
         },
         Op::Moments => {
             let (rows, channels) = rows_channels(ins[0]);

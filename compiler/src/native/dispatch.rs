@@ -8,7 +8,7 @@ use cnnc_runtime::kernels::norm::{self, BnBackward};
 use cnnc_runtime::kernels::optim;
 use cnnc_runtime::kernels::pool2d::{self, PoolGeom as RtPool};
 use cnnc_runtime::kernels::softmax::{self, LossKind as RtLoss, Targets};
-use cnnc_runtime::kernels::{elementwise as ew, Ctx};
+use cnnc_runtime::kernels::{bn_act_max_pool_argmax, elementwise as ew, BnAffine, Ctx};
 
 use super::compiled::{Mem, Step};
 use super::dispatch_gemm;
@@ -114,8 +114,18 @@ pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
             }
             0
         }
-        KernelOp::BnApply { act, channels, .. } => {
+        KernelOp::BnApply {
+            act, channels, pool, ..
+        } => {
             act_of(*act)?;
+            if let Some(g) = pool {
+                check_pool(PoolKind::Max, g)?;
+                if !crate::kernel_ir::kernel::pool_tiles(g.in_hw, &g.window)
+                    || !matches!(act, Activation::Linear | Activation::Relu)
+                {
+                    return Err("a pooled batch norm needs tiling windows and a linear or ReLU activation".into());
+                }
+            }
             *channels
         }
         KernelOp::BnActBackward { act, .. } => {
@@ -196,6 +206,7 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
             act: a,
             source,
             residual,
+            pool,
             ..
         } => {
             let c = *channels;
@@ -209,7 +220,14 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
             let scale = &mut ws[..c];
             norm::bn_scale(var, Some(gamma), *epsilon, scale);
             let res = residual.then(|| m.get(i[r]));
-            norm::bn_apply(ctx, c, m.get(i[0]), mean, scale, beta, res, act(*a), m.get_mut(o[0]));
+            match pool {
+                Some(g) => {
+                    let bn = BnAffine { mean, scale, beta };
+                    let (y, argmax) = (m.get_mut(o[0]), m.get_mut(o[1]));
+                    bn_act_max_pool_argmax(ctx, &pool_geom(g), m.get(i[0]), bn, act(*a), y, argmax)
+                }
+                None => norm::bn_apply(ctx, c, m.get(i[0]), mean, scale, beta, res, act(*a), m.get_mut(o[0])),
+            }
         }
         KernelOp::BnGradInput { channels, epsilon, .. } => {
             let b = BnBackward {

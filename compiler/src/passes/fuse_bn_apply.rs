@@ -16,6 +16,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         act: Activation::Linear,
         source,
         residual,
+        pool: None,
     } = p.kernels[i].op
     else {
         return false;
@@ -46,6 +47,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         act,
         source,
         residual,
+        pool: None,
     };
     let outputs = vec![c.outputs[0]];
     fuse(p, &[i, j], op, inputs, outputs)

@@ -13,19 +13,39 @@
 //! Applies when the conv's output has exactly two readers, the forward max-pool and its
 //! gradient, the window tiles the map (as `fuse_max_pool`), and the epilogue has no BN
 //! statistics or residual.
+//!
+//! A batch norm's normalise pass (`bn_apply`, batch statistics, no residual, linear or ReLU)
+//! pools the same way: conv → BN → ReLU → max-pool then neither stores the unpooled
+//! activation nor reads it back. Its pool gradient may carry no activation derivative, when
+//! `fuse_bn_backward` took the ReLU's mask into BN's backward (recomputed from BN's input).
 
 use crate::ir::{Activation, Mode, Shape};
-use crate::kernel_ir::{BufKind, Buffer, KernelOp, PoolKind, Program};
+use crate::kernel_ir::{BnSource, BufKind, Buffer, KernelOp, PoolGeom, PoolKind, Program};
 
 use super::fusion::{fuse, rewrite_each};
 
+/// The kernel that can pool its output: a conv's epilogue, or BN's normalise pass.
+enum Producer {
+    Conv,
+    Bn,
+}
+
 fn try_at(p: &mut Program, i: usize) -> bool {
-    let KernelOp::Conv2d { geom, epilogue } = p.kernels[i].op else {
-        return false;
+    let (producer, act, out_hw) = match p.kernels[i].op {
+        KernelOp::Conv2d { geom, epilogue: e }
+            if e.max_pool.is_none() && !e.bn_stats && !e.residual && e.act != Activation::Softmax =>
+        {
+            (Producer::Conv, e.act, Some(geom.out_hw))
+        }
+        KernelOp::BnApply {
+            act: act @ (Activation::Linear | Activation::Relu),
+            source: BnSource::Batch,
+            residual: false,
+            pool: None,
+            ..
+        } => (Producer::Bn, act, None),
+        _ => return false,
     };
-    if epilogue.max_pool.is_some() || epilogue.bn_stats || epilogue.residual || epilogue.act == Activation::Softmax {
-        return false;
-    }
     let out = p.kernels[i].outputs[0];
     let uses = p.uses();
     let base = p.base(out);
@@ -56,31 +76,32 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     else {
         return false;
     };
-    let (pg, gg, act) = (*pg, *gg, act_grad.unwrap_or(Activation::Linear));
+    let (pg, gg, grad_act) = (*pg, *gg, act_grad.unwrap_or(Activation::Linear));
+    // The pool gradient takes the activation's derivative, or (BN only) none: BN's backward
+    // takes it.
+    let derivative_ok = grad_act == act || matches!(producer, Producer::Bn) && grad_act == Activation::Linear;
     if readers.len() != 2
         || pg != gg
-        || act != epilogue.act
+        || !derivative_ok
         || p.kernels[j].stage != p.kernels[i].stage
-        || pg.in_hw != geom.out_hw
-        || !crate::kernel_ir::kernel::pool_tiles(geom.out_hw, &pg.window)
+        || out_hw.is_some_and(|hw| hw != pg.in_hw)
+        || !crate::kernel_ir::kernel::pool_tiles(pg.in_hw, &pg.window)
     {
         return false;
     }
+    let act = grad_act;
     let pooled = p.kernels[j].outputs[0];
     let argmax = p.add_buffer(Buffer::new(
         format!("{}.argmax", p.buffer(pooled).name),
         BufKind::Saved,
         Shape(p.buffer(pooled).shape.0.clone()),
     ));
-    let mut e = epilogue;
-    e.max_pool = Some(pg.window);
-    e.argmax = true;
     let inputs = p.kernels[i].inputs.clone();
     if k < j
         || !fuse(
             p,
             &[i, j],
-            KernelOp::Conv2d { geom, epilogue: e },
+            pooled_op(&p.kernels[i].op, pg),
             inputs,
             vec![pooled, argmax],
         )
@@ -105,7 +126,37 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     fused
 }
 
-/// Fuses training max-pools into conv epilogues with an argmax; returns the number of fusions.
+/// `op` (a [`Producer`]) pooling its output with `pool` and recording the argmax.
+fn pooled_op(op: &KernelOp, pool: PoolGeom) -> KernelOp {
+    match *op {
+        KernelOp::Conv2d { geom, mut epilogue } => {
+            epilogue.max_pool = Some(pool.window);
+            epilogue.argmax = true;
+            KernelOp::Conv2d { geom, epilogue }
+        }
+        KernelOp::BnApply {
+            rows,
+            channels,
+            epsilon,
+            act,
+            source,
+            residual,
+            ..
+        } => KernelOp::BnApply {
+            rows,
+            channels,
+            epsilon,
+            act,
+            source,
+            residual,
+            pool: Some(pool),
+        },
+        _ => unreachable!("only producers are pooled"),
+    }
+}
+
+/// Fuses training max-pools into conv epilogues and BN passes with an argmax; returns the
+/// number of fusions.
 pub fn run(p: &mut Program) -> usize {
     if p.mode != Mode::Training {
         return 0;

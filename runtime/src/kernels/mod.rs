@@ -46,7 +46,7 @@ pub use conv_small::{conv2d_forward_small, conv2d_grad_kernel_small, small_conv_
 pub use epilogue::Epilogue;
 pub use gemm::{gemm, GemmGeom};
 pub use pack::PackedB;
-pub use pool_argmax::{max_pool_argmax, max_pool_grad_argmax};
+pub use pool_argmax::{bn_act_max_pool_argmax, max_pool_argmax, max_pool_grad_argmax, BnAffine};
 pub use winograd::{conv2d_forward_winograd, set_winograd_tile, winograd_applies, WinogradTile};
 pub use winograd_grad::conv2d_grad_kernel_winograd;
 

@@ -47,6 +47,51 @@ fn tasks(ctx: &Ctx, g: &PoolGeom) -> (usize, usize) {
 /// element equal to it (a later equal element does not take over, as in `max_pool`). `x` is
 /// `[n, h, w, c]`, `y` and `argmax` are `[n, oh, ow, c]`.
 pub fn max_pool_argmax(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32], argmax: &mut [f32]) {
+    pool_argmax_of(ctx, g, x, y, argmax, |v, _| v)
+}
+
+/// The per-channel affine map of a batch norm's normalise pass, `(v − mean)·scale + beta`.
+#[derive(Clone, Copy, Debug)]
+pub struct BnAffine<'a> {
+    pub mean: &'a [f32],
+    pub scale: &'a [f32],
+    pub beta: &'a [f32],
+}
+
+/// [`max_pool_argmax`] of `act(bn(x))` (`bn` as [`norm::bn_apply`](super::norm::bn_apply)
+/// computes it, bit for bit; `act` linear or ReLU), without storing that map: a training BN →
+/// ReLU → max-pool writes only the pooled map and its argmax.
+pub fn bn_act_max_pool_argmax(
+    ctx: &Ctx,
+    g: &PoolGeom,
+    x: &[f32],
+    bn: BnAffine,
+    act: Act,
+    y: &mut [f32],
+    argmax: &mut [f32],
+) {
+    let c = g.c;
+    assert!(
+        bn.mean.len() == c && bn.scale.len() == c && bn.beta.len() == c,
+        "bn_act_max_pool_argmax: per-channel operands"
+    );
+    let (m, s, b) = (bn.mean, bn.scale, bn.beta);
+    match act {
+        Act::Linear => pool_argmax_of(ctx, g, x, y, argmax, |v, j| (v - m[j]) * s[j] + b[j]),
+        Act::Relu => pool_argmax_of(ctx, g, x, y, argmax, |v, j| ((v - m[j]) * s[j] + b[j]).max(0.0)),
+        _ => panic!("bn_act_max_pool_argmax: {act:?} is not fused with a pool"),
+    }
+}
+
+/// [`max_pool_argmax`] of `f(x, channel)`.
+fn pool_argmax_of(
+    ctx: &Ctx,
+    g: &PoolGeom,
+    x: &[f32],
+    y: &mut [f32],
+    argmax: &mut [f32],
+    f: impl Fn(f32, usize) -> f32 + Copy + Sync,
+) {
     check_tiles(g);
     assert_eq!(x.len(), g.input_len(), "max_pool_argmax: x has {} values", x.len());
     assert_eq!(y.len(), g.output_len(), "max_pool_argmax: y has {} values", y.len());
@@ -65,7 +110,7 @@ pub fn max_pool_argmax(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32], argmax
     let body = |(range, y, a): &mut (std::ops::Range<usize>, &mut [f32], &mut [f32])| {
         isa.vectorize(
             #[inline(always)]
-            || pool_rows(g, x, range.clone(), y, a),
+            || pool_rows(g, x, range.clone(), y, a, f),
         )
     };
     if threads == 1 {
@@ -75,9 +120,16 @@ pub fn max_pool_argmax(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32], argmax
     }
 }
 
-/// Pooled rows `rows` (of `n·oh`) into `y`/`argmax` (those rows only).
+/// Pooled rows `rows` (of `n·oh`) of `f(x, channel)` into `y`/`argmax` (those rows only).
 #[inline(always)]
-fn pool_rows(g: &PoolGeom, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32], argmax: &mut [f32]) {
+fn pool_rows(
+    g: &PoolGeom,
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    y: &mut [f32],
+    argmax: &mut [f32],
+    f: impl Fn(f32, usize) -> f32,
+) {
     let (c, [sh, sw]) = (g.c, g.size);
     let row = g.ow * c;
     for (i, r) in rows.enumerate() {
@@ -91,13 +143,17 @@ fn pool_rows(g: &PoolGeom, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32
                 let lanes = LANES.min(c - j);
                 let mut best = [0f32; LANES];
                 let mut arg = [0f32; LANES];
-                best[..lanes].copy_from_slice(&x[at(0) + j..][..lanes]);
+                let x0 = &x[at(0) + j..][..lanes];
+                for l in 0..lanes {
+                    best[l] = f(x0[l], j + l);
+                }
                 for t in 1..sh * sw {
                     let xs = &x[at(t) + j..][..lanes];
                     let tf = t as f32;
                     for l in 0..lanes {
-                        let gt = xs[l] > best[l];
-                        best[l] = if gt { xs[l] } else { best[l] };
+                        let v = f(xs[l], j + l);
+                        let gt = v > best[l];
+                        best[l] = if gt { v } else { best[l] };
                         arg[l] = if gt { tf } else { arg[l] };
                     }
                 }
