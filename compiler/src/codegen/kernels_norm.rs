@@ -90,11 +90,7 @@ pub(crate) fn bn_apply(
 fn bn_apply_pooled(c: &mut Code, g: &PoolGeom, act: Activation) {
     let ([h, w], [oh, ow], ch) = (g.in_hw, g.out_hw, g.c);
     let [wh, ww] = g.window.size;
-    let value = if act == Activation::Relu {
-        "let v = (xr[j] - mu[j]) * scale[j] + beta[j]; let v = if v > 0.0 { v } else { 0.0 };"
-    } else {
-        "let v = (xr[j] - mu[j]) * scale[j] + beta[j];"
-    };
+    let relu = act == Activation::Relu;
     c.line(format!(
         "// [{}, {oh}, {ow}, {ch}] maxima of {wh}x{ww} windows of [{}, {h}, {w}, {ch}]",
         g.n, g.n
@@ -112,7 +108,10 @@ fn bn_apply_pooled(c: &mut Code, g: &PoolGeom, act: Activation) {
         "let xr = &x[((n * {h} + py * {wh} + t / {ww}) * {w} + px * {ww} + t % {ww}) * {ch}..][..{ch}];"
     ));
     c.open(format!("for j in 0..{ch}"));
-    c.line(value);
+    c.line("let v = (xr[j] - mu[j]) * scale[j] + beta[j];");
+    if relu {
+        c.line("let v = if v > 0.0 { v } else { 0.0 };");
+    }
     c.line("if t == 0 || v > yo[j] { yo[j] = v; ao[j] = t as f32; }");
     c.close();
     c.close();
