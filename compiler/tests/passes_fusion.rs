@@ -4,7 +4,7 @@
 mod passes_support;
 
 use cnnc_compiler::ir::{Activation, Graph, Mode};
-use cnnc_compiler::kernel_ir::{self, EwOp, KernelOp, Machine, Program, Stage};
+use cnnc_compiler::kernel_ir::{self, EwOp, Kernel, KernelOp, Machine, Program, Stage};
 use cnnc_compiler::passes::{self, PipelineOptions};
 use passes_support::{bn_baseline, mnist_cnn};
 
@@ -32,6 +32,11 @@ fn pass(p: &mut Program, name: &str, f: fn(&mut Program) -> usize) -> usize {
 
 fn count(p: &Program, pred: impl Fn(&KernelOp) -> bool) -> usize {
     p.kernels.iter().filter(|k| pred(&k.op)).count()
+}
+
+/// The first kernel whose op matches `pred`.
+fn find(p: &Program, pred: impl Fn(&KernelOp) -> bool) -> &Kernel {
+    p.kernels.iter().find(|k| pred(&k.op)).expect("a matching kernel")
 }
 
 fn mnemonics(p: &Program, stage: Stage) -> Vec<&'static str> {
@@ -92,11 +97,7 @@ fn training_conv_epilogue_yields_bn_statistics() {
     assert_eq!(pass(&mut p, "fuse_bn_stats", passes::fuse_bn_stats::run), 1);
     assert_eq!(p.kernels.len(), after_bias - 1);
     assert_eq!(count(&p, |op| matches!(op, KernelOp::Moments { .. })), 0);
-    let conv = p
-        .kernels
-        .iter()
-        .find(|k| matches!(k.op, KernelOp::Conv2d { .. }))
-        .expect("conv");
+    let conv = find(&p, |op| matches!(op, KernelOp::Conv2d { .. }));
     assert!(conv.op.epilogue().is_some_and(|e| e.bias && e.bn_stats));
     assert_eq!(conv.outputs.len(), 2);
     assert!(total > p.kernels.len());
@@ -108,11 +109,7 @@ fn training_bn_apply_includes_the_activation() {
     let n = p.kernels.len();
     assert_eq!(pass(&mut p, "fuse_bn_apply", passes::fuse_bn_apply::run), 1);
     assert_eq!(p.kernels.len(), n - 1);
-    let bn = p
-        .kernels
-        .iter()
-        .find(|k| matches!(k.op, KernelOp::BnApply { .. }))
-        .expect("bn");
+    let bn = find(&p, |op| matches!(op, KernelOp::BnApply { .. }));
     assert!(matches!(
         bn.op,
         KernelOp::BnApply {
@@ -145,11 +142,7 @@ fn training_bn_backward_absorbs_the_activation_mask() {
     // act_grad + bn_grad_input + bn_grad_gamma + reduce (d beta) → one bn_act_backward.
     assert_eq!(p.kernels.len(), n - 3);
     assert_eq!(bn_grads(&p), 1, "only the dense layer's act_grad remains");
-    let k = p
-        .kernels
-        .iter()
-        .find(|k| matches!(k.op, KernelOp::BnActBackward { .. }))
-        .expect("fused");
+    let k = find(&p, |op| matches!(op, KernelOp::BnActBackward { .. }));
     assert!(matches!(
         k.op,
         KernelOp::BnActBackward {
@@ -169,19 +162,11 @@ fn training_bn_backward_recomputes_a_relu_mask_from_bn_input() {
     let mut p = unfused(bn_baseline(8, Mode::Training), true);
     assert_eq!(pass(&mut p, "fuse_bn_apply", passes::fuse_bn_apply::run), 1);
     let (apply_inputs, y) = {
-        let k = p
-            .kernels
-            .iter()
-            .find(|k| matches!(k.op, KernelOp::BnApply { .. }))
-            .expect("bn_apply");
+        let k = find(&p, |op| matches!(op, KernelOp::BnApply { .. }));
         (k.inputs.clone(), k.outputs[0])
     };
     assert_eq!(pass(&mut p, "fuse_bn_backward", passes::fuse_bn_backward::run), 1);
-    let k = p
-        .kernels
-        .iter()
-        .find(|k| matches!(k.op, KernelOp::BnActBackward { .. }))
-        .expect("fused");
+    let k = find(&p, |op| matches!(op, KernelOp::BnActBackward { .. }));
     assert!(matches!(
         k.op,
         KernelOp::BnActBackward {
@@ -211,11 +196,7 @@ fn training_softmax_and_cross_entropy_are_one_kernel() {
     assert_eq!(pass(&mut p, "fuse_softmax_xent", passes::fuse_softmax_xent::run), 1);
     assert_eq!(p.kernels.len(), n - 2);
     assert_eq!(loss_kernels(&p), 0);
-    let k = p
-        .kernels
-        .iter()
-        .find(|k| matches!(k.op, KernelOp::SoftmaxXent { .. }))
-        .expect("fused");
+    let k = find(&p, |op| matches!(op, KernelOp::SoftmaxXent { .. }));
     assert!(matches!(
         k.op,
         KernelOp::SoftmaxXent {

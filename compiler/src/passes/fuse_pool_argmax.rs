@@ -128,31 +128,16 @@ fn try_at(p: &mut Program, i: usize) -> bool {
 
 /// `op` (a [`Producer`]) pooling its output with `pool` and recording the argmax.
 fn pooled_op(op: &KernelOp, pool: PoolGeom) -> KernelOp {
-    match *op {
-        KernelOp::Conv2d { geom, mut epilogue } => {
+    let mut op = op.clone();
+    match &mut op {
+        KernelOp::Conv2d { epilogue, .. } => {
             epilogue.max_pool = Some(pool.window);
             epilogue.argmax = true;
-            KernelOp::Conv2d { geom, epilogue }
         }
-        KernelOp::BnApply {
-            rows,
-            channels,
-            epsilon,
-            act,
-            source,
-            residual,
-            ..
-        } => KernelOp::BnApply {
-            rows,
-            channels,
-            epsilon,
-            act,
-            source,
-            residual,
-            pool: Some(pool),
-        },
+        KernelOp::BnApply { pool: p, .. } => *p = Some(pool),
         _ => unreachable!("only producers are pooled"),
     }
+    op
 }
 
 /// Fuses training max-pools into conv epilogues and BN passes with an argmax; returns the
