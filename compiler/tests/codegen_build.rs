@@ -423,6 +423,44 @@ fn check_model(name: &str) {
     }
 }
 
+/// Every generated crate passes clippy with warnings denied, as a user's CI would run it (the
+/// workspace `check_binaries` generated and built; skipped where clippy is not installed).
+#[test]
+fn generated_crates_pass_clippy() {
+    check_binaries("mnist_cnn");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has_clippy = Command::new(&cargo)
+        .args(["clippy", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_clippy {
+        eprintln!("clippy is not installed: skipped");
+        return;
+    }
+    let out = Command::new(&cargo)
+        .args([
+            "clippy",
+            "--offline",
+            "--quiet",
+            "--release",
+            "--examples",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(tmp("workspace"))
+        .env("CARGO_TARGET_DIR", tmp("workspace-target-clippy"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("cargo clippy runs");
+    assert!(
+        out.status.success(),
+        "clippy on the generated crates:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn mnist_cnn_crate_matches_the_interpreter() {
     check_model("mnist_cnn");

@@ -109,12 +109,11 @@ fn strided_plan(g: &ConvGeom) -> Option<StridedPlan> {
 fn transpose_kernel(c: &mut Code, g: &ConvGeom, flip: bool, panels: bool) {
     let ([kh, kw], cc, f) = (g.kernel_hw, g.c, g.f);
     let taps = kh * kw;
-    let tap = if flip && taps > 1 {
-        format!("({} - t)", taps - 1)
-    } else if flip {
-        "0".into()
-    } else {
-        "t".into()
+    // `tap · f +`: the tap's row offset (none for a single tap: clippy denies `0 * f`).
+    let tap = match (taps, flip) {
+        (1, _) => String::new(),
+        (_, true) => format!("({} - t) * {f} + ", taps - 1),
+        (_, false) => format!("t * {f} + "),
     };
     let what = if flip { "flipped and transposed" } else { "transposed" };
     let store = if panels {
@@ -123,10 +122,10 @@ fn transpose_kernel(c: &mut Code, g: &ConvGeom, flip: bool, panels: bool) {
             "// wt = the kernel {what} to [{kh}, {kw}, {f}, {cc}], in {} panels of [{k}, {LANES}]",
             cc / LANES
         ));
-        format!("wt[((ci / {LANES}) * {k} + {tap} * {f} + fi) * {LANES} + ci % {LANES}]")
+        format!("wt[((ci / {LANES}) * {k} + {tap}fi) * {LANES} + ci % {LANES}]")
     } else {
         c.line(format!("// wt = the kernel {what} to [{kh}, {kw}, {f}, {cc}]"));
-        format!("wt[({tap} * {f} + fi) * {cc} + ci]")
+        format!("wt[({tap}fi) * {cc} + ci]")
     };
     c.open(format!("for t in 0..{taps}"));
     c.open(format!("for ci in 0..{cc}"));

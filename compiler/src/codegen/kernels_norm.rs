@@ -96,10 +96,19 @@ fn bn_apply_pooled(c: &mut Code, g: &PoolGeom, act: Activation) {
         g.n, g.n
     ));
     c.open(format!("for p in 0..{}", g.n * oh * ow));
-    c.line(format!(
-        "let (n, py, px) = (p / {}, p / {ow} % {oh}, p % {ow});",
-        oh * ow
-    ));
+    // Pooled pixel p = (n·oh + py)·ow + px, without `% 1` for a side of 1 (clippy denies it).
+    let n = if oh * ow == 1 {
+        "p".to_string()
+    } else {
+        format!("p / {}", oh * ow)
+    };
+    let py = match (oh, ow) {
+        (1, _) => "0".to_string(),
+        (_, 1) => format!("p % {oh}"),
+        _ => format!("p / {ow} % {oh}"),
+    };
+    let px = if ow == 1 { "0".to_string() } else { format!("p % {ow}") };
+    c.line(format!("let (n, py, px) = ({n}, {py}, {px});"));
     c.line(format!(
         "let (yo, ao) = (&mut y[p * {ch}..][..{ch}], &mut argmax[p * {ch}..][..{ch}]);"
     ));
@@ -344,7 +353,7 @@ pub(crate) fn loss_grad(c: &mut Code, kind: LossKind, from_logits: bool, rows: u
             } else {
                 c.open(format!("for j in 0..{cols}"));
                 c.line(format!("let (p, t) = (z[j], {tj});"));
-                c.line(format!("let inside = p >= {CLIP} && p <= 1.0 - {CLIP};"));
+                c.line(format!("let inside = ({CLIP}..=1.0 - {CLIP}).contains(&p);"));
                 c.line(format!(
                     "d[j] = if t != 0.0 && inside {{ (-t / p as f64 / {rows}.0) as f32 }} else {{ 0.0 }};"
                 ));

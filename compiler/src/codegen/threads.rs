@@ -37,6 +37,9 @@ pub(crate) struct ThreadSplit {
 /// (tens of µs), against the runtime pool's wake-up of parked workers the schedule assumes.
 const SPAWN_FLOPS: usize = 8_000_000;
 
+/// Largest per-thread partial-sum buffer (f32s) a wrapper keeps on the stack.
+const STACK_PARTIALS: usize = 4096;
+
 /// The schedule of `op`'s generated function in a crate for `threads` threads: `s` (tiles for
 /// one thread) split by samples when the kernel divides so.
 pub(crate) fn schedule_for(op: &KernelOp, s: Schedule, threads: usize) -> Schedule {
@@ -210,7 +213,15 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
     let mut lasts = Vec::new();
     for (i, (name, &len)) in out_names.iter().zip(&pout).enumerate() {
         if sp.reduce || (sp.moments && i == 1) {
-            c.line(format!("let mut {name}_p = vec![0f32; {}];", len * last));
+            // Small partials on the stack (clippy flags a `vec!` of a few values); large ones
+            // (a kernel gradient's) on the heap.
+            let n = len * last;
+            let buf = if n <= STACK_PARTIALS {
+                format!("[0f32; {n}]")
+            } else {
+                format!("vec![0f32; {n}]")
+            };
+            c.line(format!("let mut {name}_p = {buf};"));
             heads.push(format!("{name}_p.chunks_exact_mut({len})"));
             lasts.push(name.clone());
         } else {
