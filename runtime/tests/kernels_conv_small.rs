@@ -12,6 +12,7 @@
 mod kernels_common;
 mod support;
 
+use cnnc_runtime::kernels::norm;
 use cnnc_runtime::kernels::pool2d::{max_pool, max_pool_grad_act, PoolGeom};
 use cnnc_runtime::kernels::{
     conv2d_forward, conv2d_forward_small, conv2d_grad_kernel, conv2d_grad_kernel_small, small_conv_applies, Act,
@@ -192,6 +193,38 @@ fn forward_matches_reference_for_every_activation_bit_identical_across_threads()
         }
     }
     println!("forward: worst error {worst} ε·(S + 1)");
+}
+
+/// With BN's moments asked, a small conv narrower than a vector (lenet5/conv1's 6 channels)
+/// still runs the small kernel, then a moments pass: the output has the small kernel's bits and
+/// the moments are `norm::moments` of it.
+#[test]
+fn narrow_small_conv_with_moments_keeps_the_small_kernel() {
+    for g in [
+        ConvGeom::valid(2, [28, 28], 1, [5, 5], 6, [1, 1]),
+        ConvGeom::valid(1, [11, 13], 2, [3, 3], 6, [2, 2]),
+    ] {
+        let (x, w, bias) = (data(g.input_len(), 4), data(g.kernel_len(), 5), data(g.f, 6));
+        for isa in isas() {
+            for pool in &pools() {
+                let ctx = Ctx::with_isa(pool, isa);
+                let what = format!("{g:?} {isa:?} {} thread(s)", pool.threads());
+                let mut want = vec![f32::NAN; g.output_len()];
+                let epi = Epilogue::none().with_bias(&bias).with_act(Act::Relu);
+                conv2d_forward_small(&ctx, &g, &x, &w, epi, None, &mut want);
+                let mut want_mo = vec![f32::NAN; 2 * g.f];
+                norm::moments(&ctx, g.m(), g.f, &want, &mut want_mo);
+                let (mut y, mut mo) = (vec![f32::NAN; g.output_len()], vec![f32::NAN; 2 * g.f]);
+                let epi = Epilogue::none()
+                    .with_bias(&bias)
+                    .with_act(Act::Relu)
+                    .with_moments(&mut mo);
+                conv2d_forward(&ctx, &g, &x, &w, epi, &mut y);
+                assert_eq!(bits(&y), bits(&want), "{what}: output");
+                assert_eq!(bits(&mo), bits(&want_mo), "{what}: moments");
+            }
+        }
+    }
 }
 
 #[test]

@@ -6,6 +6,10 @@ use super::activation::Act;
 use super::simd::{ld, st, with_simd, Simd};
 use super::KernelIsa;
 
+/// Rows summed in f32 before a block's sums are added to the f64 accumulators (column
+/// statistics here, and BN backward's sums).
+pub(crate) const SUM_BLOCK: usize = 16;
+
 /// Epilogue of a forward conv / GEMM, applied in this order: `+ bias`, activation, statistics.
 #[derive(Debug, Default)]
 pub struct Epilogue<'a> {
@@ -70,11 +74,16 @@ pub(crate) fn group_stats(isa: KernelIsa, y: &[f32], n: usize, partial: &mut [f6
     }
     let shift = &y[..n];
     shifted_sums(isa, &y[..rows * n], shift, mean, m2);
-    let r = rows as f64;
-    for ((mu, q), &sh) in mean.iter_mut().zip(m2.iter_mut()).zip(shift) {
-        let (s1, s2) = (*mu, *q);
-        *mu = sh as f64 + s1 / r;
-        *q = (s2 - s1 * s1 / r).max(0.0);
+    mean_and_m2(rows as f64, shift, mean, m2);
+}
+
+/// Turns sums of deviations from `shift` over `rows` rows (`s1 = Σd`, `s2 = Σd²` per column)
+/// into the group's mean and M2 (sum of squared deviations from the mean), in place.
+pub(crate) fn mean_and_m2(rows: f64, shift: &[f32], s1: &mut [f64], s2: &mut [f64]) {
+    for ((mu, q), &sh) in s1.iter_mut().zip(s2.iter_mut()).zip(shift) {
+        let (a, b) = (*mu, *q);
+        *mu = sh as f64 + a / rows;
+        *q = (b - a * a / rows).max(0.0);
     }
 }
 
@@ -96,10 +105,9 @@ pub(crate) fn shifted_sums(isa: KernelIsa, y: &[f32], shift: &[f32], s1: &mut [f
 /// The CPU must support `S`.
 #[inline(always)]
 unsafe fn block_sums<S: Simd>(y: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64]) {
-    const BLOCK: usize = 16;
     let n = shift.len();
     let wide = 4 * S::LANES;
-    for block in y.chunks(BLOCK * n) {
+    for block in y.chunks(SUM_BLOCK * n) {
         let mut c0 = 0;
         while c0 + wide <= n {
             column_sums::<S, 4>(block, shift, c0, wide, s1, s2);
@@ -156,27 +164,59 @@ unsafe fn column_sums<S: Simd, const NV: usize>(
 /// shorter, in row order — which does not depend on the thread count) of `rows` rows into
 /// `[mean; biased variance]`, by Chan et al.'s pairwise update.
 pub(crate) fn finish_moments(partials: &[&[f64]], rows: usize, group: usize, n: usize, moments: &mut [f32]) {
-    // Groups outer, columns inner (each column's update sequence unchanged), so the column
-    // loop vectorises; the row counts are the same for every column.
-    let (mut mean, mut m2) = (vec![0f64; n], vec![0f64; n]);
-    let mut count = 0f64;
+    let mut acc = ChanMoments::new(n);
     for (g, p) in partials.iter().enumerate() {
         let nb = group.min(rows.saturating_sub(g * group)) as f64;
-        if nb == 0.0 {
-            continue;
+        acc.add(nb, &p[..n], &p[n..2 * n]);
+    }
+    acc.write(moments);
+}
+
+/// Column statistics combined group by group in f64 by Chan et al.'s pairwise update: each
+/// column's update sequence depends only on the groups' order.
+pub(crate) struct ChanMoments {
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    count: f64,
+}
+
+impl ChanMoments {
+    pub(crate) fn new(n: usize) -> Self {
+        ChanMoments {
+            mean: vec![0.0; n],
+            m2: vec![0.0; n],
+            count: 0.0,
         }
-        let total = count + nb;
-        let (pm, pq) = (&p[..n], &p[n..2 * n]);
+    }
+
+    /// Adds a group of `nb` rows with column means `pm` and M2s `pq` (nothing when it is empty).
+    pub(crate) fn add(&mut self, nb: f64, pm: &[f64], pq: &[f64]) {
+        if nb == 0.0 {
+            return;
+        }
+        let n = self.mean.len();
+        let (count, total) = (self.count, self.count + nb);
+        let (mean, m2, pm, pq) = (&mut self.mean[..n], &mut self.m2[..n], &pm[..n], &pq[..n]);
+        // Columns inner (each column's update sequence unchanged), so the loop vectorises.
         for j in 0..n {
             let delta = pm[j] - mean[j];
             mean[j] += delta * nb / total;
             m2[j] += pq[j] + delta * delta * count * nb / total;
         }
-        count = total;
+        self.count = total;
     }
-    for j in 0..n {
-        moments[j] = mean[j] as f32;
-        moments[n + j] = if count > 0.0 { (m2[j] / count) as f32 } else { 0.0 };
+
+    /// `[mean; biased variance]` of all the rows added.
+    pub(crate) fn write(&self, moments: &mut [f32]) {
+        let n = self.mean.len();
+        for j in 0..n {
+            moments[j] = self.mean[j] as f32;
+            moments[n + j] = if self.count > 0.0 {
+                (self.m2[j] / self.count) as f32
+            } else {
+                0.0
+            };
+        }
     }
 }
 

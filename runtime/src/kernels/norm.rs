@@ -14,11 +14,8 @@ use std::ops::Range;
 
 use super::activation::Act;
 use super::elementwise::{par_rows, parallel};
-use super::epilogue::shifted_sums;
+use super::epilogue::{shifted_sums, SUM_BLOCK};
 use super::Ctx;
-
-/// Rows summed in f32 before a block's sums are added to the f64 accumulators.
-const BLOCK: usize = 16;
 
 /// Runs `f(rows, partial)` over contiguous row ranges (one per thread when the work of `len`
 /// values is large enough) and returns the partials (`width` f64 each) summed in thread order.
@@ -265,7 +262,7 @@ fn backward(
                 let (sg, sgx) = (&mut sg[..c], &mut sgx[..c]);
                 let mut row = r.start;
                 while row < r.end {
-                    let end = (row + BLOCK).min(r.end);
+                    let end = (row + SUM_BLOCK).min(r.end);
                     bg.fill(0.0);
                     bgx.fill(0.0);
                     for i in row..end {

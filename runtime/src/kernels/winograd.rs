@@ -15,7 +15,7 @@
 //! transform while the tile is in registers ([`tile_moments`]), per tile row, combined in order.
 
 use super::conv::{use_winograd, ConvGeom, Pad};
-use super::epilogue::{finish_moments, group_stats, Epilogue};
+use super::epilogue::{finish_moments, group_stats, mean_and_m2, ChanMoments, Epilogue};
 use super::gemm::{k_chunks, padded_ld, stat_group, A_BLOCK_BYTES};
 use super::microkernel::{run_tile, tile_shape, ALayout, Tile};
 use super::pack::{with_pack, PackedB};
@@ -809,9 +809,10 @@ pub(super) fn finish_tile(
 }
 
 /// Adds the `rows × cols` pixels of a finished tile (channels `f0..f0 + len`) to its tile row's
-/// moment sums `row = [shift (f), Σd (f), Σd² (f)]`, `d = v − shift`; the row's first tile
-/// (`first`) sets them (so the buffer needs no clearing), the shift to its top-left pixel, a sample close to the row's mean, so that the
-/// f32 sums do not cancel when the mean is large against the spread (as [`group_stats`]).
+/// moment sums `row = [shift (f), Σd (f), Σd² (f)]`, `d = v − shift`. The row's first tile
+/// (`first`) sets them, so the buffer needs no clearing; the shift is its top-left pixel, a
+/// sample close to the row's mean, so that the f32 sums do not cancel when the mean is large
+/// against the spread (as [`group_stats`]).
 ///
 /// # Safety
 /// The CPU must support `S`.
@@ -870,27 +871,18 @@ unsafe fn tile_moments<S: Simd, const T: usize>(
 fn finish_row_moments(g: &ConvGeom, side: usize, stats: &[f32], mo: &mut [f32]) {
     let f = g.f;
     let tiles_y = g.oh.div_ceil(side);
+    let mut acc = ChanMoments::new(f);
     let (mut mean, mut m2) = (vec![0f64; f], vec![0f64; f]);
-    let mut count = 0f64;
     for (r, row) in stats.chunks_exact(3 * f).enumerate() {
         let nb = (side.min(g.oh - side * (r % tiles_y)) * g.ow) as f64;
-        let total = count + nb;
         let (shift, sums) = row.split_at(f);
         let (s, q) = sums.split_at(f);
-        for j in 0..f {
-            let (s1, s2) = (s[j] as f64, q[j] as f64);
-            let row_mean = shift[j] as f64 + s1 / nb;
-            let row_m2 = (s2 - s1 * s1 / nb).max(0.0);
-            let delta = row_mean - mean[j];
-            mean[j] += delta * nb / total;
-            m2[j] += row_m2 + delta * delta * count * nb / total;
-        }
-        count = total;
+        mean.iter_mut().zip(s).for_each(|(m, &v)| *m = v as f64);
+        m2.iter_mut().zip(q).for_each(|(m, &v)| *m = v as f64);
+        mean_and_m2(nb, shift, &mut mean, &mut m2);
+        acc.add(nb, &mean, &m2);
     }
-    for j in 0..f {
-        mo[j] = mean[j] as f32;
-        mo[f + j] = if count > 0.0 { (m2[j] / count) as f32 } else { 0.0 };
-    }
+    acc.write(mo);
 }
 
 /// `Bᵀ (d0, d1, d2, d3)` with `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`.
