@@ -45,10 +45,27 @@
 //!
 //! The table is `cnnc_benches::CONV_SHAPES` (LeNet-5 and the MNIST/CIFAR-10 CNNs have no BN:
 //! their shapes are benched as if a BN followed each conv, as in the issue).
+//!
+//! `bn_relu_max_pool` (training, batch statistics): BN's normalise + ReLU pass with the 2×2
+//! max-pool and its argmax fused in (`fused`: `bn_act_max_pool_argmax`, the unpooled map never
+//! stored) against the normalise + ReLU pass, then `max_pool_argmax` on the stored map
+//! (`unfused`), at every BN → ReLU → max-pool of the seed models, batch 128; `Gelem/s` counts
+//! the values BN normalises:
+//!
+//! | site | BN input (H×W×C) | pool | batch |
+//! |---|---|---|---|
+//! | baseline_cifar10/b1 | 32×32×6 | 2×2 | 128 |
+//! | vgg16_cifar10/stage1 | 32×32×64 | 2×2 | 128 |
+//! | vgg16_cifar10/stage2 | 16×16×128 | 2×2 | 128 |
+//! | vgg16_cifar10/stage3 | 8×8×256 | 2×2 | 128 |
+//! | vgg16_cifar10/stage4 | 4×4×512 | 2×2 | 128 |
+//! | vgg16_cifar10/stage5 | 2×2×512 | 2×2 | 128 |
 
 use cnnc_benches::bn::{ConvBn, InterpConvBn};
-use cnnc_benches::{ConvShape, CONV_SHAPES};
-use cnnc_runtime::kernels::Ctx;
+use cnnc_benches::{data, ConvShape, CONV_SHAPES};
+use cnnc_runtime::kernels::norm;
+use cnnc_runtime::kernels::pool2d::PoolGeom;
+use cnnc_runtime::kernels::{bn_act_max_pool_argmax, max_pool_argmax, Act, BnAffine, Ctx};
 use cnnc_runtime::pool::Pool;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
@@ -126,6 +143,48 @@ fn bench_interp(c: &mut Criterion, ctx: &Ctx) {
     group.finish();
 }
 
+/// The BN → ReLU → max-pool sites of the seed models: (name, [H, W], C), batch 128.
+const BN_POOL_SITES: [(&str, [usize; 2], usize); 6] = [
+    ("baseline_cifar10/b1", [32, 32], 6),
+    ("vgg16_cifar10/stage1", [32, 32], 64),
+    ("vgg16_cifar10/stage2", [16, 16], 128),
+    ("vgg16_cifar10/stage3", [8, 8], 256),
+    ("vgg16_cifar10/stage4", [4, 4], 512),
+    ("vgg16_cifar10/stage5", [2, 2], 512),
+];
+
+/// Normalise + ReLU with the max-pool fused in, against the two passes it replaces.
+fn bench_bn_pool(c: &mut Criterion, ctx: &Ctx) {
+    let mut group = group(c, "bn_relu_max_pool");
+    for (name, hw, ch) in BN_POOL_SITES {
+        let g = PoolGeom::valid(128, hw, ch, [2, 2], [2, 2]);
+        let x = data(g.input_len(), 1);
+        let (mean, scale, beta) = (data(ch, 2), data(ch, 3), data(ch, 4));
+        let bn = BnAffine {
+            mean: &mean,
+            scale: &scale,
+            beta: &beta,
+        };
+        let (mut t, mut y, mut arg) = (
+            vec![0f32; g.input_len()],
+            vec![0f32; g.output_len()],
+            vec![0f32; g.output_len()],
+        );
+        let shape = format!("{}x{}x{}n128", hw[0], hw[1], ch);
+        group.throughput(Throughput::Elements(g.input_len() as u64));
+        group.bench_function(BenchmarkId::new(format!("{name} fused"), &shape), |b| {
+            b.iter(|| bn_act_max_pool_argmax(ctx, &g, &x, bn, Act::Relu, &mut y, &mut arg))
+        });
+        group.bench_function(BenchmarkId::new(format!("{name} unfused"), &shape), |b| {
+            b.iter(|| {
+                norm::bn_apply(ctx, ch, &x, &mean, &scale, &beta, None, Act::Relu, &mut t);
+                max_pool_argmax(ctx, &g, &t, &mut y, &mut arg)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_conv_bn(c: &mut Criterion) {
     let pool = Pool::new(threads());
     let ctx = Ctx::new(&pool);
@@ -136,6 +195,7 @@ fn bench_conv_bn(c: &mut Criterion) {
     );
     bench_native(c, &ctx, false);
     bench_native(c, &ctx, true);
+    bench_bn_pool(c, &ctx);
     bench_interp(c, &ctx);
 }
 

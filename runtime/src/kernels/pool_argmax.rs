@@ -47,7 +47,66 @@ fn tasks(ctx: &Ctx, g: &PoolGeom) -> (usize, usize) {
 /// element equal to it (a later equal element does not take over, as in `max_pool`). `x` is
 /// `[n, h, w, c]`, `y` and `argmax` are `[n, oh, ow, c]`.
 pub fn max_pool_argmax(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32], argmax: &mut [f32]) {
-    pool_argmax_of(ctx, g, x, y, argmax, |v, _| v)
+    pool_argmax_of(ctx, g, x, y, argmax, Identity)
+}
+
+/// What the pool reads of each input pixel: channels `c0..c0 + buf.len()` of `src` (that
+/// pixel's values from `c0` on), mapped.
+trait PixelMap: Copy + Sync {
+    /// The mapped values, read in place or written to `buf`.
+    fn map<'s>(&self, src: &'s [f32], c0: usize, buf: &'s mut [f32]) -> &'s [f32];
+
+    /// The mapped values written to `dst` (a window's first pixel, the running maximum).
+    fn map_into(&self, src: &[f32], c0: usize, dst: &mut [f32]);
+}
+
+/// The stored values as they are.
+#[derive(Clone, Copy)]
+struct Identity;
+
+impl PixelMap for Identity {
+    #[inline(always)]
+    fn map<'s>(&self, src: &'s [f32], _c0: usize, buf: &'s mut [f32]) -> &'s [f32] {
+        &src[..buf.len()]
+    }
+
+    #[inline(always)]
+    fn map_into(&self, src: &[f32], _c0: usize, dst: &mut [f32]) {
+        dst.copy_from_slice(&src[..dst.len()]);
+    }
+}
+
+/// BN's normalise pass, then a ReLU if `relu`.
+#[derive(Clone, Copy)]
+struct BnAct<'a> {
+    bn: BnAffine<'a>,
+    relu: bool,
+}
+
+impl PixelMap for BnAct<'_> {
+    #[inline(always)]
+    fn map<'s>(&self, src: &'s [f32], c0: usize, buf: &'s mut [f32]) -> &'s [f32] {
+        self.map_into(src, c0, buf);
+        buf
+    }
+
+    #[inline(always)]
+    fn map_into(&self, src: &[f32], c0: usize, dst: &mut [f32]) {
+        // Operands re-sliced to the piece's length: no bounds checks, so the loop vectorises.
+        let n = dst.len();
+        let (bn, relu) = (&self.bn, self.relu);
+        let (src, m, s, b) = (
+            &src[..n],
+            &bn.mean[c0..][..n],
+            &bn.scale[c0..][..n],
+            &bn.beta[c0..][..n],
+        );
+        for l in 0..n {
+            // As `norm::bn_apply` computes it.
+            let v = (src[l] - m[l]) * s[l] + b[l];
+            dst[l] = if relu { v.max(0.0) } else { v };
+        }
+    }
 }
 
 /// The per-channel affine map of a batch norm's normalise pass, `(v − mean)·scale + beta`.
@@ -75,23 +134,16 @@ pub fn bn_act_max_pool_argmax(
         bn.mean.len() == c && bn.scale.len() == c && bn.beta.len() == c,
         "bn_act_max_pool_argmax: per-channel operands"
     );
-    let (m, s, b) = (bn.mean, bn.scale, bn.beta);
-    match act {
-        Act::Linear => pool_argmax_of(ctx, g, x, y, argmax, |v, j| (v - m[j]) * s[j] + b[j]),
-        Act::Relu => pool_argmax_of(ctx, g, x, y, argmax, |v, j| ((v - m[j]) * s[j] + b[j]).max(0.0)),
+    let relu = match act {
+        Act::Linear => false,
+        Act::Relu => true,
         _ => panic!("bn_act_max_pool_argmax: {act:?} is not fused with a pool"),
-    }
+    };
+    pool_argmax_of(ctx, g, x, y, argmax, BnAct { bn, relu })
 }
 
-/// [`max_pool_argmax`] of `f(x, channel)`.
-fn pool_argmax_of(
-    ctx: &Ctx,
-    g: &PoolGeom,
-    x: &[f32],
-    y: &mut [f32],
-    argmax: &mut [f32],
-    f: impl Fn(f32, usize) -> f32 + Copy + Sync,
-) {
+/// [`max_pool_argmax`] of `x` mapped by `f`.
+fn pool_argmax_of(ctx: &Ctx, g: &PoolGeom, x: &[f32], y: &mut [f32], argmax: &mut [f32], f: impl PixelMap) {
     check_tiles(g);
     assert_eq!(x.len(), g.input_len(), "max_pool_argmax: x has {} values", x.len());
     assert_eq!(y.len(), g.output_len(), "max_pool_argmax: y has {} values", y.len());
@@ -120,7 +172,7 @@ fn pool_argmax_of(
     }
 }
 
-/// Pooled rows `rows` (of `n·oh`) of `f(x, channel)` into `y`/`argmax` (those rows only).
+/// Pooled rows `rows` (of `n·oh`) of `x` mapped by `f` into `y`/`argmax` (those rows only).
 #[inline(always)]
 fn pool_rows(
     g: &PoolGeom,
@@ -128,7 +180,7 @@ fn pool_rows(
     rows: std::ops::Range<usize>,
     y: &mut [f32],
     argmax: &mut [f32],
-    f: impl Fn(f32, usize) -> f32,
+    f: impl PixelMap,
 ) {
     let (c, [sh, sw]) = (g.c, g.size);
     let row = g.ow * c;
@@ -143,17 +195,14 @@ fn pool_rows(
                 let lanes = LANES.min(c - j);
                 let mut best = [0f32; LANES];
                 let mut arg = [0f32; LANES];
-                let x0 = &x[at(0) + j..][..lanes];
-                for l in 0..lanes {
-                    best[l] = f(x0[l], j + l);
-                }
+                let mut buf = [0f32; LANES];
+                f.map_into(&x[at(0) + j..], j, &mut best[..lanes]);
                 for t in 1..sh * sw {
-                    let xs = &x[at(t) + j..][..lanes];
+                    let xs = f.map(&x[at(t) + j..], j, &mut buf[..lanes]);
                     let tf = t as f32;
                     for l in 0..lanes {
-                        let v = f(xs[l], j + l);
-                        let gt = v > best[l];
-                        best[l] = if gt { v } else { best[l] };
+                        let gt = xs[l] > best[l];
+                        best[l] = if gt { xs[l] } else { best[l] };
                         arg[l] = if gt { tf } else { arg[l] };
                     }
                 }
