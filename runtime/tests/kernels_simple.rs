@@ -99,12 +99,16 @@ fn elementwise_ops_match_loops() {
         assert_eq!(y, x, "copy, {at}");
         ew::fill(&mut y, 2.5);
         assert!(y.iter().all(|&v| v == 2.5), "fill, {at}");
-        let mut s = vec![0f32; c];
-        ew::reduce_rows(ctx, rows, c, &x, &mut s);
-        let want: Vec<f32> = (0..c)
-            .map(|j| (0..rows).map(|i| x[i * c + j] as f64).sum::<f64>() as f32)
-            .collect();
-        assert_close(&s, &want, SUM_TOL, &format!("reduce rows, {at}"));
+        // Narrow channel counts are summed as widened rows, with a tail of rows (1500 = 8·187 + 4).
+        for c in [c, 6, 10] {
+            let x = &x[..rows * c];
+            let mut s = vec![0f32; c];
+            ew::reduce_rows(ctx, rows, c, x, &mut s);
+            let want: Vec<f32> = (0..c)
+                .map(|j| (0..rows).map(|i| x[i * c + j] as f64).sum::<f64>() as f32)
+                .collect();
+            assert_close(&s, &want, SUM_TOL, &format!("reduce rows of {c}, {at}"));
+        }
     });
     let mut s = vec![0f32; rows];
     ew::reduce_cols(rows, c, &x, &mut s);
@@ -284,9 +288,17 @@ fn moments_ref(rows: usize, c: usize, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
     (mean, var)
 }
 
+/// Channel counts that are and are not widened into whole vectors, with and without a tail of
+/// rows (6 channels: 8 rows a vector row; 3: 16 rows; 7 rows are fewer than one).
 #[test]
 fn batch_norm_forward_backward_and_moving_stats() {
-    let (rows, c, eps) = (2000, 24, 1e-3f32);
+    for (rows, c) in [(2000, 24), (2000, 32), (1003, 6), (45, 3), (7, 6)] {
+        batch_norm_case(rows, c);
+    }
+}
+
+fn batch_norm_case(rows: usize, c: usize) {
+    let eps = 1e-3f32;
     // An offset mean (cancellation) and a spread of scales per channel.
     let x: Vec<f32> = data(rows * c, 40, -1.0, 1.0)
         .iter()
@@ -318,7 +330,7 @@ fn batch_norm_forward_backward_and_moving_stats() {
             })
             .collect();
         each_ctx(|ctx, at| {
-            let what = |k: &str| format!("{k} ({act:?}), {at}");
+            let what = |k: &str| format!("{k} ({act:?}), [{rows}, {c}], {at}");
             let mut mo = vec![0f32; 2 * c];
             norm::moments(ctx, rows, c, &x, &mut mo);
             assert_close(&mo, &moments, Tol { abs: 1e-5, rel: 1e-5 }, &what("moments"));
@@ -354,6 +366,13 @@ fn batch_norm_forward_backward_and_moving_stats() {
         let mut y = vec![0f32; rows * c];
         norm::bn_apply(ctx, c, &x, &moments[..c], &scale, &beta, None, Act::Relu, &mut y);
         assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0), "both sides of the mask");
+        let want: Vec<f32> = (0..rows * c)
+            .map(|i| ((x[i] - moments[i % c]) * scale[i % c] + beta[i % c]).max(0.0))
+            .collect();
+        assert_eq!(
+            y, want,
+            "bn_apply: the same f32 operations per value, [{rows}, {c}], {at}"
+        );
         let stored = BnBackward {
             c,
             x: &x,

@@ -10,6 +10,7 @@
 use std::ops::Range;
 
 use super::activation::Act;
+use super::channel_period;
 use super::Ctx;
 use crate::rng::dropout_keep;
 
@@ -224,23 +225,28 @@ pub fn reduce_rows(ctx: &Ctx, rows: usize, channels: usize, x: &[f32], y: &mut [
         "reduce: operand lengths"
     );
     let mut acc = vec![0f64; channels];
-    let mut block = vec![0f32; channels];
-    ctx.isa.vectorize(
-        #[inline(always)]
-        || {
-            for chunk in x.chunks(16 * channels.max(1)) {
-                block.fill(0.0);
-                for row in chunk.chunks_exact(channels) {
-                    for (b, &v) in block.iter_mut().zip(row) {
-                        *b += v;
+    for part in channel_period::parts(channels, rows) {
+        let c = part.c;
+        let mut sums = vec![0f64; c];
+        let mut block = vec![0f32; c];
+        ctx.isa.vectorize(
+            #[inline(always)]
+            || {
+                for chunk in x[part.range.clone()].chunks(16 * c.max(1)) {
+                    block.fill(0.0);
+                    for row in chunk.chunks_exact(c) {
+                        for (b, &v) in block.iter_mut().zip(row) {
+                            *b += v;
+                        }
+                    }
+                    for (a, &b) in sums.iter_mut().zip(&block) {
+                        *a += b as f64;
                     }
                 }
-                for (a, &b) in acc.iter_mut().zip(&block) {
-                    *a += b as f64;
-                }
-            }
-        },
-    );
+            },
+        );
+        part.fold(&sums, &mut acc);
+    }
     for (o, a) in y.iter_mut().zip(&acc) {
         *o = *a as f32;
     }

@@ -15,6 +15,7 @@
 //! and in the `#[target_feature]` trampolines of [`KernelIsa::vectorize`].
 
 pub mod activation;
+mod channel_period;
 pub mod conv;
 mod conv_backward;
 mod conv_pool;

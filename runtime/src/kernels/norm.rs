@@ -13,6 +13,7 @@
 use std::ops::Range;
 
 use super::activation::Act;
+use super::channel_period;
 use super::elementwise::{par_rows, parallel};
 use super::epilogue::{shifted_sums, SUM_BLOCK};
 use super::Ctx;
@@ -51,10 +52,17 @@ pub fn moments(ctx: &Ctx, rows: usize, c: usize, x: &[f32], out: &mut [f32]) {
     }
     let shift = &x[..c];
     let isa = ctx.isa;
-    let sums = par_partials(ctx, rows, x.len(), 2 * c, |r, p| {
-        let (s1, s2) = p.split_at_mut(c);
-        shifted_sums(isa, &x[r.start * c..r.end * c], shift, s1, s2);
-    });
+    let mut sums = vec![0f64; 2 * c];
+    for part in channel_period::parts(c, rows) {
+        let (pc, xs, sh) = (part.c, &x[part.range.clone()], part.expand(shift));
+        let s = par_partials(ctx, part.rows, xs.len(), 2 * pc, |r, p| {
+            let (s1, s2) = p.split_at_mut(pc);
+            shifted_sums(isa, &xs[r.start * pc..r.end * pc], &sh, s1, s2);
+        });
+        let (t1, t2) = sums.split_at_mut(c);
+        part.fold(&s[..pc], t1);
+        part.fold(&s[pc..], t2);
+    }
     let inv = 1.0 / rows as f64;
     for ch in 0..c {
         let d = sums[ch] * inv;
@@ -97,6 +105,27 @@ pub fn bn_apply(
     if let Some(r) = residual {
         assert_eq!(r.len(), x.len(), "bn_apply: residual length");
     }
+    for part in channel_period::parts(c, x.len() / c) {
+        let r = part.range.clone();
+        let (mean, scale, beta) = (part.expand(mean), part.expand(scale), part.expand(beta));
+        let res = residual.map(|v| &v[r.clone()]);
+        apply_rows(ctx, part.c, &x[r.clone()], &mean, &scale, &beta, res, act, &mut y[r]);
+    }
+}
+
+/// [`bn_apply`] over rows of `c` values (the per-channel operands `c` long).
+#[allow(clippy::too_many_arguments)]
+fn apply_rows(
+    ctx: &Ctx,
+    c: usize,
+    x: &[f32],
+    mean: &[f32],
+    scale: &[f32],
+    beta: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+    y: &mut [f32],
+) {
     let isa = ctx.isa;
     par_rows(ctx, x.len() / c, c, y, |rows, out| {
         let xs = &x[rows.start * c..rows.end * c];
@@ -217,8 +246,8 @@ fn row_grad(src: ActIn, dy: &[f32], i: usize, g: &mut [f32], grad: impl Fn(f32, 
     }
 }
 
-/// [`bn_backward`] with the activation's gradient `grad(y, dy)`. Loops are indexed (not
-/// zipped) so that they vectorise.
+/// [`bn_backward`] with the activation's gradient `grad(y, dy)`: two passes over each
+/// [`Part`](channel_period::Part) of the rows.
 #[inline(always)]
 fn backward(
     ctx: &Ctx,
@@ -235,23 +264,103 @@ fn backward(
         .iter()
         .map(|&v| (1.0 / (v as f64 + b.eps as f64).sqrt()) as f32)
         .collect();
-    let (x, dy, isa) = (b.x, b.dy, ctx.isa);
     let mut scale = vec![0f32; c];
-    let y = match (b.act, b.beta, b.gamma) {
-        (Act::Linear, ..) => ActIn::None,
+    let beta = match (b.act, b.beta, b.gamma) {
+        (Act::Linear, ..) => None,
         (_, Some(beta), Some(gamma)) => {
             bn_scale(var, Some(gamma), b.eps, &mut scale);
-            ActIn::Recomputed {
-                x,
-                mean,
-                scale: &scale,
-                beta,
-            }
+            Some(beta)
         }
-        _ => ActIn::Output(b.y.expect("checked in bn_backward")),
+        _ => None,
     };
+    let parts = channel_period::parts(c, rows);
     // Pass 1: Σg and Σg·x̂ per channel.
-    let sums = par_partials(ctx, rows, b.x.len(), 2 * c, |r, p| {
+    let mut sums = vec![0f64; 2 * c];
+    for part in &parts {
+        let r = part.range.clone();
+        let (mean, inv, scale) = (part.expand(mean), part.expand(&inv), part.expand(&scale));
+        let beta = beta.map(|v| part.expand(v));
+        let y = act_in(b, r.clone(), &mean, &scale, beta.as_deref());
+        let s = grad_sums(ctx, part.c, &b.x[r.clone()], &b.dy[r], y, &mean, &inv, grad);
+        let (t1, t2) = sums.split_at_mut(c);
+        part.fold(&s[..part.c], t1);
+        part.fold(&s[part.c..], t2);
+    }
+    let (sum_g, sum_gx) = sums.split_at(c);
+    if let Some(d) = dgamma {
+        assert_eq!(d.len(), c, "bn_backward: dgamma length");
+        d.iter_mut().zip(sum_gx).for_each(|(o, &v)| *o = v as f32);
+    }
+    if let Some(d) = dbeta {
+        assert_eq!(d.len(), c, "bn_backward: dbeta length");
+        d.iter_mut().zip(sum_g).for_each(|(o, &v)| *o = v as f32);
+    }
+    let Some(dx) = dx else { return };
+    assert_eq!(dx.len(), b.x.len(), "bn_backward: dx length");
+    let gamma = b.gamma.expect("bn_backward: dx needs gamma");
+    assert_eq!(gamma.len(), c, "bn_backward: gamma length");
+    // dx = k·g − k·inv·mean(g·x̂)·(x − μ) − k·mean(g), k = γ·inv.
+    let m = rows.max(1) as f64;
+    let (mut ka, mut kb, mut kd) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
+    for ch in 0..c {
+        let s = 1.0 / (var[ch] as f64 + b.eps as f64).sqrt();
+        let k = gamma[ch] as f64 * s;
+        ka[ch] = k as f32;
+        kb[ch] = (-k * s * sum_gx[ch] / m) as f32;
+        kd[ch] = (-k * sum_g[ch] / m) as f32;
+    }
+    for part in &parts {
+        let r = part.range.clone();
+        let (mean, scale) = (part.expand(mean), part.expand(&scale));
+        let beta = beta.map(|v| part.expand(v));
+        let y = act_in(b, r.clone(), &mean, &scale, beta.as_deref());
+        let k = [part.expand(&ka), part.expand(&kb), part.expand(&kd)];
+        let k = DxCoef {
+            ka: &k[0],
+            kb: &k[1],
+            kd: &k[2],
+            mean: &mean,
+        };
+        grad_input(ctx, part.c, &b.x[r.clone()], &b.dy[r.clone()], y, k, &mut dx[r], grad);
+    }
+}
+
+/// What the activation's gradient reads besides `dy` over the values `r` of a [`Part`](channel_period::Part) (whose
+/// per-channel operands are `mean`, `scale`, `beta`); `beta` is given to recompute a ReLU's input.
+fn act_in<'a>(
+    b: &BnBackward<'a>,
+    r: Range<usize>,
+    mean: &'a [f32],
+    scale: &'a [f32],
+    beta: Option<&'a [f32]>,
+) -> ActIn<'a> {
+    match (b.act, beta) {
+        (Act::Linear, _) => ActIn::None,
+        (_, Some(beta)) => ActIn::Recomputed {
+            x: &b.x[r],
+            mean,
+            scale,
+            beta,
+        },
+        _ => ActIn::Output(&b.y.expect("checked in bn_backward")[r]),
+    }
+}
+
+/// Pass 1 of [`backward`] over `x, dy [rows, c]`: `[Σg (c), Σg·x̂ (c)]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_sums(
+    ctx: &Ctx,
+    c: usize,
+    x: &[f32],
+    dy: &[f32],
+    y: ActIn,
+    mean: &[f32],
+    inv: &[f32],
+    grad: impl Fn(f32, f32) -> f32 + Copy + Sync,
+) -> Vec<f64> {
+    let (rows, isa) = (x.len() / c, ctx.isa);
+    par_partials(ctx, rows, x.len(), 2 * c, |r, p| {
         let (sg, sgx) = p.split_at_mut(c);
         let (mut bg, mut bgx, mut g) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
         isa.vectorize(
@@ -281,38 +390,38 @@ fn backward(
                 }
             },
         )
-    });
-    let (sum_g, sum_gx) = sums.split_at(c);
-    if let Some(d) = dgamma {
-        assert_eq!(d.len(), c, "bn_backward: dgamma length");
-        d.iter_mut().zip(sum_gx).for_each(|(o, &v)| *o = v as f32);
-    }
-    if let Some(d) = dbeta {
-        assert_eq!(d.len(), c, "bn_backward: dbeta length");
-        d.iter_mut().zip(sum_g).for_each(|(o, &v)| *o = v as f32);
-    }
-    let Some(dx) = dx else { return };
-    assert_eq!(dx.len(), b.x.len(), "bn_backward: dx length");
-    let gamma = b.gamma.expect("bn_backward: dx needs gamma");
-    assert_eq!(gamma.len(), c, "bn_backward: gamma length");
-    // dx = k·g − k·inv·mean(g·x̂)·(x − μ) − k·mean(g), k = γ·inv.
-    let m = rows.max(1) as f64;
-    let mut ka = vec![0f32; c];
-    let mut kb = vec![0f32; c];
-    let mut kd = vec![0f32; c];
-    for ch in 0..c {
-        let s = 1.0 / (var[ch] as f64 + b.eps as f64).sqrt();
-        let k = gamma[ch] as f64 * s;
-        ka[ch] = k as f32;
-        kb[ch] = (-k * s * sum_gx[ch] / m) as f32;
-        kd[ch] = (-k * sum_g[ch] / m) as f32;
-    }
-    par_rows(ctx, rows, c, dx, |r, out| {
+    })
+}
+
+/// The per-channel coefficients of `dx = ka·g + kb·(x − mean) + kd`.
+#[derive(Clone, Copy)]
+struct DxCoef<'a> {
+    ka: &'a [f32],
+    kb: &'a [f32],
+    kd: &'a [f32],
+    mean: &'a [f32],
+}
+
+/// Pass 2 of [`backward`] over `x, dy, dx [rows, c]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_input(
+    ctx: &Ctx,
+    c: usize,
+    x: &[f32],
+    dy: &[f32],
+    y: ActIn,
+    k: DxCoef,
+    dx: &mut [f32],
+    grad: impl Fn(f32, f32) -> f32 + Copy + Sync,
+) {
+    let isa = ctx.isa;
+    par_rows(ctx, x.len() / c, c, dx, |r, out| {
         let mut g = vec![0f32; c];
         isa.vectorize(
             #[inline(always)]
             || {
-                let (ka, kb, kd, mean) = (&ka[..c], &kb[..c], &kd[..c], &mean[..c]);
+                let (ka, kb, kd, mean) = (&k.ka[..c], &k.kb[..c], &k.kd[..c], &k.mean[..c]);
                 let g = &mut g[..c];
                 for (i, orow) in r.zip(out.chunks_exact_mut(c)) {
                     let orow = &mut orow[..c];
