@@ -8,15 +8,17 @@
 //!
 //! * `fused`: the kernels backend's kernels — the conv whose epilogue also yields BN's moments,
 //!   then one normalise + scale + shift + ReLU pass; backward, BN's backward with the ReLU mask
-//!   folded in (dz, dγ, dβ in one kernel), then the conv's input and kernel gradients;
+//!   folded in (dz, dγ, dβ in one kernel), then the conv's input and kernel gradients (a model's
+//!   first layer has no input gradient: its input is the data, and the compiled program
+//!   computes none);
 //! * `unfused`: the runtime's separate kernels in the order an unfused program runs them —
 //!   conv, moments, normalise, ReLU; backward, ReLU gradient, BN input gradient, γ gradient, β
 //!   reduction, then the conv gradients;
 //! * `interp`: the reference interpreter on the same IR ops, on the layers of at most
 //!   [`INTERP_MAX_FLOPS`] (it runs at well under a GFLOP/s).
 //!
-//! Throughput is `Elements(flops)` with the convolution's FLOPs only (backward: both
-//! gradients), so criterion's `Gelem/s` reads as GFLOP/s and fused / unfused ratios are time
+//! Throughput is `Elements(flops)` with the convolution's FLOPs only (backward: the
+//! gradients it computes), so criterion's `Gelem/s` reads as GFLOP/s and fused / unfused ratios are time
 //! ratios. The bar: fused ≥ 1.3× unfused, forward and backward.
 //!
 //! | layer | input (H×W×C) | kernel | filters | stride | padding | batch |
@@ -109,7 +111,7 @@ fn bench_native(c: &mut Criterion, ctx: &Ctx, backward: bool) {
         },
     );
     for s in CONV_SHAPES {
-        let mut l = ConvBn::new(ctx, s.geom());
+        let mut l = ConvBn::for_shape(ctx, s);
         group.throughput(Throughput::Elements(if backward {
             l.backward_flops()
         } else {
@@ -133,7 +135,7 @@ fn bench_native(c: &mut Criterion, ctx: &Ctx, backward: bool) {
 fn bench_interp(c: &mut Criterion, ctx: &Ctx) {
     let mut group = group(c, "conv_bn_relu_interp");
     for s in CONV_SHAPES.iter().filter(|s| s.geom().flops() <= INTERP_MAX_FLOPS) {
-        let l = ConvBn::new(ctx, s.geom());
+        let l = ConvBn::for_shape(ctx, s);
         let it = InterpConvBn::new(&l);
         group.throughput(Throughput::Elements(l.forward_flops()));
         group.bench_function(id("forward", s), |b| b.iter(|| black_box(it.forward())));

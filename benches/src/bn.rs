@@ -23,7 +23,7 @@ use cnnc_runtime::kernels::norm::{self, BnBackward};
 use cnnc_runtime::kernels::{conv2d_forward, conv2d_grad_input, conv2d_grad_kernel, Act, ConvGeom, Ctx, Epilogue};
 use cnnc_runtime::Tensor;
 
-use crate::data;
+use crate::{data, ConvShape};
 
 /// Keras' default BN epsilon.
 pub const EPS: f32 = 1e-3;
@@ -31,6 +31,8 @@ pub const EPS: f32 = 1e-3;
 /// Operands and every intermediate buffer of one conv → BN → ReLU layer.
 pub struct ConvBn {
     pub g: ConvGeom,
+    /// Whether the backward computes the conv's input gradient (not for a model's first layer).
+    pub input_grad: bool,
     x: Vec<f32>,       // [N, H, W, C]
     w: Vec<f32>,       // [KH, KW, C, F]
     gamma: Vec<f32>,   // [F]
@@ -56,6 +58,7 @@ impl ConvBn {
         let (out, f) = (g.output_len(), g.f);
         let mut s = ConvBn {
             g,
+            input_grad: true,
             x: data(g.input_len(), 1),
             w: data(g.kernel_len(), 2),
             gamma: data(f, 3).iter().map(|v| 1.0 + 0.5 * v).collect(),
@@ -77,14 +80,23 @@ impl ConvBn {
         s
     }
 
+    /// [`ConvBn::new`] for a layer of the shape table: a first layer's backward has no input
+    /// gradient, as in the compiled training program.
+    pub fn for_shape(ctx: &Ctx, s: &ConvShape) -> ConvBn {
+        ConvBn {
+            input_grad: !s.input,
+            ..ConvBn::new(ctx, s.geom())
+        }
+    }
+
     /// Forward FLOPs (the conv's).
     pub fn forward_flops(&self) -> u64 {
         self.g.flops() as u64
     }
 
-    /// Backward FLOPs (input and kernel gradients of the conv).
+    /// Backward FLOPs (the conv's kernel gradient, and its input gradient unless a first layer).
     pub fn backward_flops(&self) -> u64 {
-        2 * self.g.flops() as u64
+        (1 + self.input_grad as u64) * self.g.flops() as u64
     }
 
     /// Output rows (pixels) BN reduces over.
@@ -185,8 +197,11 @@ impl ConvBn {
         ew::reduce_rows(ctx, self.rows(), self.g.f, &self.g_act, &mut self.dbeta);
     }
 
-    /// The conv's input gradient from `dz`.
+    /// The conv's input gradient from `dz` (nothing for a first layer).
     fn conv_dx(&mut self, ctx: &Ctx) {
+        if !self.input_grad {
+            return;
+        }
         conv2d_grad_input(ctx, &self.g, &self.dz, &self.w, &mut self.dx);
     }
 
@@ -352,10 +367,8 @@ impl InterpConvBn {
         let dz = node(&mut bwd, Op::BatchNormGradInput { epsilon: EPS }, &[z, m, gamma, ga]);
         node(&mut bwd, Op::BatchNormGradGamma { epsilon: EPS }, &[z, m, ga]);
         node(&mut bwd, Op::ReduceToChannels, &[ga]);
-        let input_hw = [g.h, g.w];
-        let dx = node(&mut bwd, Op::Conv2dGradInput { strides, pad, input_hw }, &[dz, w]);
         let kernel_hw = [g.kh, g.kw];
-        node(
+        let dw = node(
             &mut bwd,
             Op::Conv2dGradKernel {
                 strides,
@@ -364,7 +377,13 @@ impl InterpConvBn {
             },
             &[x, dz],
         );
-        predict(&mut bwd, dx);
+        if s.input_grad {
+            let input_hw = [g.h, g.w];
+            let dx = node(&mut bwd, Op::Conv2dGradInput { strides, pad, input_hw }, &[dz, w]);
+            predict(&mut bwd, dx);
+        } else {
+            predict(&mut bwd, dw);
+        }
 
         InterpConvBn {
             fwd,
@@ -397,6 +416,7 @@ impl InterpConvBn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CONV_SHAPES;
     use cnnc_runtime::pool::Pool;
 
     fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
@@ -433,9 +453,29 @@ mod tests {
         s.backward_fused(&ctx);
         let it = InterpConvBn::new(&s);
         let (fwd, bwd) = (it.forward(), it.backward());
-        let [y, dx, ..] = s.results();
+        let [y, dx, dw, ..] = s.results();
         let last = |v: &interp::Values, from_end: usize| v.tensors()[v.tensors().len() - from_end].data.clone();
         assert!(close(&last(&fwd, 1), y, 1e-3), "forward differs");
-        assert!(close(&last(&bwd, 2), dx, 1e-3), "input gradient differs");
+        assert!(close(&last(&bwd, 1), dx, 1e-3), "input gradient differs");
+        assert!(close(&last(&bwd, 2), dw, 1e-3), "kernel gradient differs");
+    }
+
+    /// A model's first layer: no input gradient anywhere, the kernel gradient as before.
+    #[test]
+    fn a_first_layer_computes_no_input_gradient() {
+        let pool = Pool::new(1);
+        let ctx = Ctx::new(&pool);
+        let shape = CONV_SHAPES.iter().find(|s| s.input).expect("a first layer");
+        let mut s = ConvBn::for_shape(&ctx, shape);
+        assert_eq!(s.backward_flops(), s.forward_flops());
+        s.backward_fused(&ctx);
+        let [_, dx, dw, ..] = s.results();
+        assert!(dx.iter().all(|&v| v == 0.0), "no input gradient");
+        assert!(dw.iter().any(|&v| v != 0.0), "a kernel gradient");
+        let it = InterpConvBn::new(&s);
+        assert_eq!(it.bwd.outputs.len(), 1);
+        let bwd = it.backward();
+        let got = &bwd.tensors()[bwd.tensors().len() - 1].data;
+        assert!(close(got, dw, 1e-3), "kernel gradient differs");
     }
 }

@@ -27,6 +27,9 @@ pub struct ConvShape {
     pub stride: usize,
     /// VALID padding (LeNet-5) instead of SAME.
     pub valid: bool,
+    /// The model's first layer: its input is the data, so training computes no input gradient
+    /// (the compiled program has none; the conv + BN benchmarks leave it out too).
+    pub input: bool,
 }
 
 impl ConvShape {
@@ -68,7 +71,13 @@ const fn conv(name: &'static str, batch: usize, hw: usize, c: usize, k: usize, f
         f,
         stride,
         valid: false,
+        input: false,
     }
+}
+
+/// `s` as its model's first layer.
+const fn first(s: ConvShape) -> ConvShape {
+    ConvShape { input: true, ..s }
 }
 
 const fn conv_valid(name: &'static str, batch: usize, hw: usize, c: usize, k: usize, f: usize) -> ConvShape {
@@ -81,17 +90,17 @@ const fn conv_valid(name: &'static str, batch: usize, hw: usize, c: usize, k: us
 /// Every distinct conv layer of the four models, at the model's training batch size
 /// (MNIST CNN and LeNet-5 128, CIFAR-10 CNN 64, ResNet18 32; see `models/*.yaml`).
 pub const CONV_SHAPES: &[ConvShape] = &[
-    conv("mnist_cnn/conv1", 128, 28, 1, 3, 32, 1),
+    first(conv("mnist_cnn/conv1", 128, 28, 1, 3, 32, 1)),
     conv("mnist_cnn/conv2", 128, 14, 32, 3, 64, 1),
-    conv_valid("lenet5/conv1", 128, 28, 1, 5, 6),
+    first(conv_valid("lenet5/conv1", 128, 28, 1, 5, 6)),
     conv_valid("lenet5/conv2", 128, 12, 6, 5, 16),
-    conv("cifar10_cnn/conv1", 64, 32, 3, 3, 32, 1),
+    first(conv("cifar10_cnn/conv1", 64, 32, 3, 3, 32, 1)),
     conv("cifar10_cnn/conv2", 64, 32, 32, 3, 32, 1),
     conv("cifar10_cnn/conv3", 64, 16, 32, 3, 64, 1),
     conv("cifar10_cnn/conv4", 64, 16, 64, 3, 64, 1),
     conv("cifar10_cnn/conv5", 64, 8, 64, 3, 128, 1),
     conv("cifar10_cnn/conv6", 64, 8, 128, 3, 128, 1),
-    conv("resnet18/stem", 32, 32, 3, 3, 64, 1),
+    first(conv("resnet18/stem", 32, 32, 3, 3, 64, 1)),
     conv("resnet18/64", 32, 32, 64, 3, 64, 1),
     conv("resnet18/down128", 32, 32, 64, 3, 128, 2),
     conv("resnet18/short128", 32, 32, 64, 1, 128, 2),

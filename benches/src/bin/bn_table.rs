@@ -73,7 +73,7 @@ fn steps_table(filter: &str) {
     let budget = Duration::from_millis(200);
     println!("ms per kernel call, 1 thread, ISA {:?}\n", ctx.isa);
     for s in CONV_SHAPES.iter().filter(|s| s.name.contains(filter)) {
-        let mut l = ConvBn::new(&ctx, s.geom());
+        let mut l = ConvBn::for_shape(&ctx, s);
         let mb = (l.g.output_len() * 4) as f64 / 1e6;
         println!("{} {} (activation {mb:.1} MB)", s.name, s.id());
         let sequences: [(&str, Steps); 4] = [
@@ -101,11 +101,11 @@ fn main() {
     let pool = Pool::new(1);
     let ctx = Ctx::new(&pool);
     println!(
-        "conv + BN + ReLU, 1 thread, ISA {:?}; GFLOP/s of the conv (backward: both gradients)\n",
+        "conv + BN + ReLU, 1 thread, ISA {:?}; GFLOP/s of the conv (backward: its gradients; no input gradient for a first layer)\n",
         ctx.isa
     );
     let shapes: Vec<_> = CONV_SHAPES.iter().filter(|s| s.name.contains(&filter)).collect();
-    let mut layers: Vec<ConvBn> = shapes.iter().map(|s| ConvBn::new(&ctx, s.geom())).collect();
+    let mut layers: Vec<ConvBn> = shapes.iter().map(|s| ConvBn::for_shape(&ctx, s)).collect();
     let interps: Vec<Option<InterpConvBn>> = layers
         .iter()
         .map(|l| (l.g.flops() <= INTERP_MAX_FLOPS).then(|| InterpConvBn::new(l)))
