@@ -99,7 +99,7 @@ fn elementwise_ops_match_loops() {
         assert_eq!(y, x, "copy, {at}");
         ew::fill(&mut y, 2.5);
         assert!(y.iter().all(|&v| v == 2.5), "fill, {at}");
-        // Narrow channel counts are summed as widened rows, with a tail of rows (1500 = 8·187 + 4).
+        // Narrow channel counts are summed as widened rows, with a tail of rows (1500 = 24·62 + 12).
         for c in [c, 6, 10] {
             let x = &x[..rows * c];
             let mut s = vec![0f32; c];
@@ -289,10 +289,11 @@ fn moments_ref(rows: usize, c: usize, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Channel counts that are and are not widened into whole vectors, with and without a tail of
-/// rows (6 channels: 8 rows a vector row; 3: 16 rows; 7 rows are fewer than one).
+/// rows (`channel_period`: 6 channels are taken 24 rows at a time, 3 channels 48, 24 six, 32
+/// four; 7 rows are fewer than one).
 #[test]
 fn batch_norm_forward_backward_and_moving_stats() {
-    for (rows, c) in [(2000, 24), (2000, 32), (1003, 6), (45, 3), (7, 6)] {
+    for (rows, c) in [(2000, 24), (2000, 32), (1003, 6), (100, 3), (7, 6), (300, 128)] {
         batch_norm_case(rows, c);
     }
 }
