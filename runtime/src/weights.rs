@@ -36,10 +36,20 @@ pub enum WeightsError {
     },
     #[error("{}: tensor {name} has dtype {found}, expected F32", path.display())]
     Dtype { path: PathBuf, name: String, found: String },
+    /// The file is larger than any weights file of this model can be (or is endless).
+    #[error(
+        "{}: more than {max} bytes, larger than a weights file of this model can be ({data} bytes of tensors \
+         and their header)",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, max: u64, data: u64 },
     /// The parameters handed to `save_weights` do not match their specs.
     #[error("{}: cannot save: {reason}", path.display())]
     Params { path: PathBuf, reason: String },
 }
+
+/// Longest safetensors header the `safetensors` crate accepts.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Writes `params` (in `specs` order) to `path` atomically: a temporary file in the same
 /// directory is written, fsynced and renamed over `path`, then the directory is fsynced.
@@ -89,10 +99,20 @@ pub fn save_weights(path: &Path, specs: &[ParamSpec], params: &[Tensor]) -> Resu
 /// present, F32 and shaped as its spec; tensors the model does not have are an error too (a
 /// file from a different model is almost certainly a mistake).
 pub fn load_weights(path: &Path, specs: &[ParamSpec]) -> Result<Vec<Tensor>, WeightsError> {
-    let file = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    // The file holds the tensors as F32 plus a header of at most MAX_HEADER_BYTES (the
+    // safetensors crate's own bound); reading stops there, whatever the file is.
+    let data: u64 = specs.iter().map(|s| 4 * s.shape.iter().product::<usize>() as u64).sum();
+    let max = data.saturating_add(8 + MAX_HEADER_BYTES);
+    let file = crate::data::read_capped(path, max)
+        .map_err(|source| WeightsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| WeightsError::TooLarge {
+            path: path.to_path_buf(),
+            max,
+            data,
+        })?;
     let st = SafeTensors::deserialize(&file).map_err(|e| WeightsError::Corrupt {
         path: path.to_path_buf(),
         reason: match e {

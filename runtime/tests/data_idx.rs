@@ -3,7 +3,7 @@
 
 mod support;
 
-use cnnc_runtime::data::{load_idx_pair, load_mnist_dir, read_idx, DataError};
+use cnnc_runtime::data::{load_dataset_dir, load_idx_pair, load_mnist_dir, read_idx, DataError};
 use support::{gzip, idx_bytes, write};
 use tempfile::TempDir;
 
@@ -67,10 +67,48 @@ fn missing_files_name_the_directory_and_the_expected_names() {
         &dir.path().join("t10k-images-idx3-ubyte"),
         &idx_bytes(&[1, 2, 2], &[0; 4]),
     );
-    assert!(matches!(
-        load_mnist_dir(dir.path()),
-        Err(DataError::MissingFiles { .. })
-    ));
+    let err = load_mnist_dir(dir.path()).unwrap_err();
+    assert!(matches!(err, DataError::IncompletePair { .. }), "{err}");
+    // The dataset-directory entry point keeps that message rather than listing every format.
+    let msg = load_dataset_dir(dir.path()).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "{}: t10k-images-idx3-ubyte found but t10k-labels-idx1-ubyte[.gz] is missing",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn half_a_training_pair_names_the_missing_file() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir.path().join("train-images-idx3-ubyte.gz"),
+        &gzip(&idx_bytes(&[1, 2, 2], &[0; 4])),
+    );
+    let msg = load_dataset_dir(dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.ends_with("train-images-idx3-ubyte.gz found but train-labels-idx1-ubyte[.gz] is missing"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_endless_or_oversized_idx_is_refused_without_reading_it_all() {
+    let dir = TempDir::new().unwrap();
+    // Dimensions asking for more than a dataset file may hold.
+    let path = dir.path().join("huge");
+    write(&path, &[0, 0, 0x08, 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 1, 2, 3]);
+    let msg = read_idx(&path).unwrap_err().to_string();
+    assert!(msg.contains("huge") && msg.contains("truncated"), "{msg}");
+    // A gzip stream whose content goes on past what its header declares.
+    let path = dir.path().join("long.gz");
+    let mut bytes = idx_bytes(&[4], &[1, 2, 3, 4]);
+    bytes.extend(std::iter::repeat_n(0u8, 1 << 20));
+    write(&path, &gzip(&bytes));
+    let msg = read_idx(&path).unwrap_err().to_string();
+    assert!(msg.contains("long.gz") && msg.contains("trailing bytes"), "{msg}");
 }
 
 #[test]

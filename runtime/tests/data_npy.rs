@@ -133,6 +133,14 @@ fn corrupt_and_truncated_files_are_errors() {
         (npy_bytes("<c8", &[1], &[0; 8]), "not supported"),
         (npy_bytes("<f4", &[1 << 40, 1 << 40, 1 << 40], &[]), "impossibly large"),
         (
+            npy_bytes("<f4", &[1 << 20, 1 << 20], &[]),
+            "more than the 17179869184 allowed",
+        ),
+        (
+            [&b"\x93NUMPY\x02\x00\xff\xff\xff\xff"[..], b"{'descr': '<f4'"].concat(),
+            "the header claims 4294967295 bytes",
+        ),
+        (
             npy_bytes("<f4", &[1], &[0; 4])
                 .iter()
                 .map(|&b| if b == b'F' { b'T' } else { b })

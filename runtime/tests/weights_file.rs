@@ -192,3 +192,13 @@ fn wrong_dtype_is_an_error() {
     let msg = load_weights(&path, &spec).unwrap_err().to_string();
     assert!(msg.contains("conv2d.bias") && msg.contains("F64"), "{msg}");
 }
+
+/// A device (or any file) longer than the model's weights plus the largest header is refused
+/// after reading that much, not read to its end.
+#[cfg(unix)]
+#[test]
+fn an_endless_file_is_refused() {
+    let err = load_weights(Path::new("/dev/zero"), &specs()).unwrap_err();
+    assert!(matches!(err, WeightsError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().starts_with("/dev/zero: more than"), "{err}");
+}

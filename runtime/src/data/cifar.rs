@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::gunzip::read_maybe_gzip;
+use super::gunzip::read_maybe_gzip_capped;
 use super::{DataError, Dataset};
 
 pub const CIFAR10_CLASSES: usize = 10;
@@ -12,10 +12,12 @@ const SIDE: usize = 32;
 const CHANNELS: usize = 3;
 const PLANE: usize = SIDE * SIDE;
 const RECORD: usize = 1 + CHANNELS * PLANE;
+/// Largest batch file read (a real one is 10,000 records, 30 MB).
+const MAX_BATCH_BYTES: u64 = 1 << 30;
 
 /// Reads one CIFAR-10 batch file (`data_batch_N.bin` or `test_batch.bin`).
 pub fn load_cifar10_batch(path: &Path) -> Result<Dataset, DataError> {
-    let bytes = read_maybe_gzip(path)?;
+    let bytes = read_maybe_gzip_capped(path, MAX_BATCH_BYTES)?;
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
         return Err(DataError::format(
             path,

@@ -21,6 +21,13 @@ pub enum DataError {
     },
     #[error("{}: missing dataset files; expected {expected}", dir.display())]
     MissingFiles { dir: PathBuf, expected: String },
+    /// One file of an images/labels pair is there, its partner is not.
+    #[error("{}: {found} found but {missing} is missing", dir.display())]
+    IncompletePair {
+        dir: PathBuf,
+        found: String,
+        missing: String,
+    },
     /// The file does not follow its format (bad magic, header, size...).
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },

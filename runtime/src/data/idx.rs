@@ -2,10 +2,12 @@
 //! `00 00 <type> <ndim>`, `ndim` u32 dimensions, then the values. Only unsigned-byte data
 //! (type 0x08) occurs in these datasets and is supported.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::bounded::read_to_end_capped;
 use super::dataset::first_bad_label;
-use super::gunzip::read_maybe_gzip;
+use super::gunzip::{open_maybe_gzip, MAX_DATASET_FILE_BYTES};
 use super::{DataError, Dataset};
 
 /// MNIST and Fashion-MNIST both have ten classes.
@@ -18,16 +20,71 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
-/// Reads an IDX file of unsigned bytes.
+/// Reads an IDX file of unsigned bytes. The file is streamed: no more is read than its
+/// header's dimensions call for (and at most [`MAX_DATASET_FILE_BYTES`]), so a device or a
+/// decompression bomb cannot fill memory.
 pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
-    let bytes = read_maybe_gzip(path)?;
-    parse_idx(&bytes).map_err(|reason| DataError::format(path, reason))
+    let (mut reader, gz) = open_maybe_gzip(path)?;
+    let read_err = |source: std::io::Error| {
+        if gz {
+            DataError::Gzip {
+                path: path.to_path_buf(),
+                source,
+            }
+        } else {
+            DataError::io(path, source)
+        }
+    };
+    let bad = |reason: String| DataError::format(path, reason);
+    let mut head = [0u8; 4];
+    let got = read_up_to(&mut reader, &mut head).map_err(read_err)?;
+    let [z0, z1, kind, ndim] = head;
+    if got < 4 {
+        return Err(bad(format!("{got} bytes is too short for an IDX header")));
+    }
+    check_magic(z0, z1, kind, ndim).map_err(bad)?;
+    let ndim = ndim as usize;
+    let header = 4 + 4 * ndim;
+    let mut dims_bytes = vec![0u8; 4 * ndim];
+    if read_up_to(&mut reader, &mut dims_bytes).map_err(read_err)? < dims_bytes.len() {
+        return Err(bad(format!(
+            "truncated IDX header: {ndim} dimensions need {header} bytes"
+        )));
+    }
+    let dims = dims_of(&dims_bytes);
+    let count = element_count(&dims).map_err(bad)?;
+    let limit = count.min(MAX_DATASET_FILE_BYTES as usize);
+    let data = read_to_end_capped(&mut reader, limit as u64, limit.min(1 << 30)).map_err(read_err)?;
+    match data {
+        Some(data) if data.len() == count => Ok(Idx { dims, data }),
+        Some(data) => Err(bad(format!(
+            "truncated: dimensions {dims:?} need {count} data bytes, found {}",
+            data.len()
+        ))),
+        None if limit == count => Err(bad(format!(
+            "trailing bytes: dimensions {dims:?} need {count} data bytes, found more"
+        ))),
+        None => Err(bad(format!(
+            "dimensions {dims:?} need {count} data bytes, more than the {MAX_DATASET_FILE_BYTES} a dataset file may hold"
+        ))),
+    }
 }
 
-fn parse_idx(bytes: &[u8]) -> Result<Idx, String> {
-    let Some(&[z0, z1, kind, ndim]) = bytes.get(..4) else {
-        return Err(format!("{} bytes is too short for an IDX header", bytes.len()));
-    };
+/// Fills `buf` as far as the reader allows; returns how many bytes were read.
+fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn check_magic(z0: u8, z1: u8, kind: u8, ndim: u8) -> Result<(), String> {
     if z0 != 0 || z1 != 0 {
         return Err(format!(
             "not an IDX file (magic {z0:02x} {z1:02x} {kind:02x} {ndim:02x}, expected 00 00 08 <ndim>)"
@@ -38,30 +95,20 @@ fn parse_idx(bytes: &[u8]) -> Result<Idx, String> {
             "IDX element type 0x{kind:02x} is not supported (only 0x08, unsigned byte)"
         ));
     }
-    let ndim = ndim as usize;
-    let header = 4 + 4 * ndim;
-    let dims_bytes = bytes
-        .get(4..header)
-        .ok_or_else(|| format!("truncated IDX header: {ndim} dimensions need {header} bytes"))?;
-    let dims: Vec<usize> = dims_bytes
+    Ok(())
+}
+
+fn dims_of(bytes: &[u8]) -> Vec<usize> {
+    bytes
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
-    let count = dims
-        .iter()
+        .collect()
+}
+
+fn element_count(dims: &[usize]) -> Result<usize, String> {
+    dims.iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("IDX dimensions {dims:?} overflow"))?;
-    let found = bytes.len() - header;
-    if found != count {
-        let what = if found < count { "truncated" } else { "trailing bytes" };
-        return Err(format!(
-            "{what}: dimensions {dims:?} need {count} data bytes, found {found}"
-        ));
-    }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+        .ok_or_else(|| format!("IDX dimensions {dims:?} overflow"))
 }
 
 /// Reads an images file (`[n, rows, cols]` bytes) and a labels file (`[n]`) into a dataset of
@@ -134,14 +181,26 @@ pub fn load_mnist_dir(dir: &Path) -> Result<(Dataset, Option<Dataset>), DataErro
             std::io::Error::new(std::io::ErrorKind::NotFound, "dataset directory not found"),
         ));
     }
-    let (Some(train_x), Some(train_y)) = (find(dir, TRAIN_IMAGES), find(dir, TRAIN_LABELS)) else {
-        return Err(missing());
+    // One file of a pair without the other: name both rather than list every format.
+    let half = |found: &Path, missing: &str| DataError::IncompletePair {
+        dir: dir.to_path_buf(),
+        found: found
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        missing: format!("{missing}[.gz]"),
+    };
+    let (train_x, train_y) = match (find(dir, TRAIN_IMAGES), find(dir, TRAIN_LABELS)) {
+        (Some(x), Some(y)) => (x, y),
+        (Some(x), None) => return Err(half(&x, TRAIN_LABELS)),
+        (None, Some(y)) => return Err(half(&y, TRAIN_IMAGES)),
+        (None, None) => return Err(missing()),
     };
     let train = load_idx_pair(&train_x, &train_y, MNIST_CLASSES)?;
     let test = match (find(dir, TEST_IMAGES), find(dir, TEST_LABELS)) {
         (Some(x), Some(y)) => Some(load_idx_pair(&x, &y, MNIST_CLASSES)?),
         (None, None) => None,
-        _ => return Err(missing()),
+        (Some(x), None) => return Err(half(&x, TEST_LABELS)),
+        (None, Some(y)) => return Err(half(&y, TEST_IMAGES)),
     };
     if let Some(t) = &test {
         if t.sample_shape != train.sample_shape {

@@ -2,6 +2,8 @@
 //! labels (any integer or float dtype, `[n]`, `[n, 1]` or one-hot `[n, k]`), and an atomic
 //! `float32` writer.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, WriteOptions, WriterBuilder};
@@ -27,13 +29,28 @@ pub struct NpyArray {
     pub values: NpyValues,
 }
 
-/// Reads a C-ordered `.npy` file of bytes, integers or floats.
+/// Largest `.npy` data accepted (16 GiB: CIFAR-10's training set as float32 is 0.6 GB).
+pub const MAX_NPY_BYTES: u64 = 16 << 30;
+
+/// Longest `.npy` header accepted (NumPy writes a few hundred bytes; its own reader refuses
+/// more than 10,000 by default).
+const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
+
+/// Reads a C-ordered `.npy` file of bytes, integers or floats. The file is streamed: no more
+/// is read than the header's shape calls for, and at most [`MAX_NPY_BYTES`].
 pub fn read_npy(path: &Path) -> Result<NpyArray, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let io = |e| DataError::io(path, e);
     let bad = |reason: String| DataError::format(path, reason);
-    check_declared_shape(&bytes).map_err(bad)?;
-    let mut rest: &[u8] = &bytes;
-    let header = NpyHeader::from_reader(&mut rest).map_err(|e| bad(format!("not a valid .npy file: {e}")))?;
+    let mut file = File::open(path).map_err(io)?;
+    let mut head = Vec::new();
+    (&mut file)
+        .take(MAX_NPY_HEADER_BYTES as u64 + 12)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    check_header_size(&head).map_err(bad)?;
+    check_declared_shape(&head).map_err(bad)?;
+    let mut reader = head.as_slice().chain(&mut file);
+    let header = NpyHeader::from_reader(&mut reader).map_err(|e| bad(format!("not a valid .npy file: {e}")))?;
     if header.order() == Order::Fortran {
         return Err(bad(
             "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
@@ -48,6 +65,13 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, DataError> {
     };
     let size = ts.size_field() as usize;
     let needed = (header.len() as usize).saturating_mul(size);
+    if needed as u64 > MAX_NPY_BYTES {
+        return Err(bad(format!(
+            "shape {shape:?} of {ts} needs {needed} data bytes, more than the {MAX_NPY_BYTES} allowed"
+        )));
+    }
+    let mut rest = Vec::with_capacity(needed.min(1 << 30));
+    reader.take(needed as u64).read_to_end(&mut rest).map_err(io)?;
     if rest.len() < needed {
         return Err(bad(format!(
             "truncated: shape {shape:?} of {} needs {needed} data bytes, found {}",
@@ -55,7 +79,7 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, DataError> {
             rest.len()
         )));
     }
-    let file = NpyFile::with_header(header, rest);
+    let file = NpyFile::with_header(header, rest.as_slice());
     let read_err = |e: std::io::Error| bad(format!("cannot read {ts} data: {e}"));
     let values = match (ts.type_char(), size) {
         (TypeChar::Uint, 1) => NpyValues::U8(file.into_vec().map_err(read_err)?),
@@ -87,6 +111,27 @@ fn widen<T: npyz::Deserialize + Into<i64>>(file: NpyFile<&[u8]>) -> std::io::Res
     Ok(NpyValues::Int(
         file.into_vec::<T>()?.into_iter().map(Into::into).collect(),
     ))
+}
+
+/// Rejects a preamble announcing a header longer than [`MAX_NPY_HEADER_BYTES`] (npyz would
+/// allocate whatever it says). Anything else is left to npyz's own checks.
+fn check_header_size(bytes: &[u8]) -> Result<(), String> {
+    if !bytes.starts_with(b"\x93NUMPY") {
+        return Ok(());
+    }
+    let len = match bytes.get(6) {
+        Some(1) => bytes.get(8..10).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize),
+        Some(_) => bytes
+            .get(8..12)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize),
+        None => None,
+    };
+    match len {
+        Some(n) if n > MAX_NPY_HEADER_BYTES => Err(format!(
+            "the header claims {n} bytes, more than the {MAX_NPY_HEADER_BYTES} allowed (not a NumPy file?)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Rejects headers whose shape overflows before npyz multiplies it out (it would panic with
