@@ -125,7 +125,9 @@ pub fn summary(g: &Graph) -> String {
     let line = |s: &mut String, cells: &[String]| {
         let mut text = String::new();
         for (cell, w) in cells.iter().zip(widths).take(columns) {
-            let _ = write!(text, "{cell:<w$}");
+            // Padded by hand: `{:<w$}` panics for widths over 65,535.
+            text.push_str(cell);
+            text.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
         }
         let _ = writeln!(s, "{}", text.trim_end());
     };
@@ -152,6 +154,16 @@ pub fn summary(g: &Graph) -> String {
 #[cfg(test)]
 mod tests {
     use super::thousands;
+
+    #[test]
+    fn names_wider_than_any_format_width_do_not_panic() {
+        let name = "x".repeat(70_000);
+        let spec = crate::spec::ModelSpec::sequential("m", vec![4], vec![crate::spec::LayerKind::Flatten]);
+        let mut g = crate::lower::lower(&spec, 1, crate::ir::Mode::Inference).unwrap();
+        g.layers[0].name = name.clone();
+        let text = super::summary(&g);
+        assert!(text.contains(&format!("{name} (Flatten) ")), "the name is shown whole");
+    }
 
     #[test]
     fn thousands_separators() {

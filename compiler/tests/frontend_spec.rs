@@ -479,3 +479,48 @@ fn load_model_names_unreadable_files() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_byte_order_mark_is_ignored_and_lines_stay_right() {
+    let spec = parse("\u{feff}input: [4]\nlayers:\n  - dense: {units: 2}\n");
+    assert_eq!(names(&spec), ["dense"]);
+    let e = parse_err("\u{feff}input: [4]\nlayers:\n  - dense: {units: 2}\n  - dense: {units: 2, activation: swish}\n");
+    assert!(e.starts_with("test.yaml:4:"), "{e}");
+    // From a file too.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bom.yaml");
+    std::fs::write(&path, "\u{feff}input: [4]\nlayers: [flatten]\n").unwrap();
+    assert!(cnnc_compiler::spec::load_model(&path).is_ok());
+}
+
+#[cfg(unix)]
+#[test]
+fn load_model_reads_a_device_no_further_than_the_size_limit() {
+    let e = cnnc_compiler::spec::load_model(Path::new("/dev/zero")).err();
+    let msg = e.map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        msg,
+        "/dev/zero: the model file is larger than 16777216 bytes; a model file is a few kilobytes"
+    );
+}
+
+#[test]
+fn code_built_specs_have_bounded_names() {
+    let mut spec = ModelSpec::sequential("coded", vec![4], vec![LayerKind::dense(2)]);
+    spec.layers[0].name = "d".repeat(2000);
+    let e = lower(&spec, 1, Mode::Inference)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("(Dense): its name is 2000 characters long, more than the 1024 allowed"),
+        "{e}"
+    );
+    let mut spec = ModelSpec::sequential("coded", vec![4], vec![LayerKind::dense(2)]);
+    spec.name = "m".repeat(256);
+    let e = lower(&spec, 1, Mode::Inference)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("is 256 characters long, more than the 255 allowed"), "{e}");
+}

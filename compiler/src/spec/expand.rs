@@ -14,13 +14,16 @@ use yaml_serde::{Mapping, Value};
 use super::arg::{lookup, param_ref, Env};
 use super::convert::layer_kind;
 use super::kind::AutoNamer;
-use super::validate::MAX_LAYERS;
+use super::validate::{shortened, MAX_LAYERS, MAX_NAME_CHARS};
 use super::yaml::{RawBlock, RawItem, RawKind, RawLayer, RawModel, RawRepeat, RawTraining, LAYER_TYPES};
 use super::{LayerSpec, ModelSpec, TrainingSpec, MODEL_INPUT};
 use crate::error::{CompileError, SourceLoc};
 
 /// Bound on items and repeat iterations visited, so nested repeats cannot spin for ages.
 const MAX_WORK: usize = 100 * MAX_LAYERS;
+/// Deepest nesting of block instances (a block using a block using ...): expansion recurses
+/// once per level, and no sane model comes near this.
+pub const MAX_BLOCK_DEPTH: usize = 64;
 
 type Pos = Option<(usize, usize)>;
 
@@ -146,6 +149,25 @@ fn substitute(v: &Value, env: &Env) -> Result<Value, String> {
     })
 }
 
+/// Why `n` cannot name a layer, block or block instance, if it cannot: (the name as shown in
+/// a message, the reason).
+fn name_problem(n: &str) -> Option<(String, String)> {
+    let len = n.chars().count();
+    if len > MAX_NAME_CHARS {
+        Some((
+            format!("`{}` ({len} characters)", shortened(n)),
+            format!("names are at most {MAX_NAME_CHARS} characters long"),
+        ))
+    } else if n.is_empty() || n == MODEL_INPUT || n.contains('/') || n.chars().any(char::is_whitespace) {
+        Some((
+            format!("`{n}`"),
+            "names are non-empty, without `/` or spaces, and `input` is reserved for the model's input".into(),
+        ))
+    } else {
+        None
+    }
+}
+
 /// Applies the enclosing repeats' suffixes to a name declared or referenced in their bodies.
 fn renamed(scope: &Scope, name: &str) -> String {
     let mut n = name.to_string();
@@ -179,6 +201,9 @@ impl Expander<'_> {
     /// Block names must not shadow layer types; parameters must be unique identifiers.
     fn check_blocks(&self) -> Result<(), CompileError> {
         for (name, block) in self.blocks {
+            if let Some((shown, why)) = name_problem(name) {
+                return Err(self.err(None, format!("invalid block name {shown}: {why}")));
+            }
             if LAYER_TYPES.contains(&name.as_str()) || name == "repeat" {
                 return Err(self.err(None, format!("block name `{name}` is a layer type; choose another")));
             }
@@ -236,15 +261,8 @@ impl Expander<'_> {
         let table = &self.tables[scope.id];
         let local = match explicit {
             Some(n) => {
-                if n.is_empty() || n == MODEL_INPUT || n.contains('/') || n.chars().any(char::is_whitespace) {
-                    return Err(self.err(
-                        pos,
-                        format!(
-                            "invalid layer name `{n}`{}: names are non-empty, without `/` or spaces, and `input` \
-                             is reserved for the model's input",
-                            scope.context
-                        ),
-                    ));
+                if let Some((shown, why)) = name_problem(n) {
+                    return Err(self.err(pos, format!("invalid layer name {shown}{}: {why}", scope.context)));
                 }
                 renamed(scope, n)
             }
@@ -341,6 +359,24 @@ impl Expander<'_> {
                 ),
             ));
         };
+        if self.stack.len() >= MAX_BLOCK_DEPTH {
+            let chain: Vec<&str> = self.stack.iter().map(String::as_str).chain([key.as_str()]).collect();
+            let shown = if chain.len() > 6 {
+                let mut v = chain[..3].to_vec();
+                v.push("...");
+                v.extend_from_slice(&chain[chain.len() - 2..]);
+                v
+            } else {
+                chain
+            };
+            return Err(self.err(
+                item.pos,
+                format!(
+                    "blocks nest more than {MAX_BLOCK_DEPTH} deep ({})",
+                    shown.iter().map(|b| shortened(b)).collect::<Vec<_>>().join(" -> ")
+                ),
+            ));
+        }
         if self.stack.iter().any(|b| b == key) {
             return Err(self.err(
                 item.pos,

@@ -22,9 +22,12 @@ use crate::error::{CompileError, SourceLoc};
 
 pub use crate::ir::{Activation, LossKind};
 pub use cnnc_runtime::init::Init;
+pub use expand::MAX_BLOCK_DEPTH;
 pub use kind::{defaults, LayerKind, Padding};
 pub(crate) use validate::checked_order;
-pub use validate::{validate, MAX_INPUT_DIM, MAX_LAYERS, MAX_TENSOR_ELEMENTS, MAX_WEIGHT_ELEMENTS};
+pub use validate::{
+    validate, MAX_INPUT_DIM, MAX_LAYERS, MAX_LAYER_PATH_CHARS, MAX_NAME_CHARS, MAX_TENSOR_ELEMENTS, MAX_WEIGHT_ELEMENTS,
+};
 
 /// Name by which layers refer to the model's input.
 pub const MODEL_INPUT: &str = "input";
@@ -112,6 +115,9 @@ impl ModelSpec {
 /// Parses and expands a model file's text; `path` is used in error messages and for the
 /// default model name (the file stem). The result is validated.
 pub fn parse_model(text: &str, path: &Path) -> Result<ModelSpec, CompileError> {
+    // A byte-order mark (editors on Windows write one) is not part of the YAML; dropping it
+    // keeps lines and columns as the user sees them.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let raw = locate::parse_located(text, path)?;
     let spec = expand::expand(raw, path)?;
     validate(&spec)?;
@@ -119,22 +125,24 @@ pub fn parse_model(text: &str, path: &Path) -> Result<ModelSpec, CompileError> {
 }
 
 /// Largest model file accepted (a model is a few kilobytes; this only guards memory).
-const MAX_FILE_BYTES: u64 = 16 << 20;
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
-/// Reads and parses a model file; read errors name the file.
+/// Reads and parses a model file; read errors name the file. At most [`MAX_FILE_BYTES`] are
+/// read, whatever the file is (a device or a pipe has no length to check beforehand).
 pub fn load_model(path: &Path) -> Result<ModelSpec, CompileError> {
     let io = |source| CompileError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > MAX_FILE_BYTES {
-        return Err(CompileError::model(
-            SourceLoc::new(Some(path.to_path_buf()), None, None),
-            format!("the model file is {len} bytes; model files over {MAX_FILE_BYTES} bytes are refused"),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let bytes = match cnnc_runtime::data::read_capped(path, MAX_FILE_BYTES).map_err(io)? {
+        Some(bytes) => bytes,
+        None => {
+            return Err(CompileError::model(
+                SourceLoc::new(Some(path.to_path_buf()), None, None),
+                format!("the model file is larger than {MAX_FILE_BYTES} bytes; a model file is a few kilobytes"),
+            ))
+        }
+    };
     let text = String::from_utf8(bytes).map_err(|e| {
         CompileError::syntax(
             SourceLoc::new(Some(path.to_path_buf()), None, None),

@@ -15,6 +15,20 @@ pub const MAX_INPUT_DIM: usize = 65_536;
 pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
 /// Largest total of weights, in elements (16 GiB of f32).
 pub const MAX_WEIGHT_ELEMENTS: usize = 1 << 32;
+/// Longest name a model, block or layer may be declared with, in characters.
+pub const MAX_NAME_CHARS: usize = 255;
+/// Longest full layer name (`<instance>/.../<name>` inside nested blocks), in characters.
+pub const MAX_LAYER_PATH_CHARS: usize = 1024;
+
+/// `name`, or its first characters and `...` when it is too long to repeat in a message.
+pub(crate) fn shortened(name: &str) -> String {
+    const SHOWN: usize = 40;
+    if name.chars().count() <= SHOWN + 8 {
+        name.to_string()
+    } else {
+        format!("{}...", name.chars().take(SHOWN).collect::<String>())
+    }
+}
 
 /// Every check that needs no shapes; `Ok` when the model can be lowered.
 pub fn validate(spec: &ModelSpec) -> Result<(), CompileError> {
@@ -27,6 +41,16 @@ pub(crate) fn checked_order(spec: &ModelSpec) -> Result<Vec<usize>, CompileError
     let file = || SourceLoc::new(spec.source.clone(), None, None);
     if spec.name.is_empty() {
         return Err(CompileError::model(file(), "the model's name is empty"));
+    }
+    let len = spec.name.chars().count();
+    if len > MAX_NAME_CHARS {
+        return Err(CompileError::model(
+            file(),
+            format!(
+                "the model's name `{}` is {len} characters long, more than the {MAX_NAME_CHARS} allowed",
+                shortened(&spec.name)
+            ),
+        ));
     }
     check_input(&spec.input).map_err(|m| CompileError::model(file(), m))?;
     check_training(&spec.training).map_err(|m| CompileError::model(file(), format!("training: {m}")))?;
@@ -48,6 +72,17 @@ pub(crate) fn checked_order(spec: &ModelSpec) -> Result<Vec<usize>, CompileError
             |m: String| CompileError::model(spec.loc(l), format!("layer {} ({}): {m}", l.name, l.kind.keras_class()));
         if l.name.is_empty() || l.name == MODEL_INPUT {
             return Err(err("a layer must have a name other than `input`".into()));
+        }
+        let len = l.name.chars().count();
+        if len > MAX_LAYER_PATH_CHARS {
+            return Err(CompileError::model(
+                spec.loc(l),
+                format!(
+                    "layer `{}` ({}): its name is {len} characters long, more than the {MAX_LAYER_PATH_CHARS} allowed",
+                    shortened(&l.name),
+                    l.kind.keras_class()
+                ),
+            ));
         }
         if let Some(j) = index.insert(l.name.as_str(), i) {
             let at = spec.layers[j]
