@@ -65,6 +65,27 @@ pub fn lower(spec: &ModelSpec, batch: usize, mode: Mode) -> Result<Graph, Compil
     Ok(g)
 }
 
+/// Refuses a model whose output per sample is not a vector of class scores (a convolution's
+/// feature maps, say) where a classifier is needed: the classification losses, and labelled
+/// data. The error names the file, the output layer and its shape. `g` is `spec` lowered in
+/// either mode.
+pub fn check_classifier_output(spec: &ModelSpec, g: &Graph) -> Result<(), CompileError> {
+    let (Some(pred), Some(last)) = (g.output(&OutputRole::Prediction), spec.layers.last()) else {
+        return Ok(());
+    };
+    let dims = &g.shape(pred).dims()[1..];
+    if dims.len() == 1 {
+        return Ok(());
+    }
+    Err(CompileError::model(
+        spec.loc(last),
+        format!(
+            "the model's output (layer {}) is {dims:?}; a classifier needs [classes]: add flatten and dense",
+            last.name
+        ),
+    ))
+}
+
 /// The verifier, minus the loss a training graph only gets from `autodiff`.
 #[cfg(debug_assertions)]
 fn check_forward(g: &Graph) {

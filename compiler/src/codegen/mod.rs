@@ -275,7 +275,18 @@ impl GeneratedCrate {
     }
 }
 
-/// A Cargo package name for model `name`: lowercase ASCII letters, digits and `_`.
+/// Rust's strict and reserved keywords (2021 edition, plus 2024's `gen`): a crate named so
+/// cannot be `use`d (`use fn::*` does not parse, and `r#` is not allowed for crate names).
+const RUST_KEYWORDS: [&str; 51] = [
+    "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl", "in",
+    "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "static", "struct", "super", "trait",
+    "true", "type", "unsafe", "use", "where", "while", "async", "await", "dyn", "abstract", "become", "box", "do",
+    "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+];
+
+/// A Cargo package name for model `name`: lowercase ASCII letters, digits and `_`; names that
+/// cannot be a crate's (empty, leading digit or `_`, the standard crates' or a Rust keyword)
+/// get a `model_` prefix.
 pub fn package_name(name: &str) -> String {
     let mut s: String = name
         .chars()
@@ -288,7 +299,11 @@ pub fn package_name(name: &str) -> String {
         })
         .collect();
     let reserved = ["test", "core", "std", "alloc", "proc_macro", "self", "crate", "super"];
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit() || c == '_') || reserved.contains(&s.as_str()) {
+    if s.is_empty()
+        || s.starts_with(|c: char| c.is_ascii_digit() || c == '_')
+        || reserved.contains(&s.as_str())
+        || RUST_KEYWORDS.contains(&s.as_str())
+    {
         s = format!("model_{s}");
     }
     s
@@ -360,6 +375,9 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     let replan = |p: Program| with_generated_scratch(p).map_err(|e| model_err(format!("re-planning the arena: {e}")));
     let infer = replan(compile(inference_graph, &pipeline)?)?;
     let train = if training {
+        if opts.loss != LossKind::MeanSquaredError {
+            crate::lower::check_classifier_output(spec, &fwd_train)?;
+        }
         let g = training_graph(&fwd_train, opts.loss, opts.from_logits)?;
         Some(replan(compile(g, &pipeline)?)?)
     } else {
@@ -571,4 +589,20 @@ fn rustfmt(src: &str) -> Option<String> {
         return None;
     }
     String::from_utf8(out.stdout).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::package_name;
+
+    #[test]
+    fn package_names_are_usable_crate_names() {
+        assert_eq!(package_name("mnist_cnn"), "mnist_cnn");
+        assert_eq!(package_name("ResNet-20"), "resnet_20");
+        assert_eq!(package_name("std"), "model_std");
+        assert_eq!(package_name("3layers"), "model_3layers");
+        for keyword in ["fn", "Match", "async", "yield", "try", "gen", "self"] {
+            assert_eq!(package_name(keyword), format!("model_{}", keyword.to_lowercase()));
+        }
+    }
 }
