@@ -130,6 +130,21 @@ fn threads_split_the_kernels_of_a_std_crate_and_are_refused_for_no_std() {
         "--threads".into(),
         "0".into(),
     ]);
-    run.assert_fails_with("--threads must be at least 1");
+    run.assert_fails_with("'--threads <THREADS>': must be at least 1");
     assert!(!nostd.exists());
+}
+
+#[test]
+fn a_model_named_after_a_rust_keyword_gets_a_usable_crate_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kw.yaml");
+    std::fs::write(&path, "name: fn\ninput: [16]\nlayers:\n  - dense: {units: 2}\n").unwrap();
+    let out = dir.path().join("crate");
+    let run = cnnc(["compile".to_string(), s(&path), "-o".into(), s(&out)]);
+    run.assert_ok();
+    assert!(run.stdout.contains("Wrote crate `model_fn`"), "{}", run.stdout);
+    let toml = std::fs::read_to_string(out.join("Cargo.toml")).unwrap();
+    assert!(toml.contains("name = \"model_fn\""), "{toml}");
+    let check = std::fs::read_to_string(out.join("examples/check.rs")).unwrap();
+    assert!(check.contains("use model_fn::*;"), "{check}");
 }

@@ -159,3 +159,159 @@ fn unwritable_output_is_refused_before_training() {
         "/no/such/dir",
     );
 }
+
+/// Zero counts and absurd thread counts are refused by their parsers, for every command alike,
+/// before anything runs or is written.
+#[test]
+fn zero_counts_and_absurd_thread_counts_are_refused_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = s(&model("mnist_cnn.yaml"));
+    let data = s(&support::root().join("data/mnist"));
+    let x = dir.path().join("x.npy");
+    write_npy_f32(&x, &[1, 28, 28, 1], &[0.0; 784]).unwrap();
+    let (x, w) = (s(&x), s(&dir.path().join("w.safetensors")));
+    let out = s(&dir.path().join("out"));
+    let (m, data, x, w, out) = (m.as_str(), data.as_str(), x.as_str(), w.as_str(), out.as_str());
+    let train = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["train", m, "--data", data, "--save", w];
+        a.extend(extra);
+        a.into_iter().map(String::from).collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            train(&["--batch-size", "0"]),
+            "'--batch-size <BATCH_SIZE>': must be at least 1",
+        ),
+        (train(&["--epochs", "0"]), "'--epochs <EPOCHS>': must be at least 1"),
+        (train(&["--steps", "0"]), "'--steps <STEPS>': must be at least 1"),
+        (train(&["--threads", "0"]), "'--threads <THREADS>': must be at least 1"),
+        (
+            train(&["--threads", "20000"]),
+            "'--threads <THREADS>': at most 1024 threads are allowed",
+        ),
+        (
+            ["eval", m, "--weights", w, "--data", data, "--batch-size", "0"]
+                .map(String::from)
+                .to_vec(),
+            "'--batch-size <BATCH_SIZE>': must be at least 1",
+        ),
+        (
+            ["eval", m, "--weights", w, "--data", data, "--threads", "5000"]
+                .map(String::from)
+                .to_vec(),
+            "at most 1024 threads",
+        ),
+        (
+            [
+                "predict",
+                m,
+                "--weights",
+                w,
+                "--input",
+                x,
+                "--output",
+                out,
+                "--batch-size",
+                "0",
+            ]
+            .map(String::from)
+            .to_vec(),
+            "'--batch-size <BATCH_SIZE>': must be at least 1",
+        ),
+        (
+            ["summary", m, "--batch-size", "0"].map(String::from).to_vec(),
+            "'--batch-size <BATCH_SIZE>': must be at least 1",
+        ),
+        (
+            ["compile", m, "-o", out, "--batch-size", "0"]
+                .map(String::from)
+                .to_vec(),
+            "'--batch-size <BATCH_SIZE>': must be at least 1",
+        ),
+        (
+            ["compile", m, "-o", out, "--threads", "20000"]
+                .map(String::from)
+                .to_vec(),
+            "'--threads <THREADS>': at most 1024 threads are allowed",
+        ),
+    ];
+    for (args, needle) in cases {
+        cnnc(&args).assert_fails_with(needle);
+        assert_eq!(files_in(dir.path()), ["x.npy"], "nothing written by {args:?}");
+    }
+}
+
+#[test]
+fn a_model_whose_output_is_not_a_vector_cannot_train_but_has_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maps.yaml");
+    std::fs::write(
+        &path,
+        "input: [28, 28, 1]\nlayers:\n  - conv2d: {filters: 2, kernel_size: 3}\n",
+    )
+    .unwrap();
+    let expected = format!(
+        "{}:3: the model's output (layer conv2d) is [26, 26, 2]; a classifier needs [classes]: add flatten and dense",
+        path.display()
+    );
+    let data = s(&support::root().join("data/mnist"));
+    cnnc([
+        "train".to_string(),
+        s(&path),
+        "--data".into(),
+        data,
+        "--steps".into(),
+        "1".into(),
+    ])
+    .assert_fails_with(&expected);
+    cnnc(["summary".to_string(), s(&path), "--mode".into(), "training".into()]).assert_fails_with(&expected);
+    let run = cnnc(["summary".to_string(), s(&path)]);
+    run.assert_ok();
+    assert!(run.stdout.contains("(None, 26, 26, 2)"), "{}", run.stdout);
+}
+
+#[test]
+fn half_an_mnist_test_pair_names_the_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnist = support::root().join("data/mnist");
+    for f in std::fs::read_dir(&mnist).unwrap() {
+        let f = f.unwrap().file_name().to_string_lossy().into_owned();
+        if f.starts_with("train-") || f.starts_with("t10k-images") {
+            std::fs::copy(mnist.join(&f), dir.path().join(&f)).unwrap();
+        }
+    }
+    let found = files_in(dir.path())
+        .into_iter()
+        .find(|f| f.starts_with("t10k-images"))
+        .expect("data/mnist has test images");
+    train_fails(
+        &["--data".into(), s(dir.path())],
+        &format!(
+            "{}: {found} found but t10k-labels-idx1-ubyte[.gz] is missing",
+            dir.path().display()
+        ),
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn an_endless_model_file_is_refused() {
+    cnnc(["summary", "/dev/zero"]).assert_fails_with("/dev/zero: the model file is larger than 16777216 bytes");
+}
+
+#[test]
+fn a_long_layer_name_is_refused_and_summary_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.yaml");
+    let name = "a".repeat(65_530);
+    std::fs::write(
+        &path,
+        format!("input: [4]\nlayers:\n  - dense: {{name: {name}, units: 2}}\n"),
+    )
+    .unwrap();
+    cnnc(["summary".to_string(), s(&path)]).assert_fails_with(&format!(
+        "{}:3:5: invalid layer name `{}...` (65530 characters): names are at most 255 characters long",
+        path.display(),
+        &name[..40]
+    ));
+}

@@ -4,6 +4,31 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Most threads `--threads` accepts: far beyond today's core counts, well below what would
+/// exhaust the process's memory maps with thread stacks (each thread costs a stack and a
+/// guard page).
+pub const MAX_THREADS: usize = 1024;
+
+/// A count that must be at least 1 (`--batch-size`, `--epochs`, `--steps`).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A thread count in `1..=MAX_THREADS`.
+fn thread_count(s: &str) -> Result<usize, String> {
+    match positive(s)? {
+        n if n > MAX_THREADS => Err(format!(
+            "at most {MAX_THREADS} threads are allowed (this machine has {} cores)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )),
+        n => Ok(n),
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cnnc",
@@ -36,7 +61,7 @@ pub struct CompileArgs {
     /// unless it holds a crate cnnc wrote before).
     #[arg(short, long)]
     pub output: std::path::PathBuf,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive)]
     pub batch_size: usize,
     /// Only the forward pass (no train_step).
     #[arg(long)]
@@ -49,8 +74,8 @@ pub struct CompileArgs {
     #[arg(long)]
     pub embed_weights: Option<std::path::PathBuf>,
     /// Threads the generated convolutions and GEMMs split their samples across (a constant
-    /// of the crate; `--no-std` crates run on one).
-    #[arg(long, default_value_t = 1)]
+    /// of the crate; `--no-std` crates run on one; at most 1024).
+    #[arg(long, default_value_t = 1, value_parser = thread_count)]
     pub threads: usize,
 }
 
@@ -58,7 +83,7 @@ pub struct CompileArgs {
 pub struct SummaryArgs {
     pub model: PathBuf,
     /// Batch size the graph is specialised for.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive)]
     pub batch_size: usize,
     /// Also report the compiled program for this mode: kernels after fusion and the size of
     /// its one memory arena.
@@ -115,8 +140,8 @@ pub struct RunArgs {
     /// Execution backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Kernels)]
     pub backend: BackendChoice,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// Time every kernel and print, when done, each program's kernels slowest first (mean and
     /// fastest call; kernels backend only).
@@ -135,12 +160,12 @@ pub struct TrainArgs {
     /// Training labels as integer .npy (with --train-x).
     #[arg(long, requires = "train_x")]
     pub train_y: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub epochs: Option<usize>,
     /// Stop after this many optimiser steps.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub steps: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerChoice>,
@@ -191,7 +216,7 @@ pub struct EvalArgs {
     /// Labels as .npy (with --x).
     #[arg(long, requires = "x")]
     pub y: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     #[command(flatten)]
     pub run: RunArgs,
@@ -208,7 +233,7 @@ pub struct PredictArgs {
     /// Outputs as float32 .npy, [N, outputs].
     #[arg(long)]
     pub output: PathBuf,
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     #[command(flatten)]
     pub run: RunArgs,

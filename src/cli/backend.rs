@@ -6,25 +6,30 @@ use std::time::Instant;
 use cnnc_compiler::crate_backend::{CrateExecutor, CrateOptions, Purpose};
 use cnnc_compiler::interp::InterpExecutor;
 use cnnc_compiler::ir::{LossKind, Mode, OutputRole};
-use cnnc_compiler::lower::lower;
+use cnnc_compiler::lower::{check_classifier_output, lower};
 use cnnc_compiler::native::NativeExecutor;
 use cnnc_compiler::spec::{load_model, ModelSpec, TrainingSpec};
 use cnnc_runtime::train::LossFn;
 use cnnc_runtime::Executor;
 
-use super::args::{BackendChoice, LossChoice, RunArgs};
+use super::args::{BackendChoice, LossChoice, RunArgs, MAX_THREADS};
 use super::error::{CliError, OrCli};
 
 pub fn load_spec(path: &Path) -> Result<ModelSpec, CliError> {
     load_model(path).or_cli()
 }
 
-/// Threads to use: the flag, else every core.
+/// Threads to use: the flag (its parser keeps it in `1..=MAX_THREADS`), else every core (as
+/// many as `MAX_THREADS`).
 pub fn threads(run: &RunArgs) -> Result<usize, CliError> {
     match run.threads {
         Some(0) => Err(CliError::new("--threads must be at least 1")),
+        Some(n) if n > MAX_THREADS => Err(CliError::new(format!("--threads: at most {MAX_THREADS}"))),
         Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        None => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_THREADS)),
     }
 }
 
@@ -66,9 +71,11 @@ impl LossSetup {
     }
 }
 
-/// Per-sample input shape and output size of the model (what the data must fit).
+/// Per-sample input shape and output size of the model (what the data must fit). The data
+/// are labelled, so the output must be a vector of class scores.
 pub fn model_io(spec: &ModelSpec) -> Result<(Vec<usize>, usize), CliError> {
     let g = lower(spec, 1, Mode::Inference).or_cli()?;
+    check_classifier_output(spec, &g).or_cli()?;
     match (g.input(), g.output(&OutputRole::Prediction)) {
         (Some(i), Some(p)) => Ok((g.shape(i).0[1..].to_vec(), g.shape(p).0[1..].iter().product())),
         _ => Err(CliError::new(format!("model '{}': no input or prediction", spec.name))),

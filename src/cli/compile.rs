@@ -14,12 +14,7 @@ use super::error::{CliError, OrCli};
 use super::summary::human_bytes;
 
 pub fn run(a: CompileArgs) -> Result<(), CliError> {
-    if a.batch_size == 0 {
-        return Err(CliError::new("--batch-size must be at least 1"));
-    }
-    if a.threads == 0 {
-        return Err(CliError::new("--threads must be at least 1"));
-    }
+    // --batch-size and --threads are in range: their parsers check.
     if a.no_std && a.threads > 1 {
         return Err(CliError::new("--no-std crates run on one thread: drop --threads"));
     }

@@ -3,16 +3,14 @@
 
 use cnnc_compiler::autodiff::training_graph;
 use cnnc_compiler::ir::{LossKind, Mode};
+use cnnc_compiler::lower::{check_classifier_output, lower};
 use cnnc_compiler::passes::{compile, PipelineOptions};
-use cnnc_compiler::{lower::lower, spec::load_model, summary::summary};
+use cnnc_compiler::{spec::load_model, summary::summary};
 
 use super::args::{ModeChoice, SummaryArgs};
 use super::error::{CliError, OrCli};
 
 pub fn run(a: SummaryArgs) -> Result<(), CliError> {
-    if a.batch_size == 0 {
-        return Err(CliError::new("--batch-size must be at least 1"));
-    }
     let spec = load_model(&a.model).or_cli()?;
     let g = lower(&spec, a.batch_size, Mode::Inference).or_cli()?;
     print!("{}", summary(&g));
@@ -22,6 +20,9 @@ pub fn run(a: SummaryArgs) -> Result<(), CliError> {
         ModeChoice::Training => {
             let fwd = lower(&spec, a.batch_size, Mode::Training).or_cli()?;
             let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
+            if loss != LossKind::MeanSquaredError {
+                check_classifier_output(&spec, &fwd).or_cli()?;
+            }
             training_graph(&fwd, loss, spec.training.from_logits.unwrap_or(false)).or_cli()?
         }
     };
