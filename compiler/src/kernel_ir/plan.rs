@@ -9,6 +9,11 @@
 //! offset 0, and never shared. Transient buffers are then placed greedily, largest first, each
 //! into the smallest gap (best fit) left by the already-placed buffers whose lifetimes overlap
 //! its own. Offsets and sizes are multiples of 64 bytes.
+//!
+//! Cost: a deep training program has tens of thousands of transient buffers, thousands of them
+//! live at once (every saved activation across the loss), so the address ranges in use during
+//! a lifetime are not gathered buffer by buffer: [`Occupancy`], a segment tree over kernel
+//! indices, keeps merged address ranges per node, and a query merges O(log kernels) of those.
 
 use super::program::{Program, Storage};
 
@@ -79,30 +84,27 @@ pub fn plan(p: &mut Program) -> PlanStats {
         }
     }
     transient.sort_by_key(|&(i, l, size)| (std::cmp::Reverse(size), l.first, i));
-    // (lifetime, offset, size) of placed transient buffers.
-    let mut placed: Vec<(Lifetime, usize, usize)> = Vec::new();
+    let mut placed = Occupancy::new(p.kernels.len());
     let mut arena = persistent_bytes;
+    let mut busy = Vec::new();
     for (i, l, size) in transient {
-        let mut busy: Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|(pl, _, _)| pl.overlaps(&l))
-            .map(|&(_, off, sz)| (off, sz))
-            .collect();
-        busy.sort_unstable();
+        placed.busy(l, &mut busy);
+        // Best fit: the smallest free range (the first of equal ones) between the ranges in use
+        // that holds `size`, else past the last of them.
         let mut cursor = persistent_bytes;
         let mut best: Option<(usize, usize)> = None; // (gap, offset)
-        for (off, sz) in busy {
-            if off >= cursor + size {
-                let gap = off - cursor;
+        for &(start, end) in &busy {
+            if start >= cursor + size {
+                let gap = start - cursor;
                 if best.is_none_or(|(g, _)| gap < g) {
                     best = Some((gap, cursor));
                 }
             }
-            cursor = cursor.max(off + sz);
+            cursor = cursor.max(end);
         }
         let offset = best.map_or(cursor, |(_, o)| o);
         p.buffers[i].offset = Some(offset);
-        placed.push((l, offset, size));
+        placed.insert(l, (offset, offset + size));
         arena = arena.max(offset + size);
     }
     p.arena_size = arena;
@@ -110,6 +112,126 @@ pub fn plan(p: &mut Program) -> PlanStats {
         arena_bytes: arena,
         unshared_bytes,
         persistent_bytes,
+    }
+}
+
+/// Whether two of `placed` (buffer, lifetime, start, end) share bytes while both live, by a
+/// sweep over kernel indices keeping the live byte ranges: while they are disjoint, the only
+/// ones a new range can meet are its neighbours by start.
+fn any_live_overlap(placed: &[(usize, Lifetime, usize, usize)]) -> bool {
+    let mut by_first: Vec<_> = placed.iter().map(|&(_, l, s, e)| (l.first, l.last, s, e)).collect();
+    by_first.sort_unstable();
+    let mut by_last: Vec<_> = by_first.iter().map(|&(_, last, s, _)| (last, s)).collect();
+    by_last.sort_unstable();
+    // Live ranges: start -> end.
+    let mut live = std::collections::BTreeMap::new();
+    let mut ended = by_last.into_iter().peekable();
+    for (first, _, start, end) in by_first {
+        while let Some(&(last, s)) = ended.peek() {
+            if last >= first {
+                break;
+            }
+            live.remove(&s);
+            ended.next();
+        }
+        let before = live.range(..end).next_back();
+        if before.is_some_and(|(_, &e)| e > start) {
+            return true;
+        }
+        live.insert(start, end);
+    }
+    false
+}
+
+/// Address ranges `[start, end)` in use over time, for [`plan`]: a segment tree over kernel
+/// indices whose every node keeps (as sorted, merged ranges) the buffers whose lifetime covers
+/// the node's span and is split there (`cover`), and the union of everything stored in its
+/// subtree (`sub`). The ranges live during a lifetime are then the `sub` of the O(log n) nodes
+/// tiling it plus the `cover` of their ancestors: merged ranges, not one entry per buffer.
+///
+/// Placing a zero-byte buffer would depend on where individual buffers start (a zero-length gap
+/// between two touching ones); transient buffers always have at least one element.
+struct Occupancy {
+    /// Leaves (a power of two, at least the number of kernels).
+    width: usize,
+    cover: Vec<Vec<(usize, usize)>>,
+    sub: Vec<Vec<(usize, usize)>>,
+}
+
+impl Occupancy {
+    fn new(kernels: usize) -> Self {
+        let width = kernels.max(1).next_power_of_two();
+        Occupancy {
+            width,
+            cover: vec![Vec::new(); 2 * width],
+            sub: vec![Vec::new(); 2 * width],
+        }
+    }
+
+    /// Marks `range` in use during `life`.
+    fn insert(&mut self, life: Lifetime, range: (usize, usize)) {
+        self.insert_at(1, 0, self.width - 1, life, range);
+    }
+
+    fn insert_at(&mut self, node: usize, lo: usize, hi: usize, life: Lifetime, range: (usize, usize)) {
+        if life.last < lo || hi < life.first {
+            return;
+        }
+        add_range(&mut self.sub[node], range);
+        if life.first <= lo && hi <= life.last {
+            add_range(&mut self.cover[node], range);
+            return;
+        }
+        let mid = (lo + hi) / 2;
+        self.insert_at(2 * node, lo, mid, life, range);
+        self.insert_at(2 * node + 1, mid + 1, hi, life, range);
+    }
+
+    /// Every range in use at some point of `life`, sorted and merged, into `out`.
+    fn busy(&self, life: Lifetime, out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        self.collect(1, 0, self.width - 1, life, out);
+        out.sort_unstable();
+        let mut merged = 0;
+        for x in 0..out.len() {
+            let (start, end) = out[x];
+            if merged > 0 && start <= out[merged - 1].1 {
+                out[merged - 1].1 = out[merged - 1].1.max(end);
+            } else {
+                out[merged] = (start, end);
+                merged += 1;
+            }
+        }
+        out.truncate(merged);
+    }
+
+    fn collect(&self, node: usize, lo: usize, hi: usize, life: Lifetime, out: &mut Vec<(usize, usize)>) {
+        if life.last < lo || hi < life.first {
+            return;
+        }
+        if life.first <= lo && hi <= life.last {
+            out.extend_from_slice(&self.sub[node]);
+            return;
+        }
+        // Buffers covering this node overlap `life`, which only partly covers it.
+        out.extend_from_slice(&self.cover[node]);
+        let mid = (lo + hi) / 2;
+        self.collect(2 * node, lo, mid, life, out);
+        self.collect(2 * node + 1, mid + 1, hi, life, out);
+    }
+}
+
+/// Adds `[start, end)` to sorted, disjoint, non-touching ranges, merging what it meets.
+fn add_range(set: &mut Vec<(usize, usize)>, (start, end): (usize, usize)) {
+    // The first range ending at or after `start` and the first starting after `end`: all
+    // between meet the new one.
+    let a = set.partition_point(|&(_, e)| e < start);
+    let b = set.partition_point(|&(s, _)| s <= end);
+    if a == b {
+        set.insert(a, (start, end));
+    } else {
+        let merged = (start.min(set[a].0), end.max(set[b - 1].1));
+        set.splice(a..b, [merged]);
     }
 }
 
@@ -157,13 +279,18 @@ pub fn check(p: &Program) -> Vec<String> {
         }
         placed.push((i, *l, off, off + b.bytes()));
     }
-    for (x, &(i, li, si, ei)) in placed.iter().enumerate() {
-        for &(j, lj, sj, ej) in &placed[x + 1..] {
-            if li.overlaps(&lj) && si < ej && sj < ei {
-                errs.push(format!(
-                    "b{i} [{si}, {ei}) and b{j} [{sj}, {ej}) overlap while both live (kernels {}..={} and {}..={})",
-                    li.first, li.last, lj.first, lj.last
-                ));
+    // The pairwise check costs O(buffers²); run it only when a sweep over time finds some
+    // overlap (or a zero-byte buffer, which the sweep does not model), to list every pair.
+    let zero_sized = placed.iter().any(|&(_, _, s, e)| s == e);
+    if zero_sized || any_live_overlap(&placed) {
+        for (x, &(i, li, si, ei)) in placed.iter().enumerate() {
+            for &(j, lj, sj, ej) in &placed[x + 1..] {
+                if li.overlaps(&lj) && si < ej && sj < ei {
+                    errs.push(format!(
+                        "b{i} [{si}, {ei}) and b{j} [{sj}, {ej}) overlap while both live (kernels {}..={} and {}..={})",
+                        li.first, li.last, lj.first, lj.last
+                    ));
+                }
             }
         }
     }

@@ -226,6 +226,17 @@ impl Uses {
     }
 }
 
+thread_local! {
+    static USES_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times [`Program::uses`] has run on this thread: a test's handle on the passes'
+/// cost, which must not grow with the number of kernels (per thread, so that tests running
+/// side by side do not count each other's builds).
+pub fn uses_built() -> usize {
+    USES_BUILT.with(|c| c.get())
+}
+
 impl Program {
     pub fn new(name: impl Into<String>, batch: usize, mode: Mode, machine: Machine) -> Self {
         Program {
@@ -297,8 +308,11 @@ impl Program {
         self.kernels.iter().filter(|k| k.stage == stage).count()
     }
 
-    /// Readers and writers of every buffer, attributed to base buffers.
+    /// Readers and writers of every buffer, attributed to base buffers. This walks every
+    /// kernel: passes build it once and keep it up to date (see `passes::fusion`), rather
+    /// than calling it per kernel, which made deep models compile in quadratic time.
     pub fn uses(&self) -> Uses {
+        USES_BUILT.with(|c| c.set(c.get() + 1));
         let n = self.buffers.len();
         let mut u = Uses {
             readers: vec![Vec::new(); n],
@@ -344,24 +358,6 @@ impl Program {
             stage,
             origin,
         }
-    }
-
-    /// Replaces the kernels at `group` (indices) by `k`, placed at the smallest of them.
-    /// The caller guarantees `k`'s inputs are written before that position.
-    pub fn replace_group(&mut self, group: &[usize], k: Kernel) {
-        let at = group.iter().copied().min().unwrap_or(self.kernels.len());
-        let mut k = Some(k);
-        let mut kernels = Vec::with_capacity(self.kernels.len());
-        for (i, old) in std::mem::take(&mut self.kernels).into_iter().enumerate() {
-            if i == at {
-                kernels.extend(k.take());
-            }
-            if !group.contains(&i) {
-                kernels.push(old);
-            }
-        }
-        kernels.extend(k);
-        self.kernels = kernels;
     }
 
     /// Whether every buffer in `bufs` is available before kernel `at` runs: bound, or written

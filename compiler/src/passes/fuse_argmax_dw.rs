@@ -10,13 +10,13 @@
 
 use crate::kernel_ir::{KernelOp, PooledDy, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, i: usize) -> bool {
-    let KernelOp::MaxPoolGradArgmax { geom: pg, act_grad } = p.kernels[i].op else {
+fn try_at(p: &mut Fuser, i: usize) -> bool {
+    let KernelOp::MaxPoolGradArgmax { geom: pg, act_grad } = p.kernel(i).op else {
         return false;
     };
-    let dy = p.kernels[i].outputs[0];
+    let dy = p.kernel(i).outputs[0];
     let Some(j) = p.uses().sole_reader(dy) else {
         return false;
     };
@@ -24,13 +24,13 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         geom,
         bias_grad,
         pooled: None,
-    } = p.kernels[j].op
+    } = p.kernel(j).op
     else {
         return false;
     };
-    let k = &p.kernels[j];
+    let k = p.kernel(j);
     if j <= i
-        || k.stage != p.kernels[i].stage
+        || k.stage != p.kernel(i).stage
         || k.inputs[1] != dy
         || [geom.n, geom.out_hw[0], geom.out_hw[1], geom.f] != [pg.n, pg.in_hw[0], pg.in_hw[1], pg.c]
     {
@@ -46,9 +46,9 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     };
     // (x, argmax, [y], pooled dy)
     let mut inputs = vec![k.inputs[0]];
-    inputs.extend(p.kernels[i].inputs.iter().copied());
+    inputs.extend(p.kernel(i).inputs.iter().copied());
     let outputs = k.outputs.clone();
-    fuse(p, &[i, j], op, inputs, outputs)
+    p.fuse(&[i, j], op, inputs, outputs)
 }
 
 /// Fuses argmax pool gradients into the kernel gradients that alone read them; returns how many.

@@ -7,10 +7,10 @@
 use crate::ir::Activation;
 use crate::kernel_ir::{EwOp, KernelOp, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, i: usize) -> bool {
-    let k = &p.kernels[i];
+fn try_at(p: &mut Fuser, i: usize) -> bool {
+    let k = p.kernel(i);
     let Some(e) = k.op.epilogue().copied() else {
         return false;
     };
@@ -21,7 +21,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     let Some(j) = p.uses().sole_reader(out) else {
         return false;
     };
-    let c = &p.kernels[j];
+    let c = p.kernel(j);
     let adds = matches!(c.op, KernelOp::Elementwise { op: EwOp::Add, .. });
     if c.stage != k.stage || !(c.inputs.first() == Some(&out) || adds && c.inputs.get(1) == Some(&out)) {
         return false;
@@ -66,7 +66,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     };
     let mut outputs = vec![c.outputs[0]];
     outputs.extend(&k.outputs[1..]);
-    fuse(p, &[i, j], op, inputs, outputs)
+    p.fuse(&[i, j], op, inputs, outputs)
 }
 
 /// Fuses bias adds and activations into conv / gemm epilogues; returns the number of fusions.

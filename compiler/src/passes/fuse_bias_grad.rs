@@ -4,15 +4,15 @@
 
 use crate::kernel_ir::{KernelOp, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, r: usize) -> bool {
-    let KernelOp::Reduce { rows, channels } = p.kernels[r].op else {
+fn try_at(p: &mut Fuser, r: usize) -> bool {
+    let KernelOp::Reduce { rows, channels } = p.kernel(r).op else {
         return false;
     };
-    let dy = p.kernels[r].inputs[0];
-    let stage = p.kernels[r].stage;
-    let Some(g) = p.kernels.iter().position(|k| {
+    let dy = p.kernel(r).inputs[0];
+    let stage = p.kernel(r).stage;
+    let Some(g) = p.first_reader(dy, |k| {
         let fits = match k.op {
             KernelOp::Gemm {
                 n,
@@ -34,7 +34,7 @@ fn try_at(p: &mut Program, r: usize) -> bool {
     }) else {
         return false;
     };
-    let op = match p.kernels[g].op.clone() {
+    let op = match p.kernel(g).op.clone() {
         KernelOp::Gemm {
             m,
             n,
@@ -59,10 +59,10 @@ fn try_at(p: &mut Program, r: usize) -> bool {
         },
         _ => return false,
     };
-    let inputs = p.kernels[g].inputs.clone();
-    let mut outputs = p.kernels[g].outputs.clone();
-    outputs.push(p.kernels[r].outputs[0]);
-    fuse(p, &[r, g], op, inputs, outputs)
+    let inputs = p.kernel(g).inputs.clone();
+    let mut outputs = p.kernel(g).outputs.clone();
+    outputs.push(p.kernel(r).outputs[0]);
+    p.fuse(&[r, g], op, inputs, outputs)
 }
 
 /// Fuses bias gradients into kernel-gradient GEMMs; returns the number of fusions.

@@ -6,9 +6,9 @@
 use crate::ir::Activation;
 use crate::kernel_ir::{EwOp, KernelOp, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, i: usize) -> bool {
+fn try_at(p: &mut Fuser, i: usize) -> bool {
     let KernelOp::BnApply {
         rows,
         channels,
@@ -17,19 +17,19 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         source,
         residual,
         pool: None,
-    } = p.kernels[i].op
+    } = p.kernel(i).op
     else {
         return false;
     };
-    let y = p.kernels[i].outputs[0];
+    let y = p.kernel(i).outputs[0];
     let Some(j) = p.uses().sole_reader(y) else {
         return false;
     };
-    let c = &p.kernels[j];
-    if c.stage != p.kernels[i].stage {
+    let c = p.kernel(j);
+    if c.stage != p.kernel(i).stage {
         return false;
     }
-    let mut inputs = p.kernels[i].inputs.clone();
+    let mut inputs = p.kernel(i).inputs.clone();
     let (act, residual) = match c.op {
         KernelOp::Elementwise { op: EwOp::Act(a), .. } if c.inputs[0] == y => (a, residual),
         KernelOp::Elementwise { op: EwOp::Add, .. }
@@ -50,7 +50,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         pool: None,
     };
     let outputs = vec![c.outputs[0]];
-    fuse(p, &[i, j], op, inputs, outputs)
+    p.fuse(&[i, j], op, inputs, outputs)
 }
 
 /// Fuses skip connections and activations into BN; returns the number of fusions.

@@ -8,28 +8,26 @@
 //! activation-sized operand fewer in each pass.
 
 use crate::ir::Activation;
-use crate::kernel_ir::{BnSource, BufId, EwOp, KernelOp, Program, Uses};
+use crate::kernel_ir::{BnSource, BufId, EwOp, KernelOp, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, gi: usize) -> bool {
+fn try_at(p: &mut Fuser, gi: usize) -> bool {
     let KernelOp::BnGradInput {
         rows,
         channels,
         epsilon,
-    } = p.kernels[gi].op
+    } = p.kernel(gi).op
     else {
         return false;
     };
-    let &[x, moments, gamma, dy] = p.kernels[gi].inputs.as_slice() else {
+    let &[x, moments, gamma, dy] = p.kernel(gi).inputs.as_slice() else {
         return false;
     };
-    let stage = p.kernels[gi].stage;
-    let find = |pred: &dyn Fn(&KernelOp, &[crate::kernel_ir::BufId]) -> bool| {
-        p.kernels
-            .iter()
-            .position(|k| k.stage == stage && pred(&k.op, &k.inputs))
-    };
+    let stage = p.kernel(gi).stage;
+    // Both partners read `dy`.
+    let find =
+        |pred: &dyn Fn(&KernelOp, &[BufId]) -> bool| p.first_reader(dy, |k| k.stage == stage && pred(&k.op, &k.inputs));
     let gg = find(&|op, ins| {
         matches!(op, KernelOp::BnGradGamma { rows: r, channels: c, epsilon: e }
             if *r == rows && *c == channels && *e == epsilon)
@@ -42,7 +40,7 @@ fn try_at(p: &mut Program, gi: usize) -> bool {
     let mut group: Vec<usize> = [Some(gi), gg, rd].into_iter().flatten().collect();
     // The activation's gradient joins when every reader of its result is in the group.
     let act_grad = uses.producer(dy).filter(|&pa| {
-        let k = &p.kernels[pa];
+        let k = p.kernel(pa);
         matches!(
             k.op,
             KernelOp::Elementwise {
@@ -60,9 +58,9 @@ fn try_at(p: &mut Program, gi: usize) -> bool {
     let mut mask_from_x = false;
     let act = match act_grad {
         Some(pa) => {
-            let k = &p.kernels[pa];
+            let k = p.kernel(pa);
             let y = k.inputs[0];
-            match relu_beta(p, &uses, y, [x, moments, gamma]) {
+            match relu_beta(p, y, [x, moments, gamma]) {
                 Some(beta)
                     if matches!(
                         k.op,
@@ -90,9 +88,9 @@ fn try_at(p: &mut Program, gi: usize) -> bool {
             act
         }
     };
-    let mut outputs = vec![p.kernels[gi].outputs[0]];
-    outputs.extend(gg.map(|k| p.kernels[k].outputs[0]));
-    outputs.extend(rd.map(|k| p.kernels[k].outputs[0]));
+    let mut outputs = vec![p.kernel(gi).outputs[0]];
+    outputs.extend(gg.map(|k| p.kernel(k).outputs[0]));
+    outputs.extend(rd.map(|k| p.kernel(k).outputs[0]));
     let op = KernelOp::BnActBackward {
         rows,
         channels,
@@ -102,13 +100,13 @@ fn try_at(p: &mut Program, gi: usize) -> bool {
         grad_beta: rd.is_some(),
         mask_from_x,
     };
-    fuse(p, &group, op, inputs, outputs)
+    p.fuse(&group, op, inputs, outputs)
 }
 
 /// β, when `y` is the output of a forward `bn_apply` with a ReLU, batch statistics and no
 /// residual over `(x, moments, gamma)`: the mask of `y` can then be recomputed from `x`.
-fn relu_beta(p: &Program, uses: &Uses, y: BufId, [x, moments, gamma]: [BufId; 3]) -> Option<BufId> {
-    let k = &p.kernels[uses.producer(y)?];
+fn relu_beta(p: &Fuser, y: BufId, [x, moments, gamma]: [BufId; 3]) -> Option<BufId> {
+    let k = p.kernel(p.uses().producer(y)?);
     match (&k.op, k.inputs.as_slice()) {
         (
             KernelOp::BnApply {

@@ -5,21 +5,21 @@
 
 use crate::kernel_ir::{KernelOp, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, j: usize) -> bool {
-    let KernelOp::Moments { .. } = p.kernels[j].op else {
+fn try_at(p: &mut Fuser, j: usize) -> bool {
+    let KernelOp::Moments { .. } = p.kernel(j).op else {
         return false;
     };
-    let x = p.kernels[j].inputs[0];
+    let x = p.kernel(j).inputs[0];
     let Some(i) = p.uses().producer(x) else {
         return false;
     };
-    let k = &p.kernels[i];
+    let k = p.kernel(i);
     let Some(e) = k.op.epilogue().copied() else {
         return false;
     };
-    if k.outputs[0] != x || e.bn_stats || e.max_pool.is_some() || k.stage != p.kernels[j].stage {
+    if k.outputs[0] != x || e.bn_stats || e.max_pool.is_some() || k.stage != p.kernel(j).stage {
         return false;
     }
     let mut e2 = e;
@@ -46,8 +46,8 @@ fn try_at(p: &mut Program, j: usize) -> bool {
         _ => return false,
     };
     let inputs = k.inputs.clone();
-    let outputs = vec![x, p.kernels[j].outputs[0]];
-    fuse(p, &[i, j], op, inputs, outputs)
+    let outputs = vec![x, p.kernel(j).outputs[0]];
+    p.fuse(&[i, j], op, inputs, outputs)
 }
 
 /// Moves BN statistics into conv / gemm epilogues; returns the number of fusions.

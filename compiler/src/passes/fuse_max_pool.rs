@@ -11,20 +11,20 @@
 use crate::ir::Activation;
 use crate::kernel_ir::{KernelOp, PoolKind, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, i: usize) -> bool {
-    let KernelOp::Conv2d { geom, epilogue } = p.kernels[i].op else {
+fn try_at(p: &mut Fuser, i: usize) -> bool {
+    let KernelOp::Conv2d { geom, epilogue } = p.kernel(i).op else {
         return false;
     };
     if epilogue.max_pool.is_some() || epilogue.bn_stats || epilogue.act == Activation::Softmax {
         return false;
     }
-    let out = p.kernels[i].outputs[0];
+    let out = p.kernel(i).outputs[0];
     let Some(j) = p.uses().sole_reader(out) else {
         return false;
     };
-    let pool = &p.kernels[j];
+    let pool = p.kernel(j);
     let KernelOp::Pool {
         kind: PoolKind::Max,
         geom: pg,
@@ -33,7 +33,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         return false;
     };
     let w = pg.window;
-    if pool.stage != p.kernels[i].stage
+    if pool.stage != p.kernel(i).stage
         || pool.inputs[0] != out
         || !crate::kernel_ir::kernel::pool_tiles(geom.out_hw, &w)
         || pg.in_hw != geom.out_hw
@@ -42,9 +42,9 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     }
     let mut e = epilogue;
     e.max_pool = Some(w);
-    let inputs = p.kernels[i].inputs.clone();
+    let inputs = p.kernel(i).inputs.clone();
     let outputs = vec![pool.outputs[0]];
-    fuse(p, &[i, j], KernelOp::Conv2d { geom, epilogue: e }, inputs, outputs)
+    p.fuse(&[i, j], KernelOp::Conv2d { geom, epilogue: e }, inputs, outputs)
 }
 
 /// Fuses max-pools into conv epilogues; returns the number of fusions.

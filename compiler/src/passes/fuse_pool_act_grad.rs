@@ -6,22 +6,22 @@
 use crate::ir::Activation;
 use crate::kernel_ir::{EwOp, KernelOp, PoolKind, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, i: usize) -> bool {
+fn try_at(p: &mut Fuser, i: usize) -> bool {
     let KernelOp::PoolGrad {
         kind: PoolKind::Max,
         geom,
         act_grad: None,
-    } = p.kernels[i].op
+    } = p.kernel(i).op
     else {
         return false;
     };
-    let k = &p.kernels[i];
+    let k = p.kernel(i);
     let Some(j) = p.uses().sole_reader(k.outputs[0]) else {
         return false;
     };
-    let next = &p.kernels[j];
+    let next = p.kernel(j);
     let KernelOp::Elementwise {
         op: EwOp::ActGrad(a), ..
     } = next.op
@@ -44,7 +44,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         act_grad: Some(a),
     };
     let (inputs, outputs) = (k.inputs.clone(), next.outputs.clone());
-    fuse(p, &[i, j], op, inputs, outputs)
+    p.fuse(&[i, j], op, inputs, outputs)
 }
 
 /// Fuses activation gradients into the max-pool gradients before them; returns how many.

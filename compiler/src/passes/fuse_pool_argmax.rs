@@ -22,7 +22,7 @@
 use crate::ir::{Activation, Mode, Shape};
 use crate::kernel_ir::{BnSource, BufKind, Buffer, KernelOp, PoolGeom, PoolKind, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
 /// The kernel that can pool its output: a conv's epilogue, or BN's normalise pass.
 enum Producer {
@@ -30,8 +30,8 @@ enum Producer {
     Bn,
 }
 
-fn try_at(p: &mut Program, i: usize) -> bool {
-    let (producer, act, out_hw) = match p.kernels[i].op {
+fn try_at(p: &mut Fuser, i: usize) -> bool {
+    let (producer, act, out_hw) = match p.kernel(i).op {
         KernelOp::Conv2d { geom, epilogue: e }
             if e.max_pool.is_none() && !e.bn_stats && !e.residual && e.act != Activation::Softmax =>
         {
@@ -46,7 +46,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         } => (Producer::Bn, act, None),
         _ => return false,
     };
-    let out = p.kernels[i].outputs[0];
+    let out = p.kernel(i).outputs[0];
     let uses = p.uses();
     let base = p.base(out);
     if uses.is_output[base.index()] || base != out {
@@ -55,7 +55,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     let readers = &uses.readers[out.index()];
     let find = |want_grad: bool| {
         readers.iter().copied().find(|&r| {
-            let k = &p.kernels[r];
+            let k = p.kernel(r);
             k.inputs.first() == Some(&out)
                 && match k.op {
                     KernelOp::Pool {
@@ -72,7 +72,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         return false;
     };
     let (KernelOp::Pool { geom: pg, .. }, KernelOp::PoolGrad { geom: gg, act_grad, .. }) =
-        (&p.kernels[j].op, &p.kernels[k].op)
+        (&p.kernel(j).op, &p.kernel(k).op)
     else {
         return false;
     };
@@ -83,34 +83,25 @@ fn try_at(p: &mut Program, i: usize) -> bool {
     if readers.len() != 2
         || pg != gg
         || !derivative_ok
-        || p.kernels[j].stage != p.kernels[i].stage
+        || p.kernel(j).stage != p.kernel(i).stage
         || out_hw.is_some_and(|hw| hw != pg.in_hw)
         || !crate::kernel_ir::kernel::pool_tiles(pg.in_hw, &pg.window)
     {
         return false;
     }
     let act = grad_act;
-    let pooled = p.kernels[j].outputs[0];
+    let pooled = p.kernel(j).outputs[0];
     let argmax = p.add_buffer(Buffer::new(
         format!("{}.argmax", p.buffer(pooled).name),
         BufKind::Saved,
         Shape(p.buffer(pooled).shape.0.clone()),
     ));
-    let inputs = p.kernels[i].inputs.clone();
-    if k < j
-        || !fuse(
-            p,
-            &[i, j],
-            pooled_op(&p.kernels[i].op, pg),
-            inputs,
-            vec![pooled, argmax],
-        )
-    {
+    let inputs = p.kernel(i).inputs.clone();
+    if k < j || !p.fuse(&[i, j], pooled_op(&p.kernel(i).op, pg), inputs, vec![pooled, argmax]) {
         return false;
     }
-    // The pair [i, j] became one kernel at i < j < k: the gradient moved up by one.
-    let k = k - 1;
-    let (dy, dx) = (p.kernels[k].inputs[1], p.kernels[k].outputs[0]);
+    // The pair [i, j] became one kernel at slot i; the gradient (k > j) keeps its slot.
+    let (dy, dx) = (p.kernel(k).inputs[1], p.kernel(k).outputs[0]);
     let grad_inputs = if act == Activation::Linear {
         vec![argmax, dy]
     } else {
@@ -121,7 +112,7 @@ fn try_at(p: &mut Program, i: usize) -> bool {
         act_grad: (act != Activation::Linear).then_some(act),
     };
     // Its inputs are written by the fused conv (before it) and by what wrote dy.
-    let fused = fuse(p, &[k], grad, grad_inputs, vec![dx]);
+    let fused = p.fuse(&[k], grad, grad_inputs, vec![dx]);
     debug_assert!(fused, "the argmax pool gradient's inputs are ready");
     fused
 }

@@ -7,35 +7,38 @@
 use crate::ir::LossKind;
 use crate::kernel_ir::{KernelOp, Program};
 
-use super::fusion::{fuse, rewrite_each};
+use super::fusion::{rewrite_each, Fuser};
 
-fn try_at(p: &mut Program, a: usize) -> bool {
+fn try_at(p: &mut Fuser, a: usize) -> bool {
     let KernelOp::Loss {
         kind,
         from_logits: true,
         rows,
         cols,
-    } = p.kernels[a].op
+    } = p.kernel(a).op
     else {
         return false;
     };
     if kind == LossKind::MeanSquaredError {
         return false;
     }
-    let ins = p.kernels[a].inputs.clone();
-    let Some(b) = p.kernels.iter().position(|k| {
+    let ins = p.kernel(a).inputs.clone();
+    let Some(&logits) = ins.first() else {
+        return false;
+    };
+    let Some(b) = p.first_reader(logits, |k| {
         k.inputs == ins && matches!(k.op, KernelOp::LossGrad { kind: k2, from_logits: true, .. } if k2 == kind)
     }) else {
         return false;
     };
-    let s = p.kernels.iter().position(|k| {
+    let s = p.first_reader(logits, |k| {
         k.inputs == ins[..1] && matches!(k.op, KernelOp::Softmax { rows: r, cols: c } if r == rows && c == cols)
     });
     let mut group = vec![a, b];
-    let mut outputs = vec![p.kernels[a].outputs[0], p.kernels[b].outputs[0]];
+    let mut outputs = vec![p.kernel(a).outputs[0], p.kernel(b).outputs[0]];
     if let Some(s) = s {
         group.push(s);
-        outputs.push(p.kernels[s].outputs[0]);
+        outputs.push(p.kernel(s).outputs[0]);
     }
     let op = KernelOp::SoftmaxXent {
         rows,
@@ -43,7 +46,7 @@ fn try_at(p: &mut Program, a: usize) -> bool {
         sparse: kind == LossKind::SparseCategoricalCrossentropy,
         probs: s.is_some(),
     };
-    fuse(p, &group, op, ins, outputs)
+    p.fuse(&group, op, ins, outputs)
 }
 
 /// Fuses softmax + cross-entropy + its gradient; returns the number of fusions.
