@@ -1,11 +1,14 @@
 //! Source locations: YAML errors become `file:line:column: message`, and each layer item
 //! learns the line and column of its type key.
 //!
-//! yaml_serde reports locations only in errors, so items are located by a light scan of the
-//! text for block-style list items (`- conv2d: ...`, `- flatten`). serde visits items in
-//! document order, so each item takes the next scanned entry with its key; an item the scan
-//! missed (flow style, `[{conv2d: ...}]`) simply has no location.
-
+//! yaml_serde reports locations only in errors (it has no spans or marks for values), so items
+//! are located by a light scan of the text for the block-style items of `layers:` sequences
+//! (`- conv2d: ...`, `- flatten`), wherever layers are listed: the model's `layers:`, a
+//! block's and a `repeat`'s. The scan follows indentation, so list items elsewhere (a block
+//! `inputs:` list, `params:`) are not taken for layers, and skips block scalars (`name: |`),
+//! whose lines are text. serde visits items in document order, so each item takes the next
+//! scanned entry with its key; an item the scan missed (flow style, `[{conv2d: ...}]`) simply
+//! has no location.
 use std::cell::RefCell;
 use std::path::Path;
 
@@ -46,48 +49,124 @@ pub fn take_pos(key: &str) -> Option<(usize, usize)> {
     })
 }
 
-/// Finds `- key:` / `- key` / `- {key: ...}` list items, one per line at most.
+/// The items of block sequences under a `layers:` key: `- key:` / `- key` / `- {key: ...}`,
+/// one per line at most.
 fn scan(text: &str) -> Vec<Entry> {
     let mut out = Vec::new();
+    // The column of every enclosing `layers:` sequence's dashes, innermost last; `None` until
+    // its first item shows it.
+    let mut seqs: Vec<(usize, Option<usize>)> = Vec::new(); // (key column, dash column)
+                                                            // Inside a block scalar: lines indented more than this column are its text.
+    let mut scalar: Option<usize> = None;
     for (i, line) in text.lines().enumerate() {
         let chars: Vec<char> = line.chars().collect();
-        let mut p = 0;
-        let skip_ws = |p: &mut usize| {
-            while *p < chars.len() && (chars[*p] == ' ' || chars[*p] == '\t') {
-                *p += 1;
+        let indent = chars.iter().take_while(|&&c| c == ' ').count();
+        let blank = matches!(chars.get(indent), None | Some('#'));
+        if let Some(parent) = scalar {
+            if blank || indent > parent {
+                continue;
             }
+            scalar = None;
+        }
+        if blank {
+            continue;
+        }
+        let dash = is_dash(&chars, indent);
+        // Leave the sequences this line is not inside of.
+        while let Some(&(key_col, dash_col)) = seqs.last() {
+            let inside = match dash_col {
+                Some(d) => indent > d || indent == d && dash,
+                None => dash && indent >= key_col,
+            };
+            if inside {
+                break;
+            }
+            seqs.pop();
+        }
+        if let Some(last) = seqs.last_mut() {
+            if last.1.is_none() {
+                last.1 = Some(indent);
+            }
+            if last.1 == Some(indent) && dash {
+                if let Some(e) = item_key(&chars, i, indent + 1) {
+                    out.push(e);
+                }
+            }
+        }
+        // What the line opens: a `layers:` sequence or a block scalar, after any `- ` markers.
+        let (mut p, mut last_dash) = (indent, indent);
+        while is_dash(&chars, p) {
+            last_dash = p;
+            p += 1;
+            while chars.get(p) == Some(&' ') {
+                p += 1;
+            }
+        }
+        if matches!(chars.get(p), Some('|' | '>')) {
+            scalar = Some(last_dash);
+            continue;
+        }
+        let key_col = p;
+        let (key, after) = plain_key(&chars, p);
+        let Some(mut p) = after.filter(|&a| chars.get(a) == Some(&':')) else {
+            continue;
         };
-        skip_ws(&mut p);
-        if chars.get(p) != Some(&'-') || !matches!(chars.get(p + 1), Some(' ' | '\t')) {
-            continue;
-        }
         p += 1;
-        skip_ws(&mut p);
-        if chars.get(p) == Some(&'{') {
-            p += 1;
-            skip_ws(&mut p);
-        }
-        let quote = matches!(chars.get(p), Some('"' | '\''));
-        if quote {
+        while chars.get(p) == Some(&' ') {
             p += 1;
         }
-        let start = p;
-        while p < chars.len() && (chars[p].is_ascii_alphanumeric() || chars[p] == '_') {
-            p += 1;
-        }
-        if p == start {
-            continue;
-        }
-        let key: String = chars[start..p].iter().collect();
-        if quote {
-            p += 1;
-        }
-        skip_ws(&mut p);
-        if matches!(chars.get(p), None | Some(':' | '#')) {
-            out.push((i + 1, start + 1, key));
+        match chars.get(p) {
+            None | Some('#') if key == "layers" => seqs.push((key_col, None)),
+            Some('|' | '>') => scalar = Some(key_col),
+            _ => {}
         }
     }
     out
+}
+
+/// Whether a `- ` (or a lone `-`) sequence marker is at `p`.
+fn is_dash(chars: &[char], p: usize) -> bool {
+    chars.get(p) == Some(&'-') && matches!(chars.get(p + 1), None | Some(' ' | '\t'))
+}
+
+/// A key (plain or quoted) at `p`: the key and the position after it, if any.
+fn plain_key(chars: &[char], mut p: usize) -> (String, Option<usize>) {
+    let quote = matches!(chars.get(p), Some('"' | '\''));
+    if quote {
+        p += 1;
+    }
+    let start = p;
+    while p < chars.len() && (chars[p].is_ascii_alphanumeric() || chars[p] == '_') {
+        p += 1;
+    }
+    if p == start {
+        return (String::new(), None);
+    }
+    let key: String = chars[start..p].iter().collect();
+    if quote {
+        p += 1;
+    }
+    while matches!(chars.get(p), Some(' ' | '\t')) {
+        p += 1;
+    }
+    (key, Some(p))
+}
+
+/// The layer key of a list item whose content starts after column `p` (just past its dash).
+fn item_key(chars: &[char], line: usize, mut p: usize) -> Option<Entry> {
+    while matches!(chars.get(p), Some(' ' | '\t')) {
+        p += 1;
+    }
+    if chars.get(p) == Some(&'{') {
+        p += 1;
+        while matches!(chars.get(p), Some(' ' | '\t')) {
+            p += 1;
+        }
+    }
+    let col = p + usize::from(matches!(chars.get(p), Some('"' | '\'')));
+    let (key, after) = plain_key(chars, p);
+    let after = after?;
+    matches!(chars.get(after), None | Some(':' | '#')).then(|| (line + 1, col + 1, key))
 }
 
 /// Parses the text into the raw model, locating items; errors carry `file:line:column`.
@@ -140,6 +219,36 @@ mod tests {
         assert_eq!(
             keys,
             vec![(2, 5, "conv2d"), (3, 5, "flatten"), (4, 6, "dense"), (5, 6, "add")]
+        );
+    }
+
+    fn lines_of(text: &str) -> Vec<(usize, &str)> {
+        let e = scan(text);
+        e.into_iter()
+            .map(|(l, _, k)| (l, if k == "dense" { "dense" } else { "other" }))
+            .collect()
+    }
+
+    #[test]
+    fn scan_skips_inputs_lists_and_block_scalars() {
+        let text = "name: |\n  - dense: a multi-line name\ninput: [16]\nlayers:\n  - add:\n      inputs:\n        - dense\n        - other\n  - dense: {units: 0}\n";
+        assert_eq!(lines_of(text), vec![(5, "other"), (9, "dense")]);
+    }
+
+    #[test]
+    fn scan_finds_items_of_blocks_and_repeats_at_any_indentation() {
+        let text = "blocks:\n  b:\n    params: [f]\n    layers:\n    - dense: {units: $f}\n    - dense:\n        name: >-\n          - dense\n        units: 2\nlayers:\n- repeat:\n    times: 2\n    layers:\n      - dense\n- b: {f: 3}\ntraining: {loss: mse}\n";
+        let e = scan(text);
+        let keys: Vec<_> = e.iter().map(|(l, c, k)| (*l, *c, k.as_str())).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (5, 7, "dense"),
+                (6, 7, "dense"),
+                (11, 3, "repeat"),
+                (14, 9, "dense"),
+                (15, 3, "b")
+            ]
         );
     }
 }
