@@ -32,7 +32,7 @@ use cnnc_runtime::optim::{Optimizer, OptimizerKind};
 use cnnc_runtime::pool::Pool;
 use cnnc_runtime::rng::Rng;
 use cnnc_runtime::train::trainable_refs;
-use cnnc_runtime::{Executor, TargetLayout, Tensor};
+use cnnc_runtime::{Executor, InferenceSession, TargetLayout, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// (model file, forward GFLOP per image as the peers count it).
@@ -172,8 +172,10 @@ fn latency(c: &mut Criterion) {
             let (x, _) = batch(exec.as_ref(), 1);
             let mut out = vec![0.0; exec.output_size()];
             group.throughput(Throughput::Elements(1));
+            // As an ONNX Runtime session: the parameters are fixed for the session's life.
+            let mut session = InferenceSession::new(exec.as_mut(), &params);
             group.bench_function(BenchmarkId::new(backend.id(), name), |b| {
-                b.iter(|| exec.predict(&params, &x, 1, &mut out))
+                b.iter(|| session.predict(&x, 1, &mut out))
             });
         }
     }

@@ -13,7 +13,7 @@ use cnnc_compiler::spec::load_model;
 use cnnc_compiler::tolerance::Tolerance;
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::rng::Rng;
-use cnnc_runtime::{Executor, TargetLayout, Tensor};
+use cnnc_runtime::{Executor, InferenceSession, TargetLayout, Tensor};
 
 const TOL: Tolerance = Tolerance::KERNEL;
 
@@ -180,4 +180,59 @@ fn inception10() {
 fn resnet18() {
     // The interpreter needs seconds per step here: skip the third step.
     check_model_steps("resnet18", 2, 2, false);
+}
+
+/// An `InferenceSession` folds BN into the weights once per program instead of on every call:
+/// its predictions are bitwise those of plain `predict` calls, across batch sizes (each its own
+/// program and prepare stage in the shared arena), and after a training step and other
+/// parameters ran in between (a new session prepares on its first call).
+#[test]
+fn inference_session_reuses_the_prepared_weights() {
+    let (_, mut native) = executors("baseline_cifar10", 4, NativeOptions::default());
+    let mut rng = Rng::new(21);
+    let len: usize = native.input_shape().iter().product();
+    let k = native.output_size();
+    let x = uniform(4 * len, &mut rng, -1.0, 1.0);
+    let calls = [4, 1, 1, 4, 2, 4];
+    let plain = |ex: &mut NativeExecutor, ps: &[Tensor]| -> Vec<Vec<f32>> {
+        calls
+            .iter()
+            .map(|&n| {
+                let mut out = vec![0f32; n * k];
+                ex.predict(ps, &x[..n * len], n, &mut out);
+                out
+            })
+            .collect()
+    };
+    let in_session = |ex: &mut NativeExecutor, ps: &[Tensor]| -> Vec<Vec<f32>> {
+        let mut s = InferenceSession::new(ex, ps);
+        calls
+            .iter()
+            .map(|&n| {
+                let mut out = vec![0f32; n * k];
+                s.predict(&x[..n * len], n, &mut out);
+                out
+            })
+            .collect()
+    };
+    let mut ps = params(&native, 22);
+    assert_eq!(in_session(&mut native, &ps), plain(&mut native, &ps));
+    // Training changes the parameters (and runs another program in the arena).
+    let mut grads: Vec<Tensor> = native
+        .params()
+        .iter()
+        .filter(|s| s.trainable)
+        .map(|s| Tensor::zeros(&s.shape))
+        .collect();
+    let y = targets(&native, 4, &mut rng);
+    native.train_step(&mut ps, &mut grads, &x, &y, 4, 1, &mut vec![0f32; 4 * k]);
+    for p in ps.iter_mut() {
+        p.data.iter_mut().for_each(|v| *v *= 1.25);
+    }
+    let want = plain(&mut native, &ps);
+    // The arena now holds the old parameters' prepared weights for the batch of 4 the session
+    // starts with: its first call must prepare regardless.
+    let before = params(&native, 22);
+    assert_ne!(want, plain(&mut native, &before), "the parameters changed");
+    assert_eq!(in_session(&mut native, &ps), want);
 }

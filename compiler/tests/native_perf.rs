@@ -13,7 +13,7 @@ use cnnc_runtime::init::init_params;
 use cnnc_runtime::optim::{Optimizer, OptimizerKind};
 use cnnc_runtime::rng::Rng;
 use cnnc_runtime::train::trainable_refs;
-use cnnc_runtime::{Executor, Tensor};
+use cnnc_runtime::{Executor, InferenceSession, Tensor};
 
 /// CPU time of this process so far (user + system, from `/proc/self/stat`, in seconds; Linux
 /// clock ticks of 1/100 s), or `None` where unavailable.
@@ -172,13 +172,24 @@ fn latency(model: &str, threads: usize, calls: usize) {
     }
     let profile = std::env::var("NATIVE_PROFILE").is_ok();
     ex.set_profiling(profile);
-    let mut times: Vec<f64> = (0..calls)
-        .map(|_| {
-            let t0 = Instant::now();
-            ex.predict(&params, &x, 1, &mut preds);
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
+    // Timed in an inference session, as ONNX Runtime's: BN is folded into the weights once.
+    // `PLAIN_PREDICT=1` times plain `predict` calls, which fold it on every call.
+    let plain = std::env::var("PLAIN_PREDICT").is_ok();
+    let time_calls = |call: &mut dyn FnMut()| -> Vec<f64> {
+        (0..calls)
+            .map(|_| {
+                let t0 = Instant::now();
+                call();
+                t0.elapsed().as_secs_f64()
+            })
+            .collect()
+    };
+    let mut times = if plain {
+        time_calls(&mut || ex.predict(&params, &x, 1, &mut preds))
+    } else {
+        let mut session = InferenceSession::new(&mut ex, &params);
+        time_calls(&mut || session.predict(&x, 1, &mut preds))
+    };
     times.sort_by(f64::total_cmp);
     println!(
         "{model} batch 1, {threads} thread(s): fastest {:.1} us, median {:.1} us",

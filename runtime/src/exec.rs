@@ -92,6 +92,16 @@ pub trait Executor {
     /// Inference on `n` samples: writes `[n, output_size]` predictions (final activation applied).
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]);
 
+    /// [`Executor::predict`] from an [`InferenceSession`]. With `same_params`, `params` are
+    /// bitwise those of this executor's previous call, which was this method's from the same
+    /// session (the session borrows them immutably and the executor mutably, so nothing can have
+    /// changed either): what the backend derives from the parameters alone (BN folded into the
+    /// conv weights) may be reused instead of recomputed. The default just predicts.
+    fn predict_in_session(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32], same_params: bool) {
+        let _ = same_params;
+        self.predict(params, x, n, preds)
+    }
+
     /// The thread pool this executor's kernels run on, if it has one: the training loop runs
     /// the optimiser's update on it too (between steps the pool is idle).
     fn pool(&self) -> Option<&Pool> {
@@ -107,5 +117,38 @@ pub trait Executor {
     /// Per-kernel times since [`Executor::set_profiling`], per program, slowest first.
     fn profile_report(&self) -> Option<String> {
         None
+    }
+}
+
+/// Inference with the parameters held fixed, as an ONNX Runtime session holds its weights:
+/// borrowing them immutably (and the executor mutably) for its lifetime guarantees that they do
+/// not change between calls, so the backend prepares what depends on them only once (the
+/// kernels backend folds BN into the conv weights on the first call, not on every call).
+/// A plain [`Executor::predict`] cannot assume that: the caller may change the parameters
+/// between two calls.
+pub struct InferenceSession<'a> {
+    exec: &'a mut dyn Executor,
+    params: &'a [Tensor],
+    started: bool,
+}
+
+impl<'a> InferenceSession<'a> {
+    pub fn new(exec: &'a mut dyn Executor, params: &'a [Tensor]) -> Self {
+        InferenceSession {
+            exec,
+            params,
+            started: false,
+        }
+    }
+
+    /// The executor's [`Executor::predict`] on `n` samples with the session's parameters.
+    pub fn predict(&mut self, x: &[f32], n: usize, preds: &mut [f32]) {
+        self.exec.predict_in_session(self.params, x, n, preds, self.started);
+        self.started = true;
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &dyn Executor {
+        &*self.exec
     }
 }

@@ -13,6 +13,6 @@ pub mod tensor;
 pub mod train;
 pub mod weights;
 
-pub use exec::{Executor, ModelIo, ParamSpec, StepResult, TargetLayout};
+pub use exec::{Executor, InferenceSession, ModelIo, ParamSpec, StepResult, TargetLayout};
 pub use init::Init;
 pub use tensor::Tensor;

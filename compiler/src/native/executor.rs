@@ -5,8 +5,9 @@
 //! on first use and cached; the full-batch ones are compiled by the constructor so that model
 //! errors surface there. Every program runs in the same arena (sized for the largest); when
 //! another program ran last, the prepare stage (constants) runs again before the next one.
-//! Inference programs run their prepare stage (BN folded into weights) on every call since the
-//! parameters may have changed in between.
+//! Inference programs run their prepare stage (BN folded into weights) on every `predict`, since
+//! the parameters may have changed in between; an `InferenceSession`, which holds them fixed,
+//! runs it once per program.
 
 use std::collections::HashMap;
 
@@ -260,6 +261,44 @@ impl NativeExecutor {
         }
     }
 
+    /// Inference on `n` samples; the prepare stage is skipped when `same_params` and the arena
+    /// holds this program's already (see `Executor::predict_in_session`).
+    fn infer(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32], same_params: bool) {
+        self.ensure_for_call(Mode::Inference, n);
+        let c = &self.inference_by_n[&n];
+        self.check_params(c, params);
+        assert_eq!(
+            x.len(),
+            c.input_len,
+            "input holds {} values, expected {}",
+            x.len(),
+            c.input_len
+        );
+        let ptrs = &mut self.ptrs.0;
+        ptrs.clear();
+        // Inference programs never write parameters (`Compiled::new` with `writable: false`).
+        ptrs.extend(c.param_index.iter().map(|&i| params[i].data.as_ptr().cast_mut()));
+        let ctx = Ctx::with_isa(&self.pool, self.isa);
+        let _ftz = FlushDenormals::new();
+        let ws = &mut self.workspace[..];
+        let arena = self.arena.slice(c.arena_len);
+        // SAFETY: as in `train_step`; the parameters are only read (no output of an inference
+        // program lies in a parameter).
+        let mem = unsafe { Mem::new(arena, x, &[], ptrs, &c.param_lens, &[], &[]) };
+        if !(same_params && self.prepared == Some((Mode::Inference, n))) {
+            for s in &c.prepare {
+                dispatch::run(s, &mem, &ctx, ws, 0);
+            }
+        }
+        match &mut self.profile {
+            Some(p) => p.run((Mode::Inference, n), c, &mem, &ctx, ws, 0),
+            None => c.run.iter().for_each(|s| dispatch::run(s, &mem, &ctx, ws, 0)),
+        }
+        self.prepared = Some((Mode::Inference, n));
+        write_preds(&mem, c.prediction, preds);
+        self.ptrs.0.clear();
+    }
+
     fn check_params(&self, c: &Compiled, params: &[Tensor]) {
         assert_eq!(
             params.len(),
@@ -385,37 +424,14 @@ impl Executor for NativeExecutor {
     }
 
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
-        self.ensure_for_call(Mode::Inference, n);
-        let c = &self.inference_by_n[&n];
-        self.check_params(c, params);
-        assert_eq!(
-            x.len(),
-            c.input_len,
-            "input holds {} values, expected {}",
-            x.len(),
-            c.input_len
-        );
-        let ptrs = &mut self.ptrs.0;
-        ptrs.clear();
-        // Inference programs never write parameters (`Compiled::new` with `writable: false`).
-        ptrs.extend(c.param_index.iter().map(|&i| params[i].data.as_ptr().cast_mut()));
-        let ctx = Ctx::with_isa(&self.pool, self.isa);
-        let _ftz = FlushDenormals::new();
-        let ws = &mut self.workspace[..];
-        let arena = self.arena.slice(c.arena_len);
-        // SAFETY: as in `train_step`; the parameters are only read (no output of an inference
-        // program lies in a parameter).
-        let mem = unsafe { Mem::new(arena, x, &[], ptrs, &c.param_lens, &[], &[]) };
-        for s in &c.prepare {
-            dispatch::run(s, &mem, &ctx, ws, 0);
-        }
-        match &mut self.profile {
-            Some(p) => p.run((Mode::Inference, n), c, &mem, &ctx, ws, 0),
-            None => c.run.iter().for_each(|s| dispatch::run(s, &mem, &ctx, ws, 0)),
-        }
-        self.prepared = Some((Mode::Inference, n));
-        write_preds(&mem, c.prediction, preds);
-        self.ptrs.0.clear();
+        self.infer(params, x, n, preds, false)
+    }
+
+    /// With `same_params`, the prepare stage (BN folded into the weights) is skipped when the
+    /// arena still holds this program's: nothing but this session ran since it was computed
+    /// from these very parameters.
+    fn predict_in_session(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32], same_params: bool) {
+        self.infer(params, x, n, preds, same_params)
     }
 
     fn pool(&self) -> Option<&Pool> {

@@ -7,11 +7,11 @@ use super::check::{check_batch, check_data, check_params};
 use super::loss::{argmax, LossFn};
 use super::TrainError;
 use crate::data::Dataset;
-use crate::exec::Executor;
+use crate::exec::{Executor, InferenceSession};
 use crate::tensor::Tensor;
 
 /// Predictions `[n, output_size]` for `x` (`[n, ..input_shape]`), in batches of the executor's
-/// batch size (the last one partial).
+/// batch size (the last one partial), in one [`InferenceSession`].
 pub fn predict(exec: &mut dyn Executor, params: &[Tensor], x: &[f32], n: usize) -> Result<Vec<f32>, TrainError> {
     check_params(exec, params)?;
     let len: usize = exec.input_shape().iter().product();
@@ -29,14 +29,15 @@ pub fn predict(exec: &mut dyn Executor, params: &[Tensor], x: &[f32], n: usize) 
         });
     }
     let mut preds = vec![0.0; n * out];
+    let mut session = InferenceSession::new(exec, params);
     for (xs, ps) in x.chunks(batch * len).zip(preds.chunks_mut(batch * out)) {
-        exec.predict(params, xs, xs.len() / len, ps);
+        session.predict(xs, xs.len() / len, ps);
     }
     Ok(preds)
 }
 
 /// Mean loss and accuracy over `data` (each sample weighs the same, as Keras's `evaluate`),
-/// predicting `batch` samples per call.
+/// predicting `batch` samples per call (in one [`InferenceSession`]).
 pub fn evaluate(
     exec: &mut dyn Executor,
     params: &[Tensor],
@@ -62,11 +63,12 @@ pub(super) fn evaluate_range(
     let (len, out) = (data.sample_len(), exec.output_size());
     let mut preds = vec![0.0; batch * out];
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let mut session = InferenceSession::new(exec, params);
     let mut start = range.start;
     while start < range.end {
         let nb = batch.min(range.end - start);
         let preds = &mut preds[..nb * out];
-        exec.predict(params, &data.x[start * len..(start + nb) * len], nb, preds);
+        session.predict(&data.x[start * len..(start + nb) * len], nb, preds);
         for (row, &label) in preds.chunks_exact(out).zip(&data.y[start..start + nb]) {
             let label = label as usize;
             loss_sum += loss.sample_loss(row, label) as f64;
