@@ -315,3 +315,22 @@ fn a_long_layer_name_is_refused_and_summary_does_not_panic() {
         &name[..40]
     ));
 }
+
+/// Output into a pipe closed early (`cnnc summary … | head -1`) ends quietly, as `cat` does,
+/// instead of panicking in `println!`.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(["summary", &s(&model("resnet18.yaml"))])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the table is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}

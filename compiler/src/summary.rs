@@ -63,6 +63,11 @@ fn connections(g: &Graph) -> Vec<Vec<String>> {
             _ => g.node(node).layer.clone(),
         })
     };
+    // Each layer's nodes, grouped once (a scan of all nodes per layer was quadratic in depth).
+    let mut nodes_of: HashMap<&str, Vec<&crate::ir::Node>> = HashMap::new();
+    for n in &g.nodes {
+        nodes_of.entry(n.layer.as_str()).or_default().push(n);
+    }
     g.layers
         .iter()
         .enumerate()
@@ -73,7 +78,7 @@ fn connections(g: &Graph) -> Vec<Vec<String>> {
                     from.push(s);
                 }
             };
-            let own: Vec<&crate::ir::Node> = g.nodes.iter().filter(|n| n.layer == l.name).collect();
+            let own = nodes_of.get(l.name.as_str()).cloned().unwrap_or_default();
             if own.is_empty() {
                 push(source(l.output, li));
             }
