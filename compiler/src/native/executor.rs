@@ -266,14 +266,7 @@ impl NativeExecutor {
     fn infer(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32], same_params: bool) {
         self.ensure_for_call(Mode::Inference, n);
         let c = &self.inference_by_n[&n];
-        self.check_params(c, params);
-        assert_eq!(
-            x.len(),
-            c.input_len,
-            "input holds {} values, expected {}",
-            x.len(),
-            c.input_len
-        );
+        self.check_call(c, params, x);
         let ptrs = &mut self.ptrs.0;
         ptrs.clear();
         // Inference programs never write parameters (`Compiled::new` with `writable: false`).
@@ -297,6 +290,18 @@ impl NativeExecutor {
         self.prepared = Some((Mode::Inference, n));
         write_preds(&mem, c.prediction, preds);
         self.ptrs.0.clear();
+    }
+
+    /// Panics unless `params` and the input `x` have the sizes program `c` was compiled for.
+    fn check_call(&self, c: &Compiled, params: &[Tensor], x: &[f32]) {
+        self.check_params(c, params);
+        assert_eq!(
+            x.len(),
+            c.input_len,
+            "input holds {} values, expected {}",
+            x.len(),
+            c.input_len
+        );
     }
 
     fn check_params(&self, c: &Compiled, params: &[Tensor]) {
@@ -351,14 +356,7 @@ impl Executor for NativeExecutor {
     ) -> StepResult {
         self.ensure_for_call(Mode::Training, n);
         let c = &self.train_by_n[&n];
-        self.check_params(c, params);
-        assert_eq!(
-            x.len(),
-            c.input_len,
-            "input holds {} values, expected {}",
-            x.len(),
-            c.input_len
-        );
+        self.check_call(c, params, x);
         assert_eq!(
             y.len(),
             c.target_len,
