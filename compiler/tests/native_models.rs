@@ -236,3 +236,24 @@ fn inference_session_reuses_the_prepared_weights() {
     assert_ne!(want, plain(&mut native, &before), "the parameters changed");
     assert_eq!(in_session(&mut native, &ps), want);
 }
+
+/// In a session, a batch-1 conv that reads its kernel in place on every plain call (ResNet18's
+/// 4×4 and 8×8 layers: few output pixels) reads a pack made once instead: the predictions
+/// agree with plain calls within the tolerance, from the second call on (the first packs).
+#[test]
+fn inference_session_packs_in_place_kernels_once() {
+    let (_, mut native) = executors("resnet18", 1, NativeOptions::default());
+    let mut rng = Rng::new(31);
+    let len: usize = native.input_shape().iter().product();
+    let k = native.output_size();
+    let x = uniform(len, &mut rng, -1.0, 1.0);
+    let ps = params(&native, 32);
+    let mut want = vec![0f32; k];
+    native.predict(&ps, &x, 1, &mut want);
+    let mut s = InferenceSession::new(&mut native, &ps);
+    for call in 0..3 {
+        let mut got = vec![0f32; k];
+        s.predict(&x, 1, &mut got);
+        TOL.assert_close(&format!("session call {call}"), &got, &want);
+    }
+}

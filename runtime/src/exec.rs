@@ -123,7 +123,8 @@ pub trait Executor {
 /// Inference with the parameters held fixed, as an ONNX Runtime session holds its weights:
 /// borrowing them immutably (and the executor mutably) for its lifetime guarantees that they do
 /// not change between calls, so the backend prepares what depends on them only once (the
-/// kernels backend folds BN into the conv weights on the first call, not on every call).
+/// kernels backend folds BN into the conv weights on the first call, not on every call, and
+/// packs the kernels its batch-1 convs would read in place).
 /// A plain [`Executor::predict`] cannot assume that: the caller may change the parameters
 /// between two calls.
 pub struct InferenceSession<'a> {

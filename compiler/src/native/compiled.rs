@@ -10,9 +10,11 @@
 //!
 //! These checks are what make [`Mem`]'s raw-pointer slices sound.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
+use cnnc_runtime::kernels::PackedB;
 use cnnc_runtime::ParamSpec;
 
 use super::dispatch;
@@ -57,6 +59,9 @@ pub(super) struct Step {
     pub outs: Vec<Loc>,
     /// Index of the (first) kernel in the program.
     pub kernel: usize,
+    /// Within an inference session, the conv kernel packed once, for a conv that would read it
+    /// in place on every call (see `NativeExecutor::infer`); `None` otherwise.
+    pub session_pack: RefCell<Option<PackedB>>,
 }
 
 /// A program ready to run: its steps, what it needs from the caller and where its outputs are.
@@ -191,6 +196,7 @@ impl Compiled {
                 ins,
                 outs,
                 kernel: i,
+                session_pack: RefCell::new(None),
             };
             if k.stage == Stage::Prepare {
                 prepare.push(step);

@@ -7,9 +7,9 @@
 use cnnc_runtime::kernels::conv::ConvGeom as RtConv;
 use cnnc_runtime::kernels::pool2d::{self, PoolGeom as RtPool};
 use cnnc_runtime::kernels::{
-    conv2d_forward, conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel, conv2d_grad_kernel_small,
-    elementwise as ew, gemm, max_pool_grad_argmax, norm, pooled_conv_workspace, small_conv_applies, softmax, Ctx,
-    Epilogue, GemmGeom, SmallDy,
+    conv2d_forward, conv2d_forward_packed, conv2d_forward_pooled, conv2d_grad_input, conv2d_grad_kernel,
+    conv2d_grad_kernel_small, elementwise as ew, gemm, max_pool_grad_argmax, norm, pooled_conv_workspace,
+    small_conv_applies, softmax, Ctx, Epilogue, GemmGeom, SmallDy,
 };
 
 use super::compiled::{Mem, Step};
@@ -19,7 +19,7 @@ use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
 use crate::kernel_ir::{ConvGeom, Epilogue as IrEpilogue, KernelOp};
 
 /// The runtime geometry of a convolution template.
-fn conv_geom(g: &ConvGeom) -> RtConv {
+pub(super) fn conv_geom(g: &ConvGeom) -> RtConv {
     RtConv::new(g.n, g.in_hw, g.c, g.kernel_hw, g.f, g.strides, pad(g.pad))
 }
 
@@ -161,7 +161,11 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32]) {
             let (x, w) = (m.get(i[0]), m.get(i[1]));
             let (bias, residual) = extras(s, m, e);
             let moments = e.bn_stats.then(|| m.get_mut(o[1]));
-            let conv = |epi: Epilogue, y: &mut [f32]| conv2d_forward(ctx, &g, x, w, epi, y);
+            let pack = s.session_pack.borrow();
+            let conv = |epi: Epilogue, y: &mut [f32]| match pack.as_ref() {
+                Some(p) => conv2d_forward_packed(ctx, &g, x, p, epi, y),
+                None => conv2d_forward(ctx, &g, x, w, epi, y),
+            };
             match fused_pool(geom, e) {
                 None => with_epilogue(ctx, g.m(), g.f, bias, residual, e.act, moments, m.get_mut(o[0]), conv),
                 // Pooled chunk by chunk of images while the unpooled map is in cache.

@@ -12,16 +12,16 @@
 use std::collections::HashMap;
 
 use cnnc_runtime::fpenv::FlushDenormals;
-use cnnc_runtime::kernels::{Ctx, KernelIsa};
+use cnnc_runtime::kernels::{reads_kernel_in_place, Ctx, KernelIsa, PackedB};
 use cnnc_runtime::pool::Pool;
 use cnnc_runtime::{Executor, ModelIo, StepResult, Tensor};
 
 use super::compiled::{Compiled, Loc, Mem, Region};
 use super::profile::Profile;
-use super::{dispatch, NativeError};
+use super::{dispatch, dispatch_gemm, NativeError};
 use crate::autodiff::training_graph;
 use crate::ir::{rebatch, Graph, LossKind, Mode};
-use crate::kernel_ir::{Machine, Program};
+use crate::kernel_ir::{KernelOp, Machine, Program};
 use crate::lower::lower;
 use crate::model_io::paired_io;
 use crate::passes::{compile, PipelineOptions};
@@ -283,6 +283,7 @@ impl NativeExecutor {
                 dispatch::run(s, &mem, &ctx, ws, 0);
             }
         }
+        session_packs(c, &mem, &ctx, same_params);
         match &mut self.profile {
             Some(p) => p.run((Mode::Inference, n), c, &mem, &ctx, ws, 0),
             None => c.run.iter().for_each(|s| dispatch::run(s, &mem, &ctx, ws, 0)),
@@ -319,6 +320,32 @@ impl NativeExecutor {
                 self.io.params[idx].name,
                 params[idx].data.len()
             );
+        }
+    }
+}
+
+/// Within an inference session (`same_params`, the second call on), packs once the kernels of
+/// the convs that would read them in place on every call (`reads_kernel_in_place`: batch-1
+/// ResNet18's 4×4×512 layers, 9.4 MB 2 KB-strided rows each), so that later calls stream them
+/// contiguously; outside a session (a plain `predict`, or a session's first call) drops them,
+/// since the parameters may have changed. The packs are a second copy of those weights, kept
+/// until the next call outside a session.
+fn session_packs(c: &Compiled, mem: &Mem, ctx: &Ctx, same_params: bool) {
+    for s in &c.run {
+        let KernelOp::Conv2d { geom, epilogue } = &s.op else {
+            continue;
+        };
+        let mut pack = s.session_pack.borrow_mut();
+        if !same_params {
+            *pack = None;
+            continue;
+        }
+        let g = dispatch_gemm::conv_geom(geom);
+        // (A conv with a fused max-pool takes another kernel, which reads `w` itself.)
+        if pack.is_none() && epilogue.max_pool.is_none() && reads_kernel_in_place(ctx.isa, &g) {
+            let mut p = PackedB::new();
+            p.pack_on(ctx.pool, ctx.isa, g.k(), g.f, mem.get(s.ins[1]), false);
+            *pack = Some(p);
         }
     }
 }

@@ -246,6 +246,15 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
     }
 }
 
+/// Whether [`conv2d_forward`] without BN statistics reads the HWIO kernel in place, row by row
+/// (2–8 KB apart for 512–2048 filters), rather than packing or transforming it: few output
+/// pixels, a direct or im2col product. A caller that keeps the kernel fixed over many calls
+/// (an inference session) reads it faster packed once, through [`conv2d_forward_packed`].
+pub fn reads_kernel_in_place(isa: KernelIsa, g: &ConvGeom) -> bool {
+    let nr = 2 * tile_shape(isa.checked()).1;
+    !small_conv_applies(isa, g) && !use_winograd(isa, g) && g.m() <= UNPACKED_B_MAX_ROWS && g.f.is_multiple_of(nr)
+}
+
 /// Output pixels (GEMM rows) up to which the forward reads the HWIO kernel in place rather than
 /// packing it: a pack reads and writes all of B, which at batch 1 costs more than the product
 /// with so few rows (ResNet-18's 4×4×512 layers: 16 rows against a 9.4 MB kernel).

@@ -40,7 +40,9 @@ mod winograd_f4;
 mod winograd_grad;
 
 pub use activation::Act;
-pub use conv::{conv2d_forward, conv2d_forward_packed, set_winograd, use_winograd, ConvGeom, Pad};
+pub use conv::{
+    conv2d_forward, conv2d_forward_packed, reads_kernel_in_place, set_winograd, use_winograd, ConvGeom, Pad,
+};
 pub use conv_backward::{conv2d_grad_input, conv2d_grad_kernel};
 pub use conv_pool::{conv2d_forward_pooled, pooled_conv_workspace};
 pub use conv_small::{conv2d_forward_small, conv2d_grad_kernel_small, small_conv_applies, SmallDy};
