@@ -60,6 +60,13 @@ fn float64_images_big_endian_float_labels_and_one_hot_labels() {
     write(&yp, &npy_bytes("<f4", &[3, 4], &not_one_hot));
     let msg = load_npy_pair(&xp, &yp, None).unwrap_err().to_string();
     assert!(msg.contains("row 0 is not one-hot"), "{msg}");
+    // One-hot rows of another width than the model's classes.
+    write(&yp, &npy_bytes("<f4", &[3, 4], &one_hot));
+    let msg = load_npy_pair(&xp, &yp, Some(10)).unwrap_err().to_string();
+    assert!(
+        msg.contains("y.npy") && msg.contains("one-hot rows of 4 classes, but 10 are expected"),
+        "{msg}"
+    );
 }
 
 #[test]

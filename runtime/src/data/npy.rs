@@ -266,6 +266,13 @@ pub fn load_npy_pair(images: &Path, labels: &Path, classes: Option<usize>) -> Re
     }
     let inferred = width.unwrap_or_else(|| y.iter().fold(0.0f32, |m, &v| m.max(v + 1.0)) as usize);
     let classes = classes.unwrap_or(inferred);
+    // One-hot rows narrower than the classes would pass the range check below unnoticed.
+    if let Some(k) = width.filter(|&k| k != classes) {
+        return Err(DataError::format(
+            labels,
+            format!("labels are one-hot rows of {k} classes, but {classes} are expected (the model's outputs)"),
+        ));
+    }
     if let Some((index, value)) = super::dataset::first_bad_label(&y, classes) {
         return Err(DataError::LabelOutOfRange {
             path: labels.to_path_buf(),
