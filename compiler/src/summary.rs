@@ -78,7 +78,7 @@ fn connections(g: &Graph) -> Vec<Vec<String>> {
                     from.push(s);
                 }
             };
-            let own = nodes_of.get(l.name.as_str()).cloned().unwrap_or_default();
+            let own: &[&crate::ir::Node] = nodes_of.get(l.name.as_str()).map_or(&[], Vec::as_slice);
             if own.is_empty() {
                 push(source(l.output, li));
             }

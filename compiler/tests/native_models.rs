@@ -238,8 +238,9 @@ fn inference_session_reuses_the_prepared_weights() {
 }
 
 /// In a session, a batch-1 conv that reads its kernel in place on every plain call (ResNet18's
-/// 4×4 and 8×8 layers: few output pixels) reads a pack made once instead: the predictions
-/// agree with plain calls within the tolerance, from the second call on (the first packs).
+/// 4×4 and 8×8 layers: few output pixels) reads a pack made once instead (on the session's
+/// second call): the predictions agree with plain calls within the tolerance, and a plain call
+/// afterwards drops the packs.
 #[test]
 fn inference_session_packs_in_place_kernels_once() {
     let (_, mut native) = executors("resnet18", 1, NativeOptions::default());
@@ -256,4 +257,10 @@ fn inference_session_packs_in_place_kernels_once() {
         s.predict(&x, 1, &mut got);
         TOL.assert_close(&format!("session call {call}"), &got, &want);
     }
+    assert!(
+        native.session_packed_kernels() > 0,
+        "the session packed in-place kernels"
+    );
+    native.predict(&ps, &x, 1, &mut want);
+    assert_eq!(native.session_packed_kernels(), 0, "a plain call drops them");
 }

@@ -147,9 +147,4 @@ impl<'a> InferenceSession<'a> {
         self.exec.predict_in_session(self.params, x, n, preds, self.started);
         self.started = true;
     }
-
-    /// The executor.
-    pub fn executor(&self) -> &dyn Executor {
-        &*self.exec
-    }
 }

@@ -21,16 +21,12 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec, CliError> {
 
 /// Threads to use: the flag (its parser keeps it in `1..=MAX_THREADS`), else every core (as
 /// many as `MAX_THREADS`).
-pub fn threads(run: &RunArgs) -> Result<usize, CliError> {
-    match run.threads {
-        Some(0) => Err(CliError::new("--threads must be at least 1")),
-        Some(n) if n > MAX_THREADS => Err(CliError::new(format!("--threads: at most {MAX_THREADS}"))),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(MAX_THREADS)),
-    }
+pub fn threads(run: &RunArgs) -> usize {
+    run.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS)
+    })
 }
 
 /// The loss a model trains and is evaluated with.
@@ -150,7 +146,7 @@ fn build_backend(
         return Err(CliError::new("batch size must be at least 1"));
     }
     let started = Instant::now();
-    let threads = threads(run)?;
+    let threads = threads(run);
     let plain = |exec: Box<dyn Executor>, threads| Built {
         exec,
         seconds: started.elapsed().as_secs_f64(),

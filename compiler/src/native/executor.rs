@@ -203,6 +203,12 @@ impl NativeExecutor {
     }
 
     /// The kernel threads.
+    /// Conv kernels held packed for the current inference session (see `update_session_packs`).
+    pub fn session_packed_kernels(&self) -> usize {
+        let steps = self.inference_by_n.values().flat_map(|c| &c.run);
+        steps.filter(|s| s.session_pack.borrow().is_some()).count()
+    }
+
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
@@ -283,7 +289,7 @@ impl NativeExecutor {
                 dispatch::run(s, &mem, &ctx, ws, 0);
             }
         }
-        session_packs(c, &mem, &ctx, same_params);
+        update_session_packs(c, &mem, &ctx, same_params);
         match &mut self.profile {
             Some(p) => p.run((Mode::Inference, n), c, &mem, &ctx, ws, 0),
             None => c.run.iter().for_each(|s| dispatch::run(s, &mem, &ctx, ws, 0)),
@@ -330,7 +336,7 @@ impl NativeExecutor {
 /// contiguously; outside a session (a plain `predict`, or a session's first call) drops them,
 /// since the parameters may have changed. The packs are a second copy of those weights, kept
 /// until the next call outside a session.
-fn session_packs(c: &Compiled, mem: &Mem, ctx: &Ctx, same_params: bool) {
+fn update_session_packs(c: &Compiled, mem: &Mem, ctx: &Ctx, same_params: bool) {
     for s in &c.run {
         let KernelOp::Conv2d { geom, epilogue } = &s.op else {
             continue;

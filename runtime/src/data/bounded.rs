@@ -13,12 +13,8 @@ pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
     if meta.is_file() && meta.len() > max {
         return Ok(None);
     }
-    let mut bytes = Vec::new();
-    if meta.is_file() {
-        bytes.reserve_exact(meta.len() as usize);
-    }
-    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
-    Ok((bytes.len() as u64 <= max).then_some(bytes))
+    let capacity = if meta.is_file() { meta.len() as usize } else { 0 };
+    read_to_end_capped(file, max, capacity)
 }
 
 /// Reads from `reader` to its end if it yields at most `max` bytes; `Ok(None)` if it yields

@@ -23,7 +23,7 @@ const MIN_WIDTH: usize = 128;
 /// Widened rows are at most this many values (beyond it the remainder loop's waste is small).
 const MAX_WIDTH: usize = 512;
 
-/// Rows `rows` of a `[rows, c]` pass seen as `[rows, c]` with `c = k·channels`.
+/// A stretch of a `[rows, channels]` pass seen as `rows` rows of `c = k·channels` values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Part {
     /// Values per (widened) row.
@@ -46,10 +46,14 @@ impl Part {
         }
     }
 
-    /// Adds per-column sums of this part (`c` of them) into per-channel `total`.
+    /// Adds per-column sums of this part into per-channel `total`: `sums` holds one or more
+    /// planes of `c` columns (e.g. `[Σd; Σd²]`), `total` the same planes of `c / k` channels.
     pub fn fold(&self, sums: &[f64], total: &mut [f64]) {
-        for sub in sums.chunks_exact(total.len()) {
-            total.iter_mut().zip(sub).for_each(|(t, &s)| *t += s);
+        let channels = self.c / self.k;
+        for (plane, out) in sums.chunks_exact(self.c).zip(total.chunks_exact_mut(channels)) {
+            for sub in plane.chunks_exact(channels) {
+                out.iter_mut().zip(sub).for_each(|(t, &s)| *t += s);
+            }
         }
     }
 }
@@ -170,5 +174,10 @@ mod tests {
         let mut total = [0.0; 3];
         p.fold(&sums, &mut total);
         assert_eq!(total, [0.0, 48.0, 96.0]);
+        // Two planes (as `[Σd; Σd²]`) fold plane by plane.
+        let two: Vec<f64> = (0..288).map(|i| if i < 144 { 1.0 } else { 2.0 }).collect();
+        let mut total = [0.0; 6];
+        p.fold(&two, &mut total);
+        assert_eq!(total, [48.0, 48.0, 48.0, 96.0, 96.0, 96.0]);
     }
 }

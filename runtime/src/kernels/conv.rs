@@ -200,8 +200,8 @@ pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilog
         // Transforms the HWIO kernel directly: no pack for the direct path.
         return conv2d_forward_winograd(ctx, WinogradTile::for_geom(g), g, x, w, epi, y);
     }
-    let nr = 2 * tile_shape(ctx.isa.checked()).1;
-    if g.m() <= UNPACKED_B_MAX_ROWS && g.f.is_multiple_of(nr) {
+    if few_rows_in_place(ctx.isa, g) {
+        let nr = 2 * tile_shape(ctx.isa.checked()).1;
         let mut epi = epi;
         epi.check(g.f);
         let ctx = &ctx.for_work(g.flops());
@@ -251,8 +251,12 @@ pub(crate) fn implicit_gemm(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &PackedB, epi
 /// pixels, a direct or im2col product. A caller that keeps the kernel fixed over many calls
 /// (an inference session) reads it faster packed once, through [`conv2d_forward_packed`].
 pub fn reads_kernel_in_place(isa: KernelIsa, g: &ConvGeom) -> bool {
-    let nr = 2 * tile_shape(isa.checked()).1;
-    !small_conv_applies(isa, g) && !use_winograd(isa, g) && g.m() <= UNPACKED_B_MAX_ROWS && g.f.is_multiple_of(nr)
+    !small_conv_applies(isa, g) && !use_winograd(isa, g) && few_rows_in_place(isa, g)
+}
+
+/// The GEMM paths' choice of reading the kernel in place: few rows, whole column panels.
+fn few_rows_in_place(isa: KernelIsa, g: &ConvGeom) -> bool {
+    g.m() <= UNPACKED_B_MAX_ROWS && g.f.is_multiple_of(2 * tile_shape(isa.checked()).1)
 }
 
 /// Output pixels (GEMM rows) up to which the forward reads the HWIO kernel in place rather than

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use super::activation::Act;
 use super::channel_period;
+use super::epilogue::SUM_BLOCK;
 use super::Ctx;
 use crate::rng::dropout_keep;
 
@@ -232,7 +233,7 @@ pub fn reduce_rows(ctx: &Ctx, rows: usize, channels: usize, x: &[f32], y: &mut [
         ctx.isa.vectorize(
             #[inline(always)]
             || {
-                for chunk in x[part.range.clone()].chunks(16 * c.max(1)) {
+                for chunk in x[part.range.clone()].chunks(SUM_BLOCK * c.max(1)) {
                     block.fill(0.0);
                     for row in chunk.chunks_exact(c) {
                         for (b, &v) in block.iter_mut().zip(row) {

@@ -59,9 +59,7 @@ pub fn moments(ctx: &Ctx, rows: usize, c: usize, x: &[f32], out: &mut [f32]) {
             let (s1, s2) = p.split_at_mut(pc);
             shifted_sums(isa, &xs[r.start * pc..r.end * pc], &sh, s1, s2);
         });
-        let (t1, t2) = sums.split_at_mut(c);
-        part.fold(&s[..pc], t1);
-        part.fold(&s[pc..], t2);
+        part.fold(&s, &mut sums);
     }
     let inv = 1.0 / rows as f64;
     for ch in 0..c {
@@ -282,9 +280,7 @@ fn backward(
         let beta = beta.map(|v| part.expand(v));
         let y = act_in(b, r.clone(), &mean, &scale, beta.as_deref());
         let s = grad_sums(ctx, part.c, &b.x[r.clone()], &b.dy[r], y, &mean, &inv, grad);
-        let (t1, t2) = sums.split_at_mut(c);
-        part.fold(&s[..part.c], t1);
-        part.fold(&s[part.c..], t2);
+        part.fold(&s, &mut sums);
     }
     let (sum_g, sum_gx) = sums.split_at(c);
     if let Some(d) = dgamma {
