@@ -4,7 +4,8 @@
 //! Whole-model speed, the figures the peers (`../shared/peers/bench.py`) report on the same
 //! machine: training throughput (one `train_step`: forward, loss, backward, BN statistics, then
 //! the runtime's Adam update, as the peers time it; batch 128, synthetic data) and batch-1
-//! inference latency, for the kernels backend, the generated crate (`native/<model>`: `cnnc
+//! inference latency (in an `InferenceSession`, as ONNX Runtime's; `kernels-plain`: plain
+//! `predict` calls), for the kernels backend, the generated crate (`native/<model>`: `cnnc
 //! compile`'s crate, built for this CPU and cached as `--backend native` does; the first run
 //! builds it) and the reference interpreter. Throughput is
 //! `Elements(images)`, so criterion's `elem/s` reads as images/s; each line also gives GFLOP/s
@@ -177,6 +178,13 @@ fn latency(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(backend.id(), name), |b| {
                 b.iter(|| session.predict(&x, 1, &mut out))
             });
+            if backend == Backend::Kernels {
+                // Plain `predict` calls, which must fold BN (and read kernels unpacked) every
+                // time: what the session saves.
+                group.bench_function(BenchmarkId::new("kernels-plain", name), |b| {
+                    b.iter(|| exec.predict(&params, &x, 1, &mut out))
+                });
+            }
         }
     }
     group.finish();
