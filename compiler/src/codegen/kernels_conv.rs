@@ -14,7 +14,8 @@ use crate::kernel_ir::schedule::{packs_kernel, ConvLayout};
 use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 
 use super::kernels_gemm::{
-    block_width_line, declare_stats, epilogue, finish_stats, open_j0, row_block, tile_width, width,
+    block_width_line, declare_stats, epilogue, finish_stats, open_j0, row_block, row_stats, tile_width,
+    vector_block_epilogue, width,
 };
 use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
 use super::writer::{add, mul, Code};
@@ -26,22 +27,31 @@ pub(crate) fn padded_hw(g: &ConvGeom) -> Option<[usize; 2]> {
     (p != Pad2d::default()).then_some([g.in_hw[0] + p.top + p.bottom, g.in_hw[1] + p.left + p.right])
 }
 
-/// Whether a conv's kernel can be laid out in 16-lane panels `[F / 16][K][16]`: every channel
-/// block then streams one contiguous panel per vector instead of rows `F` floats apart, whose
-/// power-of-two strides fall into a few cache sets (ResNet18's 512-channel kernels). The input
-/// gradients always write their transposed kernel (`wt`) so when they can.
-pub(crate) fn packed(g: &ConvGeom) -> bool {
-    g.f.is_multiple_of(LANES)
+/// Floats of a `[rows, cols]` matrix laid out in 16-lane panels `[⌈cols / 16⌉][rows][16]`, the
+/// last panel zero-padded. Every channel block then streams one contiguous panel per vector
+/// instead of rows `cols` floats apart, whose power-of-two strides fall into a few cache sets
+/// (ResNet18's 512-channel kernels), and a narrow block (LeNet's 6 channels) is one whole
+/// vector of which the epilogue keeps the live lanes.
+pub(crate) fn panel_len(rows: usize, cols: usize) -> usize {
+    rows * cols.next_multiple_of(LANES)
 }
 
-/// Emits `wp = w` packed in 16-lane panels (see [`ConvLayout::Forward`]).
+/// Emits `wp = w` packed in 16-lane panels (see [`ConvLayout::Forward`] and [`panel_len`]).
 fn pack_kernel(c: &mut Code, g: &ConvGeom) {
     let f = g.f;
     let k = g.kernel_len() / f;
-    c.line(format!("// wp = w as {} panels of [{k}, {LANES}]", f / LANES));
+    c.line(format!("// wp = w as {} panels of [{k}, {LANES}]", f.div_ceil(LANES)));
+    if !f.is_multiple_of(LANES) {
+        c.line("wp.fill(0.0);");
+    }
     c.open(format!("for (k, wr) in w.chunks_exact({f}).enumerate()"));
-    c.open(format!("for (p, v) in wr.chunks_exact({LANES}).enumerate()"));
-    c.line(format!("wp[(p * {k} + k) * {LANES}..][..{LANES}].copy_from_slice(v);"));
+    if f.is_multiple_of(LANES) {
+        c.open(format!("for (p, v) in wr.chunks_exact({LANES}).enumerate()"));
+        c.line(format!("wp[(p * {k} + k) * {LANES}..][..{LANES}].copy_from_slice(v);"));
+    } else {
+        c.open(format!("for (p, v) in wr.chunks({LANES}).enumerate()"));
+        c.line(format!("wp[(p * {k} + k) * {LANES}..][..v.len()].copy_from_slice(v);"));
+    }
     c.close();
     c.close();
 }
@@ -53,7 +63,7 @@ pub(super) struct Names {
     pub(super) w: &'static str,
     pub(super) y: &'static str,
     pub(super) xp: &'static str,
-    /// `w` is in 16-lane panels ([`packed`]), else HWIO.
+    /// `w` is in 16-lane panels ([`panel_len`]), else HWIO.
     pub(super) panels: bool,
 }
 
@@ -282,7 +292,7 @@ fn conv_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
         parts.push(("xp", hp * wp * g.c));
     }
     if packs_kernel(g) {
-        parts.push(("wp", g.kernel_len()));
+        parts.push(("wp", panel_len(g.kernel_len() / g.f, g.f)));
     }
     parts
 }
@@ -322,11 +332,32 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
     let full = f.is_multiple_of(nb);
     let wdt = width(nb, full);
     let fs = f.to_string();
-    let lanes = lane_vectors(nb, full);
+    // Panels are whole vectors wide, zero-padded past `f`.
+    let lanes = if nm.panels {
+        Some(nb / LANES)
+    } else {
+        lane_vectors(nb, full)
+    };
     // Pixels (pooled windows) per register block.
     let rows = |avail: usize| match lanes {
         Some(_) => lane_rows(s, avail),
         None => row_block(s).min(avail).max(1),
+    };
+    // A vector block's epilogue up to the activation, on the whole block (block row `m` at
+    // output offset `row`).
+    let block_epilogue = |c: &mut Code, row: &str| {
+        if lanes.is_some() {
+            vector_block_epilogue(c, e, row);
+        }
+    };
+    // The (rest of the) epilogue of one block row `acc`, rebound to its live columns.
+    let row_epilogue = |c: &mut Code| {
+        if lanes.is_some() {
+            row_stats(c, e.bn_stats);
+        } else {
+            c.line("let acc = &mut acc[..wd];");
+            epilogue(c, e, e.bn_stats);
+        }
     };
     if e.bn_stats {
         declare_stats(c, f);
@@ -338,7 +369,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
     // Channel blocks outermost: a block's slice of the kernel stays in cache across the batch
     // (ResNet18's 4×4×512 layers: 590 KB of a 9.4 MB kernel), at the price of copying each
     // padded image once per block.
-    open_j0(c, "0", &fs, nb, nb == f);
+    open_j0(c, "0", &fs, nb, nb >= f);
     c.open(format!("for n in 0..{n}"));
     if let Some([_, wp]) = pad {
         pad_image(c, g, nm, wp, "0");
@@ -353,10 +384,10 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
             blocks_of(c, "oh", oh, rr, |c, rr| {
                 block_width_line(c, nb, f, &fs, full);
                 rows_taps(c, g, nm, rr, nb, lanes.unwrap_or(1));
+                block_epilogue(c, &format!("((n * {oh} + oh) * {ow} + m) * {f}"));
                 c.open("for (m, acc) in acc.iter_mut().enumerate()");
                 c.line(format!("let row = ((n * {oh} + oh) * {ow} + m) * {f};"));
-                c.line("let acc = &mut acc[..wd];");
-                epilogue(c, e, e.bn_stats);
+                row_epilogue(c);
                 c.line(format!("{}[row + j0..][..wd].copy_from_slice(acc);", nm.y));
                 c.close();
             });
@@ -370,10 +401,10 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
             blocks_of(c, "ow", ow, mr, |c, mr| {
                 block_width_line(c, nb, f, &fs, full);
                 block_taps(c, g, nm, "ow", 1, mr, nb, &wdt, lanes);
+                block_epilogue(c, &format!("((n * {oh} + oh) * {ow} + ow + m) * {f}"));
                 c.open("for (m, acc) in acc.iter_mut().enumerate()");
                 c.line(format!("let row = ((n * {oh} + oh) * {ow} + ow + m) * {f};"));
-                c.line("let acc = &mut acc[..wd];");
-                epilogue(c, e, e.bn_stats);
+                row_epilogue(c);
                 c.line(format!("{}[row + j0..][..wd].copy_from_slice(acc);", nm.y));
                 c.close();
             });
@@ -404,11 +435,12 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
                 c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
                 c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
                 block_taps(c, g, nm, "owb", sw, mr, nb, &wdt, lanes);
+                block_epilogue(c, &format!("((n * {oh} + oh) * {ow} + owb + {}) * {f}", mul("m", sw)));
                 if argmax {
                     // (no residual with an argmax: the pass never fuses one)
                     c.open("for ((acc, best), arg) in acc.iter_mut().zip(best.iter_mut()).zip(arg.iter_mut())");
                     c.line("let arg = &mut arg[..wd];");
-                } else if e.residual {
+                } else if e.residual && lanes.is_none() {
                     c.open("for (m, (acc, best)) in acc.iter_mut().zip(best.iter_mut()).enumerate()");
                     c.line(format!(
                         "let row = ((n * {oh} + oh) * {ow} + owb + {}) * {f};",
@@ -417,8 +449,8 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
                 } else {
                     c.open("for (acc, best) in acc.iter_mut().zip(best.iter_mut())");
                 }
-                c.line("let (acc, best) = (&mut acc[..wd], &mut best[..wd]);");
-                epilogue(c, e, e.bn_stats);
+                row_epilogue(c);
+                c.line("let best = &mut best[..wd];");
                 max_into(c, "best", "acc", argmax.then_some("arg"));
                 c.close();
                 c.close();

@@ -13,7 +13,8 @@ use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
 use super::kernels_conv::{
-    blocks_of, conv_nest, input_row, layout, packed, pad_image, padded_hw, scratch, split_work, times, Names, FORWARD,
+    blocks_of, conv_nest, input_row, layout, pad_image, padded_hw, panel_len, scratch, split_work, times, Names,
+    FORWARD,
 };
 use super::kernels_gemm::{
     block_width, block_width_line, open_block, open_j0, out_coord, row_block, tile_width, width,
@@ -47,7 +48,11 @@ pub(crate) fn grad_input_as_conv(g: &ConvGeom) -> Option<ConvGeom> {
 /// Parts of the input gradient's scratch: the transposed kernel `wt`, and for a stride-1 conv
 /// whose equivalent forward conv pads, the padded `dyp`.
 fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
-    let mut parts = vec![("wt", g.kernel_len())];
+    let wt = match grad_input_as_conv(g) {
+        Some(t) => panel_len(t.kernel_len() / t.f, t.f),
+        None => g.kernel_len(),
+    };
+    let mut parts = vec![("wt", wt)];
     if let Some([hp, wp]) = grad_input_as_conv(g).and_then(|t| padded_hw(&t)) {
         parts.push(("dyp", hp * wp * g.f));
     } else if let Some(p) = strided_plan(g) {
@@ -104,8 +109,8 @@ fn strided_plan(g: &ConvGeom) -> Option<StridedPlan> {
 }
 
 /// Emits `wt` = the kernel `w` (HWIO) transposed to `[KH, KW, F, C]`, its taps reversed when
-/// `flip` (the stride-1 input gradient's conv), in 16-lane panels over `C` (`[C / 16][K][16]`,
-/// K = KH·KW·F) when `panels`, else row-major.
+/// `flip` (the stride-1 input gradient's conv), in 16-lane panels over `C` (`[⌈C / 16⌉][K][16]`,
+/// K = KH·KW·F, the last one zero-padded) when `panels`, else row-major.
 fn transpose_kernel(c: &mut Code, g: &ConvGeom, flip: bool, panels: bool) {
     let ([kh, kw], cc, f) = (g.kernel_hw, g.c, g.f);
     let taps = kh * kw;
@@ -120,8 +125,11 @@ fn transpose_kernel(c: &mut Code, g: &ConvGeom, flip: bool, panels: bool) {
         let k = taps * f;
         c.line(format!(
             "// wt = the kernel {what} to [{kh}, {kw}, {f}, {cc}], in {} panels of [{k}, {LANES}]",
-            cc / LANES
+            cc.div_ceil(LANES)
         ));
+        if !cc.is_multiple_of(LANES) {
+            c.line("wt.fill(0.0);");
+        }
         format!("wt[((ci / {LANES}) * {k} + {tap}fi) * {LANES} + ci % {LANES}]")
     } else {
         c.line(format!("// wt = the kernel {what} to [{kh}, {kw}, {f}, {cc}]"));
@@ -229,13 +237,13 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
     let (cc, f) = (g.c, g.f);
     if let Some(t) = grad_input_as_conv(g) {
         split_work(c, &grad_input_parts(g));
-        transpose_kernel(c, g, true, packed(&t));
+        transpose_kernel(c, g, true, true);
         let names = Names {
             x: "dy",
             w: "wt",
             y: "dx",
             xp: "dyp",
-            panels: packed(&t),
+            panels: true,
         };
         return conv_nest(c, &t, &Epilogue::NONE, s, &names);
     }
@@ -290,10 +298,22 @@ fn grad_kernel_parts(g: &ConvGeom, pooled: bool) -> Vec<(&'static str, usize)> {
     if let Some([hp, wp]) = padded_hw(g) {
         parts.push(("xp", group * hp * wp * g.c));
     }
-    if pooled {
-        parts.push(("dyi", group * g.out_hw[0] * g.out_hw[1] * g.f));
+    if pooled || narrow_dy(g) {
+        parts.push(("dyi", group * g.out_hw[0] * g.out_hw[1] * dy_pitch(g)));
     }
     parts
+}
+
+/// Whether the kernel gradient copies `dy` into `dyi` with each pixel's channels zero-padded to
+/// whole 16-lane vectors ([`dy_pitch`]): output channels that are not a multiple of 16 (LeNet's
+/// 6 and 16·k + r), which then still accumulate in vectors.
+fn narrow_dy(g: &ConvGeom) -> bool {
+    !g.f.is_multiple_of(LANES)
+}
+
+/// Floats per pixel of `dyi`: the output channels, padded to whole vectors when [`narrow_dy`].
+fn dy_pitch(g: &ConvGeom) -> usize {
+    g.f.next_multiple_of(LANES)
 }
 
 /// The kernel gradient's scratch operand (`kernels::scratch_of`).
@@ -319,9 +339,16 @@ pub(crate) fn conv_grad_kernel(
     let (n, cc, f) = (g.n, g.c, g.f);
     let rows = kw * cc;
     let pitch = g.strides[1] * cc;
-    // Register tiles of the schedule's width in vectors, else (scalar) up to two tiles wide.
-    let nr = tile_width(f, s);
-    let lanes = lane_vectors(nr, f.is_multiple_of(nr));
+    // Register tiles of the schedule's width in vectors, else (scalar) up to two tiles wide;
+    // narrow channels one padded vector at a time.
+    let narrow = narrow_dy(g);
+    let fp = dy_pitch(g);
+    let nr = if narrow { LANES } else { tile_width(f, s) };
+    let lanes = if narrow {
+        Some(1)
+    } else {
+        lane_vectors(nr, f.is_multiple_of(nr))
+    };
     let nb = if lanes.is_some() { nr } else { block_width(f, s) };
     let full = f.is_multiple_of(nb);
     let wdt = width(nb, full);
@@ -331,26 +358,34 @@ pub(crate) fn conv_grad_kernel(
     };
     split_work(c, &grad_kernel_parts(g, pooled.is_some()));
     c.line("dw.fill(0.0);");
+    if narrow {
+        // (the padding lanes stay zero: only the live ones are written)
+        c.line("dyi.fill(0.0);");
+    }
     if padded_hw(g).is_some() {
         c.line("xp.fill(0.0);");
     }
     let group = layout(s)?.images_per_group();
     c.open(format!("for n0 in (0..{n}).step_by({group})"));
     let padded = padded_hw(g);
-    if padded.is_some() || pooled.is_some() {
+    let rebuilt = pooled.is_some() || narrow;
+    if padded.is_some() || rebuilt {
         c.open(format!("for gi in 0..{group}"));
         c.line("let n = n0 + gi;");
         if let Some([_, wp]) = padded {
             pad_image(c, g, &FORWARD, wp, "gi");
         }
-        if let Some(pd) = pooled {
-            pooled_dy_image(c, g, pd)?;
+        match pooled {
+            Some(pd) => pooled_dy_image(c, g, pd, fp)?,
+            None if narrow => padded_dy_image(c, g, fp),
+            None => {}
         }
         c.close();
     }
-    let dy_row = match pooled {
-        Some(_) => format!("&dyi[(gi * {oh} + oh) * {}..][..{}]", ow * f, ow * f),
-        None => format!("&dy[(n * {oh} + oh) * {}..][..{}]", ow * f, ow * f),
+    let dy_row = if rebuilt {
+        format!("&dyi[(gi * {oh} + oh) * {}..][..{}]", ow * fp, ow * fp)
+    } else {
+        format!("&dy[(n * {oh} + oh) * {}..][..{}]", ow * f, ow * f)
     };
     // Input row `oh·sh + kh` of image `gi` of the group (padded) or of image `n` (in place).
     let ih = add(&mul("oh", g.strides[0]), "kh");
@@ -364,11 +399,15 @@ pub(crate) fn conv_grad_kernel(
     c.open(format!("for kh in 0..{kh}"));
     blocks_of(c, "r0", rows, mr, |c, mr| {
         c.line(format!("let base = (kh * {rows} + r0) * {f};"));
-        open_j0(c, "0", &f.to_string(), nb, nb == f);
-        if lanes.is_none() {
+        open_j0(c, "0", &f.to_string(), nb, nb >= f);
+        if lanes.is_none() || narrow {
             block_width_line(c, nb, f, &f.to_string(), full);
         }
         match lanes {
+            // Live lanes from dw, the others zero.
+            Some(_) if narrow => c.line(format!(
+                "let mut va: [[V; 1]; {mr}] = core::array::from_fn(|m| {{ let mut t = [0f32; {LANES}]; t[..wd].copy_from_slice(&dw[base + m * {f} + j0..][..wd]); [V::load(&t)] }});"
+            )),
             Some(nv) => c.line(format!(
                 "let mut va: [[V; {nv}]; {mr}] = core::array::from_fn(|m| core::array::from_fn(|j| V::load(&dw[base + m * {f} + j0 + {} * j..])));",
                 kernels_lanes::LANES
@@ -381,7 +420,7 @@ pub(crate) fn conv_grad_kernel(
             }
         }
         c.open(format!("for gi in 0..{group}"));
-        if padded.is_none() || pooled.is_none() {
+        if padded.is_none() || !rebuilt {
             c.line("let n = n0 + gi;");
         }
         c.open(format!("for oh in 0..{oh}"));
@@ -390,11 +429,15 @@ pub(crate) fn conv_grad_kernel(
         c.line(format!("let dr = {dy_row};"));
         c.open(format!("for ow in 0..{ow}"));
         let a = format!("xb[{} + m]", mul("ow", pitch));
-        kernels_lanes::accumulate(c, mr, lanes, &format!("dr[{} + j0..]", mul("ow", f)), &wdt, &a);
+        let pitch_dy = if rebuilt { fp } else { f };
+        kernels_lanes::accumulate(c, mr, lanes, &format!("dr[{} + j0..]", mul("ow", pitch_dy)), &wdt, &a);
         c.close();
         c.close();
         c.close();
         match lanes {
+            Some(_) if narrow => c.line(format!(
+                "for m in 0..{mr} {{ let mut t = [0f32; {LANES}]; va[m][0].store(&mut t); dw[base + m * {f} + j0..][..wd].copy_from_slice(&t[..wd]); }}"
+            )),
             Some(nv) => c.line(format!(
                 "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut dw[base + m * {f} + j0 + {} * j..]); }} }}",
                 kernels_lanes::LANES
@@ -435,10 +478,30 @@ fn dy_len(g: &ConvGeom, pd: &PooledDy) -> usize {
     g.n * ph * pw * g.f
 }
 
-/// Fills slot `gi` of `dyi` with image `n` of the conv's output gradient, rebuilt from the pooled gradient
-/// `dy`, the pooled activation `y` and the `argmax` of every window: the window's gradient
-/// (times the activation's derivative) at its argmax, 0 elsewhere.
-fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy) -> Result<(), String> {
+/// Fills slot `gi` of `dyi` (`fp` floats per pixel) with image `n` of `dy`, each pixel's `f`
+/// channels first.
+fn padded_dy_image(c: &mut Code, g: &ConvGeom, fp: usize) {
+    let ([oh, ow], f) = (g.out_hw, g.f);
+    let px = oh * ow;
+    c.line(format!(
+        "// dyi[gi] = image n of dy, [{oh}, {ow}, {f}] padded to [{oh}, {ow}, {fp}]"
+    ));
+    c.open(format!(
+        "for (d, s) in dyi[gi * {}..][..{}].chunks_exact_mut({fp}).zip(dy[n * {}..][..{}].chunks_exact({f}))",
+        px * fp,
+        px * fp,
+        px * f,
+        px * f
+    ));
+    c.line(format!("d[..{f}].copy_from_slice(s);"));
+    c.close();
+}
+
+/// Fills slot `gi` of `dyi` (`fp` floats per pixel, its `f` channels first) with image `n` of
+/// the conv's output gradient, rebuilt from the pooled gradient `dy`, the pooled activation `y`
+/// and the `argmax` of every window: the window's gradient (times the activation's derivative)
+/// at its argmax, 0 elsewhere.
+fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy, fp: usize) -> Result<(), String> {
     let ([oh, ow], f) = (g.out_hw, g.f);
     if !pool_tiles(g.out_hw, &pd.window) {
         return Err("a pooled kernel gradient over windows that do not tile the output".into());
@@ -449,14 +512,18 @@ fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy) -> Result<(), Stri
         "// dyi[gi] = [{oh}, {ow}, {f}], the output gradient of image n"
     ));
     c.open(format!(
-        "for (px, d) in dyi[gi * {}..][..{}].chunks_exact_mut({f}).enumerate()",
-        oh * ow * f,
-        oh * ow * f
+        "for (px, d) in dyi[gi * {}..][..{}].chunks_exact_mut({fp}).enumerate()",
+        oh * ow * fp,
+        oh * ow * fp
     ));
     c.line(format!("let (ohi, owi) = (px / {ow}, px % {ow});"));
     c.line(format!("let at = ((n * {ph} + ohi / {sh}) * {pw} + owi / {sw}) * {f};"));
     c.line(format!("let t = ((ohi % {sh}) * {sw} + owi % {sw}) as f32;"));
-    c.open("for (ch, d) in d.iter_mut().enumerate()");
+    if fp == f {
+        c.open("for (ch, d) in d.iter_mut().enumerate()");
+    } else {
+        c.open(format!("for (ch, d) in d[..{f}].iter_mut().enumerate()"));
+    }
     c.line("let q = at + ch;");
     c.line(format!("*d = if argmax[q] == t {{ {grad} }} else {{ 0.0 }};"));
     c.close();

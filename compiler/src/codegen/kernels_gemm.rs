@@ -44,8 +44,8 @@ pub(crate) fn width(nb: usize, full: bool) -> String {
 /// Binds `wd`, the live width of the block starting at `j0` (of a row of `n` channels ending
 /// at `end`).
 pub(crate) fn block_width_line(c: &mut Code, nb: usize, n: usize, end: &str, full: bool) {
-    if full || nb == n {
-        c.line(format!("let wd = {nb};"));
+    if full || nb >= n {
+        c.line(format!("let wd = {};", nb.min(n)));
     } else {
         c.line(format!("let wd = ({end} - j0).min({nb});"));
     }
@@ -124,6 +124,42 @@ pub(crate) fn epilogue(c: &mut Code, e: &Epilogue, stats: bool) {
     if let Some(f) = act_fn(e.act) {
         c.line(format!("for v in acc.iter_mut() {{ *v = {f}(*v); }}"));
     }
+    if stats {
+        stats_block(c, "acc", "j0");
+    }
+}
+
+/// [`epilogue`] up to the activation on a whole vector block `acc: [[f32; nb]; mr]` whose
+/// rows have `wd` live columns, before its rows are visited: bias and residual on each row's
+/// live columns (block row `m` at output offset `row`, an expression of `m`), then the
+/// activation on every column of the block at once. The block's rows are independent
+/// whole-vector chains: one row at a time, a sigmoid's long `exp` would wait on its own
+/// latency. Dead columns are never stored. Each row then takes [`row_stats`].
+pub(crate) fn vector_block_epilogue(c: &mut Code, e: &Epilogue, row: &str) {
+    if e.bias || e.residual {
+        if e.residual {
+            c.open("for (m, acc) in acc.iter_mut().enumerate()");
+        } else {
+            c.open("for acc in acc.iter_mut()");
+        }
+        if e.bias {
+            c.line("for (v, &b) in acc[..wd].iter_mut().zip(&bias[j0..][..wd]) { *v += b; }");
+        }
+        if e.residual {
+            c.line(format!("let row = {row};"));
+            c.line("for (v, &r) in acc[..wd].iter_mut().zip(&res[row + j0..][..wd]) { *v += r; }");
+        }
+        c.close();
+    }
+    if let Some(f) = act_fn(e.act) {
+        c.line(format!("for v in acc.as_flattened_mut() {{ *v = {f}(*v); }}"));
+    }
+}
+
+/// The rest of [`vector_block_epilogue`] on one block row `acc`: rebound to its live columns,
+/// their statistics.
+pub(crate) fn row_stats(c: &mut Code, stats: bool) {
+    c.line("let acc = &mut acc[..wd];");
     if stats {
         stats_block(c, "acc", "j0");
     }

@@ -126,11 +126,13 @@ impl fmt::Display for ConvLayout {
 /// Lanes of a packed kernel panel (the generated code's vectors).
 pub const PANEL: usize = 16;
 
-/// Whether a forward conv packs its kernel: 16·k output channels and at least 256 output pixels
-/// to reuse the pack (not batch 1 on small maps, where the pack costs more than the strided
-/// reads it saves and grows the arena).
+/// Whether a forward conv packs its kernel in [`PANEL`]-column panels (the last one
+/// zero-padded when the output channels are not a multiple of it, so that narrow convs such as
+/// LeNet's 6 filters still run in whole vectors): at least 256 output pixels to reuse the pack
+/// (not batch 1 on small maps, where the pack costs more than the strided reads it saves and
+/// grows the arena).
 pub fn packs_kernel(g: &ConvGeom) -> bool {
-    g.f.is_multiple_of(PANEL) && g.n * g.out_hw[0] * g.out_hw[1] >= 256
+    g.n * g.out_hw[0] * g.out_hw[1] >= 256
 }
 
 /// Images per `dw` block load of the kernel gradient: the largest divisor of the batch with at

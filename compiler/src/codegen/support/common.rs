@@ -43,14 +43,53 @@ pub(crate) fn relu(v: f32) -> f32 {
     }
 }
 
+/// `e^x` in f32 to about 2 ulp, branch-free so that loops over it vectorise (no libm call):
+/// `x = n·ln2 + r`, `|r| ≤ ln2 / 2`, the degree-7 Taylor polynomial of `e^r`, scaled by `2^n`
+/// through the exponent bits; x is clamped to [-87, 88]. The same arithmetic as cnnc's kernels
+/// backend, so that both compute the same activations.
 #[inline(always)]
-pub(crate) fn sigmoid(v: f32) -> f32 {
-    (1.0 / (1.0 + exp(-(v as f64)))) as f32
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    // ln 2 split in a part with few mantissa bits (exact products with small n) and the rest.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5·2^23: adding and subtracting it rounds to the nearest integer.
+    const ROUNDER: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * core::f32::consts::LOG2_E + ROUNDER;
+    let n = t - ROUNDER;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    // The rounder's low mantissa bits hold n (as a two's-complement offset).
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
+    p * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
 #[inline(always)]
+pub(crate) fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-v))
+}
+
+/// `tanh v`: a Taylor polynomial near 0 (where `1 − 2/(e^2v + 1)` cancels), that formula
+/// elsewhere.
+#[inline(always)]
 pub(crate) fn tanh_act(v: f32) -> f32 {
-    tanh(v as f64) as f32
+    let a = f32::from_bits(v.to_bits() & 0x7fff_ffff);
+    let z = v * v;
+    // v − v³/3 + 2v⁵/15 − 17v⁷/315: error < 2e-10 relative for |v| < 0.125.
+    let small = v * (1.0 + z * (-1.0 / 3.0 + z * (2.0 / 15.0 + z * (-17.0 / 315.0))));
+    let big = 1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0);
+    if a < 0.125 {
+        small
+    } else {
+        f32::from_bits(big.to_bits() | (v.to_bits() & 0x8000_0000))
+    }
 }
 
 /// Numerically stable softmax of one row (in f64).

@@ -56,17 +56,3 @@ pub(crate) fn sqrt(x: f64) -> f64 {
     }
     y
 }
-
-/// `tanh x = sign(x)·(1 − 2/(e^{2|x|} + 1))`.
-pub(crate) fn tanh(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = if x < 0.0 { -x } else { x };
-    let t = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
-    if x < 0.0 {
-        -t
-    } else {
-        t
-    }
-}

@@ -35,8 +35,3 @@ pub(crate) fn ln(x: f64) -> f64 {
 pub(crate) fn sqrt(x: f64) -> f64 {
     x.sqrt()
 }
-
-#[inline(always)]
-pub(crate) fn tanh(x: f64) -> f64 {
-    x.tanh()
-}
