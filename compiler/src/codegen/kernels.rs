@@ -149,7 +149,8 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
 }
 
 /// The scratch operand a generated template needs (name, f32 values): a padding conv's padded
-/// image, the input gradient's transposed kernel, a GEMM's transposed B. It follows the outputs.
+/// image, the input gradient's transposed kernel, a GEMM's transposed or padded B. It follows
+/// the outputs.
 pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
     match op {
         KernelOp::ConvGradInput { geom } => Some(super::kernels_conv_grad::grad_input_scratch(geom)),
@@ -157,9 +158,7 @@ pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
             super::kernels_conv_grad::grad_kernel_scratch(geom, pooled.is_some())
         }
         KernelOp::Conv2d { geom, .. } => super::kernels_conv::conv_scratch(geom),
-        KernelOp::Gemm {
-            n, k, trans_b: true, ..
-        } => Some(("bt", k * n)),
+        KernelOp::Gemm { n, k, trans_b, .. } => super::kernels_gemm::gemm_scratch(*n, *k, *trans_b),
         _ => None,
     }
 }

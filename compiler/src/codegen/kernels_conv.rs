@@ -345,9 +345,9 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
     };
     // A vector block's epilogue up to the activation, on the whole block (block row `m` at
     // output offset `row`).
-    let block_epilogue = |c: &mut Code, row: &str| {
+    let block_epilogue = |c: &mut Code, mr: usize, row: &str| {
         if lanes.is_some() {
-            vector_block_epilogue(c, e, row);
+            vector_block_epilogue(c, e, row, (nb > f).then_some((f, mr)));
         }
     };
     // The (rest of the) epilogue of one block row `acc`, rebound to its live columns.
@@ -384,7 +384,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
             blocks_of(c, "oh", oh, rr, |c, rr| {
                 block_width_line(c, nb, f, &fs, full);
                 rows_taps(c, g, nm, rr, nb, lanes.unwrap_or(1));
-                block_epilogue(c, &format!("((n * {oh} + oh) * {ow} + m) * {f}"));
+                block_epilogue(c, rr * ow, &format!("((n * {oh} + oh) * {ow} + m) * {f}"));
                 c.open("for (m, acc) in acc.iter_mut().enumerate()");
                 c.line(format!("let row = ((n * {oh} + oh) * {ow} + m) * {f};"));
                 row_epilogue(c);
@@ -401,7 +401,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
             blocks_of(c, "ow", ow, mr, |c, mr| {
                 block_width_line(c, nb, f, &fs, full);
                 block_taps(c, g, nm, "ow", 1, mr, nb, &wdt, lanes);
-                block_epilogue(c, &format!("((n * {oh} + oh) * {ow} + ow + m) * {f}"));
+                block_epilogue(c, mr, &format!("((n * {oh} + oh) * {ow} + ow + m) * {f}"));
                 c.open("for (m, acc) in acc.iter_mut().enumerate()");
                 c.line(format!("let row = ((n * {oh} + oh) * {ow} + ow + m) * {f};"));
                 row_epilogue(c);
@@ -435,24 +435,43 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
                 c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
                 c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
                 block_taps(c, g, nm, "owb", sw, mr, nb, &wdt, lanes);
-                block_epilogue(c, &format!("((n * {oh} + oh) * {ow} + owb + {}) * {f}", mul("m", sw)));
-                if argmax {
-                    // (no residual with an argmax: the pass never fuses one)
-                    c.open("for ((acc, best), arg) in acc.iter_mut().zip(best.iter_mut()).zip(arg.iter_mut())");
-                    c.line("let arg = &mut arg[..wd];");
-                } else if e.residual && lanes.is_none() {
-                    c.open("for (m, (acc, best)) in acc.iter_mut().zip(best.iter_mut()).enumerate()");
-                    c.line(format!(
-                        "let row = ((n * {oh} + oh) * {ow} + owb + {}) * {f};",
-                        mul("m", sw)
-                    ));
+                block_epilogue(
+                    c,
+                    mr,
+                    &format!("((n * {oh} + oh) * {ow} + owb + {}) * {f}", mul("m", sw)),
+                );
+                if lanes.is_some() {
+                    // The whole block at once (whole vectors; dead columns are never stored).
+                    if e.bn_stats {
+                        c.open("for acc in acc.iter_mut()");
+                        row_stats(c, true);
+                        c.close();
+                    }
+                    max_into(
+                        c,
+                        "best.as_flattened_mut()",
+                        "acc.as_flattened()",
+                        argmax.then_some("arg.as_flattened_mut()"),
+                    );
                 } else {
-                    c.open("for (acc, best) in acc.iter_mut().zip(best.iter_mut())");
+                    if argmax {
+                        // (no residual with an argmax: the pass never fuses one)
+                        c.open("for ((acc, best), arg) in acc.iter_mut().zip(best.iter_mut()).zip(arg.iter_mut())");
+                        c.line("let arg = &mut arg[..wd];");
+                    } else if e.residual {
+                        c.open("for (m, (acc, best)) in acc.iter_mut().zip(best.iter_mut()).enumerate()");
+                        c.line(format!(
+                            "let row = ((n * {oh} + oh) * {ow} + owb + {}) * {f};",
+                            mul("m", sw)
+                        ));
+                    } else {
+                        c.open("for (acc, best) in acc.iter_mut().zip(best.iter_mut())");
+                    }
+                    row_epilogue(c);
+                    c.line("let best = &mut best[..wd];");
+                    max_into(c, "best", "acc", argmax.then_some("arg"));
+                    c.close();
                 }
-                row_epilogue(c);
-                c.line("let best = &mut best[..wd];");
-                max_into(c, "best", "acc", argmax.then_some("arg"));
-                c.close();
                 c.close();
                 c.open("for (m, best) in best.iter().enumerate()");
                 c.line(format!(
@@ -476,7 +495,9 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
     Ok(())
 }
 
-/// `best = acc` on the window's first pixel (`t == 0`), else the elementwise maximum.
+/// `best = acc` on the window's first pixel (`t == 0`), else the elementwise maximum, in selects
+/// rather than branches (the comparisons are data: branches would mispredict) so that it
+/// vectorises.
 fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
     c.open("if t == 0");
     c.line(format!("{best}.copy_from_slice({acc});"));
@@ -486,11 +507,11 @@ fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
     c.else_();
     match arg {
         None => c.line(format!(
-            "for (b, &v) in {best}.iter_mut().zip({acc}.iter()) {{ if v > *b {{ *b = v; }} }}"
+            "for (b, &v) in {best}.iter_mut().zip({acc}.iter()) {{ *b = if v > *b {{ v }} else {{ *b }}; }}"
         )),
         // The first maximum keeps its index: a later equal value does not take over.
         Some(a) => c.line(format!(
-            "for ((b, a), &v) in {best}.iter_mut().zip({a}.iter_mut()).zip({acc}.iter()) {{ if v > *b {{ *b = v; *a = t as f32; }} }}"
+            "for ((b, a), &v) in {best}.iter_mut().zip({a}.iter_mut()).zip({acc}.iter()) {{ let gt = v > *b; *a = if gt {{ t as f32 }} else {{ *a }}; *b = if gt {{ v }} else {{ *b }}; }}"
         )),
     }
     c.close();

@@ -358,7 +358,7 @@ pub(crate) fn conv_grad_kernel(
     };
     split_work(c, &grad_kernel_parts(g, pooled.is_some()));
     c.line("dw.fill(0.0);");
-    if narrow {
+    if narrow && pooled.is_none() {
         // (the padding lanes stay zero: only the live ones are written)
         c.line("dyi.fill(0.0);");
     }
@@ -508,24 +508,21 @@ fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy, fp: usize) -> Resu
     }
     let ([sh, sw], [ph, pw]) = (pd.window.size, pooled_hw(g.out_hw, &pd.window));
     let grad = act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?;
+    let len = oh * ow * fp;
     c.line(format!(
-        "// dyi[gi] = [{oh}, {ow}, {f}], the output gradient of image n"
+        "// dyi[gi] = [{oh}, {ow}, {f}], the output gradient of image n: zero, but at each window's argmax"
     ));
-    c.open(format!(
-        "for (px, d) in dyi[gi * {}..][..{}].chunks_exact_mut({fp}).enumerate()",
-        oh * ow * fp,
-        oh * ow * fp
+    c.line(format!("let d = &mut dyi[gi * {len}..][..{len}];"));
+    c.line("d.fill(0.0);");
+    c.open(format!("for pp in 0..{}", ph * pw));
+    c.line(format!("let (phi, pwi) = (pp / {pw}, pp % {pw});"));
+    c.open(format!("for ch in 0..{f}"));
+    c.line(format!("let q = (n * {} + pp) * {f} + ch;", ph * pw));
+    // (an argmax is an index into the window; the bound keeps the store inside it)
+    c.line(format!("let t = (argmax[q] as usize).min({});", sh * sw - 1));
+    c.line(format!(
+        "d[((phi * {sh} + t / {sw}) * {ow} + pwi * {sw} + t % {sw}) * {fp} + ch] = {grad};"
     ));
-    c.line(format!("let (ohi, owi) = (px / {ow}, px % {ow});"));
-    c.line(format!("let at = ((n * {ph} + ohi / {sh}) * {pw} + owi / {sw}) * {f};"));
-    c.line(format!("let t = ((ohi % {sh}) * {sw} + owi % {sw}) as f32;"));
-    if fp == f {
-        c.open("for (ch, d) in d.iter_mut().enumerate()");
-    } else {
-        c.open(format!("for (ch, d) in d[..{f}].iter_mut().enumerate()"));
-    }
-    c.line("let q = at + ch;");
-    c.line(format!("*d = if argmax[q] == t {{ {grad} }} else {{ 0.0 }};"));
     c.close();
     c.close();
     Ok(())

@@ -14,7 +14,7 @@ use crate::kernel_ir::{Epilogue, GemmTiles, Schedule, Tiling};
 
 use super::kernels::act_fn;
 use super::kernels_conv::blocks_of;
-use super::kernels_lanes::{self, lane_rows, lane_vectors};
+use super::kernels_lanes::{self, lane_rows, LANES};
 use super::writer::{add, mul, Code};
 
 /// Output channels per accumulator block: every channel when there are at most two register
@@ -134,8 +134,11 @@ pub(crate) fn epilogue(c: &mut Code, e: &Epilogue, stats: bool) {
 /// live columns (block row `m` at output offset `row`, an expression of `m`), then the
 /// activation on every column of the block at once. The block's rows are independent
 /// whole-vector chains: one row at a time, a sigmoid's long `exp` would wait on its own
-/// latency. Dead columns are never stored. Each row then takes [`row_stats`].
-pub(crate) fn vector_block_epilogue(c: &mut Code, e: &Epilogue, row: &str) {
+/// latency. Dead columns are never stored. Each row then takes [`row_stats`]. When the `mr`
+/// rows of the block have the same `w` live columns, fewer than its width (`live = (w, mr)`:
+/// LeNet's 6 channels in a 16-lane block), a sigmoid or tanh runs on those gathered side by
+/// side instead: on 6 of 16 lanes otherwise.
+pub(crate) fn vector_block_epilogue(c: &mut Code, e: &Epilogue, row: &str, live: Option<(usize, usize)>) {
     if e.bias || e.residual {
         if e.residual {
             c.open("for (m, acc) in acc.iter_mut().enumerate()");
@@ -151,8 +154,20 @@ pub(crate) fn vector_block_epilogue(c: &mut Code, e: &Epilogue, row: &str) {
         }
         c.close();
     }
-    if let Some(f) = act_fn(e.act) {
-        c.line(format!("for v in acc.as_flattened_mut() {{ *v = {f}(*v); }}"));
+    let gather = live.filter(|_| matches!(e.act, Activation::Sigmoid | Activation::Tanh));
+    match (act_fn(e.act), gather) {
+        (None, _) => {}
+        (Some(f), None) => c.line(format!("for v in acc.as_flattened_mut() {{ *v = {f}(*v); }}")),
+        (Some(f), Some((w, mr))) => {
+            c.line(format!("let mut live = [0f32; {}];", w * mr));
+            c.line(format!(
+                "for (l, a) in live.chunks_exact_mut({w}).zip(acc.iter()) {{ l.copy_from_slice(&a[..{w}]); }}"
+            ));
+            c.line(format!("for v in live.iter_mut() {{ *v = {f}(*v); }}"));
+            c.line(format!(
+                "for (l, a) in live.chunks_exact({w}).zip(acc.iter_mut()) {{ a[..{w}].copy_from_slice(l); }}"
+            ));
+        }
     }
 }
 
@@ -209,10 +224,29 @@ pub(crate) fn tile_width(n: usize, s: &Schedule) -> usize {
     .clamp(1, n.max(1))
 }
 
-/// The GEMM: `(a, b, [bias], [res]) -> (c, [moments], [db])`, with scratch `bt` (B
-/// transposed) when B is stored transposed. Blocks of `mr` rows × `nb` columns of C are
-/// accumulated in registers; each step of the reduction loads one `nb`-wide piece of a row of
-/// B and adds it, scaled, to every row of the block.
+/// Columns per row of the GEMM's copy of B when its `n` columns are not whole 16-lane vectors
+/// (LeNet's dense layers: 120, 84, 10): rows zero-padded to whole vectors, so that every block
+/// of C is a vector block whose dead columns are never stored.
+pub(crate) fn padded_columns(n: usize) -> Option<usize> {
+    (!n.is_multiple_of(LANES)).then_some(n.next_multiple_of(LANES))
+}
+
+/// The GEMM's scratch operand (`kernels::scratch_of`): `bt` (B transposed, `[k, n]`) when B is
+/// stored transposed, `bp` (B) when its rows are padded ([`padded_columns`]), either with rows
+/// of the padded width.
+pub(crate) fn gemm_scratch(n: usize, k: usize, trans_b: bool) -> Option<(&'static str, usize)> {
+    let np = padded_columns(n).unwrap_or(n);
+    match (trans_b, np != n) {
+        (true, _) => Some(("bt", k * np)),
+        (false, true) => Some(("bp", k * np)),
+        (false, false) => None,
+    }
+}
+
+/// The GEMM: `(a, b, [bias], [res]) -> (c, [moments], [db])`, with scratch [`gemm_scratch`].
+/// Blocks of `mr` rows × `nb` columns of C are accumulated in vector registers; each step of
+/// the reduction loads one `nb`-wide piece of a row of B and adds it, scaled, to every row of
+/// the block.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
     c: &mut Code,
@@ -227,26 +261,48 @@ pub(crate) fn gemm(
         return Err("max-pool in a GEMM epilogue".into());
     }
     let softmax = e.act == Activation::Softmax;
-    let nb = tile_width(n, s);
+    // Rows of B (its copy) hold `np` columns; blocks are the schedule's tile width when whole
+    // vectors that divide the row, else one or two vectors.
+    let np = padded_columns(n).unwrap_or(n);
+    let nr = tile_width(n, s);
+    let nb = if np == n && nr.is_multiple_of(LANES) && n.is_multiple_of(nr) {
+        nr
+    } else if nr >= 2 * LANES && np.is_multiple_of(2 * LANES) {
+        2 * LANES
+    } else {
+        LANES
+    };
+    let nv = nb / LANES;
+    let mr = lane_rows(s, m);
     // The column panel: honoured when it splits the row into whole blocks.
     let nc = match s.tiling {
         Tiling::Gemm(t) if !softmax && t.nc < n && t.nc.is_multiple_of(nb) => t.nc,
         _ => n,
     };
     let full = n.is_multiple_of(nb) && nc.is_multiple_of(nb);
-    let mr = row_block(s).min(m.max(1));
-    let blocked_rows = if mr > 1 { m - m % mr } else { 0 };
-    let wdt = width(nb, full);
     if e.bn_stats {
         declare_stats(c, n);
     }
-    let bm = if trans_b { "bt" } else { "b" };
+    let bm = match gemm_scratch(n, k, trans_b) {
+        Some((name, _)) => name,
+        None => "b",
+    };
+    if np != n {
+        c.line(format!("{bm}.fill(0.0);"));
+    }
     if trans_b {
-        c.line(format!("// bt = B as [{k}, {n}]"));
+        c.line(format!("// bt = B as [{k}, {n}], rows {np} apart"));
         c.open(format!("for j in 0..{n}"));
         c.open(format!("for p in 0..{k}"));
-        c.line(format!("bt[p * {n} + j] = b[j * {k} + p];"));
+        c.line(format!("bt[p * {np} + j] = b[j * {k} + p];"));
         c.close();
+        c.close();
+    } else if np != n {
+        c.line(format!("// bp = B [{k}, {n}], rows padded to {np} columns"));
+        c.open(format!(
+            "for (d, r) in bp.chunks_exact_mut({np}).zip(b.chunks_exact({n}))"
+        ));
+        c.line(format!("d[..{n}].copy_from_slice(r);"));
         c.close();
     }
     let a_at = |i: &str, p: &str| {
@@ -288,12 +344,21 @@ pub(crate) fn gemm(
         }
     };
     let from = if panel { "jc" } else { "0" };
-    // The epilogue and store of a block of `mr` rows from `i0` (`acc`), closing its `j0` loop.
-    let write_block = |c: &mut Code, mr: usize| {
+    // Vector blocks over every row, the last block shorter; each block's epilogue (up to
+    // the activation on the whole block, then per row) and store close its `j0` loop.
+    blocks_of(c, "i0", m, mr, |c, mr| {
+        open_j0(c, from, &end, nb, !panel && nb >= n);
+        block_width_line(c, nb, n, &end, full);
+        kernels_lanes::declare(c, mr, nv);
+        c.open(format!("for p in 0..{k}"));
+        c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", np)));
+        kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
+        c.close();
+        kernels_lanes::store(c, mr, nv);
+        vector_block_epilogue(c, &before_softmax, &format!("(i0 + m) * {n}"), None);
         c.open("for (m, acc) in acc.iter_mut().enumerate()");
         c.line(format!("let row = (i0 + m) * {n};"));
-        c.line("let acc = &mut acc[..wd];");
-        epilogue(c, &before_softmax, e.bn_stats && !softmax);
+        row_stats(c, e.bn_stats && !softmax);
         c.line("c[row + j0..][..wd].copy_from_slice(acc);");
         c.close();
         c.close();
@@ -303,57 +368,7 @@ pub(crate) fn gemm(
             after_rows(c);
             c.close();
         }
-    };
-    if let Some(nv) = lane_vectors(nb, full) {
-        // Vector blocks over every row, the last block shorter.
-        let mr = lane_rows(s, m);
-        blocks_of(c, "i0", m, mr, |c, mr| {
-            open_j0(c, from, &end, nb, !panel && nb == n);
-            block_width_line(c, nb, n, &end, full);
-            kernels_lanes::declare(c, mr, nv);
-            c.open(format!("for p in 0..{k}"));
-            c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", n)));
-            kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
-            c.close();
-            kernels_lanes::store(c, mr, nv);
-            write_block(c, mr);
-        });
-    } else if mr > 1 {
-        c.open(format!("for i0 in (0..{blocked_rows}).step_by({mr})"));
-        open_j0(c, from, &end, nb, !panel && nb == n);
-        block_width_line(c, nb, n, &end, full);
-        c.line(format!("let mut acc = [[0f32; {nb}]; {mr}];"));
-        c.open(format!("for p in 0..{k}"));
-        kernels_lanes::accumulate(
-            c,
-            mr,
-            None,
-            &format!("{bm}[{} + j0..]", mul("p", n)),
-            &wdt,
-            &a_at("i0 + m", "p"),
-        );
-        c.close();
-        write_block(c, mr);
-        c.close();
-    }
-    if blocked_rows < m && lane_vectors(nb, full).is_none() {
-        c.open(format!("for i in {blocked_rows}..{m}"));
-        c.line(format!("let row = {};", mul("i", n)));
-        open_j0(c, from, &end, nb, !panel && nb == n);
-        open_block(c, "acc", nb, n, &end, full);
-        c.open(format!("for p in 0..{k}"));
-        c.line(format!(
-            "axpy(acc, {}, &{bm}[{} + j0..][..{wdt}]);",
-            a_at("i", "p"),
-            mul("p", n)
-        ));
-        c.close();
-        epilogue(c, &before_softmax, e.bn_stats && !softmax);
-        c.line("c[row + j0..][..wd].copy_from_slice(acc);");
-        c.close();
-        after_rows(c);
-        c.close();
-    }
+    });
     if panel {
         c.close();
     }
