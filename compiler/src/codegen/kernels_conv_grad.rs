@@ -358,7 +358,7 @@ pub(crate) fn conv_grad_kernel(
     };
     split_work(c, &grad_kernel_parts(g, pooled.is_some()));
     c.line("dw.fill(0.0);");
-    if narrow && pooled.is_none() {
+    if narrow {
         // (the padding lanes stay zero: only the live ones are written)
         c.line("dyi.fill(0.0);");
     }
@@ -509,20 +509,24 @@ fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy, fp: usize) -> Resu
     let ([sh, sw], [ph, pw]) = (pd.window.size, pooled_hw(g.out_hw, &pd.window));
     let grad = act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?;
     let len = oh * ow * fp;
+    // Window by window, each pixel of the window written once, channels contiguous: a select,
+    // no branch, and no second pass over the image.
     c.line(format!(
         "// dyi[gi] = [{oh}, {ow}, {f}], the output gradient of image n: zero, but at each window's argmax"
     ));
     c.line(format!("let d = &mut dyi[gi * {len}..][..{len}];"));
-    c.line("d.fill(0.0);");
     c.open(format!("for pp in 0..{}", ph * pw));
     c.line(format!("let (phi, pwi) = (pp / {pw}, pp % {pw});"));
-    c.open(format!("for ch in 0..{f}"));
-    c.line(format!("let q = (n * {} + pp) * {f} + ch;", ph * pw));
-    // (an argmax is an index into the window; the bound keeps the store inside it)
-    c.line(format!("let t = (argmax[q] as usize).min({});", sh * sw - 1));
+    c.line(format!("let q0 = (n * {} + pp) * {f};", ph * pw));
+    c.open(format!("for t in 0..{}", sh * sw));
     c.line(format!(
-        "d[((phi * {sh} + t / {sw}) * {ow} + pwi * {sw} + t % {sw}) * {fp} + ch] = {grad};"
+        "let px = (phi * {sh} + t / {sw}) * {ow} + pwi * {sw} + t % {sw};"
     ));
+    c.line(format!("let dt = &mut d[px * {fp}..][..{f}];"));
+    c.open("for (ch, d) in dt.iter_mut().enumerate()");
+    c.line("let q = q0 + ch;");
+    c.line(format!("*d = if argmax[q] == t as f32 {{ {grad} }} else {{ 0.0 }};"));
+    c.close();
     c.close();
     c.close();
     Ok(())
