@@ -2,8 +2,9 @@
 //! generated crate built by cargo into a fresh cache, loaded, and compared with the
 //! interpreter elementwise within `Tolerance::KERNEL` — the loss, every gradient, the batch-norm
 //! moving statistics and the predictions of a training step, and inference — at the full batch
-//! and at a partial batch (its own library: batch statistics over the real samples only), and
-//! inference again after the parameters changed (folded again on every call). Then: a second
+//! and at a partial batch (its own library: batch statistics over the real samples only),
+//! inference again after the parameters changed (folded again on every call), and in inference
+//! sessions over both libraries (folded once per library and session). Then: a second
 //! executor finds its library in the cache (no cargo run), a truncated library or a missing
 //! marker is rebuilt rather than loaded, and the library refuses wrong lengths and null
 //! pointers with an error code.
@@ -22,7 +23,7 @@ use cnnc_compiler::spec::{parse_model, ModelSpec};
 use cnnc_compiler::tolerance::Tolerance;
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::rng::Rng;
-use cnnc_runtime::{Executor, Tensor};
+use cnnc_runtime::{Executor, InferenceSession, Tensor};
 
 const TOL: Tolerance = Tolerance::KERNEL;
 const BATCH: usize = 4;
@@ -152,10 +153,27 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
         TOL.assert_close("predictions after a parameter change", &got, &want);
     }
 
-    // A partial batch: its own library, built on first use.
+    // Inference sessions fold once per library: the same predictions as plain calls, across
+    // two libraries (the partial batch's is built here), and a new session with other
+    // parameters folds again in both (the partial batch's library last folded the first
+    // session's parameters).
+    for p in [&params, &changed, &params] {
+        let mut session = InferenceSession::new(&mut ex, p);
+        for n in [BATCH, PARTIAL, BATCH, PARTIAL] {
+            let (mut got, mut want) = (vec![0f32; n * 3], vec![0f32; n * 3]);
+            session.predict(&x[..n * 72], n, &mut got);
+            interp.predict(p, &x[..n * 72], n, &mut want);
+            TOL.assert_close("predictions in a session", &got, &want);
+        }
+    }
+
+    // A partial batch: its own library (built above), trained through.
     compare_step(&mut ex, &mut interp, &params, &x, &y, PARTIAL);
-    assert_eq!(ex.builds().len(), 2);
-    assert_eq!((ex.builds()[1].n, ex.builds()[1].cached), (PARTIAL, false));
+    assert_eq!(
+        ex.builds().len(),
+        3,
+        "inference and training libraries for the full and partial batches"
+    );
     let library: PathBuf = ex.builds()[0].library.clone();
     drop(ex);
 
@@ -206,9 +224,12 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
     // ... and checks lengths before calling (the wrapper), as the library does itself (raw).
     let parts = || params.iter().map(|p| &p.data[..]);
     let mut preds = vec![0f32; BATCH * 3];
-    assert!(lib.predict(parts(), &x[1..], &mut preds).is_err());
-    assert!(lib.predict(parts().skip(1), &x, &mut preds).is_err(), "a tensor short");
-    lib.predict(parts(), &x, &mut preds).unwrap();
+    assert!(lib.predict(parts(), &x[1..], &mut preds, false).is_err());
+    assert!(
+        lib.predict(parts().skip(1), &x, &mut preds, false).is_err(),
+        "a tensor short"
+    );
+    lib.predict(parts(), &x, &mut preds, false).unwrap();
     let raw = unsafe { libloading::Library::new(&library) }.unwrap();
     type PredictFn = unsafe extern "C" fn(
         *mut std::ffi::c_void,
@@ -219,6 +240,7 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
         usize,
         *mut f32,
         usize,
+        i32,
     ) -> i32;
     type NewFn = unsafe extern "C" fn() -> *mut std::ffi::c_void;
     type FreeFn = unsafe extern "C" fn(*mut std::ffi::c_void);
@@ -243,42 +265,42 @@ fn crate_backend_matches_the_interpreter_caches_and_rebuilds_broken_entries() {
         let m = new();
         assert!(!m.is_null());
         assert_eq!(
-            predict(m, pp, pl, np, xp, xl - 1, out, ol),
+            predict(m, pp, pl, np, xp, xl - 1, out, ol, 0),
             2,
             "a short input is refused"
         );
         assert_eq!(
-            predict(m, pp, pl, np, xp, xl, out, ol + 1),
+            predict(m, pp, pl, np, xp, xl, out, ol + 1, 0),
             2,
             "a long output is refused"
         );
         assert_eq!(
-            predict(m, pp, pl, np - 1, xp, xl, out, ol),
+            predict(m, pp, pl, np - 1, xp, xl, out, ol, 0),
             2,
             "a missing tensor is refused"
         );
         assert_eq!(
-            predict(m, pp, long.as_ptr(), np, xp, xl, out, ol),
+            predict(m, pp, long.as_ptr(), np, xp, xl, out, ol, 0),
             2,
             "a tensor of the wrong length is refused"
         );
         assert_eq!(
-            predict(m, null.as_ptr(), pl, np, xp, xl, out, ol),
+            predict(m, null.as_ptr(), pl, np, xp, xl, out, ol, 0),
             1,
             "a null tensor is refused"
         );
         assert_eq!(
-            predict(m, std::ptr::null(), pl, np, xp, xl, out, ol),
+            predict(m, std::ptr::null(), pl, np, xp, xl, out, ol, 0),
             1,
             "null parameters are refused"
         );
         assert_eq!(
-            predict(std::ptr::null_mut(), pp, pl, np, xp, xl, out, ol),
+            predict(std::ptr::null_mut(), pp, pl, np, xp, xl, out, ol, 0),
             1,
             "a null model is refused"
         );
         preds.fill(f32::NAN);
-        assert_eq!(predict(m, pp, pl, np, xp, xl, preds.as_mut_ptr(), ol), 0);
+        assert_eq!(predict(m, pp, pl, np, xp, xl, preds.as_mut_ptr(), ol, 0), 0);
         free(m);
     }
     let mut want = vec![0f32; BATCH * 3];

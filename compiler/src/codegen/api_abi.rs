@@ -14,13 +14,17 @@ pub(crate) fn abi_rs(info: &CrateInfo) -> String {
     c.line("// ---- this model ----");
     c.line("");
     c.doc(
-        "The inference program on the caller's parameter tensors `p`: its load-time kernels, then\n\
-         its run, the predictions to `preds`.",
+        "The inference program on the caller's parameter tensors `p`: its load-time kernels\n\
+         (unless `reuse` and the arena still holds theirs for `p`), then its run, the predictions\n\
+         to `preds`.",
     );
-    c.open("fn predict(m: &mut Model, p: &[&[f32]; N_PARAMS], x: &[f32], preds: &mut [f32])");
+    c.open("fn predict(m: &mut Model, p: &[&[f32]; N_PARAMS], x: &[f32], preds: &mut [f32], reuse: bool)");
+    c.open("if !(reuse && m.caller_folded)");
     c.line("infer_prepare(p, &mut m.arena);");
+    c.close();
     c.line("// The arena's folded weights are now those of `p`, not of the model's parameters.");
     c.line("m.infer_ready = false;");
+    c.line("m.caller_folded = true;");
     c.line("infer_run(p, x, &mut m.arena);");
     c.line(format!(
         "preds.copy_from_slice({});",

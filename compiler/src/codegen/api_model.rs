@@ -18,6 +18,10 @@ pub(crate) fn model_std(c: &mut Code, info: &CrateInfo) {
     c.line("arena: Vec<f32>,");
     c.line("/// Whether the inference program's load-time buffers (folded weights) are valid.");
     c.line("infer_ready: bool,");
+    if info.c_abi {
+        c.line("/// Whether they hold those of the tensors of the last `cnnc_predict_parts` call instead.");
+        c.line("caller_folded: bool,");
+    }
     if train.is_some() {
         c.line("/// Whether the training program's load-time buffers (constants) are valid.");
         c.line("train_ready: bool,");
@@ -35,13 +39,14 @@ pub(crate) fn model_std(c: &mut Code, info: &CrateInfo) {
     c.open("if params.len() != PARAMS_F32S");
     c.line("return Err(LoadError::Length { expected: PARAMS_F32S, found: params.len() }.to_string());");
     c.close();
+    let abi_fields = if info.c_abi { ", caller_folded: false" } else { "" };
     let train_fields = if train.is_some() {
         ", train_ready: false, iterations: 0"
     } else {
         ""
     };
     c.line(format!(
-        "Ok(Model {{ params, arena: vec![0.0; ARENA_F32S], infer_ready: false{train_fields} }})"
+        "Ok(Model {{ params, arena: vec![0.0; ARENA_F32S], infer_ready: false{abi_fields}{train_fields} }})"
     ));
     c.close();
     c.line("");
@@ -89,6 +94,9 @@ pub(crate) fn model_std(c: &mut Code, info: &CrateInfo) {
     c.open("if !self.infer_ready");
     c.line("infer_prepare(&p, &mut self.arena);");
     c.line("self.infer_ready = true;");
+    if info.c_abi {
+        c.line("self.caller_folded = false;");
+    }
     c.close();
     c.line("infer_run(&p, x, &mut self.arena);");
     c.line(format!("out.copy_from_slice({});", src(&info.infer.prediction)));
@@ -186,6 +194,11 @@ fn train_methods(c: &mut Code, info: &CrateInfo, t: &TrainInfo) {
         c.line(format!("self.arena[{s}..{e}].fill(0.0);"));
     }
     c.line("self.iterations = 0;");
+    c.line("// (the programs share the arena: the folded weights are recomputed when next needed)");
+    c.line("self.infer_ready = false;");
+    if info.c_abi {
+        c.line("self.caller_folded = false;");
+    }
     c.close();
     c.line("");
     c.doc(
@@ -206,6 +219,9 @@ fn train_methods(c: &mut Code, info: &CrateInfo, t: &TrainInfo) {
     ));
     c.line("// The parameters changed and the training run overwrote the folded weights.");
     c.line("self.infer_ready = false;");
+    if info.c_abi {
+        c.line("self.caller_folded = false;");
+    }
     for (name, l) in &t.code.state {
         if let Some(p) = info.params.iter().find(|p| &p.name == name) {
             c.line(format!(

@@ -20,6 +20,7 @@ use super::kernels_gemm::{
     block_width, block_width_line, open_block, open_j0, out_coord, row_block, tile_width, width,
 };
 use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
+use super::kernels_rows::unpool_window;
 use super::writer::{add, mul, Code};
 
 /// The input gradient of a stride-1 conv `g` as a forward conv: of `dy` padded by
@@ -507,7 +508,6 @@ fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy, fp: usize) -> Resu
         return Err("a pooled kernel gradient over windows that do not tile the output".into());
     }
     let ([sh, sw], [ph, pw]) = (pd.window.size, pooled_hw(g.out_hw, &pd.window));
-    let grad = act_grad_expr(pd.act_grad.unwrap_or(Activation::Linear), "y[q]", "dy[q]")?;
     let len = oh * ow * fp;
     // Window by window, each pixel of the window written once, channels contiguous: a select,
     // no branch, and no second pass over the image.
@@ -518,16 +518,15 @@ fn pooled_dy_image(c: &mut Code, g: &ConvGeom, pd: &PooledDy, fp: usize) -> Resu
     c.open(format!("for pp in 0..{}", ph * pw));
     c.line(format!("let (phi, pwi) = (pp / {pw}, pp % {pw});"));
     c.line(format!("let q0 = (n * {} + pp) * {f};", ph * pw));
-    c.open(format!("for t in 0..{}", sh * sw));
-    c.line(format!(
-        "let px = (phi * {sh} + t / {sw}) * {ow} + pwi * {sw} + t % {sw};"
-    ));
-    c.line(format!("let dt = &mut d[px * {fp}..][..{f}];"));
-    c.open("for (ch, d) in dt.iter_mut().enumerate()");
-    c.line("let q = q0 + ch;");
-    c.line(format!("*d = if argmax[q] == t as f32 {{ {grad} }} else {{ 0.0 }};"));
-    c.close();
-    c.close();
+    unpool_window(
+        c,
+        [sh, sw],
+        f,
+        &format!("((phi * {sh} + t / {sw}) * {ow} + pwi * {sw} + t % {sw}) * {fp}"),
+        "d",
+        "q0",
+        pd.act_grad,
+    )?;
     c.close();
     Ok(())
 }

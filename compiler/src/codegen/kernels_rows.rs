@@ -62,17 +62,43 @@ pub(crate) fn max_pool_grad_argmax(c: &mut Code, g: &PoolGeom, act_grad: Option<
     if !crate::kernel_ir::kernel::pool_tiles(g.in_hw, &g.window) {
         return Err("an argmax max-pool gradient over windows that do not tile the map".into());
     }
-    let grad = act_grad_expr(act_grad.unwrap_or(Activation::Linear), "y[ro + ci]", "dy[ro + ci]")?;
     open_windows(c, g);
+    unpool_window(
+        c,
+        g.window.size,
+        ch,
+        &format!("((n * {h} + oh * {sh} + t / {sw}) * {w} + ow * {sw} + t % {sw}) * {ch}"),
+        "dx",
+        "ro",
+        act_grad,
+    )?;
+    close(c, 3);
+    Ok(())
+}
+
+/// One pooled window's gradient unpooled: for each of its taps `t`, the `ch` values from
+/// `dst[o]` (`o` the expression `first`, of `t`) get the window's gradient (`dy[src + ci]`,
+/// times the activation's derivative at `y[src + ci]`) where `argmax` names `t`, else 0. Each
+/// value is written once, by a select (no data-dependent branch).
+pub(crate) fn unpool_window(
+    c: &mut Code,
+    [sh, sw]: [usize; 2],
+    ch: usize,
+    first: &str,
+    dst: &str,
+    src: &str,
+    act_grad: Option<Activation>,
+) -> Result<(), String> {
+    let (y, dy) = (format!("y[{src} + ci]"), format!("dy[{src} + ci]"));
+    let grad = act_grad_expr(act_grad.unwrap_or(Activation::Linear), &y, &dy)?;
     c.open(format!("for t in 0..{}", sh * sw));
-    c.line(format!(
-        "let xo = ((n * {h} + oh * {sh} + t / {sw}) * {w} + ow * {sw} + t % {sw}) * {ch};"
-    ));
+    c.line(format!("let o = {first};"));
     c.open(format!("for ci in 0..{ch}"));
     c.line(format!(
-        "dx[xo + ci] = if argmax[ro + ci] == t as f32 {{ {grad} }} else {{ 0.0 }};"
+        "{dst}[o + ci] = if argmax[{src} + ci] == t as f32 {{ {grad} }} else {{ 0.0 }};"
     ));
-    close(c, 5);
+    c.close();
+    c.close();
     Ok(())
 }
 

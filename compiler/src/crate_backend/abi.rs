@@ -7,7 +7,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 
 /// The ABI version the host speaks (the library's `cnnc_abi_version` must return it).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Values of `cnnc_sizes`.
 const SIZES: usize = 9;
@@ -25,6 +25,7 @@ type PredictPartsFn = unsafe extern "C" fn(
     usize,
     *mut f32,
     usize,
+    i32,
 ) -> i32;
 type GradientsFn = unsafe extern "C" fn(
     *mut c_void,
@@ -176,6 +177,7 @@ impl Library {
         params: impl IntoIterator<Item = &'a [f32]>,
         x: &[f32],
         preds: &mut [f32],
+        reuse: bool,
     ) -> Result<(), String> {
         self.part_ptrs.clear();
         self.part_lens.clear();
@@ -203,6 +205,7 @@ impl Library {
                 x.len(),
                 preds.as_mut_ptr(),
                 preds.len(),
+                i32::from(reuse),
             )
         };
         if code == 0 {

@@ -8,7 +8,7 @@
 //! build that fails, a library refusing a call) panics with the model's name and the cause;
 //! [`CrateOptions::prebuild`] moves the builds a caller can foresee into the constructor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -89,6 +89,9 @@ pub struct CrateExecutor {
     /// (inference reads the tensors in place).
     flat_params: Vec<f32>,
     flat_grads: Vec<f32>,
+    /// Libraries whose arena holds the load-time results (folded weights) of the current
+    /// inference session's parameters: their next session call skips those kernels.
+    session_libs: HashSet<(usize, Purpose)>,
 }
 
 impl std::fmt::Debug for CrateExecutor {
@@ -151,6 +154,7 @@ impl CrateExecutor {
             builds: Vec::new(),
             flat_params: Vec::new(),
             flat_grads: Vec::new(),
+            session_libs: HashSet::new(),
         };
         ex.prepare(batch, opts.purpose)?;
         for &(n, purpose) in &opts.prebuild {
@@ -324,6 +328,7 @@ impl Executor for CrateExecutor {
         preds: &mut [f32],
     ) -> StepResult {
         let (key, out) = self.begin_call(n, Purpose::Training, params, preds.len());
+        self.session_libs.clear();
         self.flat_params.clear();
         for p in params.iter() {
             self.flat_params.extend_from_slice(&p.data);
@@ -368,9 +373,29 @@ impl Executor for CrateExecutor {
     }
 
     fn predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32]) {
+        self.session_libs.clear();
+        self.run_predict(params, x, n, preds, false);
+    }
+
+    fn predict_in_session(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32], same_params: bool) {
+        if !same_params {
+            self.session_libs.clear();
+        }
+        self.run_predict(params, x, n, preds, true);
+    }
+}
+
+impl CrateExecutor {
+    /// Inference through the library for `n` samples; in a session (`session`), its load-time
+    /// kernels are skipped when it already ran them on this session's parameters.
+    fn run_predict(&mut self, params: &[Tensor], x: &[f32], n: usize, preds: &mut [f32], session: bool) {
         let (key, out) = self.begin_call(n, Purpose::Inference, params, preds.len());
+        let reuse = session && self.session_libs.contains(&key);
         let lib = self.libs.get_mut(&key).expect("loaded");
-        lib.predict(params.iter().map(|p| &p.data[..]), x, &mut preds[..out])
+        lib.predict(params.iter().map(|p| &p.data[..]), x, &mut preds[..out], reuse)
             .unwrap_or_else(|e| panic!("native backend, model '{}': {e}", self.spec.name));
+        if session {
+            self.session_libs.insert(key);
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::*;
 
 /// Version of this ABI; a host refuses a library of another version.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Success.
 pub const OK: i32 = 0;
 /// A pointer argument was null or misaligned.
@@ -94,7 +94,9 @@ pub unsafe extern "C" fn cnnc_model_free(m: *mut Model) {
 /// the `param_lens[i]` values of tensor `i` of [`PARAMS`] (`n_params` entries, [`N_PARAMS`];
 /// each length that tensor's size), `x` ([`INPUT_F32S`] values) → `preds` ([`OUTPUT_F32S`]).
 /// Nothing is copied in: the load-time kernels (batch norm folded into the weights) and the
-/// inference program read the tensors in place.
+/// inference program read the tensors in place. With `reuse` nonzero (an inference session:
+/// the host promises these are the tensors of this model's previous call, unchanged), the
+/// load-time kernels are skipped when nothing has used the arena since that call.
 ///
 /// # Safety
 /// `m` is a live model; `params` and `param_lens` are valid for reading `n_params` values;
@@ -112,6 +114,7 @@ pub unsafe extern "C" fn cnnc_predict_parts(
     x_len: usize,
     preds: *mut f32,
     preds_len: usize,
+    reuse: i32,
 ) -> i32 {
     // SAFETY (of every `unsafe` block below): the caller's contract above.
     let run = || -> Result<(), i32> {
@@ -125,7 +128,7 @@ pub unsafe extern "C" fn cnnc_predict_parts(
         }
         let x = unsafe { input(x, x_len, INPUT_F32S) }?;
         let preds = unsafe { output(preds, preds_len, OUTPUT_F32S) }?;
-        predict(m, &p, x, preds);
+        predict(m, &p, x, preds, reuse != 0);
         Ok(())
     };
     status(catch_unwind(AssertUnwindSafe(run)))
