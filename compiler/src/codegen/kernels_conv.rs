@@ -221,6 +221,68 @@ fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: u
     kernels_lanes::store(c, mr, nv);
 }
 
+/// Input channels per chunk of a streamed kernel ([`stream_taps`]).
+const STREAM_CHUNK: usize = 16;
+
+/// [`rows_taps`] over all `f` output channels (`nb = f`, `nv = f / 16` vectors per pixel) of a
+/// conv whose kernel streams (`ConvLayout::Forward::stream_kernel`): the kernel rows of
+/// [`STREAM_CHUNK`] input channels at a time (all `f` values of each, contiguous), one
+/// channel vector at a time, into `mr` register accumulators loaded from and stored back to
+/// the block `va` (in L1, `mr · f` floats). Every kernel value is read once, in memory order.
+fn stream_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nv: usize) {
+    let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel_hw);
+    let (cc, f, [sh, sw]) = (g.c, g.f, g.strides);
+    let row_len = padded_hw(g).map_or(w, |[_, wp]| wp) * cc;
+    let mr = rr * ow;
+    let off: Vec<usize> = (0..mr).map(|m| (m / ow) * sh * row_len + (m % ow) * sw * cc).collect();
+    let span = off[mr - 1] + kw * cc;
+    c.line(format!(
+        "const OFF: [usize; {mr}] = [{}];",
+        off.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+    ));
+    c.line(format!(
+        "// [pixel][channel vector], in L1 between chunks of {STREAM_CHUNK} kernel rows"
+    ));
+    kernels_lanes::declare(c, mr, nv);
+    c.open(format!("for kh in 0..{kh}"));
+    let ih = add(&mul("oh", sh), "kh");
+    match padded_hw(g) {
+        Some(_) => c.line(format!("let xr = &{}[{}..][..{span}];", nm.xp, times(&ih, row_len))),
+        None => c.line(format!("let xr = &{}[(n * {h} + {ih}) * {row_len}..][..{span}];", nm.x)),
+    }
+    c.open(format!("for kw in 0..{kw}"));
+    c.line(format!("let xb = &xr[{}..][..{}];", mul("kw", cc), off[mr - 1] + cc));
+    c.line(format!(
+        "let ws = &{}[(kh * {kw} + kw) * {}..][..{}];",
+        nm.w,
+        cc * f,
+        cc * f
+    ));
+    c.open(format!("for c0 in (0..{cc}).step_by({STREAM_CHUNK})"));
+    c.open(format!("for j in 0..{nv}"));
+    // The next chunk's lines of this vector: 16 rows 4·f bytes apart, which the hardware
+    // prefetchers do not follow.
+    c.open(format!("if c0 + {STREAM_CHUNK} < {cc}"));
+    c.line(format!(
+        "for ci in c0 + {STREAM_CHUNK}..c0 + {} {{ prefetch(&ws[ci * {f} + {LANES} * j..]); }}",
+        2 * STREAM_CHUNK
+    ));
+    c.close();
+    c.line(format!("let mut vb: [V; {mr}] = core::array::from_fn(|m| va[m][j]);"));
+    c.open(format!("for ci in c0..c0 + {STREAM_CHUNK}"));
+    c.line(format!("let b = V::load(&ws[ci * {f} + {LANES} * j..]);"));
+    c.line(format!(
+        "for m in 0..{mr} {{ vb[m] = vb[m].fma(V::splat(xb[OFF[m] + ci]), b); }}"
+    ));
+    c.close();
+    c.line(format!("for m in 0..{mr} {{ va[m][j] = vb[m]; }}"));
+    c.close();
+    c.close();
+    c.close();
+    c.close();
+    kernels_lanes::store(c, mr, nv);
+}
+
 /// Runs `body(c, mr)` for the blocks that cover `avail` positions `mr` at a time (binding
 /// `var`, the first position), then for the shorter tail block if any.
 pub(super) fn blocks_of(c: &mut Code, var: &str, avail: usize, mr: usize, mut body: impl FnMut(&mut Code, usize)) {
@@ -324,8 +386,12 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
         return Err("softmax in a convolution epilogue".into());
     }
     let (n, [oh, ow], f) = (g.n, g.out_hw, g.f);
+    // A streamed kernel: every channel in one block (see `stream_taps`).
+    let stream = !nm.panels && layout(s)?.stream_kernel();
     let nb = if nm.panels {
         panel_block(f, tile_width(f, s))
+    } else if stream {
+        f
     } else {
         tile_width(f, s)
     };
@@ -383,7 +449,11 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
             ));
             blocks_of(c, "oh", oh, rr, |c, rr| {
                 block_width_line(c, nb, f, &fs, full);
-                rows_taps(c, g, nm, rr, nb, lanes.unwrap_or(1));
+                if stream {
+                    stream_taps(c, g, nm, rr, nb / LANES);
+                } else {
+                    rows_taps(c, g, nm, rr, nb, lanes.unwrap_or(1));
+                }
                 block_epilogue(c, rr * ow, &format!("((n * {oh} + oh) * {ow} + m) * {f}"));
                 c.open("for (m, acc) in acc.iter_mut().enumerate()");
                 c.line(format!("let row = ((n * {oh} + oh) * {ow} + m) * {f};"));

@@ -81,6 +81,9 @@ pub enum ConvLayout {
         /// Output rows per register block: several on narrow maps (2·OW ≤ mr), else 1 (blocks
         /// along a row).
         rows_per_block: usize,
+        /// One block holds every output pixel and channel of an image, the kernel read in
+        /// memory order once per image ([`streams_kernel`]).
+        stream_kernel: bool,
     },
     /// The input gradient; `rows_per_block` of its stride-1 loop nest (that of a forward conv
     /// whose output is the input), 1 when strided.
@@ -93,6 +96,16 @@ pub enum ConvLayout {
 impl ConvLayout {
     pub fn pack_kernel(&self) -> bool {
         matches!(self, ConvLayout::Forward { pack_kernel: true, .. })
+    }
+
+    pub fn stream_kernel(&self) -> bool {
+        matches!(
+            self,
+            ConvLayout::Forward {
+                stream_kernel: true,
+                ..
+            }
+        )
     }
 
     pub fn rows_per_block(&self) -> usize {
@@ -116,7 +129,14 @@ impl fmt::Display for ConvLayout {
             ConvLayout::Forward {
                 pack_kernel,
                 rows_per_block,
-            } => write!(f, "pack={} rows={rows_per_block}", u8::from(pack_kernel)),
+                stream_kernel,
+            } => {
+                write!(f, "pack={} rows={rows_per_block}", u8::from(pack_kernel))?;
+                if stream_kernel {
+                    write!(f, " stream")?;
+                }
+                Ok(())
+            }
             ConvLayout::GradInput { rows_per_block } => write!(f, "rows={rows_per_block}"),
             ConvLayout::GradKernel { images_per_group } => write!(f, "images={images_per_group}"),
         }
@@ -133,6 +153,26 @@ pub const PANEL: usize = 16;
 /// grows the arena).
 pub fn packs_kernel(g: &ConvGeom) -> bool {
     g.n * g.out_hw[0] * g.out_hw[1] >= 256
+}
+
+/// Most output pixels per image of a conv whose kernel streams ([`streams_kernel`]): one register
+/// block of as many vectors, and room for the operands.
+const STREAM_PIXELS: usize = 16;
+/// Fewest kernel floats for it to stream (1 MiB: more than half a core's L2).
+const STREAM_KERNEL_FLOATS: usize = 256 * 1024;
+
+/// Whether a forward conv that does not pack its kernel computes all of an image's outputs in
+/// one block (in L1), reading the kernel once per image in memory order, a chunk of rows at a
+/// time: the kernel is far larger than the output (ResNet18's 3×3×512×512 at 4×4 and batch 1:
+/// 9 MiB of weights for 16 pixels), and reading it is the conv's cost. Blocks of a few
+/// channels read each kernel row in pieces 2 KiB apart (a new page every other row, out of
+/// the prefetchers' reach), and smaller pixel blocks read the kernel again.
+pub fn streams_kernel(g: &ConvGeom) -> bool {
+    !packs_kernel(g)
+        && g.f.is_multiple_of(PANEL)
+        && g.c.is_multiple_of(PANEL)
+        && g.out_hw[0] * g.out_hw[1] <= STREAM_PIXELS
+        && g.kernel_len() >= STREAM_KERNEL_FLOATS
 }
 
 /// Images per `dw` block load of the kernel gradient: the largest divisor of the batch with at
@@ -158,10 +198,18 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         }
     };
     match op {
-        KernelOp::Conv2d { geom, .. } => Some(ConvLayout::Forward {
-            pack_kernel: packs_kernel(geom),
-            rows_per_block: rows(geom.out_hw),
-        }),
+        KernelOp::Conv2d { geom, .. } => {
+            let stream_kernel = streams_kernel(geom);
+            Some(ConvLayout::Forward {
+                pack_kernel: packs_kernel(geom),
+                rows_per_block: if stream_kernel {
+                    geom.out_hw[0]
+                } else {
+                    rows(geom.out_hw)
+                },
+                stream_kernel,
+            })
+        }
         KernelOp::ConvGradInput { geom } => Some(ConvLayout::GradInput {
             rows_per_block: if geom.strides == [1, 1] { rows(geom.in_hw) } else { 1 },
         }),
@@ -515,13 +563,24 @@ mod tests {
     #[test]
     fn conv_layouts_follow_the_shapes_and_the_verifier_checks_them() {
         let m = Machine::reference();
-        // 4×4 maps: whole rows per block (2 of 4 pixels with mr 14), no pack at batch 1.
-        let small = choose(&conv(1, 4, 512, 512, false), &m);
+        // 4×4 maps: whole rows per block (2 of 4 pixels with mr 14), no pack at batch 1...
+        let small = choose(&conv(1, 4, 64, 64, false), &m);
         assert_eq!(
             small.conv,
             Some(ConvLayout::Forward {
                 pack_kernel: false,
-                rows_per_block: 2
+                rows_per_block: 2,
+                stream_kernel: false,
+            })
+        );
+        // ... but a 9 MiB kernel for 16 pixels streams, every row of the map in one block.
+        let streamed = choose(&conv(1, 4, 512, 512, false), &m);
+        assert_eq!(
+            streamed.conv,
+            Some(ConvLayout::Forward {
+                pack_kernel: false,
+                rows_per_block: 4,
+                stream_kernel: true,
             })
         );
         // Batch 32: 512 output pixels reuse a packed kernel.

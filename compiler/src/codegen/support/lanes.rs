@@ -94,3 +94,19 @@ mod lanes {
 
 #[allow(unused_imports)] // (models whose blocks are all scalar)
 pub(crate) use lanes::V;
+
+/// Asks the CPU to bring the cache line of `s[0]` into L1 ahead of its use (x86-64; a no-op
+/// elsewhere): for reads whose pattern the hardware prefetchers do not follow.
+#[inline(always)]
+#[allow(unsafe_code, dead_code)]
+pub(crate) fn prefetch(s: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing the program sees and cannot fault; SSE,
+    // which it needs, is part of x86-64.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
