@@ -196,6 +196,7 @@ fn random_kind(rng: &mut Rng) -> LayerKind {
             bias_initializer: cnnc_compiler::spec::Init::Zeros,
         },
         1 => LayerKind::BatchNormalization {
+            axis: pick(rng, &[-1, 1, 3, 0, -9]),
             momentum: pick(rng, &[0.99, 1.5, f32::NAN]),
             epsilon: pick(rng, &[1e-3, 0.0]),
             center: rng.below(2) == 0,
@@ -229,7 +230,9 @@ fn random_kind(rng: &mut Rng) -> LayerKind {
             target_shape: (0..rng.below(4)).map(|_| size(rng)).collect(),
         },
         10 => LayerKind::Add,
-        _ => LayerKind::Concatenate,
+        _ => LayerKind::Concatenate {
+            axis: pick(rng, &[-1, 1, 3, 0, 9]),
+        },
     }
 }
 

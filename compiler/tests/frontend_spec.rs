@@ -471,6 +471,41 @@ fn errors_name_file_line_and_column() {
 }
 
 #[test]
+fn batch_norm_and_concatenate_take_the_channel_axis_of_their_input_rank() {
+    let ok = "input: [4, 4, 2]\nlayers:\n  - batch_normalization: {axis: 3}\n  - reshape: {target_shape: [16, 2]}\n  \
+              - batch_normalization: {axis: 2}\n  - concatenate: {inputs: [batch_normalization_1, reshape], axis: 2}\n  \
+              - flatten\n  - dense: {units: 3}\n  - batch_normalization: {axis: 1}\n  - batch_normalization: {axis: -1}\n";
+    for mode in [Mode::Inference, Mode::Training] {
+        lowered(ok, mode);
+    }
+    let err = |text: &str| {
+        lower(&parse(text), 1, Mode::Inference)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = err("input: [4]\nlayers:\n  - dense: {units: 2}\n  - batch_normalization: {axis: 3}\n");
+    assert_eq!(
+        e,
+        "test.yaml:4: layer batch_normalization (BatchNormalization): input [1, 2]: axis 3 is out of range for a \
+         rank-2 input; its channel axis is -1 or 1 (axes count the batch as 0)"
+    );
+    let e = err("input: [4, 4, 2]\nlayers:\n  - batch_normalization: {axis: 1}\n  - flatten\n");
+    assert!(
+        e.ends_with(
+            "axis 1: only the last (channel) axis is supported, -1 or 3 for a rank-4 input (axes count the batch as 0)"
+        ),
+        "{e}"
+    );
+    let e =
+        err("input: [4]\nlayers:\n  - dense: {name: a, units: 2}\n  - concatenate: {inputs: [a, input], axis: 0}\n");
+    assert!(
+        e.starts_with("test.yaml:4: layer concatenate (Concatenate): inputs [1, 2] and [1, 4]: axis 0: only"),
+        "{e}"
+    );
+}
+
+#[test]
 fn load_model_names_unreadable_files() {
     let e = cnnc_compiler::spec::load_model(Path::new("/nonexistent/model.yaml")).err();
     let msg = e.map(|e| e.to_string()).unwrap_or_default();

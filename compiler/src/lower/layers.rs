@@ -121,6 +121,22 @@ impl Lowering<'_> {
         }
     }
 
+    /// Refuses an `axis` other than the last (channel) one of `x`, counted as Keras does with
+    /// the batch axis as 0: `-1`, or 3 for `[N, H, W, C]` and 1 for `[N, F]`.
+    fn channel_axis(&self, l: &LayerSpec, x: NodeId, axis: i64) -> Result<(), CompileError> {
+        let rank = self.g.shape(x).dims().len() as i64;
+        if axis == -1 || axis == rank - 1 {
+            return Ok(());
+        }
+        let last = rank - 1;
+        let message = if (-rank..rank).contains(&axis) {
+            format!("axis {axis}: only the last (channel) axis is supported, -1 or {last} for a rank-{rank} input")
+        } else {
+            format!("axis {axis} is out of range for a rank-{rank} input; its channel axis is -1 or {last}")
+        };
+        Err(self.shape_err(l, format!("{message} (axes count the batch as 0)")))
+    }
+
     /// Lowers one layer whose inputs are already lowered.
     pub fn layer(&mut self, l: &LayerSpec) -> Result<(), CompileError> {
         let ins: Vec<NodeId> = l.inputs.iter().filter_map(|r| self.out.get(r).copied()).collect();
@@ -154,11 +170,15 @@ impl Lowering<'_> {
                 self.act(l, y, *activation)?
             }
             LayerKind::BatchNormalization {
+                axis,
                 momentum,
                 epsilon,
                 center,
                 scale,
-            } => self.batch_norm(l, x, *momentum, *epsilon, *center, *scale, &mut params)?,
+            } => {
+                self.channel_axis(l, x, *axis)?;
+                self.batch_norm(l, x, *momentum, *epsilon, *center, *scale, &mut params)?
+            }
             LayerKind::Activation(a) => self.add(l, Op::Act(*a), &[x], None)?,
             LayerKind::MaxPooling2d {
                 pool_size,
@@ -241,7 +261,10 @@ impl Lowering<'_> {
                 }
                 acc
             }
-            LayerKind::Concatenate => self.add(l, Op::Concat, &ins, None)?,
+            LayerKind::Concatenate { axis } => {
+                self.channel_axis(l, x, *axis)?;
+                self.add(l, Op::Concat, &ins, None)?
+            }
         };
         self.out.insert(l.name.clone(), y);
         self.g.layers.push(Layer {

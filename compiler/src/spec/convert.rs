@@ -17,14 +17,6 @@ fn opt<T: DeserializeOwned + Clone>(a: &Option<Arg<T>>, field: &str, env: &Env) 
     a.as_ref().map(|a| req(a, field, env)).transpose()
 }
 
-/// Keras accepts only the channel axis here; `-1` (or the literal last axis 3 of NHWC).
-fn channel_axis(axis: Option<i64>, layer: &str) -> Result<(), String> {
-    match axis {
-        None | Some(-1) | Some(3) => Ok(()),
-        Some(a) => Err(format!("{layer} supports only the channel axis (-1), got axis {a}")),
-    }
-}
-
 pub fn layer_kind(raw: &RawLayer, env: &Env) -> Result<LayerKind, String> {
     Ok(match raw {
         RawLayer::Conv2d(a) => LayerKind::Conv2d {
@@ -39,15 +31,13 @@ pub fn layer_kind(raw: &RawLayer, env: &Env) -> Result<LayerKind, String> {
             bias_initializer: opt(&a.bias_initializer, "bias_initializer", env)?
                 .map_or(defaults::BIAS_INITIALIZER, |p| p.0),
         },
-        RawLayer::BatchNormalization(a) => {
-            channel_axis(opt(&a.axis, "axis", env)?, "batch_normalization")?;
-            LayerKind::BatchNormalization {
-                momentum: opt(&a.momentum, "momentum", env)?.unwrap_or(defaults::BN_MOMENTUM),
-                epsilon: opt(&a.epsilon, "epsilon", env)?.unwrap_or(defaults::BN_EPSILON),
-                center: opt(&a.center, "center", env)?.unwrap_or(true),
-                scale: opt(&a.scale, "scale", env)?.unwrap_or(true),
-            }
-        }
+        RawLayer::BatchNormalization(a) => LayerKind::BatchNormalization {
+            axis: opt(&a.axis, "axis", env)?.unwrap_or(defaults::AXIS),
+            momentum: opt(&a.momentum, "momentum", env)?.unwrap_or(defaults::BN_MOMENTUM),
+            epsilon: opt(&a.epsilon, "epsilon", env)?.unwrap_or(defaults::BN_EPSILON),
+            center: opt(&a.center, "center", env)?.unwrap_or(true),
+            scale: opt(&a.scale, "scale", env)?.unwrap_or(true),
+        },
         RawLayer::Activation(a) => LayerKind::Activation(req(&a.activation, "activation", env)?.0),
         RawLayer::MaxPooling2d(a) | RawLayer::AveragePooling2d(a) => {
             let pool_size = opt(&a.pool_size, "pool_size", env)?.map_or(defaults::POOL_SIZE, |p| p.0);
@@ -86,9 +76,8 @@ pub fn layer_kind(raw: &RawLayer, env: &Env) -> Result<LayerKind, String> {
             target_shape: req(&a.target_shape, "target_shape", env)?,
         },
         RawLayer::Add(_) => LayerKind::Add,
-        RawLayer::Concatenate(a) => {
-            channel_axis(opt(&a.axis, "axis", env)?, "concatenate")?;
-            LayerKind::Concatenate
-        }
+        RawLayer::Concatenate(a) => LayerKind::Concatenate {
+            axis: opt(&a.axis, "axis", env)?.unwrap_or(defaults::AXIS),
+        },
     })
 }

@@ -29,6 +29,8 @@ pub mod defaults {
     pub const BIAS_INITIALIZER: Init = Init::Zeros;
     pub const BN_MOMENTUM: f32 = 0.99;
     pub const BN_EPSILON: f32 = 0.001;
+    /// `axis` of batch_normalization and concatenate: the last (channel) axis.
+    pub const AXIS: i64 = -1;
     pub const POOL_SIZE: [usize; 2] = [2, 2];
 }
 
@@ -46,6 +48,8 @@ pub enum LayerKind {
         bias_initializer: Init,
     },
     BatchNormalization {
+        /// As written, batch axis included; lowering accepts only the last axis.
+        axis: i64,
         momentum: f32,
         epsilon: f32,
         /// Learn `beta`; otherwise beta is a constant 0.
@@ -84,8 +88,11 @@ pub enum LayerKind {
         target_shape: Vec<usize>,
     },
     Add,
-    /// Concatenation along the channel (last) axis.
-    Concatenate,
+    /// Concatenation along `axis` (as written, batch axis included); lowering accepts only the
+    /// last (channel) axis.
+    Concatenate {
+        axis: i64,
+    },
 }
 
 impl LayerKind {
@@ -117,6 +124,7 @@ impl LayerKind {
     /// `BatchNormalization()` with Keras's defaults (momentum 0.99, epsilon 0.001).
     pub fn batch_normalization() -> LayerKind {
         LayerKind::BatchNormalization {
+            axis: defaults::AXIS,
             momentum: defaults::BN_MOMENTUM,
             epsilon: defaults::BN_EPSILON,
             center: true,
@@ -156,7 +164,7 @@ impl LayerKind {
             LayerKind::Dense { .. } => "Dense",
             LayerKind::Reshape { .. } => "Reshape",
             LayerKind::Add => "Add",
-            LayerKind::Concatenate => "Concatenate",
+            LayerKind::Concatenate { .. } => "Concatenate",
         }
     }
 
@@ -174,13 +182,13 @@ impl LayerKind {
             LayerKind::Dense { .. } => "dense",
             LayerKind::Reshape { .. } => "reshape",
             LayerKind::Add => "add",
-            LayerKind::Concatenate => "concatenate",
+            LayerKind::Concatenate { .. } => "concatenate",
         }
     }
 
     /// Layers that merge several inputs (all others take exactly one).
     pub fn is_merge(&self) -> bool {
-        matches!(self, LayerKind::Add | LayerKind::Concatenate)
+        matches!(self, LayerKind::Add | LayerKind::Concatenate { .. })
     }
 }
 

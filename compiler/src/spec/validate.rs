@@ -228,7 +228,7 @@ fn check_args(kind: &LayerKind) -> Result<(), String> {
         | LayerKind::GlobalAveragePooling2d
         | LayerKind::Flatten
         | LayerKind::Add
-        | LayerKind::Concatenate => Ok(()),
+        | LayerKind::Concatenate { .. } => Ok(()),
     }
 }
 
