@@ -202,16 +202,19 @@ impl Expander<'_> {
     fn check_blocks(&self) -> Result<(), CompileError> {
         for (name, block) in self.blocks {
             if let Some((shown, why)) = name_problem(name) {
-                return Err(self.err(None, format!("invalid block name {shown}: {why}")));
+                return Err(self.err(block.pos, format!("invalid block name {shown}: {why}")));
             }
             if LAYER_TYPES.contains(&name.as_str()) || name == "repeat" {
-                return Err(self.err(None, format!("block name `{name}` is a layer type; choose another")));
+                return Err(self.err(
+                    block.pos,
+                    format!("block name `{name}` is a layer type; choose another"),
+                ));
             }
             let mut seen = HashSet::new();
             for p in &block.params {
                 if !super::arg::is_identifier(&p.name) || p.name == "name" || p.name == "inputs" {
                     return Err(self.err(
-                        None,
+                        block.pos,
                         format!(
                             "block `{name}`: parameter `{}` must be an identifier other than `name` and `inputs`",
                             p.name
@@ -220,7 +223,7 @@ impl Expander<'_> {
                 }
                 if !seen.insert(p.name.as_str()) {
                     return Err(self.err(
-                        None,
+                        block.pos,
                         format!("block `{name}`: parameter `{}` is declared twice", p.name),
                     ));
                 }

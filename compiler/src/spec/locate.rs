@@ -8,8 +8,10 @@
 //! `inputs:` list, `params:`) are not taken for layers, and skips block scalars (`name: |`),
 //! whose lines are text. serde visits items in document order, so each item takes the next
 //! scanned entry with its key; an item the scan missed (flow style, `[{conv2d: ...}]`) simply
-//! has no location.
+//! has no location. The names of the top-level `blocks:` mapping are located the same way,
+//! and matched to blocks by name.
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::yaml::RawModel;
@@ -49,10 +51,22 @@ pub fn take_pos(key: &str) -> Option<(usize, usize)> {
     })
 }
 
-/// The items of block sequences under a `layers:` key: `- key:` / `- key` / `- {key: ...}`,
-/// one per line at most.
-fn scan(text: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
+/// What [`scan`] finds in the text.
+#[derive(Debug, Default)]
+struct Scanned {
+    /// The items of block sequences under a `layers:` key: `- key:` / `- key` / `- {key: ...}`,
+    /// one per line at most.
+    items: Vec<Entry>,
+    /// The keys of a block-style top-level `blocks:` mapping (block names).
+    blocks: Vec<Entry>,
+}
+
+fn scan(text: &str) -> Scanned {
+    let mut out = Scanned::default();
+    // The indentation of the top-level keys (that of the first line), and inside `blocks:`, its
+    // key's column and that of the block names (`None` until the first name shows it).
+    let mut top = None;
+    let mut blocks: Option<(usize, Option<usize>)> = None;
     // The column of every enclosing `layers:` sequence's dashes, innermost last; `None` until
     // its first item shows it.
     let mut seqs: Vec<(usize, Option<usize>)> = Vec::new(); // (key column, dash column)
@@ -71,7 +85,17 @@ fn scan(text: &str) -> Vec<Entry> {
         if blank {
             continue;
         }
+        let top = *top.get_or_insert(indent);
         let dash = is_dash(&chars, indent);
+        if let Some((key_col, names_col)) = &mut blocks {
+            if indent <= *key_col {
+                blocks = None;
+            } else if *names_col.get_or_insert(indent) == indent && !dash {
+                if let Some((name, col)) = mapping_key(&chars, indent) {
+                    out.blocks.push((i + 1, col + 1, name));
+                }
+            }
+        }
         // Leave the sequences this line is not inside of.
         while let Some(&(key_col, dash_col)) = seqs.last() {
             let inside = match dash_col {
@@ -89,7 +113,7 @@ fn scan(text: &str) -> Vec<Entry> {
             }
             if last.1 == Some(indent) && dash {
                 if let Some(e) = item_key(&chars, i, indent + 1) {
-                    out.push(e);
+                    out.items.push(e);
                 }
             }
         }
@@ -117,6 +141,7 @@ fn scan(text: &str) -> Vec<Entry> {
         }
         match chars.get(p) {
             None | Some('#') if key == "layers" => seqs.push((key_col, None)),
+            None | Some('#') if key == "blocks" && key_col == top => blocks = Some((key_col, None)),
             Some('|' | '>') => scalar = Some(key_col),
             _ => {}
         }
@@ -152,6 +177,27 @@ fn plain_key(chars: &[char], mut p: usize) -> (String, Option<usize>) {
     (key, Some(p))
 }
 
+/// A mapping key at `p`, plain (`a b:`) or quoted (`"a b":`, escapes not undone), and the
+/// position of its first character.
+fn mapping_key(chars: &[char], p: usize) -> Option<(String, usize)> {
+    let (start, end, mut after) = match chars.get(p)? {
+        q @ ('"' | '\'') => {
+            let len = chars[p + 1..].iter().position(|c| c == q)?;
+            (p + 1, p + 1 + len, p + 2 + len)
+        }
+        _ => {
+            let colon =
+                (p..chars.len()).find(|&i| chars[i] == ':' && matches!(chars.get(i + 1), None | Some(' ' | '\t')))?;
+            (p, colon, colon)
+        }
+    };
+    while matches!(chars.get(after), Some(' ' | '\t')) {
+        after += 1;
+    }
+    let key: String = chars[start..end].iter().collect();
+    (chars.get(after) == Some(&':')).then(|| (key.trim_end().to_string(), start))
+}
+
 /// The layer key of a list item whose content starts after column `p` (just past its dash).
 fn item_key(chars: &[char], line: usize, mut p: usize) -> Option<Entry> {
     while matches!(chars.get(p), Some(' ' | '\t')) {
@@ -169,7 +215,8 @@ fn item_key(chars: &[char], line: usize, mut p: usize) -> Option<Entry> {
     matches!(chars.get(after), None | Some(':' | '#')).then(|| (line + 1, col + 1, key))
 }
 
-/// Parses the text into the raw model, locating items; errors carry `file:line:column`.
+/// Parses the text into the raw model, locating items and block names; errors carry
+/// `file:line:column`.
 pub fn parse_located(text: &str, path: &Path) -> Result<RawModel, CompileError> {
     if text.trim().is_empty() {
         return Err(CompileError::syntax(
@@ -177,14 +224,23 @@ pub fn parse_located(text: &str, path: &Path) -> Result<RawModel, CompileError> 
             "the model file is empty; expected a mapping with `input:` and `layers:`",
         ));
     }
+    let Scanned { items, blocks } = scan(text);
     CURSOR.with(|c| {
         *c.borrow_mut() = Some(Cursor {
-            entries: scan(text),
+            entries: items,
             next: 0,
         })
     });
     let _installed = Installed;
-    yaml_serde::from_str::<RawModel>(text).map_err(|e| yaml_error(&e, path))
+    let mut raw = yaml_serde::from_str::<RawModel>(text).map_err(|e| yaml_error(&e, path))?;
+    let mut found = HashMap::new();
+    for (line, col, name) in &blocks {
+        found.entry(name.as_str()).or_insert((*line, *col));
+    }
+    for (name, block) in &mut raw.blocks {
+        block.pos = found.get(name.as_str()).copied();
+    }
+    Ok(raw)
 }
 
 /// A yaml_serde error as a `CompileError::Syntax` with the location moved to the front.
@@ -214,7 +270,7 @@ mod tests {
     #[test]
     fn scan_finds_block_items() {
         let text = "layers:\n  - conv2d: {filters: 1}\n  - flatten\n  - {dense: {units: 2}}\n  - 'add': {}\n";
-        let e = scan(text);
+        let e = scan(text).items;
         let keys: Vec<_> = e.iter().map(|(l, c, k)| (*l, *c, k.as_str())).collect();
         assert_eq!(
             keys,
@@ -223,7 +279,7 @@ mod tests {
     }
 
     fn lines_of(text: &str) -> Vec<(usize, &str)> {
-        let e = scan(text);
+        let e = scan(text).items;
         e.into_iter()
             .map(|(l, _, k)| (l, if k == "dense" { "dense" } else { "other" }))
             .collect()
@@ -238,8 +294,8 @@ mod tests {
     #[test]
     fn scan_finds_items_of_blocks_and_repeats_at_any_indentation() {
         let text = "blocks:\n  b:\n    params: [f]\n    layers:\n    - dense: {units: $f}\n    - dense:\n        name: >-\n          - dense\n        units: 2\nlayers:\n- repeat:\n    times: 2\n    layers:\n      - dense\n- b: {f: 3}\ntraining: {loss: mse}\n";
-        let e = scan(text);
-        let keys: Vec<_> = e.iter().map(|(l, c, k)| (*l, *c, k.as_str())).collect();
+        let s = scan(text);
+        let keys: Vec<_> = s.items.iter().map(|(l, c, k)| (*l, *c, k.as_str())).collect();
         assert_eq!(
             keys,
             vec![
@@ -250,5 +306,14 @@ mod tests {
                 (15, 3, "b")
             ]
         );
+        assert_eq!(s.blocks, vec![(2, 3, "b".to_string())]);
+    }
+
+    #[test]
+    fn scan_finds_top_level_block_names_plain_or_quoted() {
+        let text = "input: [4]\nblocks:\n  # a comment\n  'a b': {layers: [flatten]}\n  c d :\n    layers:\n      \
+                    - blocks:\n          x: 1\n    params: [f]\n  \"e\": {layers: [flatten]}\nlayers: [flatten]\n";
+        let want = [(4, 4, "a b"), (5, 3, "c d"), (10, 4, "e")].map(|(l, c, k)| (l, c, k.to_string()));
+        assert_eq!(scan(text).blocks, want);
     }
 }

@@ -71,6 +71,9 @@ pub struct RawBlock {
     #[serde(default)]
     pub params: Vec<ParamDecl>,
     pub layers: Vec<RawItem>,
+    /// Line and column of the block's name when known (set by `locate`).
+    #[serde(skip)]
+    pub pos: Option<(usize, usize)>,
 }
 
 #[derive(DeriveDeserialize, Debug, Default)]
