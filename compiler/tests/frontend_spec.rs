@@ -395,6 +395,23 @@ fn training_section() {
     assert!(e.contains("training: epochs must be at least 1"), "{e}");
     let e = parse_err("input: [4]\nlayers: [dense: {units: 2}]\ntraining: {lr: 0.1}\n");
     assert!(e.contains("test.yaml:3:") && e.contains("unknown field `lr`"), "{e}");
+    // Numbers an f32 cannot hold are refused as written, not rounded to 0 or infinity.
+    let e = parse_err("input: [4]\nlayers: [dense: {units: 2}]\ntraining: {momentum: 0.5, learning_rate: 1e50}\n");
+    assert_eq!(
+        e,
+        "test.yaml:3:42: training.learning_rate: 1e50 is beyond f32's range (±3.4028235e38)"
+    );
+    let e = parse_err("input: [4, 4, 1]\nlayers:\n  - batch_normalization: {epsilon: -1e-60}\n");
+    assert!(
+        e.ends_with("epsilon: -1e-60 is closer to 0 than f32's smallest positive value (1e-45) and would round to 0"),
+        "{e}"
+    );
+    assert_eq!(
+        parse("input: [4]\nlayers: [dropout: {rate: 0}]\ntraining: {learning_rate: 1e-40}\n")
+            .training
+            .learning_rate,
+        Some(1e-40)
+    );
 }
 
 #[test]

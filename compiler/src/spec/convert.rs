@@ -33,8 +33,8 @@ pub fn layer_kind(raw: &RawLayer, env: &Env) -> Result<LayerKind, String> {
         },
         RawLayer::BatchNormalization(a) => LayerKind::BatchNormalization {
             axis: opt(&a.axis, "axis", env)?.unwrap_or(defaults::AXIS),
-            momentum: opt(&a.momentum, "momentum", env)?.unwrap_or(defaults::BN_MOMENTUM),
-            epsilon: opt(&a.epsilon, "epsilon", env)?.unwrap_or(defaults::BN_EPSILON),
+            momentum: opt(&a.momentum, "momentum", env)?.map_or(defaults::BN_MOMENTUM, |v| v.0),
+            epsilon: opt(&a.epsilon, "epsilon", env)?.map_or(defaults::BN_EPSILON, |v| v.0),
             center: opt(&a.center, "center", env)?.unwrap_or(true),
             scale: opt(&a.scale, "scale", env)?.unwrap_or(true),
         },
@@ -59,7 +59,7 @@ pub fn layer_kind(raw: &RawLayer, env: &Env) -> Result<LayerKind, String> {
         }
         RawLayer::GlobalAveragePooling2d(_) => LayerKind::GlobalAveragePooling2d,
         RawLayer::Dropout(a) => LayerKind::Dropout {
-            rate: req(&a.rate, "rate", env)?,
+            rate: req(&a.rate, "rate", env)?.0,
             seed: opt(&a.seed, "seed", env)?,
         },
         RawLayer::Flatten(_) => LayerKind::Flatten,

@@ -108,13 +108,13 @@ pub fn expand(raw: RawModel, path: &Path) -> Result<ModelSpec, CompileError> {
 fn training(t: RawTraining) -> TrainingSpec {
     TrainingSpec {
         optimizer: t.optimizer.map(|o| o.0.to_string()),
-        learning_rate: t.learning_rate,
-        momentum: t.momentum,
+        learning_rate: t.learning_rate.map(|v| v.0),
+        momentum: t.momentum.map(|v| v.0),
         loss: t.loss.map(|l| l.0),
         from_logits: t.from_logits,
         batch_size: t.batch_size,
         epochs: t.epochs,
-        validation_split: t.validation_split,
+        validation_split: t.validation_split.map(|v| v.0),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Deserializers for the model file's keyword and size values: activation, padding,
 //! initializer, loss and optimizer names (case-insensitive, as Keras lower-cases them; an unknown
-//! one lists the allowed ones), and sizes written as `3` or `[3, 5]`.
+//! one lists the allowed ones), sizes written as `3` or `[3, 5]`, and `f32` hyper-parameters.
 
 use std::fmt;
 
@@ -87,6 +87,49 @@ keyword!(
     "optimizer",
     OPTIMIZERS
 );
+
+/// An `f32` hyper-parameter (`learning_rate: 1e-3`). A number that `f32` cannot hold is refused
+/// as written rather than rounded: `1e-50` would become 0, `1e50` infinity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct F32(pub f32);
+
+impl<'de> Deserialize<'de> for F32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(F32Visitor)
+    }
+}
+
+struct F32Visitor;
+
+impl Visitor<'_> for F32Visitor {
+    type Value = F32;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<F32, E> {
+        let x = v as f32;
+        if v.is_finite() && x.is_infinite() {
+            return Err(E::custom(format!("{v:e} is beyond f32's range (±{:e})", f32::MAX)));
+        }
+        if x == 0.0 && v != 0.0 {
+            return Err(E::custom(format!(
+                "{v:e} is closer to 0 than f32's smallest positive value ({:e}) and would round to 0",
+                f32::from_bits(1)
+            )));
+        }
+        Ok(F32(x))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<F32, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<F32, E> {
+        self.visit_f64(v as f64)
+    }
+}
 
 /// A size must be at least 1 (an upper bound is checked by `validate`).
 fn positive<E: de::Error>(v: u64) -> Result<usize, E> {

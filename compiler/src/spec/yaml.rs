@@ -51,7 +51,7 @@ use serde::Deserialize as DeriveDeserialize;
 use yaml_serde::Value;
 
 use super::arg::Arg;
-use super::keywords::{ActName, InitName, LossName, OptimizerName, PaddingName, Pair};
+use super::keywords::{ActName, InitName, LossName, OptimizerName, PaddingName, Pair, F32};
 use super::locate;
 
 #[derive(DeriveDeserialize, Debug)]
@@ -80,13 +80,13 @@ pub struct RawBlock {
 #[serde(deny_unknown_fields, expecting = "training settings")]
 pub struct RawTraining {
     pub optimizer: Option<OptimizerName>,
-    pub learning_rate: Option<f32>,
-    pub momentum: Option<f32>,
+    pub learning_rate: Option<F32>,
+    pub momentum: Option<F32>,
     pub loss: Option<LossName>,
     pub from_logits: Option<bool>,
     pub batch_size: Option<usize>,
     pub epochs: Option<usize>,
-    pub validation_split: Option<f32>,
+    pub validation_split: Option<F32>,
 }
 
 /// A block parameter: `filters` (required) or `{strides: 1}` (with a default).
@@ -191,8 +191,8 @@ pub struct BatchNormArgs {
     pub name: Option<String>,
     pub inputs: Option<Vec<String>>,
     pub axis: Option<Arg<i64>>,
-    pub momentum: Option<Arg<f32>>,
-    pub epsilon: Option<Arg<f32>>,
+    pub momentum: Option<Arg<F32>>,
+    pub epsilon: Option<Arg<F32>>,
     pub center: Option<Arg<bool>>,
     pub scale: Option<Arg<bool>>,
 }
@@ -227,7 +227,7 @@ pub struct PlainArgs {
 pub struct DropoutArgs {
     pub name: Option<String>,
     pub inputs: Option<Vec<String>>,
-    pub rate: Arg<f32>,
+    pub rate: Arg<F32>,
     pub seed: Option<Arg<u64>>,
 }
 
