@@ -545,6 +545,35 @@ fn a_byte_order_mark_is_ignored_and_lines_stay_right() {
     assert!(cnnc_compiler::spec::load_model(&path).is_ok());
 }
 
+#[test]
+fn invalid_characters_are_located_by_line_and_column() {
+    let e = parse_err("input: [4]\nlayers:\n  - dense: {name: \"\u{e9}\u{1}\", units: 2}\n");
+    assert_eq!(
+        e,
+        "test.yaml:3:21: control characters are not allowed: U+0001 (byte offset 40)"
+    );
+    // After a byte-order mark, the column is as an editor shows it, the offset is in the file.
+    let e = parse_err("\u{feff}input: [4]\0\nlayers: [flatten]\n");
+    assert_eq!(
+        e,
+        "test.yaml:1:11: control characters are not allowed: U+0000 (byte offset 13)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.yaml");
+    std::fs::write(&path, b"input: [4]\nlayers:\n  - dense: {name: caf\xe9, units: 2}\n").unwrap();
+    let e = cnnc_compiler::spec::load_model(&path)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        e,
+        format!(
+            "{}:3:22: the model file is not UTF-8 text: invalid byte 0xE9 (byte offset 40)",
+            path.display()
+        )
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn load_model_reads_a_device_no_further_than_the_size_limit() {

@@ -218,6 +218,12 @@ fn item_key(chars: &[char], line: usize, mut p: usize) -> Option<Entry> {
 /// Parses the text into the raw model, locating items and block names; errors carry
 /// `file:line:column`.
 pub fn parse_located(text: &str, path: &Path) -> Result<RawModel, CompileError> {
+    // A byte-order mark (editors on Windows write one) is not part of the YAML; dropping it
+    // keeps lines and columns as the user sees them.
+    let (text, bom) = match text.strip_prefix('\u{feff}') {
+        Some(t) => (t, text.len() - t.len()),
+        None => (text, 0),
+    };
     if text.trim().is_empty() {
         return Err(CompileError::syntax(
             SourceLoc::new(Some(path.to_path_buf()), None, None),
@@ -232,7 +238,7 @@ pub fn parse_located(text: &str, path: &Path) -> Result<RawModel, CompileError> 
         })
     });
     let _installed = Installed;
-    let mut raw = yaml_serde::from_str::<RawModel>(text).map_err(|e| yaml_error(&e, path))?;
+    let mut raw = yaml_serde::from_str::<RawModel>(text).map_err(|e| yaml_error(&e, text, bom, path))?;
     let mut found = HashMap::new();
     for (line, col, name) in &blocks {
         found.entry(name.as_str()).or_insert((*line, *col));
@@ -243,8 +249,18 @@ pub fn parse_located(text: &str, path: &Path) -> Result<RawModel, CompileError> 
     Ok(raw)
 }
 
+/// The 1-based line and column (in characters, as libyaml counts) just after `before`.
+pub fn line_col(before: &str) -> (usize, usize) {
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
 /// A yaml_serde error as a `CompileError::Syntax` with the location moved to the front.
-fn yaml_error(e: &yaml_serde::Error, path: &Path) -> CompileError {
+/// `bom` is the length of the byte-order mark dropped before `text`.
+fn yaml_error(e: &yaml_serde::Error, text: &str, bom: usize, path: &Path) -> CompileError {
     let mut message = e.to_string();
     let (line, column) = match e.location() {
         Some(l) => {
@@ -260,7 +276,28 @@ fn yaml_error(e: &yaml_serde::Error, path: &Path) -> CompileError {
         }
         None => (None, None),
     };
+    let (line, column) = match reader_position(e, &mut message, text, bom) {
+        Some((l, c)) => (Some(l), Some(c)),
+        None => (line, column),
+    };
     CompileError::syntax(SourceLoc::new(Some(path.to_path_buf()), line, column), message)
+}
+
+/// A libyaml reader error (a control character such as NUL) has no line and column, only
+/// ` at position <byte offset>` at the end of its message: its line and column, with the
+/// message ending in the character and its offset in the file instead.
+fn reader_position(e: &yaml_serde::Error, message: &mut String, text: &str, bom: usize) -> Option<(usize, usize)> {
+    if e.location().is_some_and(|l| l.index() != 0) {
+        return None;
+    }
+    const AT: &str = " at position ";
+    let i = message.rfind(AT)?;
+    let offset: usize = message[i + AT.len()..].parse().ok()?;
+    let c = text.get(offset..)?.chars().next()?;
+    let pos = line_col(text.get(..offset)?);
+    let in_file = offset + bom;
+    message.replace_range(i.., &format!(": U+{:04X} (byte offset {in_file})", u32::from(c)));
+    Some(pos)
 }
 
 #[cfg(test)]

@@ -115,9 +115,6 @@ impl ModelSpec {
 /// Parses and expands a model file's text; `path` is used in error messages and for the
 /// default model name (the file stem). The result is validated.
 pub fn parse_model(text: &str, path: &Path) -> Result<ModelSpec, CompileError> {
-    // A byte-order mark (editors on Windows write one) is not part of the YAML; dropping it
-    // keeps lines and columns as the user sees them.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let raw = locate::parse_located(text, path)?;
     let spec = expand::expand(raw, path)?;
     validate(&spec)?;
@@ -144,12 +141,13 @@ pub fn load_model(path: &Path) -> Result<ModelSpec, CompileError> {
         }
     };
     let text = String::from_utf8(bytes).map_err(|e| {
+        let (bytes, offset) = (e.as_bytes(), e.utf8_error().valid_up_to());
+        let before = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+        let (line, column) = locate::line_col(before.strip_prefix('\u{feff}').unwrap_or(before));
+        let byte = bytes.get(offset).map(|b| format!(" 0x{b:02X}")).unwrap_or_default();
         CompileError::syntax(
-            SourceLoc::new(Some(path.to_path_buf()), None, None),
-            format!(
-                "the model file is not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
+            SourceLoc::new(Some(path.to_path_buf()), Some(line), Some(column)),
+            format!("the model file is not UTF-8 text: invalid byte{byte} (byte offset {offset})"),
         )
     })?;
     parse_model(&text, path)
