@@ -184,6 +184,14 @@ fn zero_counts_and_absurd_thread_counts_are_refused_everywhere() {
         ),
         (train(&["--epochs", "0"]), "'--epochs <EPOCHS>': must be at least 1"),
         (train(&["--steps", "0"]), "'--steps <STEPS>': must be at least 1"),
+        (
+            train(&["--learning-rate", "1e-50"]),
+            "'--learning-rate <LEARNING_RATE>': 1e-50 is closer to 0 than f32's smallest positive value",
+        ),
+        (
+            train(&["--momentum", "1e50"]),
+            "'--momentum <MOMENTUM>': 1e50 is beyond f32's range",
+        ),
         (train(&["--threads", "0"]), "'--threads <THREADS>': must be at least 1"),
         (
             train(&["--threads", "20000"]),

@@ -18,6 +18,23 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// An f32 flag (`--learning-rate 1e-3`), refused as written when f32 cannot hold it (`1e-50`
+/// would round to 0, `1e50` to infinity), as the model file's hyper-parameters are.
+fn finite_f32(s: &str) -> Result<f32, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    let x = v as f32;
+    if v.is_finite() && x.is_infinite() {
+        return Err(format!("{s} is beyond f32's range (±{:e})", f32::MAX));
+    }
+    if x == 0.0 && v != 0.0 {
+        return Err(format!(
+            "{s} is closer to 0 than f32's smallest positive value ({:e}) and would round to 0",
+            f32::from_bits(1)
+        ));
+    }
+    Ok(x)
+}
+
 /// A thread count in `1..=MAX_THREADS`.
 fn thread_count(s: &str) -> Result<usize, String> {
     match positive(s)? {
@@ -169,14 +186,14 @@ pub struct TrainArgs {
     pub batch_size: Option<usize>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerChoice>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f32)]
     pub learning_rate: Option<f32>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f32)]
     pub momentum: Option<f32>,
     /// Nesterov momentum (sgd).
     #[arg(long)]
     pub nesterov: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f32)]
     pub validation_split: Option<f32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
