@@ -223,12 +223,15 @@ fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: u
 
 /// Input channels per chunk of a streamed kernel ([`stream_taps`]).
 const STREAM_CHUNK: usize = 16;
+/// Most pixels per register block of [`stream_taps`] (one vector each, and room for operands).
+const STREAM_BLOCK: usize = 16;
 
 /// [`rows_taps`] over all `f` output channels (`nb = f`, `nv = f / 16` vectors per pixel) of a
 /// conv whose kernel streams (`ConvLayout::Forward::stream_kernel`): the kernel rows of
 /// [`STREAM_CHUNK`] input channels at a time (all `f` values of each, contiguous), one
-/// channel vector at a time, into `mr` register accumulators loaded from and stored back to
-/// the block `va` (in L1, `mr · f` floats). Every kernel value is read once, in memory order.
+/// channel vector at a time, into register accumulators of up to [`STREAM_BLOCK`] pixels
+/// loaded from and stored back to the block `va` (`mr · f` floats, in L1 or L2). Every kernel
+/// value is read from memory once, in memory order (again from L1 per pixel block).
 fn stream_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nv: usize) {
     let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel_hw);
     let (cc, f, [sh, sw]) = (g.c, g.f, g.strides);
@@ -241,7 +244,7 @@ fn stream_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nv: usize) {
         off.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
     ));
     c.line(format!(
-        "// [pixel][channel vector], in L1 between chunks of {STREAM_CHUNK} kernel rows"
+        "// [pixel][channel vector], in L1 (or L2) between chunks of {STREAM_CHUNK} kernel rows"
     ));
     kernels_lanes::declare(c, mr, nv);
     c.open(format!("for kh in 0..{kh}"));
@@ -268,14 +271,23 @@ fn stream_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nv: usize) {
         2 * STREAM_CHUNK
     ));
     c.close();
-    c.line(format!("let mut vb: [V; {mr}] = core::array::from_fn(|m| va[m][j]);"));
-    c.open(format!("for ci in c0..c0 + {STREAM_CHUNK}"));
-    c.line(format!("let b = V::load(&ws[ci * {f} + {LANES} * j..]);"));
-    c.line(format!(
-        "for m in 0..{mr} {{ vb[m] = vb[m].fma(V::splat(xb[OFF[m] + ci]), b); }}"
-    ));
-    c.close();
-    c.line(format!("for m in 0..{mr} {{ va[m][j] = vb[m]; }}"));
+    // Register blocks of up to STREAM_BLOCK pixels, the chunk's vector `j` read from L1; the
+    // blocks written out, so that every pixel offset is a constant.
+    for pb in (0..mr).step_by(STREAM_BLOCK) {
+        let bm = (mr - pb).min(STREAM_BLOCK);
+        let px = add(&pb.to_string(), "m");
+        c.line(format!("// pixels {pb}..{}", pb + bm));
+        c.line(format!(
+            "let mut vb: [V; {bm}] = core::array::from_fn(|m| va[{px}][j]);"
+        ));
+        c.open(format!("for ci in c0..c0 + {STREAM_CHUNK}"));
+        c.line(format!("let b = V::load(&ws[ci * {f} + {LANES} * j..]);"));
+        c.line(format!(
+            "for m in 0..{bm} {{ vb[m] = vb[m].fma(V::splat(xb[OFF[{px}] + ci]), b); }}"
+        ));
+        c.close();
+        c.line(format!("for m in 0..{bm} {{ va[{px}][j] = vb[m]; }}"));
+    }
     c.close();
     c.close();
     c.close();

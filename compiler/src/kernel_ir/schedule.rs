@@ -155,16 +155,17 @@ pub fn packs_kernel(g: &ConvGeom) -> bool {
     g.n * g.out_hw[0] * g.out_hw[1] >= 256
 }
 
-/// Most output pixels per image of a conv whose kernel streams ([`streams_kernel`]): one register
-/// block of as many vectors, and room for the operands.
-const STREAM_PIXELS: usize = 16;
+/// Most output pixels per image of a conv whose kernel streams ([`streams_kernel`]): their
+/// accumulators (64 KiB at 256 channels) stay within L2.
+const STREAM_PIXELS: usize = 64;
 /// Fewest kernel floats for it to stream (1 MiB: more than half a core's L2).
 const STREAM_KERNEL_FLOATS: usize = 256 * 1024;
 
 /// Whether a forward conv that does not pack its kernel computes all of an image's outputs in
 /// one block (in L1), reading the kernel once per image in memory order, a chunk of rows at a
 /// time: the kernel is far larger than the output (ResNet18's 3×3×512×512 at 4×4 and batch 1:
-/// 9 MiB of weights for 16 pixels), and reading it is the conv's cost. Blocks of a few
+/// 9 MiB of weights for 16 pixels; its 8×8 stage, 2.3 MiB for 64), and reading it is the
+/// conv's cost. Blocks of a few
 /// channels read each kernel row in pieces 2 KiB apart (a new page every other row, out of
 /// the prefetchers' reach), and smaller pixel blocks read the kernel again.
 pub fn streams_kernel(g: &ConvGeom) -> bool {
