@@ -2,7 +2,9 @@
 //! valid, the step counter; `forward`, and with training `train_step` (with the optimiser),
 //! `gradients` (without), `iterations` and `reset_optimizer`.
 
-use super::api::{forward_checks, forward_doc, numel, src, CrateInfo, TrainInfo};
+use std::collections::HashMap;
+
+use super::api::{forward_checks, forward_doc, numel, src, CrateInfo, ParamInfo, TrainInfo};
 use super::layout::Loc;
 use super::writer::Code;
 
@@ -161,11 +163,12 @@ fn train_methods(c: &mut Code, info: &CrateInfo, t: &TrainInfo) {
     c.line("assert_eq!(grads.len(), GRADS_F32S, \"gradients: grads must hold GRADS_F32S values\");");
     c.line("let loss = self.run_training(x, y, step, false);");
     let mut at = 0;
+    let grads: HashMap<&str, &Loc> = t.code.grads.iter().map(|(name, l)| (name.as_str(), l)).collect();
     for p in info.params.iter().filter(|p| p.trainable) {
         let n = numel(&p.shape);
         let dst = format!("grads[{at}..{}]", at + n);
-        match t.code.grads.iter().find(|(name, _)| *name == p.name) {
-            Some((_, l)) => c.line(format!("{dst}.copy_from_slice({}); // {}", src(l), p.name)),
+        match grads.get(p.name.as_str()) {
+            Some(l) => c.line(format!("{dst}.copy_from_slice({}); // {}", src(l), p.name)),
             None => c.line(format!(
                 "{dst}.fill(0.0); // {} (the loss does not depend on it)",
                 p.name
@@ -222,8 +225,9 @@ fn train_methods(c: &mut Code, info: &CrateInfo, t: &TrainInfo) {
     if info.c_abi {
         c.line("self.caller_folded = false;");
     }
+    let params: HashMap<&str, &ParamInfo> = info.params.iter().map(|p| (p.name.as_str(), p)).collect();
     for (name, l) in &t.code.state {
-        if let Some(p) = info.params.iter().find(|p| &p.name == name) {
+        if let Some(p) = params.get(name.as_str()) {
             c.line(format!(
                 "self.params[{}..{}].copy_from_slice({}); // {name}",
                 p.offset,

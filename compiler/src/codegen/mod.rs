@@ -403,11 +403,12 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
     }
     let params_f32s = at;
     let programs: Vec<&Program> = std::iter::once(&infer).chain(train.as_ref()).collect();
+    let shapes: HashMap<&str, &[usize]> = params.iter().map(|q| (q.name.as_str(), &q.shape[..])).collect();
     for p in &programs {
         for b in p.params() {
             let buf = p.buffer(b);
             if let BufKind::Param { name, .. } = &buf.kind {
-                let known = params.iter().any(|q| &q.name == name && q.shape == buf.shape.0);
+                let known = shapes.get(name.as_str()) == Some(&&buf.shape.0[..]);
                 if !known {
                     return Err(model_err(format!(
                         "parameter '{name}' {} is not a model parameter",
