@@ -172,21 +172,30 @@ pub(super) fn block_taps(
     }
 }
 
-/// `acc: [[f32; nb]; rr·OW]` holding the taps of output rows `oh..oh + rr` of image `n` (a
-/// vector block of `nv` vectors per pixel): pixel `m` is `(oh + m / OW, m % OW)`, whose input
-/// window starts `OFF[m]` values into the block's first input row.
-fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: usize) {
-    let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel_hw);
-    let (cc, f, [sh, sw]) = (g.c, g.f, g.strides);
+/// Emits `OFF`, where the input window of each pixel `m` of a block of `rr` output rows starts
+/// in the block's first input row, and returns those offsets.
+fn pixel_offsets(c: &mut Code, g: &ConvGeom, rr: usize) -> Vec<usize> {
+    let (w, ow, cc, [sh, sw]) = (g.in_hw[1], g.out_hw[1], g.c, g.strides);
     let row_len = padded_hw(g).map_or(w, |[_, wp]| wp) * cc;
-    let mr = rr * ow;
-    let off: Vec<usize> = (0..mr).map(|m| (m / ow) * sh * row_len + (m % ow) * sw * cc).collect();
-    let span = off[mr - 1] + kw * cc;
+    let off: Vec<usize> = (0..rr * ow)
+        .map(|m| (m / ow) * sh * row_len + (m % ow) * sw * cc)
+        .collect();
     c.line(format!(
-        "const OFF: [usize; {mr}] = [{}];",
+        "const OFF: [usize; {}] = [{}];",
+        off.len(),
         off.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
     ));
-    kernels_lanes::declare(c, mr, nv);
+    off
+}
+
+/// Opens the loops over the taps' kernel rows and columns of a block of output rows from
+/// `oh` (pixel offsets `off`), binding `xr` (input row `oh·sh + kh`, padded or in place) and
+/// `xb` (its part the block's pixels read at column `kw`).
+fn open_tap_rows(c: &mut Code, g: &ConvGeom, nm: &Names, off: &[usize]) {
+    let ([h, w], [kh, kw], cc, sh) = (g.in_hw, g.kernel_hw, g.c, g.strides[0]);
+    let row_len = padded_hw(g).map_or(w, |[_, wp]| wp) * cc;
+    let last = off[off.len() - 1];
+    let span = last + kw * cc;
     c.open(format!("for kh in 0..{kh}"));
     let ih = add(&mul("oh", sh), "kh");
     match padded_hw(g) {
@@ -194,7 +203,18 @@ fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: u
         None => c.line(format!("let xr = &{}[(n * {h} + {ih}) * {row_len}..][..{span}];", nm.x)),
     }
     c.open(format!("for kw in 0..{kw}"));
-    c.line(format!("let xb = &xr[{}..][..{}];", mul("kw", cc), off[mr - 1] + cc));
+    c.line(format!("let xb = &xr[{}..][..{}];", mul("kw", cc), last + cc));
+}
+
+/// `acc: [[f32; nb]; rr·OW]` holding the taps of output rows `oh..oh + rr` of image `n` (a
+/// vector block of `nv` vectors per pixel): pixel `m` is `(oh + m / OW, m % OW)`, whose input
+/// window starts `OFF[m]` values into the block's first input row.
+fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: usize) {
+    let (kw, cc, f) = (g.kernel_hw[1], g.c, g.f);
+    let mr = rr * g.out_hw[1];
+    let off = pixel_offsets(c, g, rr);
+    kernels_lanes::declare(c, mr, nv);
+    open_tap_rows(c, g, nm, &off);
     let k = g.kernel_len() / f;
     let load = if nm.panels {
         c.line(format!(
@@ -233,28 +253,14 @@ const STREAM_BLOCK: usize = 16;
 /// loaded from and stored back to the block `va` (`mr · f` floats, in L1 or L2). Every kernel
 /// value is read from memory once, in memory order (again from L1 per pixel block).
 fn stream_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nv: usize) {
-    let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel_hw);
-    let (cc, f, [sh, sw]) = (g.c, g.f, g.strides);
-    let row_len = padded_hw(g).map_or(w, |[_, wp]| wp) * cc;
-    let mr = rr * ow;
-    let off: Vec<usize> = (0..mr).map(|m| (m / ow) * sh * row_len + (m % ow) * sw * cc).collect();
-    let span = off[mr - 1] + kw * cc;
-    c.line(format!(
-        "const OFF: [usize; {mr}] = [{}];",
-        off.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
-    ));
+    let (kw, cc, f) = (g.kernel_hw[1], g.c, g.f);
+    let mr = rr * g.out_hw[1];
+    let off = pixel_offsets(c, g, rr);
     c.line(format!(
         "// [pixel][channel vector], in L1 (or L2) between chunks of {STREAM_CHUNK} kernel rows"
     ));
     kernels_lanes::declare(c, mr, nv);
-    c.open(format!("for kh in 0..{kh}"));
-    let ih = add(&mul("oh", sh), "kh");
-    match padded_hw(g) {
-        Some(_) => c.line(format!("let xr = &{}[{}..][..{span}];", nm.xp, times(&ih, row_len))),
-        None => c.line(format!("let xr = &{}[(n * {h} + {ih}) * {row_len}..][..{span}];", nm.x)),
-    }
-    c.open(format!("for kw in 0..{kw}"));
-    c.line(format!("let xb = &xr[{}..][..{}];", mul("kw", cc), off[mr - 1] + cc));
+    open_tap_rows(c, g, nm, &off);
     c.line(format!(
         "let ws = &{}[(kh * {kw} + kw) * {}..][..{}];",
         nm.w,
