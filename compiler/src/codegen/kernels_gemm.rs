@@ -262,11 +262,15 @@ pub(crate) fn gemm(
     }
     let softmax = e.act == Activation::Softmax;
     // Rows of B (its copy) hold `np` columns; blocks are the schedule's tile width when whole
-    // vectors that divide the row, else one or two vectors.
+    // vectors that divide the row, the whole row when the tile covers it, else one or two
+    // vectors.
     let np = padded_columns(n).unwrap_or(n);
     let nr = tile_width(n, s);
     let nb = if np == n && nr.is_multiple_of(LANES) && n.is_multiple_of(nr) {
         nr
+    } else if nr >= n {
+        // the whole (padded) row
+        np
     } else if nr >= 2 * LANES && np.is_multiple_of(2 * LANES) {
         2 * LANES
     } else {

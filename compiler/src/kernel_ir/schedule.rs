@@ -283,7 +283,13 @@ fn pool_band(op: &KernelOp) -> usize {
 
 fn gemm_schedule(op: &KernelOp, d: GemmDims, m: &Machine) -> Schedule {
     let vw = m.vector_width;
-    let nr_vecs = d.n.div_ceil(vw).clamp(1, 2);
+    // A dense layer with few rows (batch 1) gives the registers its rows leave to more
+    // columns: more independent accumulators per step, and B's rows read whole, in order.
+    let widest = match op {
+        KernelOp::Gemm { .. } => ((m.vector_registers() - 2) / (d.m.max(1) + 1)).max(2),
+        _ => 2,
+    };
+    let nr_vecs = d.n.div_ceil(vw).clamp(1, widest);
     let nr = nr_vecs * vw;
     // Accumulators mr × nr_vecs plus the B vectors and one broadcast A value must fit.
     let mr = ((m.vector_registers() - nr_vecs - 2) / nr_vecs).clamp(1, 14).min(d.m);
