@@ -497,15 +497,23 @@ fn softmax_cross_entropy_fused_and_losses() {
             TOL,
             "loss from p",
         );
+        // Keras's loss depends on the whole row (it renormalises it), so every column has a
+        // gradient: (1/S − t/p)/N with S = Σp (1 here, up to rounding).
         softmax::loss_grad(kind, false, rows, k, &probs, target, &mut d);
         for (i, (&g, &t)) in d.iter().zip(&onehot).enumerate() {
-            let want = if t != 0.0 {
-                (-1.0 / (probs[i] as f64 * n)) as f32
-            } else {
-                0.0
-            };
+            let r = i / k;
+            let s: f64 = probs[r * k..(r + 1) * k].iter().map(|&p| p as f64).sum();
+            let want = ((1.0 / s - t as f64 / probs[i] as f64) / n) as f32;
             assert_close(&[g], &[want], TOL, "loss grad from p");
         }
+        // Outputs that are not a distribution (LeNet's sigmoids): Keras renormalises the row, so
+        // ten outputs of 0.5 give ln 10 whatever the class, and the gradient (1/5 − t/0.5)/N.
+        let half = vec![0.5f32; rows * k];
+        let l = softmax::loss(kind, false, rows, k, &half, target);
+        assert_close(&[l], &[std::f32::consts::LN_10], TOL, "loss from sigmoid outputs");
+        softmax::loss_grad(kind, false, rows, k, &half, target, &mut d);
+        let want: Vec<f32> = onehot.iter().map(|&t| ((0.2 - t as f64 / 0.5) / n) as f32).collect();
+        assert_close(&d, &want, TOL, "loss grad from sigmoid outputs");
     }
     // Mean squared error over every element.
     let t = data(rows * k, 61, -1.0, 1.0);

@@ -298,11 +298,17 @@ pub(crate) fn loss(c: &mut Code, kind: LossKind, from_logits: bool, rows: usize,
                     c.line("total += z.iter().zip(t).map(|(&v, &t)| t as f64 * (lse - v as f64)).sum::<f64>();");
                 }
             } else if sparse {
-                c.line(format!("total -= ln(z[k].clamp({CLIP}, 1.0 - {CLIP}) as f64);"));
+                // As Keras: ln clip(p) taken as logits.
+                c.line(format!(
+                    "let s: f64 = z.iter().map(|&p| p.clamp({CLIP}, 1.0 - {CLIP}) as f64).sum();"
+                ));
+                c.line(format!("total += ln(s) - ln(z[k].clamp({CLIP}, 1.0 - {CLIP}) as f64);"));
             } else {
+                // As Keras: the row divided by its sum, then clipped.
+                c.line("let s: f32 = z.iter().sum();");
                 c.open("for (&p, &t) in z.iter().zip(t)");
                 c.line(format!(
-                    "if t != 0.0 {{ total -= t as f64 * ln(p.clamp({CLIP}, 1.0 - {CLIP}) as f64); }}"
+                    "if t != 0.0 {{ total -= t as f64 * ln((p / s).clamp({CLIP}, 1.0 - {CLIP}) as f64); }}"
                 ));
                 c.close();
             }
@@ -350,13 +356,30 @@ pub(crate) fn loss_grad(c: &mut Code, kind: LossKind, from_logits: bool, rows: u
                 c.line("let s = exp(z[j] as f64 - max) / sum;");
                 c.line(format!("d[j] = ((s * tsum - {tj}) / {rows}.0) as f32;"));
                 c.close();
-            } else {
+            } else if sparse {
+                // d/dp_j of ln S - ln clip(p_k), S = Σ clip(p): 1/S - [j = k]/p_j, inside the clip.
+                c.line(format!(
+                    "let s: f64 = z.iter().map(|&p| p.clamp({CLIP}, 1.0 - {CLIP}) as f64).sum();"
+                ));
                 c.open(format!("for j in 0..{cols}"));
                 c.line(format!("let (p, t) = (z[j], {tj});"));
                 c.line(format!("let inside = ({CLIP}..=1.0 - {CLIP}).contains(&p);"));
                 c.line(format!(
-                    "d[j] = if t != 0.0 && inside {{ (-t / p as f64 / {rows}.0) as f32 }} else {{ 0.0 }};"
+                    "d[j] = if inside {{ ((1.0 / s - t / p as f64) / {rows}.0) as f32 }} else {{ 0.0 }};"
                 ));
+                c.close();
+            } else {
+                // q = p / Σp, g_j = -t_j / q_j inside the clip: dL/dp_i = (g_i - Σ g_j q_j) / Σp.
+                c.line("let s: f32 = z.iter().sum();");
+                c.line(format!("let mut g = [0f64; {cols}];"));
+                c.open(format!("for j in 0..{cols}"));
+                c.line(format!("let (q, t) = (z[j] / s, {tj});"));
+                c.line(format!("let inside = ({CLIP}..=1.0 - {CLIP}).contains(&q);"));
+                c.line("g[j] = if t != 0.0 && inside { -t / q as f64 } else { 0.0 };");
+                c.close();
+                c.line("let dot: f64 = g.iter().zip(z).map(|(&g, &p)| g * (p / s) as f64).sum();");
+                c.open(format!("for j in 0..{cols}"));
+                c.line(format!("d[j] = ((g[j] - dot) / s as f64 / {rows}.0) as f32;"));
                 c.close();
             }
         }

@@ -3,8 +3,10 @@
 //!
 //! - crossentropy from logits: `lse(z) - z[t]` (sparse) or `Σ t·(lse(z) - z)` (categorical),
 //!   with the stable log-sum-exp; gradient `(softmax(z)·Σt - t) / N`.
-//! - crossentropy from probabilities (Keras): `p` clipped to `[1e-7, 1 - 1e-7]`, then
-//!   `-Σ t·log p`; gradient `-t / p` where `p` lies inside the clip range, 0 outside.
+//! - crossentropy from probabilities, as Keras computes it (which matters when the outputs are
+//!   not a softmax's, e.g. LeNet's sigmoid outputs): sparse, `p` clipped to `[1e-7, 1 - 1e-7]`
+//!   and its log taken as logits, `ln Σ clip(p) - ln clip(p[t])`; categorical, the row divided
+//!   by its sum, then clipped, `-Σ t·ln clip(q)`. The clip passes a gradient inside its range.
 //! - mean squared error: the mean over all elements of a sample, then over the batch (= the mean
 //!   over every element); gradient `2 (p - t) / numel`.
 
@@ -81,12 +83,22 @@ pub fn loss(pred: &Tensor, target: &Tensor, kind: LossKind, from_logits: bool) -
                 let (lse, _) = log_sum_exp(row);
                 row.iter().zip(trow).map(|(&z, &t)| t * (lse - z as f64)).sum()
             }
-            _ => row
-                .iter()
-                .zip(trow)
-                .filter(|(_, &t)| t != 0.0)
-                .map(|(&p, &t)| -t * clipped(p).ln())
-                .sum(),
+            LossKind::SparseCategoricalCrossentropy => {
+                let ln_sum = row.iter().map(|&p| clipped(p)).sum::<f64>().ln();
+                row.iter()
+                    .zip(trow)
+                    .filter(|(_, &t)| t != 0.0)
+                    .map(|(&p, &t)| t * (ln_sum - clipped(p).ln()))
+                    .sum()
+            }
+            _ => {
+                let sum: f32 = row.iter().sum();
+                row.iter()
+                    .zip(trow)
+                    .filter(|(_, &t)| t != 0.0)
+                    .map(|(&p, &t)| -t * clipped(p / sum).ln())
+                    .sum()
+            }
         };
     }
     Ok(Tensor {
@@ -112,17 +124,77 @@ pub fn loss_grad(pred: &Tensor, target: &Tensor, kind: LossKind, from_logits: bo
                 let tsum: f64 = trow.iter().sum();
                 g.extend(soft.iter().zip(trow).map(|(&s, &t)| ((s * tsum - t) / n as f64) as f32));
             }
-            _ => g.extend(row.iter().zip(trow).map(|(&p, &t)| {
-                if t != 0.0 && inside_clip(p) {
-                    (-t / clipped(p) / n as f64) as f32
-                } else {
-                    0.0
-                }
-            })),
+            // d/dp_i of ln S - ln clip(p_t), S = Σ clip(p): (Σt / S - t_i / p_i) inside the clip.
+            LossKind::SparseCategoricalCrossentropy => {
+                let sum: f64 = row.iter().map(|&p| clipped(p)).sum();
+                let tsum: f64 = trow.iter().sum();
+                g.extend(row.iter().zip(trow).map(|(&p, &t)| {
+                    if inside_clip(p) {
+                        ((tsum / sum - t / clipped(p)) / n as f64) as f32
+                    } else {
+                        0.0
+                    }
+                }));
+            }
+            // q = p / Σp; with g_j = dL/dq_j = -t_j / q_j (inside the clip),
+            // dL/dp_i = (g_i - Σ_j g_j q_j) / Σp.
+            _ => {
+                let sum: f32 = row.iter().sum();
+                let q: Vec<f32> = row.iter().map(|&p| p / sum).collect();
+                let gq: Vec<f64> = q
+                    .iter()
+                    .zip(trow)
+                    .map(|(&q, &t)| {
+                        if t != 0.0 && inside_clip(q) {
+                            -t / clipped(q)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let dot: f64 = gq.iter().zip(&q).map(|(&g, &q)| g * q as f64).sum();
+                g.extend(gq.iter().map(|&gi| ((gi - dot) / sum as f64 / n as f64) as f32));
+            }
         }
     }
     Ok(Tensor {
         shape: pred.shape.clone(),
         data: g,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outputs that are not a distribution (the seed LeNet's ten sigmoids): Keras renormalises
+    /// the row, so ten outputs of 0.5 cost ln 10 (the seed's first epochs print ~2.3, falling to
+    /// 0.5), not −ln 0.5 — with which a model can reach zero loss by outputting 1 everywhere.
+    #[test]
+    fn crossentropy_from_probabilities_renormalises_the_row_as_keras() {
+        let pred = Tensor {
+            shape: vec![2, 10],
+            data: vec![0.5; 20],
+        };
+        let ids = Tensor {
+            shape: vec![2],
+            data: vec![3.0, 7.0],
+        };
+        let mut onehot = Tensor::zeros(&[2, 10]);
+        onehot.data[3] = 1.0;
+        onehot.data[17] = 1.0;
+        for (kind, target) in [
+            (LossKind::SparseCategoricalCrossentropy, &ids),
+            (LossKind::CategoricalCrossentropy, &onehot),
+        ] {
+            let l = loss(&pred, target, kind, false).unwrap().data[0];
+            assert!((l - std::f32::consts::LN_10).abs() < 1e-6, "{kind:?}: {l}");
+            // Every output has a gradient: (1/5 − t/0.5) / 2.
+            let g = loss_grad(&pred, target, kind, false).unwrap();
+            for (i, &v) in g.data.iter().enumerate() {
+                let want = if i == 3 || i == 17 { (0.2 - 2.0) / 2.0 } else { 0.1 };
+                assert!((v - want).abs() < 1e-6, "{kind:?} [{i}]: {v} vs {want}");
+            }
+        }
+    }
 }

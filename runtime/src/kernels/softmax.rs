@@ -204,6 +204,11 @@ fn clipped(p: f32) -> f64 {
     p.clamp(EPSILON, 1.0 - EPSILON) as f64
 }
 
+/// Whether the clip passes a gradient at `p` (inside its closed range).
+fn inside_clip(p: f32) -> bool {
+    (EPSILON..=1.0 - EPSILON).contains(&p)
+}
+
 /// The mean loss of `pred [rows, cols]` against `target` (`from_logits` is ignored by MSE).
 pub fn loss(kind: LossKind, from_logits: bool, rows: usize, cols: usize, pred: &[f32], target: Targets) -> f32 {
     assert_eq!(pred.len(), rows * cols, "loss: prediction length");
@@ -230,12 +235,24 @@ pub fn loss(kind: LossKind, from_logits: bool, rows: usize, cols: usize, pred: &
                 let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
                 row.iter().zip(&t).map(|(&z, &t)| t as f64 * (lse - z as f64)).sum()
             }
-            _ => row
-                .iter()
-                .zip(&t)
-                .filter(|(_, &t)| t != 0.0)
-                .map(|(&p, &t)| -(t as f64) * clipped(p).ln())
-                .sum(),
+            // From probabilities, as Keras: sparse takes ln clip(p) as logits, categorical
+            // divides the row by its sum before clipping.
+            LossKind::SparseCategoricalCrossentropy => {
+                let ln_sum = row.iter().map(|&p| clipped(p)).sum::<f64>().ln();
+                row.iter()
+                    .zip(&t)
+                    .filter(|(_, &t)| t != 0.0)
+                    .map(|(&p, &t)| t as f64 * (ln_sum - clipped(p).ln()))
+                    .sum()
+            }
+            _ => {
+                let sum: f32 = row.iter().sum();
+                row.iter()
+                    .zip(&t)
+                    .filter(|(_, &t)| t != 0.0)
+                    .map(|(&p, &t)| -(t as f64) * clipped(p / sum).ln())
+                    .sum()
+            }
         };
     }
     (total / rows as f64) as f32
@@ -286,13 +303,31 @@ pub fn loss_grad(
                     *o = ((s / sum * tsum - t as f64) / n) as f32;
                 }
             }
-            _ => {
+            LossKind::SparseCategoricalCrossentropy => {
+                let sum: f64 = row.iter().map(|&p| clipped(p)).sum();
+                let tsum: f64 = t.iter().map(|&v| v as f64).sum();
                 for ((o, &p), &t) in g.iter_mut().zip(row).zip(&t) {
-                    *o = if t != 0.0 && (EPSILON..=1.0 - EPSILON).contains(&p) {
-                        (-(t as f64) / clipped(p) / n) as f32
+                    *o = if inside_clip(p) {
+                        ((tsum / sum - t as f64 / clipped(p)) / n) as f32
                     } else {
                         0.0
                     };
+                }
+            }
+            _ => {
+                // q = p / Σp, g_j = -t_j / q_j inside the clip: dL/dp_i = (g_i - Σ g_j q_j) / Σp.
+                let sum: f32 = row.iter().sum();
+                for ((s, &p), &t) in soft.iter_mut().zip(row).zip(&t) {
+                    let q = p / sum;
+                    *s = if t != 0.0 && inside_clip(q) {
+                        -(t as f64) / clipped(q)
+                    } else {
+                        0.0
+                    };
+                }
+                let dot: f64 = soft.iter().zip(row).map(|(&g, &p)| g * (p / sum) as f64).sum();
+                for (o, &gi) in g.iter_mut().zip(&soft) {
+                    *o = ((gi - dot) / sum as f64 / n) as f32;
                 }
             }
         }

@@ -43,8 +43,10 @@ impl LossFn {
         match *self {
             LossFn::SparseCategoricalCrossentropy { from_logits: true }
             | LossFn::CategoricalCrossentropy { from_logits: true } => log_sum_exp(pred) - pred[label],
+            // Keras takes ln clip(p) as logits: the row is renormalised after clipping.
             LossFn::SparseCategoricalCrossentropy { from_logits: false } => {
-                -pred[label].clamp(EPSILON, 1.0 - EPSILON).ln()
+                let clip = |p: f32| p.clamp(EPSILON, 1.0 - EPSILON);
+                pred.iter().map(|&p| clip(p)).sum::<f32>().ln() - clip(pred[label]).ln()
             }
             LossFn::CategoricalCrossentropy { from_logits: false } => {
                 // Keras renormalises the row before clipping.
