@@ -4,8 +4,11 @@
 //!
 //! - crossentropy from logits: `lse(z) − z[t]` (sparse) or `Σ t·(lse(z) − z)`; gradient
 //!   `(softmax(z)·Σt − t)/N`.
-//! - crossentropy from probabilities: `p` clipped to `[1e-7, 1 − 1e-7]`, `−Σ t·log p`; gradient
-//!   `−t/p` where `p` lies inside the clip range, 0 outside.
+//! - crossentropy from probabilities, as Keras (the row is renormalised, which matters for
+//!   outputs that are not a softmax's): sparse, `ln Σ clip(p) − ln clip(p[t])` (`ln clip(p)` taken
+//!   as logits), gradient `(Σt/S − t/p)/N`, S = Σ clip(p); categorical, `q = p/Σp` clipped,
+//!   `−Σ t·ln q`, gradient `(g − Σ g·q)/(Σp·N)` with `g = −t/q`. Clip range `[1e-7, 1 − 1e-7]`;
+//!   the clip passes a gradient inside it.
 //! - mean squared error: the mean over every element; gradient `2(p − t)/numel`.
 //!
 //! A sparse target that is not a class id in `0..classes` makes the loss NaN (the training

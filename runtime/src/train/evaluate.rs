@@ -69,10 +69,10 @@ pub(super) fn evaluate_range(
         let nb = batch.min(range.end - start);
         let preds = &mut preds[..nb * out];
         session.predict(&data.x[start * len..(start + nb) * len], nb, preds);
-        for (row, &label) in preds.chunks_exact(out).zip(&data.y[start..start + nb]) {
-            let label = label as usize;
-            loss_sum += loss.sample_loss(row, label) as f64;
-            correct += usize::from(argmax(row) == label);
+        let labels = &data.y[start..start + nb];
+        loss_sum += loss.batch_loss(preds, labels) as f64 * nb as f64;
+        for (row, &label) in preds.chunks_exact(out).zip(labels) {
+            correct += usize::from(argmax(row) == label as usize);
         }
         start += nb;
     }

@@ -1,10 +1,10 @@
 //! Loss functions computed from a model's predictions (the output of its final activation),
-//! mirroring the compiler's `LossKind` + `from_logits`, with Keras's clipping; and accuracy.
+//! mirroring the compiler's `LossKind` + `from_logits` and computed by the training kernels'
+//! [`softmax::loss`] (Keras's clipping and renormalisation); and accuracy.
 
 use std::fmt;
 
-/// Keras's `backend.epsilon()`, the clipping bound for probabilities.
-const EPSILON: f32 = 1e-7;
+use crate::kernels::softmax::{self, LossKind, Targets};
 
 /// A loss as declared in `compile(loss=...)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,34 +37,36 @@ impl LossFn {
         }
     }
 
-    /// The loss of one sample: `pred` is its prediction row `[k]`, `label` its class id
-    /// (`label < k`; the dense losses use its one-hot row as the target).
-    pub fn sample_loss(&self, pred: &[f32], label: usize) -> f32 {
+    /// The kernels' loss kind and `from_logits` of this loss.
+    pub fn kind(&self) -> (LossKind, bool) {
         match *self {
-            LossFn::SparseCategoricalCrossentropy { from_logits: true }
-            | LossFn::CategoricalCrossentropy { from_logits: true } => log_sum_exp(pred) - pred[label],
-            // Keras takes ln clip(p) as logits: the row is renormalised after clipping.
-            LossFn::SparseCategoricalCrossentropy { from_logits: false } => {
-                let clip = |p: f32| p.clamp(EPSILON, 1.0 - EPSILON);
-                pred.iter().map(|&p| clip(p)).sum::<f32>().ln() - clip(pred[label]).ln()
+            LossFn::SparseCategoricalCrossentropy { from_logits } => {
+                (LossKind::SparseCategoricalCrossentropy, from_logits)
             }
-            LossFn::CategoricalCrossentropy { from_logits: false } => {
-                // Keras renormalises the row before clipping.
-                let sum: f32 = pred.iter().sum();
-                -(pred[label] / sum).clamp(EPSILON, 1.0 - EPSILON).ln()
-            }
-            LossFn::MeanSquaredError => {
-                let sq: f32 = pred
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &p)| {
-                        let d = p - if j == label { 1.0 } else { 0.0 };
-                        d * d
-                    })
-                    .sum();
-                sq / pred.len() as f32
-            }
+            LossFn::CategoricalCrossentropy { from_logits } => (LossKind::CategoricalCrossentropy, from_logits),
+            LossFn::MeanSquaredError => (LossKind::MeanSquaredError, false),
         }
+    }
+
+    /// The mean loss of the prediction rows `pred` (`[n, k]`) against their class ids `labels`
+    /// (`[n]`; the dense losses use one-hot rows): the training kernels' [`softmax::loss`].
+    pub fn batch_loss(&self, pred: &[f32], labels: &[f32]) -> f32 {
+        let (kind, from_logits) = self.kind();
+        let n = labels.len();
+        softmax::loss(
+            kind,
+            from_logits,
+            n,
+            pred.len() / n.max(1),
+            pred,
+            Targets::Sparse(labels),
+        )
+    }
+
+    /// The loss of one sample: `pred` is its prediction row `[k]`, `label` its class id
+    /// (`label < k`).
+    pub fn sample_loss(&self, pred: &[f32], label: usize) -> f32 {
+        self.batch_loss(pred, &[label as f32])
     }
 }
 
@@ -78,12 +80,6 @@ impl fmt::Display for LossFn {
             _ => write!(f, "{}", self.keras_name()),
         }
     }
-}
-
-/// `ln Σ exp(z)`, shifted by the maximum for stability.
-fn log_sum_exp(z: &[f32]) -> f32 {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + z.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
 }
 
 /// Index of the largest value (the first on ties, as NumPy's argmax).
