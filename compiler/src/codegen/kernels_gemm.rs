@@ -2,12 +2,14 @@
 //! accumulator blocks, tap coordinates, the epilogue and BN statistics.
 //!
 //! Loop order: blocks of output rows (GEMM rows, convolution pixels) outside, then blocks of
-//! `nb` output channels (the schedule's register tile width `nr`) held in local accumulator
-//! arrays, then the reduction, whose innermost loop is an `axpy` over the block's contiguous
-//! channels (HWIO kernels, `[k, n]` matrices) — the loop LLVM vectorises. A block of `mr`
-//! rows shares each load of B (of the kernel). The GEMM also honours the schedule's column
-//! panel `nc` (a panel of B stays in cache across rows); a transposed B is first transposed
-//! into the template's scratch so that its rows are contiguous too.
+//! `nb` output channels (the schedule's register tile width `nr`) held in vector registers
+//! (`kernels_lanes`; a convolution whose block is not whole vectors falls back to local arrays
+//! and an `axpy` over the block's channels), then the reduction. A block of `mr` rows shares
+//! each load of B (of the kernel). The GEMM's blocks are always vectors: B is copied with its
+//! rows padded to whole vectors when `n` is not a multiple of 16, and a transposed B is
+//! transposed into the same scratch. It also honours the schedule's column panel `nc` (a
+//! panel of B stays in cache across rows). The epilogue runs on the whole block: the
+//! activation over all its rows at once, then each row's statistics and store.
 
 use crate::ir::Activation;
 use crate::kernel_ir::{Epilogue, GemmTiles, Schedule, Tiling};
@@ -205,9 +207,9 @@ pub(crate) fn finish_stats(c: &mut Code, n: usize, rows: usize) {
     c.close();
 }
 
-/// Rows of C per register block of the GEMM (pixels per block of a convolution): the
-/// schedule's `mr`, at most 4 so that the block's accumulators fit the registers of any x86-64
-/// target the crate may be built for.
+/// Pixels per block of a convolution's scalar (`axpy`) path: the schedule's `mr`, at most 4 so
+/// that the block's accumulators fit the registers of any x86-64 target the crate may be built
+/// for.
 pub(crate) fn row_block(s: &Schedule) -> usize {
     match s.tiling {
         Tiling::Gemm(t) => t.mr.clamp(1, 4),
