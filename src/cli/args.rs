@@ -22,17 +22,7 @@ fn positive(s: &str) -> Result<usize, String> {
 /// would round to 0, `1e50` to infinity), as the model file's hyper-parameters are.
 fn finite_f32(s: &str) -> Result<f32, String> {
     let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
-    let x = v as f32;
-    if v.is_finite() && x.is_infinite() {
-        return Err(format!("{s} is beyond f32's range (±{:e})", f32::MAX));
-    }
-    if x == 0.0 && v != 0.0 {
-        return Err(format!(
-            "{s} is closer to 0 than f32's smallest positive value ({:e}) and would round to 0",
-            f32::from_bits(1)
-        ));
-    }
-    Ok(x)
+    cnnc_compiler::spec::f32_as_written(v)
 }
 
 /// A thread count in `1..=MAX_THREADS`.

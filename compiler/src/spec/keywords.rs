@@ -99,6 +99,22 @@ impl<'de> Deserialize<'de> for F32 {
     }
 }
 
+/// `v` as an f32, refused when f32 cannot hold it (rounding to 0 or to infinity), with a message
+/// that shows `v`: hyper-parameters in the model file and on the command line.
+pub fn f32_as_written(v: f64) -> Result<f32, String> {
+    let x = v as f32;
+    if v.is_finite() && x.is_infinite() {
+        return Err(format!("{v:e} is beyond f32's range (±{:e})", f32::MAX));
+    }
+    if x == 0.0 && v != 0.0 {
+        return Err(format!(
+            "{v:e} is closer to 0 than f32's smallest positive value ({:e}) and would round to 0",
+            f32::from_bits(1)
+        ));
+    }
+    Ok(x)
+}
+
 struct F32Visitor;
 
 impl Visitor<'_> for F32Visitor {
@@ -109,17 +125,7 @@ impl Visitor<'_> for F32Visitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<F32, E> {
-        let x = v as f32;
-        if v.is_finite() && x.is_infinite() {
-            return Err(E::custom(format!("{v:e} is beyond f32's range (±{:e})", f32::MAX)));
-        }
-        if x == 0.0 && v != 0.0 {
-            return Err(E::custom(format!(
-                "{v:e} is closer to 0 than f32's smallest positive value ({:e}) and would round to 0",
-                f32::from_bits(1)
-            )));
-        }
-        Ok(F32(x))
+        f32_as_written(v).map(F32).map_err(E::custom)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<F32, E> {

@@ -23,6 +23,7 @@ use crate::error::{CompileError, SourceLoc};
 pub use crate::ir::{Activation, LossKind};
 pub use cnnc_runtime::init::Init;
 pub use expand::MAX_BLOCK_DEPTH;
+pub use keywords::f32_as_written;
 pub use kind::{defaults, LayerKind, Padding};
 pub(crate) use validate::checked_order;
 pub use validate::{
