@@ -459,7 +459,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
         pad_image(c, g, nm, wp, "0");
     }
     match &e.max_pool {
-        None if lanes.is_some() && layout(s)?.rows_per_block() > 1 => {
+        None if lanes.is_some() && (stream || layout(s)?.rows_per_block() > 1) => {
             // Narrow maps: blocks of whole output rows (consecutive output pixels).
             let rr = layout(s)?.rows_per_block();
             c.line(format!(

@@ -199,8 +199,9 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         }
     };
     match op {
-        KernelOp::Conv2d { geom, .. } => {
-            let stream_kernel = streams_kernel(geom);
+        KernelOp::Conv2d { geom, epilogue } => {
+            // (a fused max-pool walks windows, not whole rows: no streamed block)
+            let stream_kernel = streams_kernel(geom) && epilogue.max_pool.is_none();
             Some(ConvLayout::Forward {
                 pack_kernel: packs_kernel(geom),
                 rows_per_block: if stream_kernel {
@@ -590,6 +591,9 @@ mod tests {
                 stream_kernel: true,
             })
         );
+        // A fused max-pool walks windows: that conv does not stream.
+        let pooled = choose(&conv(1, 4, 512, 512, true), &m);
+        assert!(pooled.conv.is_some_and(|l| !l.stream_kernel()));
         // Batch 32: 512 output pixels reuse a packed kernel.
         let big = choose(&conv(32, 4, 512, 512, false), &m);
         assert!(big.conv.is_some_and(|l| l.pack_kernel()));
