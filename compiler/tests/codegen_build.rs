@@ -110,7 +110,11 @@ const MODELS: &[Built] = &[
     Built {
         name: "resnet18_threads",
         model: "resnet18",
-        seed: 20,
+        // Not 20, 21 or 23: with the Winograd convs, whose rounding differs from the
+        // interpreter's direct sums by ~1e-6, each put one of the ~10⁶ ReLU inputs of the step
+        // on the other side of zero (one channel's β gradient off by dy, its γ gradient by
+        // dy·β/γ, everything upstream with it); see `compare_train`.
+        seed: 22,
         embed: false,
         batch: 2,
         threads: 2,

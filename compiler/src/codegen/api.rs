@@ -109,9 +109,10 @@ pub(crate) fn support_rs(no_std: bool) -> String {
         include_str!("support/math_std.rs")
     };
     format!(
-        "{}{math}{}",
+        "{}{math}{}{}",
         include_str!("support/common.rs"),
-        include_str!("support/lanes.rs")
+        include_str!("support/lanes.rs"),
+        include_str!("support/winograd.rs")
     )
 }
 

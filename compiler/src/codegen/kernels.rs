@@ -157,7 +157,7 @@ pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
         KernelOp::ConvGradKernel { geom, pooled, .. } => {
             super::kernels_conv_grad::grad_kernel_scratch(geom, pooled.is_some())
         }
-        KernelOp::Conv2d { geom, .. } => super::kernels_conv::conv_scratch(geom),
+        KernelOp::Conv2d { geom, epilogue } => super::kernels_conv::conv_scratch(geom, epilogue),
         KernelOp::Gemm { n, k, trans_b, .. } => super::kernels_gemm::gemm_scratch(*n, *k, *trans_b),
         _ => None,
     }

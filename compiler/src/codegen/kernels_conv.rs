@@ -10,7 +10,7 @@
 
 use crate::ir::{Activation, Pad2d};
 use crate::kernel_ir::kernel::pool_tiles;
-use crate::kernel_ir::schedule::{packs_kernel, ConvLayout};
+use crate::kernel_ir::schedule::{packs_kernel, winograd_applies, ConvLayout};
 use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 
 use super::kernels_gemm::{
@@ -18,6 +18,7 @@ use super::kernels_gemm::{
     vector_block_epilogue, width,
 };
 use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
+use super::kernels_winograd::{winograd_nest, winograd_parts};
 use super::writer::{add, mul, Code};
 
 /// `[hp, wp]` of the zero-padded image the forward taps read (scratch `xp`, one image at a
@@ -350,7 +351,10 @@ pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize, slot:
 /// several) is cut into register blocks of pixels (of pooled windows, with a fused max-pool),
 /// each block's taps read from the padded image without bounds tests.
 pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> Result<(), String> {
-    split_work(c, &conv_parts(g));
+    split_work(c, &conv_parts(g, e));
+    if layout(s)?.winograd() {
+        return winograd_nest(c, g, e, s, &FORWARD);
+    }
     if layout(s)?.pack_kernel() {
         pack_kernel(c, g);
         let names = Names {
@@ -365,8 +369,11 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
 }
 
 /// Parts of the forward conv's scratch: the padded image `xp` of a padding conv, the packed
-/// kernel `wp` (see [`ConvLayout::Forward`]).
-fn conv_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
+/// kernel `wp` (see [`ConvLayout::Forward`]); a Winograd conv's [`winograd_parts`].
+fn conv_parts(g: &ConvGeom, e: &Epilogue) -> Vec<(&'static str, usize)> {
+    if winograd_applies(g, e.max_pool.as_ref()) {
+        return winograd_parts(g, "xp");
+    }
     let mut parts = Vec::new();
     if let Some([hp, wp]) = padded_hw(g) {
         parts.push(("xp", hp * wp * g.c));
@@ -378,18 +385,21 @@ fn conv_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
 }
 
 /// The forward conv's scratch operand (`kernels::scratch_of`).
-pub(crate) fn conv_scratch(g: &ConvGeom) -> Option<(&'static str, usize)> {
-    scratch(&conv_parts(g))
+pub(crate) fn conv_scratch(g: &ConvGeom, e: &Epilogue) -> Option<(&'static str, usize)> {
+    scratch(&conv_parts(g, e))
 }
 
-/// `let (a, b) = work.split_at_mut(len_a);` when a template's scratch holds two parts.
+/// `let (a, b) = work.split_at_mut(len_a);` when a template's scratch holds two parts (more:
+/// `let (a, work) = work.split_at_mut(len_a);` down to the last two).
 pub(super) fn split_work(c: &mut Code, parts: &[(&str, usize)]) {
-    if let [(a, la), (b, _)] = parts {
+    let last = parts.len().saturating_sub(1);
+    for (i, (a, la)) in parts[..last].iter().enumerate() {
+        let b = if i + 1 == last { parts[last].0 } else { "work" };
         c.line(format!("let ({a}, {b}) = work.split_at_mut({la});"));
     }
 }
 
-/// One scratch operand from its parts: the part itself, or `work` holding both.
+/// One scratch operand from its parts: the part itself, or `work` holding them all.
 pub(super) fn scratch(parts: &[(&'static str, usize)]) -> Option<(&'static str, usize)> {
     match parts {
         [] => None,
@@ -586,7 +596,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
 /// `best = acc` on the window's first pixel (`t == 0`), else the elementwise maximum, in selects
 /// rather than branches (the comparisons are data: branches would mispredict) so that it
 /// vectorises.
-fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
+pub(super) fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
     c.open("if t == 0");
     c.line(format!("{best}.copy_from_slice({acc});"));
     if let Some(a) = arg {

@@ -6,9 +6,9 @@
 //! consecutive values of a padded input row), `F` columns and the output pixels of a group of
 //! images as the reduction, in register blocks that stay in registers across the group.
 
-use crate::ir::{Activation, Pad2d};
+use crate::ir::Activation;
 use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
-use crate::kernel_ir::schedule::images_per_group;
+use crate::kernel_ir::schedule::{grad_input_winograd, images_per_group};
 use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
@@ -21,40 +21,23 @@ use super::kernels_gemm::{
 };
 use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
 use super::kernels_rows::unpool_window;
+use super::kernels_winograd::{winograd_nest, winograd_parts};
 use super::writer::{add, mul, Code};
-
-/// The input gradient of a stride-1 conv `g` as a forward conv: of `dy` padded by
-/// `kernel − 1 − pad` on each side, with the flipped kernel transposed to `[KH, KW, F, C]`,
-/// giving `dx` (`None` for strided convs, or pads past `kernel − 1`).
-pub(crate) fn grad_input_as_conv(g: &ConvGeom) -> Option<ConvGeom> {
-    let ([kh, kw], p) = (g.kernel_hw, g.pad);
-    let fits = p.top < kh && p.bottom < kh && p.left < kw && p.right < kw;
-    (g.strides == [1, 1] && fits).then_some(ConvGeom {
-        n: g.n,
-        in_hw: g.out_hw,
-        c: g.f,
-        kernel_hw: g.kernel_hw,
-        f: g.c,
-        strides: [1, 1],
-        pad: Pad2d {
-            top: kh - 1 - p.top,
-            bottom: kh - 1 - p.bottom,
-            left: kw - 1 - p.left,
-            right: kw - 1 - p.right,
-        },
-        out_hw: g.in_hw,
-    })
-}
 
 /// Parts of the input gradient's scratch: the transposed kernel `wt`, and for a stride-1 conv
 /// whose equivalent forward conv pads, the padded `dyp`.
 fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
-    let wt = match grad_input_as_conv(g) {
+    if let Some(t) = g.grad_input_as_conv().filter(|_| grad_input_winograd(g)) {
+        let mut parts = vec![("wt", g.kernel_len())];
+        parts.extend(winograd_parts(&t, "dyp"));
+        return parts;
+    }
+    let wt = match g.grad_input_as_conv() {
         Some(t) => panel_len(t.kernel_len() / t.f, t.f),
         None => g.kernel_len(),
     };
     let mut parts = vec![("wt", wt)];
-    if let Some([hp, wp]) = grad_input_as_conv(g).and_then(|t| padded_hw(&t)) {
+    if let Some([hp, wp]) = g.grad_input_as_conv().and_then(|t| padded_hw(&t)) {
         parts.push(("dyp", hp * wp * g.f));
     } else if let Some(p) = strided_plan(g) {
         parts.push(("dyp", g.out_hw[0] * p.width * g.f));
@@ -231,13 +214,24 @@ pub(crate) fn grad_input_scratch(g: &ConvGeom) -> (&'static str, usize) {
 }
 
 /// Gradient of the input: `(dy, w) -> (dx)`, scratch [`grad_input_scratch`]. Stride 1: the
-/// forward loop nest over `dy` with the flipped kernel ([`grad_input_as_conv`]). Otherwise the
+/// forward loop nest over `dy` with the flipped kernel ([`ConvGeom::grad_input_as_conv`]). Otherwise the
 /// kernel is transposed to `[KH, KW, F, C]` in `wt`, so that each input pixel accumulates, per
 /// tap and output channel, an `axpy` over a block of contiguous input channels.
 pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Result<(), String> {
     let (cc, f) = (g.c, g.f);
-    if let Some(t) = grad_input_as_conv(g) {
+    if let Some(t) = g.grad_input_as_conv() {
         split_work(c, &grad_input_parts(g));
+        if layout(s)?.winograd() {
+            transpose_kernel(c, g, true, false);
+            let names = Names {
+                x: "dy",
+                w: "wt",
+                y: "dx",
+                xp: "dyp",
+                panels: false,
+            };
+            return winograd_nest(c, &t, &Epilogue::NONE, s, &names);
+        }
         transpose_kernel(c, g, true, true);
         let names = Names {
             x: "dy",

@@ -20,10 +20,13 @@ pub(crate) fn lane_vectors(nb: usize, full: bool) -> Option<usize> {
     (full && nb.is_multiple_of(LANES)).then_some(nb / LANES)
 }
 
-/// The schedule's register tile height `mr` (at most 14): rows of a vector block.
+/// Most rows of a vector block.
+pub(crate) const MAX_ROWS: usize = 14;
+
+/// The schedule's register tile height `mr` (at most [`MAX_ROWS`]): rows of a vector block.
 fn lane_mr(s: &Schedule) -> usize {
     match s.tiling {
-        Tiling::Gemm(t) => t.mr.clamp(1, 14),
+        Tiling::Gemm(t) => t.mr.clamp(1, MAX_ROWS),
         Tiling::Rows { .. } => 1,
     }
 }

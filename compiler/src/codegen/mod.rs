@@ -13,6 +13,8 @@
 //!   GEMM) hold `mr × nr` register blocks of the schedule in 16-lane vectors (`kernels_lanes`,
 //!   `support::V`: AVX-512 registers when built with `avx512f`, arrays LLVM vectorises
 //!   elsewhere) where the block is whole vectors wide, else `axpy`s over the channel axis;
+//!   3×3 stride-1 convs and their input gradients on maps of 8×8 or more run as Winograd
+//!   F(2×2, 3×3) where the schedule says so (`kernels_winograd`, `support/winograd.rs`);
 //!   kernels with equal `KernelOp`s share a function, so repeated blocks cost nothing to build;
 //! - per program a `*_prepare` function (load-time kernels) and a `*_run` function calling the
 //!   kernels in order on pieces of one arena carved out with `split_at_mut` (`layout`; the
@@ -50,6 +52,7 @@ mod kernels_lanes;
 mod kernels_norm;
 mod kernels_optim;
 mod kernels_rows;
+mod kernels_winograd;
 mod layout;
 mod program;
 mod threads;

@@ -35,6 +35,29 @@ impl ConvGeom {
     pub fn output_len(&self) -> usize {
         self.n * self.out_hw[0] * self.out_hw[1] * self.f
     }
+
+    /// The input gradient of a stride-1 conv as a forward conv: of `dy` padded by
+    /// `kernel − 1 − pad` on each side, with the flipped kernel transposed to `[KH, KW, F, C]`,
+    /// giving `dx` (`None` for strided convs, or pads past `kernel − 1`).
+    pub fn grad_input_as_conv(&self) -> Option<ConvGeom> {
+        let ([kh, kw], p) = (self.kernel_hw, self.pad);
+        let fits = p.top < kh && p.bottom < kh && p.left < kw && p.right < kw;
+        (self.strides == [1, 1] && fits).then_some(ConvGeom {
+            n: self.n,
+            in_hw: self.out_hw,
+            c: self.f,
+            kernel_hw: self.kernel_hw,
+            f: self.c,
+            strides: [1, 1],
+            pad: Pad2d {
+                top: kh - 1 - p.top,
+                bottom: kh - 1 - p.bottom,
+                left: kw - 1 - p.left,
+                right: kw - 1 - p.right,
+            },
+            out_hw: self.in_hw,
+        })
+    }
 }
 
 /// Geometry of a 2-D pooling window over `[n, in_hw, c]` giving `[n, out_hw, c]`.

@@ -15,7 +15,7 @@ use std::fmt;
 
 use super::kernel::{ConvGeom, Epilogue, GemmDims, KernelOp, PoolKind};
 use super::machine::Machine;
-use crate::ir::Activation;
+use crate::ir::{Activation, Pad2d, Window2d};
 
 /// Below this many flops a kernel runs on one thread: forking costs more than it saves.
 pub const PARALLEL_FLOPS: usize = 1 << 17;
@@ -84,10 +84,13 @@ pub enum ConvLayout {
         /// One block holds every output pixel and channel of an image, the kernel read in
         /// memory order once per image ([`streams_kernel`]).
         stream_kernel: bool,
+        /// Winograd F(2×2, 3×3) instead of the direct taps ([`winograd_applies`]); the kernel
+        /// is then transformed, not packed.
+        winograd: bool,
     },
     /// The input gradient; `rows_per_block` of its stride-1 loop nest (that of a forward conv
-    /// whose output is the input), 1 when strided.
-    GradInput { rows_per_block: usize },
+    /// whose output is the input), 1 when strided; `winograd` as for `Forward`, of that conv.
+    GradInput { rows_per_block: usize, winograd: bool },
     /// The kernel gradient reduces over `images_per_group` images per load of a `dw` block
     /// ([`images_per_group`]).
     GradKernel { images_per_group: usize },
@@ -108,9 +111,16 @@ impl ConvLayout {
         )
     }
 
+    pub fn winograd(&self) -> bool {
+        matches!(
+            self,
+            ConvLayout::Forward { winograd: true, .. } | ConvLayout::GradInput { winograd: true, .. }
+        )
+    }
+
     pub fn rows_per_block(&self) -> usize {
         match *self {
-            ConvLayout::Forward { rows_per_block, .. } | ConvLayout::GradInput { rows_per_block } => rows_per_block,
+            ConvLayout::Forward { rows_per_block, .. } | ConvLayout::GradInput { rows_per_block, .. } => rows_per_block,
             ConvLayout::GradKernel { .. } => 1,
         }
     }
@@ -130,14 +140,27 @@ impl fmt::Display for ConvLayout {
                 pack_kernel,
                 rows_per_block,
                 stream_kernel,
+                winograd,
             } => {
                 write!(f, "pack={} rows={rows_per_block}", u8::from(pack_kernel))?;
                 if stream_kernel {
                     write!(f, " stream")?;
                 }
+                if winograd {
+                    write!(f, " winograd")?;
+                }
                 Ok(())
             }
-            ConvLayout::GradInput { rows_per_block } => write!(f, "rows={rows_per_block}"),
+            ConvLayout::GradInput {
+                rows_per_block,
+                winograd,
+            } => {
+                write!(f, "rows={rows_per_block}")?;
+                if winograd {
+                    write!(f, " winograd")?;
+                }
+                Ok(())
+            }
             ConvLayout::GradKernel { images_per_group } => write!(f, "images={images_per_group}"),
         }
     }
@@ -176,6 +199,38 @@ pub fn streams_kernel(g: &ConvGeom) -> bool {
         && g.kernel_len() >= STREAM_KERNEL_FLOATS
 }
 
+/// Most `C·F` of a Winograd conv: its transformed kernel (16·C·F floats, 1 MiB at 128×128)
+/// stays in L2, since every block of tiles reads all of it.
+const WINOGRAD_MAX_CF: usize = 128 * 128;
+/// Fewest output rows and columns of a Winograd conv (16 tiles per image at least): fewer
+/// tiles would not repay reading the transformed kernel per block.
+const WINOGRAD_MIN_SIDE: usize = 8;
+
+/// Whether a conv runs as Winograd F(2×2, 3×3) in generated code: 3×3, stride 1, an even
+/// output map of at least [`WINOGRAD_MIN_SIDE`] pixels a side (every 2×2 tile whole), input and
+/// output channels whole 16-lane vectors, `C·F ≤` [`WINOGRAD_MAX_CF`], and no fused max-pool
+/// but a 2×2 one (whose windows are the tiles). 16 multiplies per tile and channel pair
+/// instead of 36. Per image, not per batch, so that every thread's share decides alike.
+pub fn winograd_applies(g: &ConvGeom, max_pool: Option<&Window2d>) -> bool {
+    let [oh, ow] = g.out_hw;
+    let pool_ok = max_pool.is_none_or(|w| w.size == [2, 2] && w.strides == [2, 2] && w.pad == Pad2d::default());
+    g.kernel_hw == [3, 3]
+        && g.strides == [1, 1]
+        && oh.is_multiple_of(2)
+        && ow.is_multiple_of(2)
+        && oh.min(ow) >= WINOGRAD_MIN_SIDE
+        && g.c.is_multiple_of(PANEL)
+        && g.f.is_multiple_of(PANEL)
+        && g.c * g.f <= WINOGRAD_MAX_CF
+        && pool_ok
+}
+
+/// Whether the input gradient of conv `g` runs as a Winograd conv ([`winograd_applies`] to
+/// [`ConvGeom::grad_input_as_conv`]).
+pub fn grad_input_winograd(g: &ConvGeom) -> bool {
+    g.grad_input_as_conv().is_some_and(|t| winograd_applies(&t, None))
+}
+
 /// Images per `dw` block load of the kernel gradient: the largest divisor of the batch with at
 /// most 256 output pixels in all (one image of 14×14 or more; ResNet18's 4×4 layers take 16).
 pub fn images_per_group(g: &ConvGeom) -> usize {
@@ -202,18 +257,21 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         KernelOp::Conv2d { geom, epilogue } => {
             // (a fused max-pool walks windows, not whole rows: no streamed block)
             let stream_kernel = streams_kernel(geom) && epilogue.max_pool.is_none();
+            let winograd = winograd_applies(geom, epilogue.max_pool.as_ref());
             Some(ConvLayout::Forward {
-                pack_kernel: packs_kernel(geom),
+                pack_kernel: packs_kernel(geom) && !winograd,
                 rows_per_block: if stream_kernel {
                     geom.out_hw[0]
                 } else {
                     rows(geom.out_hw)
                 },
                 stream_kernel,
+                winograd,
             })
         }
         KernelOp::ConvGradInput { geom } => Some(ConvLayout::GradInput {
             rows_per_block: if geom.strides == [1, 1] { rows(geom.in_hw) } else { 1 },
+            winograd: grad_input_winograd(geom),
         }),
         KernelOp::ConvGradKernel { geom, .. } => Some(ConvLayout::GradKernel {
             images_per_group: images_per_group(geom),
@@ -569,6 +627,28 @@ mod tests {
     }
 
     #[test]
+    fn winograd_takes_even_3x3_maps_whose_transformed_kernel_fits_l2() {
+        let m = Machine::reference();
+        let wino = |op: &KernelOp| choose(op, &m).conv.is_some_and(|l| l.winograd());
+        // The CIFAR-10 CNN's 32×32×32 → 32 with its 2×2 pool; ResNet18's 16×16×128 → 128,
+        // whose kernel is then transformed rather than packed.
+        assert!(wino(&conv(64, 32, 32, 32, true)));
+        let big = conv(32, 16, 128, 128, false);
+        assert!(wino(&big) && !choose(&big, &m).conv.is_some_and(|l| l.pack_kernel()));
+        // Not: 4×4 maps (4 tiles an image), 256×256 kernels (4 MiB transformed), 3 channels.
+        assert!(!wino(&conv(32, 4, 64, 64, false)));
+        assert!(!wino(&conv(32, 8, 256, 256, false)));
+        assert!(!wino(&conv(32, 32, 3, 64, false)));
+        // The input gradient of a stride-1 conv is a conv too: Winograd by the same rule.
+        let KernelOp::Conv2d { geom, .. } = big else {
+            unreachable!()
+        };
+        assert!(wino(&KernelOp::ConvGradInput { geom }));
+        let geom = ConvGeom { c: 3, ..geom };
+        assert!(!wino(&KernelOp::ConvGradInput { geom }));
+    }
+
+    #[test]
     fn conv_layouts_follow_the_shapes_and_the_verifier_checks_them() {
         let m = Machine::reference();
         // 4×4 maps: whole rows per block (2 of 4 pixels with mr 14), no pack at batch 1...
@@ -579,6 +659,7 @@ mod tests {
                 pack_kernel: false,
                 rows_per_block: 2,
                 stream_kernel: false,
+                winograd: false,
             })
         );
         // ... but a 9 MiB kernel for 16 pixels streams, every row of the map in one block.
@@ -589,6 +670,7 @@ mod tests {
                 pack_kernel: false,
                 rows_per_block: 4,
                 stream_kernel: true,
+                winograd: false,
             })
         );
         // A fused max-pool walks windows: that conv does not stream.

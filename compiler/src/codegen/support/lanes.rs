@@ -48,6 +48,30 @@ mod lanes {
             V(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
         }
     }
+
+    impl core::ops::Add for V {
+        type Output = V;
+        #[inline(always)]
+        fn add(self, b: V) -> V {
+            V(unsafe { _mm512_add_ps(self.0, b.0) })
+        }
+    }
+
+    impl core::ops::Sub for V {
+        type Output = V;
+        #[inline(always)]
+        fn sub(self, b: V) -> V {
+            V(unsafe { _mm512_sub_ps(self.0, b.0) })
+        }
+    }
+
+    impl core::ops::Mul for V {
+        type Output = V;
+        #[inline(always)]
+        fn mul(self, b: V) -> V {
+            V(unsafe { _mm512_mul_ps(self.0, b.0) })
+        }
+    }
 }
 
 /// Sixteen f32 lanes as an array (targets without AVX-512): the same operations, lane by lane,
@@ -90,6 +114,25 @@ mod lanes {
             self
         }
     }
+
+    /// Lane by lane.
+    macro_rules! lanewise {
+        ($tr:ident, $f:ident, $op:tt) => {
+            impl core::ops::$tr for V {
+                type Output = V;
+                #[inline(always)]
+                fn $f(mut self, b: V) -> V {
+                    for (s, &y) in self.0.iter_mut().zip(&b.0) {
+                        *s $op y;
+                    }
+                    self
+                }
+            }
+        };
+    }
+    lanewise!(Add, add, +=);
+    lanewise!(Sub, sub, -=);
+    lanewise!(Mul, mul, *=);
 }
 
 #[allow(unused_imports)] // (models whose blocks are all scalar)

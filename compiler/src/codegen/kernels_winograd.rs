@@ -1,0 +1,239 @@
+//! Winograd F(2×2, 3×3) convolution (Lavin & Gray 2015), for the forward conv and the stride-1
+//! input gradient when the schedule says so (`ConvLayout::winograd`, decided by
+//! `schedule::winograd_applies`): 16 multiplies per 2×2 output tile and channel pair instead
+//! of 36. The transforms themselves are the crate's support functions (`support/winograd.rs`).
+//!
+//! Per call, the kernel is transformed once into `u [16, C, F]` (`G g Gᵀ`, sixteen filters at a
+//! time). Per image, the tiles (row-major over the `[OH/2, OW/2]` tile map) go in blocks of `tb`
+//! (the schedule's register tile height): the block's input windows are transformed into
+//! `wv [16, tb, C]` (`Bᵀ d B`, sixteen channels at a time); then, per block of `nb` output
+//! channels, 16 small products `wm[ξ] [tb, nb] = wv[ξ] · u[ξ]` run in register blocks, the
+//! output transform (`Aᵀ m A`) writes the block's `4·tb` pixels into `acc`, and the epilogue
+//! runs on those as on a direct conv's block. A fused 2×2 max-pool takes each tile's four
+//! pixels, which are its window.
+
+use crate::ir::Activation;
+use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
+
+use super::kernels_conv::{blocks_of, max_into, pad_image, padded_hw, Names};
+use super::kernels_gemm::{declare_stats, finish_stats, open_j0, row_stats, tile_width, vector_block_epilogue};
+use super::kernels_lanes::{self, lane_rows, LANES, MAX_ROWS};
+use super::writer::Code;
+
+/// Points of a transformed tile (4 × 4).
+const POINTS: usize = 16;
+
+/// Parts of a Winograd conv's scratch: the transformed kernel `u`, the padded image (named
+/// `xp`) of a padding conv, the transformed input windows `wv` and the products `wm` of one
+/// block of tiles (at most [`MAX_ROWS`] tiles).
+pub(super) fn winograd_parts(g: &ConvGeom, xp: &'static str) -> Vec<(&'static str, usize)> {
+    let mut parts = vec![("u", POINTS * g.c * g.f)];
+    if let Some([hp, wp]) = padded_hw(g) {
+        parts.push((xp, hp * wp * g.c));
+    }
+    parts.push(("wv", POINTS * MAX_ROWS * g.c));
+    parts.push(("wm", POINTS * MAX_ROWS * g.f));
+    parts
+}
+
+/// Output channels per block: the schedule's tile width in whole vectors, dividing `f`.
+fn channel_block(f: usize, s: &Schedule) -> usize {
+    let nb = (tile_width(f, s) / LANES).max(1) * LANES;
+    (LANES..=nb)
+        .rev()
+        .step_by(LANES)
+        .find(|b| f.is_multiple_of(*b))
+        .unwrap_or(LANES)
+}
+
+/// The conv `g` (3×3, stride 1, even output map, `C` and `F` multiples of 16) with epilogue
+/// `e` over the operands `nm` (`nm.w` HWIO), in the scratch of [`winograd_parts`] (already
+/// split into `u`, `nm.xp`, `wv`, `wm`).
+pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, nm: &Names) -> Result<(), String> {
+    let (n, [oh, ow], f) = (g.n, g.out_hw, g.f);
+    if g.kernel_hw != [3, 3] || g.strides != [1, 1] || oh % 2 != 0 || ow % 2 != 0 || nm.panels {
+        return Err("a Winograd convolution that is not 3x3, stride 1, with an even output map".into());
+    }
+    if e.max_pool.is_some_and(|w| w.size != [2, 2] || w.strides != [2, 2]) {
+        return Err("a Winograd convolution with a max-pool other than 2x2".into());
+    }
+    if e.act == Activation::Softmax {
+        return Err("softmax in a convolution epilogue".into());
+    }
+    if e.argmax && e.residual {
+        return Err("an argmax after a residual add".into());
+    }
+    let tiles = (oh / 2) * (ow / 2);
+    let nb = channel_block(f, s);
+    let tb = lane_rows(s, tiles).min(MAX_ROWS);
+    kernel_transform(c, g, nm.w);
+    if e.bn_stats {
+        declare_stats(c, f);
+    }
+    let pad = padded_hw(g);
+    if pad.is_some() {
+        c.line(format!("{}.fill(0.0);", nm.xp));
+    }
+    c.open(format!("for n in 0..{n}"));
+    if let Some([_, wp]) = pad {
+        pad_image(c, g, nm, wp, "0");
+    }
+    c.line(format!(
+        "// [{n}, {oh}, {ow}, {f}] outputs in 2x2 tiles, {tb} tiles and {nb} channels at a time"
+    ));
+    blocks_of(c, "t0", tiles, tb, |c, tb| {
+        input_transform(c, g, nm, tb);
+        open_j0(c, "0", &f.to_string(), nb, nb >= f);
+        products(c, g, tb, nb);
+        output_transform(c, tb, nb);
+        c.line(format!("let wd = {nb};"));
+        match e.max_pool {
+            None => store_tiles(c, g, e, nm, tb),
+            Some(_) => pool_tiles(c, g, e, nm, tb, nb),
+        }
+        c.close();
+    });
+    c.close();
+    if e.bn_stats {
+        finish_stats(c, f, n * oh * ow);
+    }
+    Ok(())
+}
+
+/// `u[ξ][ci][fo]` = point ξ of `G g Gᵀ`, g the 3×3 taps of `w[.., ci, fo]` (HWIO).
+fn kernel_transform(c: &mut Code, g: &ConvGeom, w: &str) {
+    let (cc, f) = (g.c, g.f);
+    c.line(format!("// u = G g Gᵀ of every kernel: [{POINTS}, {cc}, {f}]"));
+    c.open(format!("for ci in 0..{cc}"));
+    c.open(format!("for f0 in (0..{f}).step_by({LANES})"));
+    c.line(format!(
+        "let k = winograd_kernel(core::array::from_fn(|t| V::load(&{w}[(t * {cc} + ci) * {f} + f0..])));"
+    ));
+    c.line(format!(
+        "for (xi, k) in k.iter().enumerate() {{ k.store(&mut u[(xi * {cc} + ci) * {f} + f0..]); }}"
+    ));
+    c.close();
+    c.close();
+}
+
+/// `wv[ξ][m][ci]` = point ξ of `Bᵀ d B`, d the 4×4 input window of tile `t0 + m` of image `n`
+/// (read from the padded image, or in place).
+fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tb: usize) {
+    let ([h, w], cc, tw) = (g.in_hw, g.c, g.out_hw[1] / 2);
+    let (src, row_len, image) = match padded_hw(g) {
+        Some([_, wp]) => (nm.xp, wp * cc, String::new()),
+        None => (nm.x, w * cc, format!("n * {} + ", h * w * cc)),
+    };
+    c.line(format!(
+        "// wv = Bᵀ d B of the block's input windows: [{POINTS}, {tb}, {cc}]"
+    ));
+    c.open(format!("for m in 0..{tb}"));
+    c.line("let t = t0 + m;");
+    c.line(format!(
+        "let d0 = {image}2 * (t / {tw}) * {row_len} + 2 * (t % {tw}) * {cc};"
+    ));
+    c.line(format!("let xs = &{src}[d0..][..{}];", 3 * row_len + 4 * cc));
+    c.open(format!("for c0 in (0..{cc}).step_by({LANES})"));
+    c.line(format!(
+        "let v = winograd_input(core::array::from_fn(|i| core::array::from_fn(|j| V::load(&xs[i * {row_len} + j * {cc} + c0..]))));"
+    ));
+    c.line(format!(
+        "for (xi, v) in v.iter().enumerate() {{ v.store(&mut wv[(xi * {tb} + m) * {cc} + c0..]); }}"
+    ));
+    c.close();
+    c.close();
+}
+
+/// `wm[ξ] [tb, nb] = wv[ξ] [tb, C] · u[ξ] [C, j0..j0 + nb]` for each of the 16 points, a
+/// register block of `tb × nb / 16` vectors each.
+fn products(c: &mut Code, g: &ConvGeom, tb: usize, nb: usize) {
+    let (cc, f) = (g.c, g.f);
+    let nv = nb / LANES;
+    c.line(format!("// wm[ξ] = wv[ξ] · u[ξ]: [{POINTS}, {tb}, {nb}]"));
+    c.open(format!("for xi in 0..{POINTS}"));
+    c.line(format!("let us = &u[xi * {} + j0..][..{}];", cc * f, (cc - 1) * f + nb));
+    c.line(format!("let vs = &wv[xi * {}..][..{}];", tb * cc, tb * cc));
+    kernels_lanes::declare(c, tb, nv);
+    c.open(format!("for ci in 0..{cc}"));
+    kernels_lanes::step(
+        c,
+        tb,
+        nv,
+        &format!("V::load(&us[ci * {f} + {LANES} * j..])"),
+        &format!("vs[m * {cc} + ci]"),
+    );
+    c.close();
+    c.line(format!(
+        "for m in 0..{tb} {{ for j in 0..{nv} {{ va[m][j].store(&mut wm[(xi * {tb} + m) * {nb} + {LANES} * j..]); }} }}"
+    ));
+    c.close();
+}
+
+/// `acc [4·tb][nb]`: pixel `p` (row-major in the tile) of tile `m` in row `4·m + p`, from the
+/// products by `Aᵀ m A`.
+fn output_transform(c: &mut Code, tb: usize, nb: usize) {
+    let nv = nb / LANES;
+    c.line(format!("let mut acc = [[0f32; {nb}]; {}];", 4 * tb));
+    c.open(format!("for m in 0..{tb}"));
+    c.open(format!("for j in 0..{nv}"));
+    c.line(format!(
+        "let y = winograd_output(core::array::from_fn(|xi| V::load(&wm[(xi * {tb} + m) * {nb} + {LANES} * j..])));"
+    ));
+    c.line(format!(
+        "for (p, y) in y.iter().enumerate() {{ y.store(&mut acc[4 * m + p][{LANES} * j..]); }}"
+    ));
+    c.close();
+    c.close();
+}
+
+/// `orow[p]`: where row `p` of `acc` (pixel `p % 4` of tile `t0 + p / 4`) starts in the
+/// output of image `n`.
+fn pixel_rows(c: &mut Code, g: &ConvGeom, tb: usize) {
+    let ([oh, ow], f) = (g.out_hw, g.f);
+    let tw = ow / 2;
+    c.line(format!(
+        "let orow: [usize; {}] = core::array::from_fn(|p| {{ let t = t0 + p / 4; ((n * {oh} + 2 * (t / {tw}) + p % 4 / 2) * {ow} + 2 * (t % {tw}) + p % 2) * {f} }});",
+        4 * tb
+    ));
+}
+
+/// The epilogue on `acc` and its rows stored at their pixels of `y`.
+fn store_tiles(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usize) {
+    pixel_rows(c, g, tb);
+    vector_block_epilogue(c, e, "orow[m]", None);
+    c.open("for (m, acc) in acc.iter_mut().enumerate()");
+    row_stats(c, e.bn_stats);
+    c.line(format!("{}[orow[m] + j0..][..wd].copy_from_slice(acc);", nm.y));
+    c.close();
+}
+
+/// The epilogue on `acc`, then each tile's four pixels max-pooled (and their argmax) into the
+/// pooled map, whose pixels are the tiles.
+fn pool_tiles(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usize, nb: usize) {
+    let ([oh, ow], f) = (g.out_hw, g.f);
+    let tiles = (oh / 2) * (ow / 2);
+    if e.residual {
+        pixel_rows(c, g, tb);
+    }
+    vector_block_epilogue(c, e, "orow[m]", None);
+    if e.bn_stats {
+        c.open("for acc in acc.iter_mut()");
+        row_stats(c, true);
+        c.close();
+    }
+    c.open(format!("for m in 0..{tb}"));
+    c.line(format!("let mut best = [0f32; {nb}];"));
+    if e.argmax {
+        c.line(format!("let mut arg = [0f32; {nb}];"));
+    }
+    c.open("for t in 0..4");
+    c.line("let a = &acc[4 * m + t];");
+    max_into(c, "best", "a", e.argmax.then_some("arg"));
+    c.close();
+    c.line(format!("let row = (n * {tiles} + t0 + m) * {f} + j0;"));
+    c.line(format!("{}[row..][..wd].copy_from_slice(&best);", nm.y));
+    if e.argmax {
+        c.line("argmax[row..][..wd].copy_from_slice(&arg);");
+    }
+    c.close();
+}
