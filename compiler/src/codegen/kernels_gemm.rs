@@ -278,7 +278,6 @@ pub(crate) fn gemm(
     } else {
         LANES
     };
-    let nv = nb / LANES;
     let mr = lane_rows(s, m);
     // The column panel: honoured when it splits the row into whole blocks.
     let nc = match s.tiling {
@@ -297,10 +296,15 @@ pub(crate) fn gemm(
         c.line(format!("{bm}.fill(0.0);"));
     }
     if trans_b {
+        // 16 rows of B at a time (in L1), so that each row of `bt` is written in whole lines
+        // rather than one value per line (CIFAR-10's dense input gradient: 8192 × 128).
         c.line(format!("// bt = B as [{k}, {n}], rows {np} apart"));
-        c.open(format!("for j in 0..{n}"));
+        c.open(format!("for j0 in (0..{n}).step_by({LANES})"));
+        c.line(format!("let jn = ({n} - j0).min({LANES});"));
         c.open(format!("for p in 0..{k}"));
-        c.line(format!("bt[p * {np} + j] = b[j * {k} + p];"));
+        c.line(format!(
+            "for (jj, t) in bt[p * {np} + j0..][..jn].iter_mut().enumerate() {{ *t = b[(j0 + jj) * {k} + p]; }}"
+        ));
         c.close();
         c.close();
     } else if np != n {
@@ -318,18 +322,26 @@ pub(crate) fn gemm(
             format!("a[({i}) * {k} + {p}]")
         }
     };
+    // B far larger than the caches: passes over K (`k_blocked`).
+    let blocked = !softmax && !e.bn_stats && full && nc == n && np == n && (k > GEMM_KC || n >= BIG_N);
     c.line(format!(
-        "// C [{m}, {n}] = {}·{}: blocks of {mr} rows x {nb} columns{}",
+        "// C [{m}, {n}] = {}·{}{}",
         if trans_a { "Aᵀ" } else { "A" },
         if trans_b { "Bᵀ" } else { "B" },
-        if nc < n {
-            format!(", in column panels of {nc}")
-        } else {
+        if blocked {
             String::new()
+        } else {
+            format!(
+                ": blocks of {mr} rows x {nb} columns{}",
+                if nc < n {
+                    format!(", in column panels of {nc}")
+                } else {
+                    String::new()
+                }
+            )
         }
     ));
     let panel = nc < n;
-    let end = if panel { "jend".to_string() } else { n.to_string() };
     if panel {
         c.open(format!("for jc in (0..{n}).step_by({nc})"));
         c.line(format!("let jend = (jc + {nc}).min({n});"));
@@ -338,6 +350,103 @@ pub(crate) fn gemm(
         act: if softmax { Activation::Linear } else { e.act },
         ..*e
     };
+    if blocked {
+        k_blocked(c, (m, n, k), mr, nb, bm, &a_at, &before_softmax);
+    } else {
+        rows_then_columns(c, (m, n, k), (mr, nb, np, full, panel), bm, &a_at, e, &before_softmax);
+    }
+    if panel {
+        c.close();
+    }
+    if e.bn_stats {
+        finish_stats(c, n, m);
+    }
+    if bias_grad {
+        c.line(format!("// bias gradient: Σ of B over {k} rows"));
+        c.line(format!("let mut sb = [0f64; {n}];"));
+        if trans_b {
+            c.open(format!("for (t, br) in sb.iter_mut().zip(b.chunks_exact({k}))"));
+            c.line("*t = br.iter().map(|&v| v as f64).sum();");
+        } else {
+            c.open(format!("for br in b.chunks_exact({n})"));
+            c.line("for (t, &v) in sb.iter_mut().zip(br) { *t += v as f64; }");
+        }
+        c.close();
+        c.line("for (o, &t) in db.iter_mut().zip(&sb) { *o = t as f32; }");
+    }
+    Ok(())
+}
+
+/// Most of K per pass of a [`k_blocked`] GEMM: a `kc × nb` piece of B stays in L1 across the
+/// row blocks, the `m × kc` piece of A in L2.
+const GEMM_KC: usize = 256;
+/// Columns from which a GEMM walks column blocks outermost ([`k_blocked`]).
+const BIG_N: usize = 1024;
+
+/// A GEMM whose B is far larger than a core's caches (a dense layer's 8192 × 128 weights, or
+/// their transpose): passes over K in pieces of [`GEMM_KC`], each over column blocks, each
+/// over every block of rows, so that B is read from memory once and A once per pass. Between
+/// passes a block's partial sums wait in C; the epilogue runs after the last.
+fn k_blocked(
+    c: &mut Code,
+    (m, n, k): (usize, usize, usize),
+    mr: usize,
+    nb: usize,
+    bm: &str,
+    a_at: &dyn Fn(&str, &str) -> String,
+    e: &Epilogue,
+) {
+    let nv = nb / LANES;
+    let passes = k.div_ceil(GEMM_KC);
+    c.line(format!(
+        "// {passes} pass(es) over K, each over blocks of {nb} columns, each over blocks of {mr} rows"
+    ));
+    c.open(format!("for p0 in (0..{k}).step_by({GEMM_KC})"));
+    c.line(format!("let pend = (p0 + {GEMM_KC}).min({k});"));
+    open_j0(c, "0", &n.to_string(), nb, nb >= n);
+    c.line(format!("let wd = {nb};"));
+    blocks_of(c, "i0", m, mr, |c, mr| {
+        kernels_lanes::declare(c, mr, nv);
+        c.open("if p0 > 0");
+        c.line(format!(
+            "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j] = V::load(&c[(i0 + m) * {n} + j0 + {LANES} * j..]); }} }}"
+        ));
+        c.close();
+        c.open("for p in p0..pend");
+        c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", n)));
+        kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
+        c.close();
+        c.open(format!("if pend < {k}"));
+        c.line(format!(
+            "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut c[(i0 + m) * {n} + j0 + {LANES} * j..]); }} }}"
+        ));
+        c.else_();
+        kernels_lanes::store(c, mr, nv);
+        vector_block_epilogue(c, e, &format!("(i0 + m) * {n}"), None);
+        c.open("for (m, acc) in acc.iter().enumerate()");
+        c.line(format!("c[(i0 + m) * {n} + j0..][..wd].copy_from_slice(acc);"));
+        c.close();
+        c.close();
+    });
+    c.close();
+    c.close();
+}
+
+/// The GEMM's blocks of rows outermost, then blocks of columns, each over all of K: the
+/// epilogue (up to the activation on the whole block, then per row) right after.
+#[allow(clippy::too_many_arguments)]
+fn rows_then_columns(
+    c: &mut Code,
+    (m, n, k): (usize, usize, usize),
+    (mr, nb, np, full, panel): (usize, usize, usize, bool, bool),
+    bm: &str,
+    a_at: &dyn Fn(&str, &str) -> String,
+    e: &Epilogue,
+    before_softmax: &Epilogue,
+) {
+    let softmax = e.act == Activation::Softmax;
+    let nv = nb / LANES;
+    let end = if panel { "jend".to_string() } else { n.to_string() };
     let after_rows = |c: &mut Code| {
         if softmax {
             c.line(format!("let cr = &mut c[row..][..{n}];"));
@@ -361,7 +470,7 @@ pub(crate) fn gemm(
         kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
         c.close();
         kernels_lanes::store(c, mr, nv);
-        vector_block_epilogue(c, &before_softmax, &format!("(i0 + m) * {n}"), None);
+        vector_block_epilogue(c, before_softmax, &format!("(i0 + m) * {n}"), None);
         c.open("for (m, acc) in acc.iter_mut().enumerate()");
         c.line(format!("let row = (i0 + m) * {n};"));
         row_stats(c, e.bn_stats && !softmax);
@@ -375,24 +484,4 @@ pub(crate) fn gemm(
             c.close();
         }
     });
-    if panel {
-        c.close();
-    }
-    if e.bn_stats {
-        finish_stats(c, n, m);
-    }
-    if bias_grad {
-        c.line(format!("// bias gradient: Σ of B over {k} rows"));
-        c.line(format!("let mut sb = [0f64; {n}];"));
-        if trans_b {
-            c.open(format!("for (t, br) in sb.iter_mut().zip(b.chunks_exact({k}))"));
-            c.line("*t = br.iter().map(|&v| v as f64).sum();");
-        } else {
-            c.open(format!("for br in b.chunks_exact({n})"));
-            c.line("for (t, &v) in sb.iter_mut().zip(br) { *t += v as f64; }");
-        }
-        c.close();
-        c.line("for (o, &t) in db.iter_mut().zip(&sb) { *o = t as f32; }");
-    }
-    Ok(())
 }

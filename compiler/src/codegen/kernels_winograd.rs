@@ -85,11 +85,15 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
         input_transform(c, g, nm, tb);
         open_j0(c, "0", &f.to_string(), nb, nb >= f);
         products(c, g, tb, nb);
-        output_transform(c, tb, nb);
-        c.line(format!("let wd = {nb};"));
-        match e.max_pool {
-            None => store_tiles(c, g, e, nm, tb),
-            Some(_) => pool_tiles(c, g, e, nm, tb, nb),
+        if in_vectors(e) {
+            vector_outputs(c, g, e, nm, tb, nb);
+        } else {
+            output_transform(c, tb, nb);
+            c.line(format!("let wd = {nb};"));
+            match e.max_pool {
+                None => store_tiles(c, g, e, nm, tb),
+                Some(_) => pool_tiles(c, g, e, nm, tb, nb),
+            }
         }
         c.close();
     });
@@ -166,6 +170,77 @@ fn products(c: &mut Code, g: &ConvGeom, tb: usize, nb: usize) {
     c.line(format!(
         "for m in 0..{tb} {{ for j in 0..{nv} {{ va[m][j].store(&mut wm[(xi * {tb} + m) * {nb} + {LANES} * j..]); }} }}"
     ));
+    c.close();
+}
+
+/// Whether the epilogue runs on the output transform's vectors ([`vector_outputs`]): no
+/// statistics (f64 sums per value) and an activation that is a vector maximum.
+fn in_vectors(e: &Epilogue) -> bool {
+    matches!(e.act, Activation::Linear | Activation::Relu) && !e.bn_stats
+}
+
+/// The output transform of each tile and vector of channels with the epilogue on its four
+/// vectors: bias, residual, ReLU, then stored at the tile's pixels or, with a fused max-pool,
+/// their maximum (and argmax) at the tile's pooled pixel. The same operations in the same order
+/// as the scalar epilogue, so the same results.
+fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usize, nb: usize) {
+    let ([oh, ow], f) = (g.out_hw, g.f);
+    let (tw, tiles, nv) = (ow / 2, (oh / 2) * (ow / 2), nb / LANES);
+    let pooled = e.max_pool.is_some();
+    if !pooled || e.residual {
+        c.line(format!(
+            "const POFF: [usize; 4] = [0, {f}, {}, {}]; // the tile's pixels from its first",
+            ow * f,
+            (ow + 1) * f
+        ));
+    }
+    c.open(format!("for m in 0..{tb}"));
+    c.line("let t = t0 + m;");
+    if !pooled || e.residual {
+        c.line(format!(
+            "let o0 = ((n * {oh} + 2 * (t / {tw})) * {ow} + 2 * (t % {tw})) * {f} + j0;"
+        ));
+    }
+    if pooled {
+        c.line(format!("let q0 = (n * {tiles} + t) * {f} + j0;"));
+    }
+    c.open(format!("for j in 0..{nv}"));
+    c.line(format!(
+        "let {}o = winograd_output(core::array::from_fn(|xi| V::load(&wm[(xi * {tb} + m) * {nb} + {LANES} * j..])));",
+        if e.bias || e.residual || e.act == Activation::Relu {
+            "mut "
+        } else {
+            ""
+        }
+    ));
+    if e.bias {
+        c.line(format!("let b = V::load(&bias[j0 + {LANES} * j..]);"));
+        c.line("for o in o.iter_mut() { *o = *o + b; }");
+    }
+    if e.residual {
+        c.line(format!(
+            "for (o, p) in o.iter_mut().zip(POFF) {{ *o = *o + V::load(&res[o0 + p + {LANES} * j..]); }}"
+        ));
+    }
+    if e.act == Activation::Relu {
+        c.line("for o in o.iter_mut() { *o = o.max(V::zero()); }");
+    }
+    let y = nm.y;
+    if !pooled {
+        c.line(format!(
+            "for (o, p) in o.iter().zip(POFF) {{ o.store(&mut {y}[o0 + p + {LANES} * j..]); }}"
+        ));
+    } else if e.argmax {
+        // The first maximum keeps its index, as in `max_into`.
+        c.line("let (mut best, mut arg) = (o[0], V::zero());");
+        c.line("for (p, &v) in o.iter().enumerate().skip(1) { arg = v.select_gt(best, V::splat(p as f32), arg); best = v.max(best); }");
+        c.line(format!("best.store(&mut {y}[q0 + {LANES} * j..]);"));
+        c.line(format!("arg.store(&mut argmax[q0 + {LANES} * j..]);"));
+    } else {
+        c.line("let best = o[1..].iter().fold(o[0], |b, &v| v.max(b));");
+        c.line(format!("best.store(&mut {y}[q0 + {LANES} * j..]);"));
+    }
+    c.close();
     c.close();
 }
 

@@ -47,6 +47,18 @@ mod lanes {
         pub(crate) fn fma(self, a: V, b: V) -> V {
             V(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
         }
+
+        /// Per lane `if self > b { self } else { b }` (so `b` where either is NaN).
+        #[inline(always)]
+        pub(crate) fn max(self, b: V) -> V {
+            V(unsafe { _mm512_max_ps(self.0, b.0) })
+        }
+
+        /// Per lane `if self > b { x } else { y }`.
+        #[inline(always)]
+        pub(crate) fn select_gt(self, b: V, x: V, y: V) -> V {
+            V(unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, b.0), y.0, x.0) })
+        }
     }
 
     impl core::ops::Add for V {
@@ -112,6 +124,18 @@ mod lanes {
                 *s = super::madd(x, y, *s);
             }
             self
+        }
+
+        /// Per lane `if self > b { self } else { b }`.
+        #[inline(always)]
+        pub(crate) fn max(self, b: V) -> V {
+            self.select_gt(b, self, b)
+        }
+
+        /// Per lane `if self > b { x } else { y }`.
+        #[inline(always)]
+        pub(crate) fn select_gt(self, b: V, x: V, y: V) -> V {
+            V(core::array::from_fn(|l| if self.0[l] > b.0[l] { x.0[l] } else { y.0[l] }))
         }
     }
 
