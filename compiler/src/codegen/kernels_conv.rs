@@ -371,7 +371,7 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
 /// Parts of the forward conv's scratch: the padded image `xp` of a padding conv, the packed
 /// kernel `wp` (see [`ConvLayout::Forward`]); a Winograd conv's [`winograd_parts`].
 fn conv_parts(g: &ConvGeom, e: &Epilogue) -> Vec<(&'static str, usize)> {
-    if winograd_applies(g, e.max_pool.as_ref()) {
+    if winograd_applies(g, e) {
         return winograd_parts(g, "xp");
     }
     let mut parts = Vec::new();
@@ -596,7 +596,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
 /// `best = acc` on the window's first pixel (`t == 0`), else the elementwise maximum, in selects
 /// rather than branches (the comparisons are data: branches would mispredict) so that it
 /// vectorises.
-pub(super) fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
+fn max_into(c: &mut Code, best: &str, acc: &str, arg: Option<&str>) {
     c.open("if t == 0");
     c.line(format!("{best}.copy_from_slice({acc});"));
     if let Some(a) = arg {

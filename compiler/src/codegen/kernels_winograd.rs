@@ -7,16 +7,17 @@
 //! time). Per image, the tiles (row-major over the `[OH/2, OW/2]` tile map) go in blocks of `tb`
 //! (the schedule's register tile height): the block's input windows are transformed into
 //! `wv [16, tb, C]` (`Bᵀ d B`, sixteen channels at a time); then, per block of `nb` output
-//! channels, 16 small products `wm[ξ] [tb, nb] = wv[ξ] · u[ξ]` run in register blocks, the
-//! output transform (`Aᵀ m A`) writes the block's `4·tb` pixels into `acc`, and the epilogue
-//! runs on those as on a direct conv's block. A fused 2×2 max-pool takes each tile's four
-//! pixels, which are its window.
+//! channels, 16 small products `wm[ξ] [tb, nb] = wv[ξ] · u[ξ]` run in register blocks, and the
+//! output transform (`Aᵀ m A`) gives each tile's four pixels a vector of channels at a time,
+//! on which the epilogue runs before they are stored (its activation is none or ReLU, a vector
+//! maximum: the schedule takes no other). A fused 2×2 max-pool takes each tile's four pixels,
+//! which are its window.
 
 use crate::ir::Activation;
 use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 
-use super::kernels_conv::{blocks_of, max_into, pad_image, padded_hw, Names};
-use super::kernels_gemm::{declare_stats, finish_stats, open_j0, row_stats, tile_width, vector_block_epilogue};
+use super::kernels_conv::{blocks_of, pad_image, padded_hw, Names};
+use super::kernels_gemm::{declare_stats, finish_stats, open_j0, tile_width};
 use super::kernels_lanes::{self, lane_rows, LANES, MAX_ROWS};
 use super::writer::Code;
 
@@ -57,8 +58,8 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
     if e.max_pool.is_some_and(|w| w.size != [2, 2] || w.strides != [2, 2]) {
         return Err("a Winograd convolution with a max-pool other than 2x2".into());
     }
-    if e.act == Activation::Softmax {
-        return Err("softmax in a convolution epilogue".into());
+    if !matches!(e.act, Activation::Linear | Activation::Relu) {
+        return Err("a Winograd convolution whose activation is not a vector maximum".into());
     }
     if e.argmax && e.residual {
         return Err("an argmax after a residual add".into());
@@ -85,16 +86,7 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
         input_transform(c, g, nm, tb);
         open_j0(c, "0", &f.to_string(), nb, nb >= f);
         products(c, g, tb, nb);
-        if in_vectors(e) {
-            vector_outputs(c, g, e, nm, tb, nb);
-        } else {
-            output_transform(c, tb, nb);
-            c.line(format!("let wd = {nb};"));
-            match e.max_pool {
-                None => store_tiles(c, g, e, nm, tb),
-                Some(_) => pool_tiles(c, g, e, nm, tb, nb),
-            }
-        }
+        vector_outputs(c, g, e, nm, tb, nb);
         c.close();
     });
     c.close();
@@ -173,16 +165,11 @@ fn products(c: &mut Code, g: &ConvGeom, tb: usize, nb: usize) {
     c.close();
 }
 
-/// Whether the epilogue runs on the output transform's vectors ([`vector_outputs`]): no
-/// statistics (f64 sums per value) and an activation that is a vector maximum.
-fn in_vectors(e: &Epilogue) -> bool {
-    matches!(e.act, Activation::Linear | Activation::Relu) && !e.bn_stats
-}
-
 /// The output transform of each tile and vector of channels with the epilogue on its four
-/// vectors: bias, residual, ReLU, then stored at the tile's pixels or, with a fused max-pool,
-/// their maximum (and argmax) at the tile's pooled pixel. The same operations in the same order
-/// as the scalar epilogue, so the same results.
+/// vectors: bias, residual, ReLU, BN statistics, then stored at the tile's pixels or, with a
+/// fused max-pool, their maximum (and argmax) at the tile's pooled pixel. The same operations in
+/// the same order as the scalar epilogue, so the same results, except that the statistics add
+/// each tile's four values in f32 before adding them in f64.
 fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usize, nb: usize) {
     let ([oh, ow], f) = (g.out_hw, g.f);
     let (tw, tiles, nv) = (ow / 2, (oh / 2) * (ow / 2), nb / LANES);
@@ -225,6 +212,19 @@ fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usiz
     if e.act == Activation::Relu {
         c.line("for o in o.iter_mut() { *o = o.max(V::zero()); }");
     }
+    if e.bn_stats {
+        c.line("let (mut s, mut q) = (o[0], o[0] * o[0]);");
+        c.line("for &v in &o[1..] { s = s + v; q = q.fma(v, v); }");
+        c.line(format!("let (mut sa, mut qa) = ([0f32; {LANES}], [0f32; {LANES}]);"));
+        c.line("s.store(&mut sa);");
+        c.line("q.store(&mut qa);");
+        c.line(format!(
+            "for (t, &v) in s1[j0 + {LANES} * j..][..{LANES}].iter_mut().zip(&sa) {{ *t += v as f64; }}"
+        ));
+        c.line(format!(
+            "for (t, &v) in s2[j0 + {LANES} * j..][..{LANES}].iter_mut().zip(&qa) {{ *t += v as f64; }}"
+        ));
+    }
     let y = nm.y;
     if !pooled {
         c.line(format!(
@@ -241,74 +241,5 @@ fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usiz
         c.line(format!("best.store(&mut {y}[q0 + {LANES} * j..]);"));
     }
     c.close();
-    c.close();
-}
-
-/// `acc [4·tb][nb]`: pixel `p` (row-major in the tile) of tile `m` in row `4·m + p`, from the
-/// products by `Aᵀ m A`.
-fn output_transform(c: &mut Code, tb: usize, nb: usize) {
-    let nv = nb / LANES;
-    c.line(format!("let mut acc = [[0f32; {nb}]; {}];", 4 * tb));
-    c.open(format!("for m in 0..{tb}"));
-    c.open(format!("for j in 0..{nv}"));
-    c.line(format!(
-        "let y = winograd_output(core::array::from_fn(|xi| V::load(&wm[(xi * {tb} + m) * {nb} + {LANES} * j..])));"
-    ));
-    c.line(format!(
-        "for (p, y) in y.iter().enumerate() {{ y.store(&mut acc[4 * m + p][{LANES} * j..]); }}"
-    ));
-    c.close();
-    c.close();
-}
-
-/// `orow[p]`: where row `p` of `acc` (pixel `p % 4` of tile `t0 + p / 4`) starts in the
-/// output of image `n`.
-fn pixel_rows(c: &mut Code, g: &ConvGeom, tb: usize) {
-    let ([oh, ow], f) = (g.out_hw, g.f);
-    let tw = ow / 2;
-    c.line(format!(
-        "let orow: [usize; {}] = core::array::from_fn(|p| {{ let t = t0 + p / 4; ((n * {oh} + 2 * (t / {tw}) + p % 4 / 2) * {ow} + 2 * (t % {tw}) + p % 2) * {f} }});",
-        4 * tb
-    ));
-}
-
-/// The epilogue on `acc` and its rows stored at their pixels of `y`.
-fn store_tiles(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usize) {
-    pixel_rows(c, g, tb);
-    vector_block_epilogue(c, e, "orow[m]", None);
-    c.open("for (m, acc) in acc.iter_mut().enumerate()");
-    row_stats(c, e.bn_stats);
-    c.line(format!("{}[orow[m] + j0..][..wd].copy_from_slice(acc);", nm.y));
-    c.close();
-}
-
-/// The epilogue on `acc`, then each tile's four pixels max-pooled (and their argmax) into the
-/// pooled map, whose pixels are the tiles.
-fn pool_tiles(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usize, nb: usize) {
-    let ([oh, ow], f) = (g.out_hw, g.f);
-    let tiles = (oh / 2) * (ow / 2);
-    if e.residual {
-        pixel_rows(c, g, tb);
-    }
-    vector_block_epilogue(c, e, "orow[m]", None);
-    if e.bn_stats {
-        c.open("for acc in acc.iter_mut()");
-        row_stats(c, true);
-        c.close();
-    }
-    c.open(format!("for m in 0..{tb}"));
-    c.line(format!("let mut best = [0f32; {nb}];"));
-    if e.argmax {
-        c.line(format!("let mut arg = [0f32; {nb}];"));
-    }
-    c.open("for t in 0..4");
-    c.line("let a = &acc[4 * m + t];");
-    max_into(c, "best", "a", e.argmax.then_some("arg"));
-    c.close();
-    c.line(format!("let row = (n * {tiles} + t0 + m) * {f} + j0;"));
-    c.line(format!("{}[row..][..wd].copy_from_slice(&best);", nm.y));
-    if e.argmax {
-        c.line("argmax[row..][..wd].copy_from_slice(&arg);");
-    }
     c.close();
 }

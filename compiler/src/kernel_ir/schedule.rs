@@ -15,7 +15,7 @@ use std::fmt;
 
 use super::kernel::{ConvGeom, Epilogue, GemmDims, KernelOp, PoolKind};
 use super::machine::Machine;
-use crate::ir::{Activation, Pad2d, Window2d};
+use crate::ir::{Activation, Pad2d};
 
 /// Below this many flops a kernel runs on one thread: forking costs more than it saves.
 pub const PARALLEL_FLOPS: usize = 1 << 17;
@@ -206,14 +206,19 @@ const WINOGRAD_MAX_CF: usize = 128 * 128;
 /// tiles would not repay reading the transformed kernel per block.
 const WINOGRAD_MIN_SIDE: usize = 8;
 
-/// Whether a conv runs as Winograd F(2×2, 3×3) in generated code: 3×3, stride 1, an even
-/// output map of at least [`WINOGRAD_MIN_SIDE`] pixels a side (every 2×2 tile whole), input and
-/// output channels whole 16-lane vectors, `C·F ≤` [`WINOGRAD_MAX_CF`], and no fused max-pool
-/// but a 2×2 one (whose windows are the tiles). 16 multiplies per tile and channel pair
-/// instead of 36. Per image, not per batch, so that every thread's share decides alike.
-pub fn winograd_applies(g: &ConvGeom, max_pool: Option<&Window2d>) -> bool {
+/// Whether a conv with epilogue `e` runs as Winograd F(2×2, 3×3) in generated code: 3×3,
+/// stride 1, an even output map of at least [`WINOGRAD_MIN_SIDE`] pixels a side (every 2×2
+/// tile whole), input and output channels whole 16-lane vectors, `C·F ≤` [`WINOGRAD_MAX_CF`],
+/// an activation that is a vector maximum (none or ReLU: the epilogue runs on the output
+/// transform's vectors), and no fused max-pool but a 2×2 one (whose windows are the tiles).
+/// 16 multiplies per tile and channel pair instead of 36. Per image, not per batch, so that
+/// every thread's share decides alike.
+pub fn winograd_applies(g: &ConvGeom, e: &Epilogue) -> bool {
     let [oh, ow] = g.out_hw;
-    let pool_ok = max_pool.is_none_or(|w| w.size == [2, 2] && w.strides == [2, 2] && w.pad == Pad2d::default());
+    let act_ok = matches!(e.act, Activation::Linear | Activation::Relu);
+    let pool_ok = e
+        .max_pool
+        .is_none_or(|w| w.size == [2, 2] && w.strides == [2, 2] && w.pad == Pad2d::default());
     g.kernel_hw == [3, 3]
         && g.strides == [1, 1]
         && oh.is_multiple_of(2)
@@ -222,13 +227,15 @@ pub fn winograd_applies(g: &ConvGeom, max_pool: Option<&Window2d>) -> bool {
         && g.c.is_multiple_of(PANEL)
         && g.f.is_multiple_of(PANEL)
         && g.c * g.f <= WINOGRAD_MAX_CF
+        && act_ok
         && pool_ok
 }
 
 /// Whether the input gradient of conv `g` runs as a Winograd conv ([`winograd_applies`] to
 /// [`ConvGeom::grad_input_as_conv`]).
 pub fn grad_input_winograd(g: &ConvGeom) -> bool {
-    g.grad_input_as_conv().is_some_and(|t| winograd_applies(&t, None))
+    g.grad_input_as_conv()
+        .is_some_and(|t| winograd_applies(&t, &Epilogue::NONE))
 }
 
 /// Images per `dw` block load of the kernel gradient: the largest divisor of the batch with at
@@ -257,7 +264,7 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         KernelOp::Conv2d { geom, epilogue } => {
             // (a fused max-pool walks windows, not whole rows: no streamed block)
             let stream_kernel = streams_kernel(geom) && epilogue.max_pool.is_none();
-            let winograd = winograd_applies(geom, epilogue.max_pool.as_ref());
+            let winograd = winograd_applies(geom, epilogue);
             Some(ConvLayout::Forward {
                 pack_kernel: packs_kernel(geom) && !winograd,
                 rows_per_block: if stream_kernel {
@@ -635,7 +642,13 @@ mod tests {
         assert!(wino(&conv(64, 32, 32, 32, true)));
         let big = conv(32, 16, 128, 128, false);
         assert!(wino(&big) && !choose(&big, &m).conv.is_some_and(|l| l.pack_kernel()));
-        // Not: 4×4 maps (4 tiles an image), 256×256 kernels (4 MiB transformed), 3 channels.
+        // Not: a sigmoid (the epilogue runs in vectors, its activation a maximum), 4×4 maps
+        // (4 tiles an image), 256×256 kernels (4 MiB transformed), 3 channels.
+        let KernelOp::Conv2d { geom, mut epilogue } = conv(64, 32, 32, 32, false) else {
+            unreachable!()
+        };
+        epilogue.act = Activation::Sigmoid;
+        assert!(!wino(&KernelOp::Conv2d { geom, epilogue }));
         assert!(!wino(&conv(32, 4, 64, 64, false)));
         assert!(!wino(&conv(32, 8, 256, 256, false)));
         assert!(!wino(&conv(32, 32, 3, 64, false)));
