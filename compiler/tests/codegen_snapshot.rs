@@ -1,5 +1,5 @@
 //! The Rust backend's output without building it: insta snapshots of the generated
-//! `src/lib.rs` of three small models (scheduled for the fixed reference machine, unformatted so
+//! `src/lib.rs` of four small models (scheduled for the fixed reference machine, unformatted so
 //! that they do not depend on the installed rustfmt), kernel-function sharing on resnet18, and
 //! the output-directory rules.
 
@@ -85,6 +85,34 @@ layers:
 fn tiny_lanes_lib_rs() {
     let lib = tiny_lib(TINY_LANES, "tiny_lanes.yaml");
     assert!(lib.contains("V::splat"), "vector blocks");
+    insta::assert_snapshot!(lib);
+}
+
+/// 8×8 maps of 16 channels: the 3×3 convs run as Winograd F(2×2, 3×3) — the first with BN's
+/// statistics in its epilogue (training), the second with ReLU and its 2×2 max-pool (and the
+/// argmax in training) on the output transform's vectors, its input gradient as a Winograd
+/// conv too.
+const TINY_WINOGRAD: &str = "
+name: tiny_winograd
+input: [8, 8, 16]
+layers:
+  - conv2d: {filters: 16, kernel_size: 3, padding: same}
+  - batch_normalization: {}
+  - activation: {activation: relu}
+  - conv2d: {filters: 16, kernel_size: 3, padding: same, activation: relu}
+  - max_pooling2d: {pool_size: 2}
+  - flatten
+  - dense: {units: 16, activation: softmax}
+";
+
+#[test]
+fn tiny_winograd_lib_rs() {
+    let lib = tiny_lib(TINY_WINOGRAD, "tiny_winograd.yaml");
+    assert!(
+        lib.contains("winograd_input(") && lib.contains("winograd_output("),
+        "Winograd convs"
+    );
+    assert!(lib.contains("select_gt"), "the argmax in vectors");
     insta::assert_snapshot!(lib);
 }
 
