@@ -8,7 +8,7 @@
 
 use crate::ir::Activation;
 use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
-use crate::kernel_ir::schedule::{grad_input_winograd, images_per_group};
+use crate::kernel_ir::schedule::{grad_input_winograd, grad_kernel_winograd, images_per_group};
 use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
@@ -22,6 +22,7 @@ use super::kernels_gemm::{
 use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
 use super::kernels_rows::unpool_window;
 use super::kernels_winograd::{winograd_nest, winograd_parts};
+use super::kernels_winograd_grad::{winograd_grad_kernel, winograd_grad_parts};
 use super::writer::{add, mul, Code};
 
 /// Parts of the input gradient's scratch: the transposed kernel `wt`, and for a stride-1 conv
@@ -288,6 +289,9 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
 /// Parts of the kernel gradient's scratch: the padded image `xp` of a padding conv, and the
 /// image's output gradient `dyi` rebuilt from a pooled one.
 fn grad_kernel_parts(g: &ConvGeom, pooled: bool) -> Vec<(&'static str, usize)> {
+    if grad_kernel_winograd(g, pooled) {
+        return winograd_grad_parts(g);
+    }
     let group = images_per_group(g);
     let mut parts = Vec::new();
     if let Some([hp, wp]) = padded_hw(g) {
@@ -321,7 +325,8 @@ pub(crate) fn grad_kernel_scratch(g: &ConvGeom, pooled: bool) -> Option<(&'stati
 /// (padded, and their output gradients rebuilt when pooled), for each kernel row `kh`: `dw[kh]`
 /// as a `[KW·C, F]` matrix, row `r = kw·C + ci`, gains
 /// `Σ_{image, oh, ow} x[oh·sh + kh, ow·sw·C + r] · dy[oh, ow, :]`, block by block, each block
-/// loaded from `dw` once per group and stored back.
+/// loaded from `dw` once per group and stored back. A Winograd conv's (schedule) runs as
+/// F(3×3, 2×2) instead (`kernels_winograd_grad`).
 pub(crate) fn conv_grad_kernel(
     c: &mut Code,
     g: &ConvGeom,
@@ -352,6 +357,10 @@ pub(crate) fn conv_grad_kernel(
         None => row_block(s).min(rows).max(1),
     };
     split_work(c, &grad_kernel_parts(g, pooled.is_some()));
+    if layout(s)?.winograd() {
+        winograd_grad_kernel(c, g, s)?;
+        return bias_gradient(c, g, bias_grad, pooled);
+    }
     c.line("dw.fill(0.0);");
     if narrow {
         // (the padding lanes stay zero: only the live ones are written)
@@ -445,6 +454,12 @@ pub(crate) fn conv_grad_kernel(
     });
     c.close();
     c.close();
+    bias_gradient(c, g, bias_grad, pooled)
+}
+
+/// `db = Σ dy` per channel, when `bias_grad`.
+fn bias_gradient(c: &mut Code, g: &ConvGeom, bias_grad: bool, pooled: Option<&PooledDy>) -> Result<(), String> {
+    let f = g.f;
     if bias_grad {
         c.line(format!("let mut sb = [0f64; {f}]; // Σdy per channel"));
         match pooled {

@@ -22,7 +22,7 @@ use super::kernels_lanes::{self, lane_rows, LANES, MAX_ROWS};
 use super::writer::Code;
 
 /// Points of a transformed tile (4 × 4).
-const POINTS: usize = 16;
+pub(super) const POINTS: usize = 16;
 
 /// Parts of a Winograd conv's scratch: the transformed kernel `u`, the padded image (named
 /// `xp`) of a padding conv, the transformed input windows `wv` and the products `wm` of one
@@ -32,13 +32,20 @@ pub(super) fn winograd_parts(g: &ConvGeom, xp: &'static str) -> Vec<(&'static st
     if let Some([hp, wp]) = padded_hw(g) {
         parts.push((xp, hp * wp * g.c));
     }
-    parts.push(("wv", POINTS * MAX_ROWS * g.c));
-    parts.push(("wm", POINTS * MAX_ROWS * g.f));
+    parts.push(("wv", POINTS * point_stride(MAX_ROWS, g.c)));
+    parts.push(("wm", POINTS * point_stride(MAX_ROWS, g.f)));
     parts
 }
 
+/// Floats from one point's `[tiles, channels]` matrix to the next in scratch: one vector more
+/// than the matrix, so that the 16 points of a tile are not a power of two apart (at 4 KiB,
+/// e.g. 8 tiles of 128 channels, the stores of a tile's 16 points all fell in one L1 set).
+pub(super) fn point_stride(tiles: usize, channels: usize) -> usize {
+    tiles * channels + LANES
+}
+
 /// Output channels per block: the schedule's tile width in whole vectors, dividing `f`.
-fn channel_block(f: usize, s: &Schedule) -> usize {
+pub(super) fn channel_block(f: usize, s: &Schedule) -> usize {
     let nb = (tile_width(f, s) / LANES).max(1) * LANES;
     (LANES..=nb)
         .rev()
@@ -114,7 +121,7 @@ fn kernel_transform(c: &mut Code, g: &ConvGeom, w: &str) {
 
 /// `wv[ξ][m][ci]` = point ξ of `Bᵀ d B`, d the 4×4 input window of tile `t0 + m` of image `n`
 /// (read from the padded image, or in place).
-fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tb: usize) {
+pub(super) fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tb: usize) {
     let ([h, w], cc, tw) = (g.in_hw, g.c, g.out_hw[1] / 2);
     let (src, row_len, image) = match padded_hw(g) {
         Some([_, wp]) => (nm.xp, wp * cc, String::new()),
@@ -134,7 +141,8 @@ fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tb: usize) {
         "let v = winograd_input(core::array::from_fn(|i| core::array::from_fn(|j| V::load(&xs[i * {row_len} + j * {cc} + c0..]))));"
     ));
     c.line(format!(
-        "for (xi, v) in v.iter().enumerate() {{ v.store(&mut wv[(xi * {tb} + m) * {cc} + c0..]); }}"
+        "for (xi, v) in v.iter().enumerate() {{ v.store(&mut wv[xi * {} + m * {cc} + c0..]); }}",
+        point_stride(tb, cc)
     ));
     c.close();
     c.close();
@@ -148,7 +156,7 @@ fn products(c: &mut Code, g: &ConvGeom, tb: usize, nb: usize) {
     c.line(format!("// wm[ξ] = wv[ξ] · u[ξ]: [{POINTS}, {tb}, {nb}]"));
     c.open(format!("for xi in 0..{POINTS}"));
     c.line(format!("let us = &u[xi * {} + j0..][..{}];", cc * f, (cc - 1) * f + nb));
-    c.line(format!("let vs = &wv[xi * {}..][..{}];", tb * cc, tb * cc));
+    c.line(format!("let vs = &wv[xi * {}..][..{}];", point_stride(tb, cc), tb * cc));
     kernels_lanes::declare(c, tb, nv);
     c.open(format!("for ci in 0..{cc}"));
     kernels_lanes::step(
@@ -160,7 +168,8 @@ fn products(c: &mut Code, g: &ConvGeom, tb: usize, nb: usize) {
     );
     c.close();
     c.line(format!(
-        "for m in 0..{tb} {{ for j in 0..{nv} {{ va[m][j].store(&mut wm[(xi * {tb} + m) * {nb} + {LANES} * j..]); }} }}"
+        "for m in 0..{tb} {{ for j in 0..{nv} {{ va[m][j].store(&mut wm[xi * {} + m * {nb} + {LANES} * j..]); }} }}",
+        point_stride(tb, nb)
     ));
     c.close();
 }
@@ -193,12 +202,13 @@ fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usiz
     }
     c.open(format!("for j in 0..{nv}"));
     c.line(format!(
-        "let {}o = winograd_output(core::array::from_fn(|xi| V::load(&wm[(xi * {tb} + m) * {nb} + {LANES} * j..])));",
+        "let {}o = winograd_output(core::array::from_fn(|xi| V::load(&wm[xi * {} + m * {nb} + {LANES} * j..])));",
         if e.bias || e.residual || e.act == Activation::Relu {
             "mut "
         } else {
             ""
-        }
+        },
+        point_stride(tb, nb)
     ));
     if e.bias {
         c.line(format!("let b = V::load(&bias[j0 + {LANES} * j..]);"));

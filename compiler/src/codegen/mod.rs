@@ -53,6 +53,7 @@ mod kernels_norm;
 mod kernels_optim;
 mod kernels_rows;
 mod kernels_winograd;
+mod kernels_winograd_grad;
 mod layout;
 mod program;
 mod threads;

@@ -92,8 +92,9 @@ pub enum ConvLayout {
     /// whose output is the input), 1 when strided; `winograd` as for `Forward`, of that conv.
     GradInput { rows_per_block: usize, winograd: bool },
     /// The kernel gradient reduces over `images_per_group` images per load of a `dw` block
-    /// ([`images_per_group`]).
-    GradKernel { images_per_group: usize },
+    /// ([`images_per_group`]); or, `winograd`, runs as Winograd F(3×3, 2×2)
+    /// ([`grad_kernel_winograd`]).
+    GradKernel { images_per_group: usize, winograd: bool },
 }
 
 impl ConvLayout {
@@ -114,7 +115,9 @@ impl ConvLayout {
     pub fn winograd(&self) -> bool {
         matches!(
             self,
-            ConvLayout::Forward { winograd: true, .. } | ConvLayout::GradInput { winograd: true, .. }
+            ConvLayout::Forward { winograd: true, .. }
+                | ConvLayout::GradInput { winograd: true, .. }
+                | ConvLayout::GradKernel { winograd: true, .. }
         )
     }
 
@@ -127,7 +130,7 @@ impl ConvLayout {
 
     pub fn images_per_group(&self) -> usize {
         match *self {
-            ConvLayout::GradKernel { images_per_group } => images_per_group,
+            ConvLayout::GradKernel { images_per_group, .. } => images_per_group,
             _ => 1,
         }
     }
@@ -161,7 +164,16 @@ impl fmt::Display for ConvLayout {
                 }
                 Ok(())
             }
-            ConvLayout::GradKernel { images_per_group } => write!(f, "images={images_per_group}"),
+            ConvLayout::GradKernel {
+                images_per_group,
+                winograd,
+            } => {
+                write!(f, "images={images_per_group}")?;
+                if winograd {
+                    write!(f, " winograd")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -238,6 +250,12 @@ pub fn grad_input_winograd(g: &ConvGeom) -> bool {
         .is_some_and(|t| winograd_applies(&t, &Epilogue::NONE))
 }
 
+/// Whether the kernel gradient of conv `g` runs as Winograd F(3×3, 2×2): the conv is one
+/// ([`winograd_applies`]) and its `dy` is not rebuilt from a pooled one.
+pub fn grad_kernel_winograd(g: &ConvGeom, pooled: bool) -> bool {
+    !pooled && winograd_applies(g, &Epilogue::NONE)
+}
+
 /// Images per `dw` block load of the kernel gradient: the largest divisor of the batch with at
 /// most 256 output pixels in all (one image of 14×14 or more; ResNet18's 4×4 layers take 16).
 pub fn images_per_group(g: &ConvGeom) -> usize {
@@ -280,8 +298,9 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
             rows_per_block: if geom.strides == [1, 1] { rows(geom.in_hw) } else { 1 },
             winograd: grad_input_winograd(geom),
         }),
-        KernelOp::ConvGradKernel { geom, .. } => Some(ConvLayout::GradKernel {
+        KernelOp::ConvGradKernel { geom, pooled, .. } => Some(ConvLayout::GradKernel {
             images_per_group: images_per_group(geom),
+            winograd: grad_kernel_winograd(geom, pooled.is_some()),
         }),
         _ => None,
     }
@@ -566,7 +585,7 @@ pub fn check(op: &KernelOp, s: &Schedule) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::ir::{Pad2d, Window2d};
-    use crate::kernel_ir::kernel::ConvGeom;
+    use crate::kernel_ir::kernel::{ConvGeom, PooledDy};
 
     fn conv(n: usize, hw: usize, c: usize, f: usize, pool: bool) -> KernelOp {
         let geom = ConvGeom {
@@ -657,6 +676,20 @@ mod tests {
             unreachable!()
         };
         assert!(wino(&KernelOp::ConvGradInput { geom }));
+        // So is the kernel gradient, unless its dy is rebuilt from a pooled one.
+        let dw = |pooled| KernelOp::ConvGradKernel {
+            geom,
+            bias_grad: true,
+            pooled,
+        };
+        assert!(wino(&dw(None)));
+        let window = Window2d {
+            size: [2, 2],
+            strides: [2, 2],
+            pad: Pad2d::default(),
+        };
+        let pd = PooledDy { window, act_grad: None };
+        assert!(!wino(&dw(Some(pd))));
         let geom = ConvGeom { c: 3, ..geom };
         assert!(!wino(&KernelOp::ConvGradInput { geom }));
     }
@@ -708,10 +741,19 @@ mod tests {
             pooled: None,
         };
         let gs = choose(&grad, &m);
-        assert_eq!(gs.conv, Some(ConvLayout::GradKernel { images_per_group: 16 }));
+        assert_eq!(
+            gs.conv,
+            Some(ConvLayout::GradKernel {
+                images_per_group: 16,
+                winograd: false,
+            })
+        );
         assert!(check(&grad, &gs).is_empty());
         let wrong = Schedule {
-            conv: Some(ConvLayout::GradKernel { images_per_group: 4 }),
+            conv: Some(ConvLayout::GradKernel {
+                images_per_group: 4,
+                winograd: false,
+            }),
             ..gs
         };
         assert!(check(&grad, &wrong).iter().any(|e| e.contains("conv layout")));
