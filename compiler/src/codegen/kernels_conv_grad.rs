@@ -222,26 +222,21 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
     let (cc, f) = (g.c, g.f);
     if let Some(t) = g.grad_input_as_conv() {
         split_work(c, &grad_input_parts(g));
-        if layout(s)?.winograd() {
-            transpose_kernel(c, g, true, false);
-            let names = Names {
-                x: "dy",
-                w: "wt",
-                y: "dx",
-                xp: "dyp",
-                panels: false,
-            };
-            return winograd_nest(c, &t, &Epilogue::NONE, s, &names);
-        }
-        transpose_kernel(c, g, true, true);
+        // Winograd transforms the kernel from HWIO; the direct nest reads it in panels.
+        let winograd = layout(s)?.winograd();
+        transpose_kernel(c, g, true, !winograd);
         let names = Names {
             x: "dy",
             w: "wt",
             y: "dx",
             xp: "dyp",
-            panels: true,
+            panels: !winograd,
         };
-        return conv_nest(c, &t, &Epilogue::NONE, s, &names);
+        return if winograd {
+            winograd_nest(c, &t, &Epilogue::NONE, s, &names)
+        } else {
+            conv_nest(c, &t, &Epilogue::NONE, s, &names)
+        };
     }
     if let Some(p) = strided_plan(g) {
         split_work(c, &grad_input_parts(g));

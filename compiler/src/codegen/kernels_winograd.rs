@@ -37,6 +37,18 @@ pub(super) fn winograd_parts(g: &ConvGeom, xp: &'static str) -> Vec<(&'static st
     parts
 }
 
+/// What every Winograd template assumes of its conv (the schedule checks more): 3×3, stride 1,
+/// an even output map, input and output channels whole vectors.
+pub(super) fn winograd_geometry(g: &ConvGeom) -> bool {
+    let [oh, ow] = g.out_hw;
+    g.kernel_hw == [3, 3]
+        && g.strides == [1, 1]
+        && oh.is_multiple_of(2)
+        && ow.is_multiple_of(2)
+        && g.c.is_multiple_of(LANES)
+        && g.f.is_multiple_of(LANES)
+}
+
 /// Floats from one point's `[tiles, channels]` matrix to the next in scratch: one vector more
 /// than the matrix, so that the 16 points of a tile are not a power of two apart (at 4 KiB,
 /// e.g. 8 tiles of 128 channels, the stores of a tile's 16 points all fell in one L1 set).
@@ -59,8 +71,8 @@ pub(super) fn channel_block(f: usize, s: &Schedule) -> usize {
 /// split into `u`, `nm.xp`, `wv`, `wm`).
 pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, nm: &Names) -> Result<(), String> {
     let (n, [oh, ow], f) = (g.n, g.out_hw, g.f);
-    if g.kernel_hw != [3, 3] || g.strides != [1, 1] || oh % 2 != 0 || ow % 2 != 0 || nm.panels {
-        return Err("a Winograd convolution that is not 3x3, stride 1, with an even output map".into());
+    if !winograd_geometry(g) || nm.panels {
+        return Err("a Winograd convolution that is not 3x3, stride 1, 16k channels, with an even output map".into());
     }
     if e.max_pool.is_some_and(|w| w.size != [2, 2] || w.strides != [2, 2]) {
         return Err("a Winograd convolution with a max-pool other than 2x2".into());
@@ -105,15 +117,21 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
 
 /// `u[ξ][ci][fo]` = point ξ of `G g Gᵀ`, g the 3×3 taps of `w[.., ci, fo]` (HWIO).
 fn kernel_transform(c: &mut Code, g: &ConvGeom, w: &str) {
+    c.line(format!("// u = G g Gᵀ of every kernel: [{POINTS}, {}, {}]", g.c, g.f));
+    per_channel_pair(c, g, "winograd_kernel", w, "u");
+}
+
+/// `dst[o][ci][fo] = func(src[..][ci][fo])[o]` for every channel pair, sixteen `fo` at a time:
+/// a transform between the taps of a kernel and its Winograd points (`[_, C, F]` both).
+pub(super) fn per_channel_pair(c: &mut Code, g: &ConvGeom, func: &str, src: &str, dst: &str) {
     let (cc, f) = (g.c, g.f);
-    c.line(format!("// u = G g Gᵀ of every kernel: [{POINTS}, {cc}, {f}]"));
     c.open(format!("for ci in 0..{cc}"));
     c.open(format!("for f0 in (0..{f}).step_by({LANES})"));
     c.line(format!(
-        "let k = winograd_kernel(core::array::from_fn(|t| V::load(&{w}[(t * {cc} + ci) * {f} + f0..])));"
+        "let k = {func}(core::array::from_fn(|i| V::load(&{src}[(i * {cc} + ci) * {f} + f0..])));"
     ));
     c.line(format!(
-        "for (xi, k) in k.iter().enumerate() {{ k.store(&mut u[(xi * {cc} + ci) * {f} + f0..]); }}"
+        "for (o, k) in k.iter().enumerate() {{ k.store(&mut {dst}[(o * {cc} + ci) * {f} + f0..]); }}"
     ));
     c.close();
     c.close();

@@ -13,7 +13,9 @@ use crate::kernel_ir::{ConvGeom, Schedule};
 use super::kernels_conv::{blocks_of, pad_image, padded_hw, FORWARD};
 use super::kernels_gemm::open_j0;
 use super::kernels_lanes::{self, lane_rows, LANES};
-use super::kernels_winograd::{channel_block, input_transform, point_stride, POINTS};
+use super::kernels_winograd::{
+    channel_block, input_transform, per_channel_pair, point_stride, winograd_geometry, POINTS,
+};
 use super::writer::Code;
 
 /// Most tiles per block: the accumulators are loaded from `gm` and stored back once per block.
@@ -35,8 +37,10 @@ pub(super) fn winograd_grad_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
 /// and `dy`, in the scratch of [`winograd_grad_parts`] (already split).
 pub(super) fn winograd_grad_kernel(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Result<(), String> {
     let (n, [oh, ow], cc, f) = (g.n, g.out_hw, g.c, g.f);
-    if g.kernel_hw != [3, 3] || g.strides != [1, 1] || oh % 2 != 0 || ow % 2 != 0 {
-        return Err("a Winograd kernel gradient that is not 3x3, stride 1, with an even output map".into());
+    if !winograd_geometry(g) {
+        return Err(
+            "a Winograd kernel gradient that is not 3x3, stride 1, 16k channels, with an even output map".into(),
+        );
     }
     let tiles = (oh / 2) * (ow / 2);
     let tb = tiles.div_ceil(tiles.div_ceil(GRAD_TILES));
@@ -61,16 +65,7 @@ pub(super) fn winograd_grad_kernel(c: &mut Code, g: &ConvGeom, s: &Schedule) -> 
     });
     c.close();
     c.line(format!("// dw = G'ᵀ gm G': [3, 3, {cc}, {f}]"));
-    c.open(format!("for ci in 0..{cc}"));
-    c.open(format!("for f0 in (0..{f}).step_by({LANES})"));
-    c.line(format!(
-        "let k = winograd_dw(core::array::from_fn(|xi| V::load(&gm[(xi * {cc} + ci) * {f} + f0..])));"
-    ));
-    c.line(format!(
-        "for (t, k) in k.iter().enumerate() {{ k.store(&mut dw[(t * {cc} + ci) * {f} + f0..]); }}"
-    ));
-    c.close();
-    c.close();
+    per_channel_pair(c, g, "winograd_dw", "gm", "dw");
     Ok(())
 }
 
