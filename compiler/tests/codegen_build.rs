@@ -35,7 +35,7 @@ use cnnc_compiler::interp::InterpExecutor;
 use cnnc_compiler::ir::{LossKind, Mode};
 use cnnc_compiler::lower::lower;
 use cnnc_compiler::spec::{load_model, ModelSpec};
-use cnnc_compiler::tolerance::Tolerance;
+use cnnc_compiler::tolerance::{self, Tolerance};
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::optim::Optimizer;
 use cnnc_runtime::rng::Rng;
@@ -61,7 +61,20 @@ struct Built {
     /// functions split (a scoped-thread wrapper with a `_part` function each).
     threads: usize,
     splits: usize,
+    /// Range of the BN β (and biases) its case draws.
+    beta: [f32; 2],
 }
+
+/// The BN β range of most cases: ReLU inputs near zero, both sides of every mask exercised.
+const BETA: [f32; 2] = [-0.2, 0.2];
+
+/// The BN β range of the ResNet18 cases. A step has ~10⁶ ReLU inputs, and the Winograd convs
+/// round differently from the interpreter's direct sums (~1e-6 relative): at β ≈ 0 one or two
+/// inputs a step lie within that of zero and take the other side of the kink (a near tie: one
+/// BN β gradient off by a `dy`, everything upstream with it, see [`gradient_report`]); most
+/// seeds failed so. With β ≥ 2 a normalised input must fall below −2 to be cut, ~20× fewer
+/// near zero, and still ~1 % of inputs (thousands a layer) are masked.
+const BETA_CLEAR_OF_RELU_TIES: [f32; 2] = [2.0, 3.0];
 
 const fn one(model: &'static str, seed: u64, embed: bool) -> Built {
     Built {
@@ -72,6 +85,7 @@ const fn one(model: &'static str, seed: u64, embed: bool) -> Built {
         batch: BATCH,
         threads: 1,
         splits: 0,
+        beta: BETA,
     }
 }
 
@@ -86,7 +100,10 @@ const MODELS: &[Built] = &[
     one("lenet_cifar10", 15, false),
     one("alexnet8", 16, false),
     one("inception10", 13, false),
-    one("resnet18", 17, false),
+    Built {
+        beta: BETA_CLEAR_OF_RELU_TIES,
+        ..one("resnet18", 17, false)
+    },
     one("vgg16_cifar10", 18, false),
     Built {
         name: "strided_odd",
@@ -106,14 +123,11 @@ const MODELS: &[Built] = &[
         // and the first dense layer's forward (one function for both programs), input and
         // weight gradients: every GEMM-shaped kernel of at least 8 MFLOP.
         splits: 7,
+        beta: BETA,
     },
     Built {
         name: "resnet18_threads",
         model: "resnet18",
-        // Not 20, 21 or 23: with the Winograd convs, whose rounding differs from the
-        // interpreter's direct sums by ~1e-6, each put one of the ~10⁶ ReLU inputs of the step
-        // on the other side of zero (one channel's β gradient off by dy, its γ gradient by
-        // dy·β/γ, everything upstream with it); see `compare_train`.
         seed: 22,
         embed: false,
         batch: 2,
@@ -121,6 +135,7 @@ const MODELS: &[Built] = &[
         // The convs (inference ones with BN folded; training ones with their BN statistics,
         // each share's moments combined in thread order) and every conv gradient of ≥ 8 MFLOP.
         splits: 47,
+        beta: BETA_CLEAR_OF_RELU_TIES,
     },
 ];
 
@@ -181,7 +196,7 @@ fn build_workspace() -> Result<Vec<PathBuf>, String> {
         opts.threads = b.threads;
         opts.package = Some(package_name(b.name));
         if b.embed {
-            let (w, _) = inputs(&case(&spec, b.batch, b.seed), &tmp(&format!("{}-run", b.name)));
+            let (w, _) = inputs(&case(&spec, b.batch, b.seed, b.beta), &tmp(&format!("{}-run", b.name)));
             opts.embed_weights = Some(w);
         }
         let c = generate(&spec, &opts).map_err(|e| format!("{}: {e}", b.name))?;
@@ -274,7 +289,7 @@ struct Case {
     y: Vec<f32>,
 }
 
-fn case(spec: &ModelSpec, batch: usize, seed: u64) -> Case {
+fn case(spec: &ModelSpec, batch: usize, seed: u64, beta: [f32; 2]) -> Case {
     let loss = spec.training.loss.unwrap_or(LossKind::SparseCategoricalCrossentropy);
     let from_logits = spec.training.from_logits.unwrap_or(false);
     let train = lower(spec, batch, Mode::Training).unwrap();
@@ -285,7 +300,8 @@ fn case(spec: &ModelSpec, batch: usize, seed: u64) -> Case {
     for (p, s) in params.iter_mut().zip(interp.params()) {
         let (lo, hi) = match s.name.rsplit('.').next() {
             Some("gamma") | Some("moving_variance") => (0.6, 1.4),
-            Some("beta") | Some("moving_mean") | Some("bias") => (-0.2, 0.2),
+            Some("beta") | Some("bias") => (beta[0], beta[1]),
+            Some("moving_mean") => (-0.2, 0.2),
             _ => continue,
         };
         p.data = uniform(p.data.len(), &mut rng, lo, hi);
@@ -375,14 +391,18 @@ fn compare_train(model: &str, spec: &ModelSpec, c: &mut Case, bin: &Path, weight
         TOL.assert_close(&at_step("loss"), &got[..1], &[r.loss]);
         let mut at = 1;
         let mut crate_grads = Vec::new();
+        let mut report = Vec::new();
         for (&i, g) in trainable.iter().zip(&grads) {
             let n = g.data.len();
             let mine = &got[at..at + n];
             if step == 1 {
-                TOL.assert_close(&at_step(&format!("gradient of {}", specs[i].name)), mine, &g.data);
+                report.push((specs[i].name.as_str(), TOL.compare(mine, &g.data).err()));
             }
             crate_grads.push(Tensor::from_vec(&g.shape, mine.to_vec()).unwrap());
             at += n;
+        }
+        if report.iter().any(|(_, m)| m.is_some()) {
+            panic!("{}", at_step(&gradient_report(&report)));
         }
         let mut refs: Vec<&mut Tensor> = params
             .iter_mut()
@@ -412,6 +432,21 @@ fn compare_train(model: &str, spec: &ModelSpec, c: &mut Case, bin: &Path, weight
     }
 }
 
+/// Every gradient's comparison, in parameter order (input to output), for a failure message.
+/// A ReLU input within rounding of zero in one program and not the other (a near tie, with
+/// ~10⁶ such inputs per ResNet18 step) reads as: every parameter after the flip matching, one
+/// channel of the BN β just before it off by one `dy`, and everything upstream off with it.
+fn gradient_report(report: &[(&str, Option<tolerance::Mismatch>)]) -> String {
+    let mut s = String::from("gradients differ:\n");
+    for (name, m) in report {
+        match m {
+            Some(m) => s += &format!("  {name}: {m}\n"),
+            None => s += &format!("  {name}: ok\n"),
+        }
+    }
+    s
+}
+
 /// Builds (once, all crates), then compares forward and [`STEPS`] training steps of crate
 /// `name`, in each of its [`BUILDS`].
 fn check_model(name: &str) {
@@ -419,7 +454,7 @@ fn check_model(name: &str) {
     let spec = spec(b.model);
     for (bin, (tag, _)) in check_binaries(name).iter().zip(BUILDS) {
         let label = format!("{name} ({tag})");
-        let mut case = case(&spec, b.batch, b.seed);
+        let mut case = case(&spec, b.batch, b.seed, b.beta);
         let (w, x) = inputs(&case, &tmp(&format!("{name}-{tag}-run")));
         let w = if b.embed { PathBuf::from("embedded") } else { w };
         compare_forward(&label, &mut case, bin, &w, &x);
@@ -545,7 +580,7 @@ fn vgg16_cifar10_crate_matches_the_interpreter() {
 #[test]
 fn no_std_crate_with_embedded_weights_builds_and_matches() {
     let bn = spec("baseline_cifar10");
-    let mut bn_case = case(&bn, 1, 9);
+    let mut bn_case = case(&bn, 1, 9, BETA);
     let (w, x) = inputs(&bn_case, &tmp("no_std-run"));
     let mut opts = CodegenOptions::new(&bn, 1);
     opts.no_std = true;
@@ -571,7 +606,7 @@ fn no_std_crate_with_embedded_weights_builds_and_matches() {
     compare_forward("baseline_cifar10", &mut bn_case, &bin, "embedded".as_ref(), &x);
 
     // The crate's own safetensors reader refuses another model's weights.
-    let other = inputs(&case(&spec("mnist_cnn"), 1, 1), &tmp("mnist_cnn-weights")).0;
+    let other = inputs(&case(&spec("mnist_cnn"), 1, 1, BETA), &tmp("mnist_cnn-weights")).0;
     let o = Command::new(&bin)
         .args([
             "forward".as_ref(),

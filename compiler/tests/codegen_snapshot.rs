@@ -88,13 +88,13 @@ fn tiny_lanes_lib_rs() {
     insta::assert_snapshot!(lib);
 }
 
-/// 8×8 maps of 16 channels: the 3×3 convs run as Winograd F(2×2, 3×3) — the first with BN's
-/// statistics in its epilogue (training), the second with ReLU and its 2×2 max-pool (and the
-/// argmax in training) on the output transform's vectors, its input gradient as a Winograd
-/// conv too.
+/// 10×10 maps of 16 channels: the 3×3 convs run as Winograd F(2×2, 3×3) (10 is not whole 4×4
+/// tiles) — the first with BN's statistics in its epilogue (training), the second with ReLU and
+/// its 2×2 max-pool (and the argmax in training) on the output transform's vectors, its input
+/// gradient as a Winograd conv too. `{side}` is the map's side.
 const TINY_WINOGRAD: &str = "
 name: tiny_winograd
-input: [8, 8, 16]
+input: [{side}, {side}, 16]
 layers:
   - conv2d: {filters: 16, kernel_size: 3, padding: same}
   - batch_normalization: {}
@@ -105,14 +105,35 @@ layers:
   - dense: {units: 16, activation: softmax}
 ";
 
+fn tiny_winograd(side: usize) -> String {
+    let yaml = TINY_WINOGRAD.replace("{side}", &side.to_string());
+    tiny_lib(&yaml, "tiny_winograd.yaml")
+}
+
 #[test]
 fn tiny_winograd_lib_rs() {
-    let lib = tiny_lib(TINY_WINOGRAD, "tiny_winograd.yaml");
+    let lib = tiny_winograd(10);
     assert!(
-        lib.contains("winograd_input(") && lib.contains("winograd_output("),
-        "Winograd convs"
+        lib.contains("winograd_input(") && lib.contains("winograd_output(") && !lib.contains("winograd_input4("),
+        "Winograd F(2×2) convs"
     );
     assert!(lib.contains("select_gt"), "the argmax in vectors");
+    insta::assert_snapshot!(lib);
+}
+
+/// The same model on 8×8 maps: whole 4×4 tiles, so F(4×4, 3×3), 6×6 windows (the input
+/// gradient too; the kernel gradient stays F(3×3, 2×2), on 4×4 windows).
+#[test]
+fn tiny_winograd_f4_lib_rs() {
+    let lib = tiny_winograd(8);
+    assert!(
+        ["winograd_kernel4(", "winograd_input4(", "winograd_output4("]
+            .iter()
+            .all(|f| lib.contains(f))
+            && !lib.contains("winograd_output("),
+        "Winograd F(4×4) convs"
+    );
+    assert!(lib.contains("winograd_dw("), "the F(3×3, 2×2) kernel gradient");
     insta::assert_snapshot!(lib);
 }
 

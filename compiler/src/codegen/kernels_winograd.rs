@@ -14,26 +14,33 @@
 //! which are its window.
 
 use crate::ir::Activation;
+use crate::kernel_ir::schedule::{winograd_tile, WinogradTile};
 use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 
-use super::kernels_conv::{blocks_of, pad_image, padded_hw, Names};
+use super::kernels_conv::{blocks_of, layout, pad_image, padded_hw, Names};
 use super::kernels_gemm::{declare_stats, finish_stats, open_j0, tile_width};
 use super::kernels_lanes::{self, lane_rows, LANES, MAX_ROWS};
 use super::writer::Code;
 
-/// Points of a transformed tile (4 × 4).
-pub(super) const POINTS: usize = 16;
+/// The support functions of a tile's transforms: kernel, input window, output.
+fn transforms(t: WinogradTile) -> [&'static str; 3] {
+    match t {
+        WinogradTile::F2 => ["winograd_kernel", "winograd_input", "winograd_output"],
+        WinogradTile::F4 => ["winograd_kernel4", "winograd_input4", "winograd_output4"],
+    }
+}
 
-/// Parts of a Winograd conv's scratch: the transformed kernel `u`, the padded image (named
-/// `xp`) of a padding conv, the transformed input windows `wv` and the products `wm` of one
-/// block of tiles (at most [`MAX_ROWS`] tiles).
+/// Parts of a Winograd conv's scratch ([`winograd_tile`]'s tile): the transformed kernel `u`,
+/// the padded image (named `xp`) of a padding conv, the transformed input windows `wv` and the
+/// products `wm` of one block of tiles (at most [`MAX_ROWS`] tiles).
 pub(super) fn winograd_parts(g: &ConvGeom, xp: &'static str) -> Vec<(&'static str, usize)> {
-    let mut parts = vec![("u", POINTS * g.c * g.f)];
+    let points = winograd_tile(g).points();
+    let mut parts = vec![("u", points * g.c * g.f)];
     if let Some([hp, wp]) = padded_hw(g) {
         parts.push((xp, hp * wp * g.c));
     }
-    parts.push(("wv", POINTS * point_stride(MAX_ROWS, g.c)));
-    parts.push(("wm", POINTS * point_stride(MAX_ROWS, g.f)));
+    parts.push(("wv", points * point_stride(MAX_ROWS, g.c)));
+    parts.push(("wm", points * point_stride(MAX_ROWS, g.f)));
     parts
 }
 
@@ -83,10 +90,20 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
     if e.argmax && e.residual {
         return Err("an argmax after a residual add".into());
     }
-    let tiles = (oh / 2) * (ow / 2);
+    let tile = layout(s)?
+        .winograd_tile()
+        .ok_or("a Winograd convolution without its tile")?;
+    if tile != winograd_tile(g) {
+        return Err("a Winograd tile other than its scratch's".into());
+    }
+    let side = tile.side();
+    if !oh.is_multiple_of(side) || !ow.is_multiple_of(side) {
+        return Err("a Winograd convolution whose output is not whole tiles".into());
+    }
+    let tiles = (oh / side) * (ow / side);
     let nb = channel_block(f, s);
     let tb = lane_rows(s, tiles).min(MAX_ROWS);
-    kernel_transform(c, g, nm.w);
+    kernel_transform(c, g, tile, nm.w);
     if e.bn_stats {
         declare_stats(c, f);
     }
@@ -99,13 +116,13 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
         pad_image(c, g, nm, wp, "0");
     }
     c.line(format!(
-        "// [{n}, {oh}, {ow}, {f}] outputs in 2x2 tiles, {tb} tiles and {nb} channels at a time"
+        "// [{n}, {oh}, {ow}, {f}] outputs in {side}x{side} tiles, {tb} tiles and {nb} channels at a time"
     ));
     blocks_of(c, "t0", tiles, tb, |c, tb| {
-        input_transform(c, g, nm, tb);
+        input_transform(c, g, nm, tile, tb);
         open_j0(c, "0", &f.to_string(), nb, nb >= f);
-        products(c, g, tb, nb);
-        vector_outputs(c, g, e, nm, tb, nb);
+        products(c, g, tile.points(), tb, nb);
+        vector_outputs(c, g, e, nm, tile, tb, nb);
         c.close();
     });
     c.close();
@@ -116,9 +133,14 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
 }
 
 /// `u[ξ][ci][fo]` = point ξ of `G g Gᵀ`, g the 3×3 taps of `w[.., ci, fo]` (HWIO).
-fn kernel_transform(c: &mut Code, g: &ConvGeom, w: &str) {
-    c.line(format!("// u = G g Gᵀ of every kernel: [{POINTS}, {}, {}]", g.c, g.f));
-    per_channel_pair(c, g, "winograd_kernel", w, "u");
+fn kernel_transform(c: &mut Code, g: &ConvGeom, tile: WinogradTile, w: &str) {
+    c.line(format!(
+        "// u = G g Gᵀ of every kernel: [{}, {}, {}]",
+        tile.points(),
+        g.c,
+        g.f
+    ));
+    per_channel_pair(c, g, transforms(tile)[0], w, "u");
 }
 
 /// `dst[o][ci][fo] = func(src[..][ci][fo])[o]` for every channel pair, sixteen `fo` at a time:
@@ -137,26 +159,28 @@ pub(super) fn per_channel_pair(c: &mut Code, g: &ConvGeom, func: &str, src: &str
     c.close();
 }
 
-/// `wv[ξ][m][ci]` = point ξ of `Bᵀ d B`, d the 4×4 input window of tile `t0 + m` of image `n`
-/// (read from the padded image, or in place).
-pub(super) fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tb: usize) {
-    let ([h, w], cc, tw) = (g.in_hw, g.c, g.out_hw[1] / 2);
+/// `wv[ξ][m][ci]` = point ξ of `Bᵀ d B`, d the input window of tile `t0 + m` of image `n` (read
+/// from the padded image, or in place).
+pub(super) fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tile: WinogradTile, tb: usize) {
+    let (side, win, points) = (tile.side(), tile.window(), tile.points());
+    let ([h, w], cc, tw) = (g.in_hw, g.c, g.out_hw[1] / side);
     let (src, row_len, image) = match padded_hw(g) {
         Some([_, wp]) => (nm.xp, wp * cc, String::new()),
         None => (nm.x, w * cc, format!("n * {} + ", h * w * cc)),
     };
     c.line(format!(
-        "// wv = Bᵀ d B of the block's input windows: [{POINTS}, {tb}, {cc}]"
+        "// wv = Bᵀ d B of the block's input windows: [{points}, {tb}, {cc}]"
     ));
     c.open(format!("for m in 0..{tb}"));
     c.line("let t = t0 + m;");
     c.line(format!(
-        "let d0 = {image}2 * (t / {tw}) * {row_len} + 2 * (t % {tw}) * {cc};"
+        "let d0 = {image}{side} * (t / {tw}) * {row_len} + {side} * (t % {tw}) * {cc};"
     ));
-    c.line(format!("let xs = &{src}[d0..][..{}];", 3 * row_len + 4 * cc));
+    c.line(format!("let xs = &{src}[d0..][..{}];", (win - 1) * row_len + win * cc));
     c.open(format!("for c0 in (0..{cc}).step_by({LANES})"));
     c.line(format!(
-        "let v = winograd_input(core::array::from_fn(|i| core::array::from_fn(|j| V::load(&xs[i * {row_len} + j * {cc} + c0..]))));"
+        "let v = {}(core::array::from_fn(|i| core::array::from_fn(|j| V::load(&xs[i * {row_len} + j * {cc} + c0..]))));",
+        transforms(tile)[1]
     ));
     c.line(format!(
         "for (xi, v) in v.iter().enumerate() {{ v.store(&mut wv[xi * {} + m * {cc} + c0..]); }}",
@@ -166,13 +190,13 @@ pub(super) fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tb: usize)
     c.close();
 }
 
-/// `wm[ξ] [tb, nb] = wv[ξ] [tb, C] · u[ξ] [C, j0..j0 + nb]` for each of the 16 points, a
+/// `wm[ξ] [tb, nb] = wv[ξ] [tb, C] · u[ξ] [C, j0..j0 + nb]` for each of the `points`, a
 /// register block of `tb × nb / 16` vectors each.
-fn products(c: &mut Code, g: &ConvGeom, tb: usize, nb: usize) {
+fn products(c: &mut Code, g: &ConvGeom, points: usize, tb: usize, nb: usize) {
     let (cc, f) = (g.c, g.f);
     let nv = nb / LANES;
-    c.line(format!("// wm[ξ] = wv[ξ] · u[ξ]: [{POINTS}, {tb}, {nb}]"));
-    c.open(format!("for xi in 0..{POINTS}"));
+    c.line(format!("// wm[ξ] = wv[ξ] · u[ξ]: [{points}, {tb}, {nb}]"));
+    c.open(format!("for xi in 0..{points}"));
     c.line(format!("let us = &u[xi * {} + j0..][..{}];", cc * f, (cc - 1) * f + nb));
     c.line(format!("let vs = &wv[xi * {}..][..{}];", point_stride(tb, cc), tb * cc));
     kernels_lanes::declare(c, tb, nv);
@@ -192,40 +216,66 @@ fn products(c: &mut Code, g: &ConvGeom, tb: usize, nb: usize) {
     c.close();
 }
 
-/// The output transform of each tile and vector of channels with the epilogue on its four
-/// vectors: bias, residual, ReLU, BN statistics, then stored at the tile's pixels or, with a
-/// fused max-pool, their maximum (and argmax) at the tile's pooled pixel. The same operations in
-/// the same order as the scalar epilogue, so the same results, except that the statistics add
-/// each tile's four values in f32 before adding them in f64.
-fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usize, nb: usize) {
+/// The output transform of each tile and vector of channels with the epilogue on its vectors
+/// (one per pixel of the tile): bias, residual, ReLU, BN statistics, then stored at the tile's
+/// pixels or, with a fused max-pool, each 2×2 window's maximum (and argmax) at its pooled
+/// pixel. The same operations in the same order as the scalar epilogue, so the same results,
+/// except that the statistics add each tile's values in f32 before adding them in f64.
+fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tile: WinogradTile, tb: usize, nb: usize) {
     let ([oh, ow], f) = (g.out_hw, g.f);
-    let (tw, tiles, nv) = (ow / 2, (oh / 2) * (ow / 2), nb / LANES);
+    let side = tile.side();
+    let (tw, nv) = (ow / side, nb / LANES);
     let pooled = e.max_pool.is_some();
+    let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
     if !pooled || e.residual {
+        let poff: Vec<usize> = (0..side * side).map(|p| ((p / side) * ow + p % side) * f).collect();
         c.line(format!(
-            "const POFF: [usize; 4] = [0, {f}, {}, {}]; // the tile's pixels from its first",
-            ow * f,
-            (ow + 1) * f
+            "const POFF: [usize; {}] = [{}]; // the tile's pixels from its first",
+            poff.len(),
+            list(&poff)
         ));
+    }
+    // Pooled: the tile's 2×2 windows (their pixels in the tile, row-major), and where each one's
+    // pooled pixel is from the tile's first.
+    let (half, pw) = (side / 2, ow / 2);
+    if pooled {
+        let wins: Vec<String> = (0..half * half)
+            .map(|w| {
+                let (a, b) = (w / half, w % half);
+                let px: Vec<usize> = (0..4).map(|k| (2 * a + k / 2) * side + 2 * b + k % 2).collect();
+                format!("[{}]", list(&px))
+            })
+            .collect();
+        let qoff: Vec<usize> = (0..half * half).map(|w| ((w / half) * pw + w % half) * f).collect();
+        c.line(format!(
+            "const WIN: [[usize; 4]; {}] = [{}];",
+            wins.len(),
+            wins.join(", ")
+        ));
+        c.line(format!("const QOFF: [usize; {}] = [{}];", qoff.len(), list(&qoff)));
     }
     c.open(format!("for m in 0..{tb}"));
     c.line("let t = t0 + m;");
     if !pooled || e.residual {
         c.line(format!(
-            "let o0 = ((n * {oh} + 2 * (t / {tw})) * {ow} + 2 * (t % {tw})) * {f} + j0;"
+            "let o0 = ((n * {oh} + {side} * (t / {tw})) * {ow} + {side} * (t % {tw})) * {f} + j0;"
         ));
     }
     if pooled {
-        c.line(format!("let q0 = (n * {tiles} + t) * {f} + j0;"));
+        c.line(format!(
+            "let q0 = ((n * {} + {half} * (t / {tw})) * {pw} + {half} * (t % {tw})) * {f} + j0;",
+            oh / 2
+        ));
     }
     c.open(format!("for j in 0..{nv}"));
     c.line(format!(
-        "let {}o = winograd_output(core::array::from_fn(|xi| V::load(&wm[xi * {} + m * {nb} + {LANES} * j..])));",
+        "let {}o = {}(core::array::from_fn(|xi| V::load(&wm[xi * {} + m * {nb} + {LANES} * j..])));",
         if e.bias || e.residual || e.act == Activation::Relu {
             "mut "
         } else {
             ""
         },
+        transforms(tile)[2],
         point_stride(tb, nb)
     ));
     if e.bias {
@@ -258,15 +308,18 @@ fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tb: usiz
         c.line(format!(
             "for (o, p) in o.iter().zip(POFF) {{ o.store(&mut {y}[o0 + p + {LANES} * j..]); }}"
         ));
-    } else if e.argmax {
-        // The first maximum keeps its index, as in `max_into`.
-        c.line("let (mut best, mut arg) = (o[0], V::zero());");
-        c.line("for (p, &v) in o.iter().enumerate().skip(1) { arg = v.select_gt(best, V::splat(p as f32), arg); best = v.max(best); }");
-        c.line(format!("best.store(&mut {y}[q0 + {LANES} * j..]);"));
-        c.line(format!("arg.store(&mut argmax[q0 + {LANES} * j..]);"));
     } else {
-        c.line("let best = o[1..].iter().fold(o[0], |b, &v| v.max(b));");
-        c.line(format!("best.store(&mut {y}[q0 + {LANES} * j..]);"));
+        c.open("for (win, qo) in WIN.iter().zip(QOFF)");
+        if e.argmax {
+            // The first maximum keeps its index, as in `max_into`.
+            c.line("let (mut best, mut arg) = (o[win[0]], V::zero());");
+            c.line("for (p, &i) in win.iter().enumerate().skip(1) { let v = o[i]; arg = v.select_gt(best, V::splat(p as f32), arg); best = v.max(best); }");
+            c.line(format!("arg.store(&mut argmax[q0 + qo + {LANES} * j..]);"));
+        } else {
+            c.line("let best = win[1..].iter().fold(o[win[0]], |b, &i| o[i].max(b));");
+        }
+        c.line(format!("best.store(&mut {y}[q0 + qo + {LANES} * j..]);"));
+        c.close();
     }
     c.close();
     c.close();

@@ -8,15 +8,17 @@
 //! register block of input channels × output-channel vectors loaded from `gm`, reduced over
 //! the block's tiles and stored back. After the last image, `dw = G'ᵀ gm G'` per channel pair.
 
+use crate::kernel_ir::schedule::WinogradTile;
 use crate::kernel_ir::{ConvGeom, Schedule};
 
 use super::kernels_conv::{blocks_of, pad_image, padded_hw, FORWARD};
 use super::kernels_gemm::open_j0;
 use super::kernels_lanes::{self, lane_rows, LANES};
-use super::kernels_winograd::{
-    channel_block, input_transform, per_channel_pair, point_stride, winograd_geometry, POINTS,
-};
+use super::kernels_winograd::{channel_block, input_transform, per_channel_pair, point_stride, winograd_geometry};
 use super::writer::Code;
+
+/// Points of the F(3×3, 2×2) tiles (those of the forward's F(2×2, 3×3)).
+const POINTS: usize = 16;
 
 /// Most tiles per block: the accumulators are loaded from `gm` and stored back once per block.
 const GRAD_TILES: usize = 32;
@@ -59,7 +61,7 @@ pub(super) fn winograd_grad_kernel(c: &mut Code, g: &ConvGeom, s: &Schedule) -> 
         "// gm[ξ] [{cc}, {f}] += wv[ξ]ᵀ · ww[ξ] over the [{oh}, {ow}] outputs' 2x2 tiles, {tb} at a time"
     ));
     blocks_of(c, "t0", tiles, tb, |c, tb| {
-        input_transform(c, g, &FORWARD, tb);
+        input_transform(c, g, &FORWARD, WinogradTile::F2, tb);
         dy_transform(c, g, tb);
         reduce(c, g, tb, mr, nb);
     });

@@ -84,13 +84,16 @@ pub enum ConvLayout {
         /// One block holds every output pixel and channel of an image, the kernel read in
         /// memory order once per image ([`streams_kernel`]).
         stream_kernel: bool,
-        /// Winograd F(2×2, 3×3) instead of the direct taps ([`winograd_applies`]); the kernel
-        /// is then transformed, not packed.
-        winograd: bool,
+        /// Winograd with this output tile instead of the direct taps ([`winograd_applies`],
+        /// [`winograd_tile`]); the kernel is then transformed, not packed.
+        winograd: Option<WinogradTile>,
     },
     /// The input gradient; `rows_per_block` of its stride-1 loop nest (that of a forward conv
     /// whose output is the input), 1 when strided; `winograd` as for `Forward`, of that conv.
-    GradInput { rows_per_block: usize, winograd: bool },
+    GradInput {
+        rows_per_block: usize,
+        winograd: Option<WinogradTile>,
+    },
     /// The kernel gradient reduces over `images_per_group` images per load of a `dw` block
     /// ([`images_per_group`]); or, `winograd`, runs as Winograd F(3×3, 2×2)
     /// ([`grad_kernel_winograd`]).
@@ -115,10 +118,18 @@ impl ConvLayout {
     pub fn winograd(&self) -> bool {
         matches!(
             self,
-            ConvLayout::Forward { winograd: true, .. }
-                | ConvLayout::GradInput { winograd: true, .. }
+            ConvLayout::Forward { winograd: Some(_), .. }
+                | ConvLayout::GradInput { winograd: Some(_), .. }
                 | ConvLayout::GradKernel { winograd: true, .. }
         )
+    }
+
+    /// The output tile of a Winograd forward conv or input gradient.
+    pub fn winograd_tile(&self) -> Option<WinogradTile> {
+        match *self {
+            ConvLayout::Forward { winograd, .. } | ConvLayout::GradInput { winograd, .. } => winograd,
+            ConvLayout::GradKernel { .. } => None,
+        }
     }
 
     pub fn rows_per_block(&self) -> usize {
@@ -149,8 +160,8 @@ impl fmt::Display for ConvLayout {
                 if stream_kernel {
                     write!(f, " stream")?;
                 }
-                if winograd {
-                    write!(f, " winograd")?;
+                if let Some(t) = winograd {
+                    write!(f, " {t}")?;
                 }
                 Ok(())
             }
@@ -159,8 +170,8 @@ impl fmt::Display for ConvLayout {
                 winograd,
             } => {
                 write!(f, "rows={rows_per_block}")?;
-                if winograd {
-                    write!(f, " winograd")?;
+                if let Some(t) = winograd {
+                    write!(f, " {t}")?;
                 }
                 Ok(())
             }
@@ -174,6 +185,45 @@ impl fmt::Display for ConvLayout {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+/// The output tile of a generated Winograd conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WinogradTile {
+    /// F(2×2, 3×3): 4×4 windows, 16 points.
+    F2,
+    /// F(4×4, 3×3): 6×6 windows, 36 points; 2.25 multiplies per output instead of 4, rounding
+    /// errors a few times F(2×2)'s (coefficients up to 8 and 1/24).
+    F4,
+}
+
+impl WinogradTile {
+    /// Output pixels per tile side.
+    pub fn side(self) -> usize {
+        match self {
+            WinogradTile::F2 => 2,
+            WinogradTile::F4 => 4,
+        }
+    }
+
+    /// Input pixels per window side.
+    pub fn window(self) -> usize {
+        self.side() + 2
+    }
+
+    /// Transformed points per tile.
+    pub fn points(self) -> usize {
+        self.window() * self.window()
+    }
+}
+
+impl fmt::Display for WinogradTile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WinogradTile::F2 => write!(f, "winograd"),
+            WinogradTile::F4 => write!(f, "winograd=f4"),
         }
     }
 }
@@ -243,6 +293,21 @@ pub fn winograd_applies(g: &ConvGeom, e: &Epilogue) -> bool {
         && pool_ok
 }
 
+/// Most `C·F` of an F(4×4) conv: its transformed kernel (36·C·F floats, 576 KiB at 64×64) stays
+/// in L2.
+const WINOGRAD_F4_MAX_CF: usize = 64 * 64;
+
+/// The output tile of a Winograd conv ([`winograd_applies`]): F(4×4, 3×3) when the output map
+/// is whole 4×4 tiles and `C·F ≤` [`WINOGRAD_F4_MAX_CF`], else F(2×2, 3×3).
+pub fn winograd_tile(g: &ConvGeom) -> WinogradTile {
+    let [oh, ow] = g.out_hw;
+    if oh.is_multiple_of(4) && ow.is_multiple_of(4) && g.c * g.f <= WINOGRAD_F4_MAX_CF {
+        WinogradTile::F4
+    } else {
+        WinogradTile::F2
+    }
+}
+
 /// Whether the input gradient of conv `g` runs as a Winograd conv ([`winograd_applies`] to
 /// [`ConvGeom::grad_input_as_conv`]).
 pub fn grad_input_winograd(g: &ConvGeom) -> bool {
@@ -282,9 +347,9 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         KernelOp::Conv2d { geom, epilogue } => {
             // (a fused max-pool walks windows, not whole rows: no streamed block)
             let stream_kernel = streams_kernel(geom) && epilogue.max_pool.is_none();
-            let winograd = winograd_applies(geom, epilogue);
+            let winograd = winograd_applies(geom, epilogue).then(|| winograd_tile(geom));
             Some(ConvLayout::Forward {
-                pack_kernel: packs_kernel(geom) && !winograd,
+                pack_kernel: packs_kernel(geom) && winograd.is_none(),
                 rows_per_block: if stream_kernel {
                     geom.out_hw[0]
                 } else {
@@ -296,7 +361,10 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         }
         KernelOp::ConvGradInput { geom } => Some(ConvLayout::GradInput {
             rows_per_block: if geom.strides == [1, 1] { rows(geom.in_hw) } else { 1 },
-            winograd: grad_input_winograd(geom),
+            winograd: geom
+                .grad_input_as_conv()
+                .filter(|_| grad_input_winograd(geom))
+                .map(|t| winograd_tile(&t)),
         }),
         KernelOp::ConvGradKernel { geom, pooled, .. } => Some(ConvLayout::GradKernel {
             images_per_group: images_per_group(geom),
@@ -658,9 +726,13 @@ mod tests {
         let wino = |op: &KernelOp| choose(op, &m).conv.is_some_and(|l| l.winograd());
         // The CIFAR-10 CNN's 32×32×32 → 32 with its 2×2 pool; ResNet18's 16×16×128 → 128,
         // whose kernel is then transformed rather than packed.
-        assert!(wino(&conv(64, 32, 32, 32, true)));
+        let tile = |op: &KernelOp| choose(op, &m).conv.and_then(|l| l.winograd_tile());
+        assert_eq!(tile(&conv(64, 32, 32, 32, true)), Some(WinogradTile::F4));
         let big = conv(32, 16, 128, 128, false);
         assert!(wino(&big) && !choose(&big, &m).conv.is_some_and(|l| l.pack_kernel()));
+        // F(4×4) only while its 36·C·F transformed kernel fits L2, and on whole 4×4 tiles.
+        assert_eq!(tile(&big), Some(WinogradTile::F2));
+        assert_eq!(tile(&conv(32, 14, 32, 32, false)), Some(WinogradTile::F2));
         // Not: a sigmoid (the epilogue runs in vectors, its activation a maximum), 4×4 maps
         // (4 tiles an image), 256×256 kernels (4 MiB transformed), 3 channels.
         let KernelOp::Conv2d { geom, mut epilogue } = conv(64, 32, 32, 32, false) else {
@@ -705,7 +777,7 @@ mod tests {
                 pack_kernel: false,
                 rows_per_block: 2,
                 stream_kernel: false,
-                winograd: false,
+                winograd: None,
             })
         );
         // ... but a 9 MiB kernel for 16 pixels streams, every row of the map in one block.
@@ -716,7 +788,7 @@ mod tests {
                 pack_kernel: false,
                 rows_per_block: 4,
                 stream_kernel: true,
-                winograd: false,
+                winograd: None,
             })
         );
         // A fused max-pool walks windows: that conv does not stream.

@@ -104,3 +104,87 @@ pub(crate) fn winograd_dw(m: [V; 16]) -> [V; 9] {
     }
     k
 }
+
+// ---- Winograd F(4×4, 3×3): a 4×4 output tile from a 6×6 window, 36 multiplies per tile and
+// channel pair instead of 144 (Lavin & Gray's matrices; rounding a few times F(2×2)'s):
+//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1],
+//   G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1],
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+
+/// `Bᵀ d` of six values.
+#[inline(always)]
+fn winograd_bt6(d: [V; 6]) -> [V; 6] {
+    let (two, four, five) = (V::splat(2.0), V::splat(4.0), V::splat(5.0));
+    let (p, q) = (d[4] - d[2], d[3] - d[1]);
+    [
+        (d[4] - d[2] * five) + d[0] * four,
+        (d[3] + d[4]) - (d[1] + d[2]) * four,
+        (d[4] - d[3]) + (d[1] - d[2]) * four,
+        p + q * two,
+        p - q * two,
+        (d[5] - d[3] * five) + d[1] * four,
+    ]
+}
+
+/// `G g` of three kernel taps.
+#[inline(always)]
+fn winograd_g6(g0: V, g1: V, g2: V) -> [V; 6] {
+    let (sixth, quarter) = (V::splat(1.0 / 6.0), V::splat(0.25));
+    let even = g0 + g2;
+    let (a, b) = (g0 * quarter + g2, g1 * V::splat(0.5));
+    [
+        g0 * quarter,
+        V::zero() - (even + g1) * sixth,
+        V::zero() - (even - g1) * sixth,
+        (a + b) * sixth,
+        (a - b) * sixth,
+        g2,
+    ]
+}
+
+/// `Aᵀ m` of six products.
+#[inline(always)]
+fn winograd_at6(m: [V; 6]) -> [V; 4] {
+    let (s, d) = (m[1] + m[2], m[1] - m[2]);
+    let (t, e) = (m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + s + t,
+        d + e * V::splat(2.0),
+        s + t * V::splat(4.0),
+        (d + e * V::splat(8.0)) + m[5],
+    ]
+}
+
+/// `G g Gᵀ` (6×6, row-major) of sixteen 3×3 kernels `g` (row-major taps, one per lane).
+#[inline(always)]
+pub(crate) fn winograd_kernel4(g: [V; 9]) -> [V; 36] {
+    // The columns of G g, then G on each of its rows.
+    let cols: [[V; 6]; 3] = core::array::from_fn(|j| winograd_g6(g[j], g[3 + j], g[6 + j]));
+    let mut u = [V::zero(); 36];
+    for i in 0..6 {
+        u[6 * i..6 * i + 6].copy_from_slice(&winograd_g6(cols[0][i], cols[1][i], cols[2][i]));
+    }
+    u
+}
+
+/// `Bᵀ d B` (6×6, row-major) of a 6×6 input window `d[row][column]` of sixteen channels.
+#[inline(always)]
+pub(crate) fn winograd_input4(d: [[V; 6]; 6]) -> [V; 36] {
+    let cols: [[V; 6]; 6] = core::array::from_fn(|j| winograd_bt6(core::array::from_fn(|i| d[i][j])));
+    let mut v = [V::zero(); 36];
+    for i in 0..6 {
+        v[6 * i..6 * i + 6].copy_from_slice(&winograd_bt6(core::array::from_fn(|j| cols[j][i])));
+    }
+    v
+}
+
+/// `Aᵀ m A` (4×4, row-major) of the 6×6 products `m` (row-major) of sixteen channels.
+#[inline(always)]
+pub(crate) fn winograd_output4(m: [V; 36]) -> [V; 16] {
+    let cols: [[V; 4]; 6] = core::array::from_fn(|j| winograd_at6(core::array::from_fn(|i| m[6 * i + j])));
+    let mut y = [V::zero(); 16];
+    for i in 0..4 {
+        y[4 * i..4 * i + 4].copy_from_slice(&winograd_at6(core::array::from_fn(|j| cols[j][i])));
+    }
+    y
+}
