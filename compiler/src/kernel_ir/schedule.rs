@@ -261,9 +261,10 @@ pub fn streams_kernel(g: &ConvGeom) -> bool {
         && g.kernel_len() >= STREAM_KERNEL_FLOATS
 }
 
-/// Most `C·F` of a Winograd conv: its transformed kernel (16·C·F floats, 1 MiB at 128×128)
-/// stays in L2, since every block of tiles reads all of it.
-const WINOGRAD_MAX_CF: usize = 128 * 128;
+/// Most `C·F` of a Winograd conv. Every block of tiles reads all of its transformed kernel
+/// (16·C·F floats): 4 MiB at 256×256, from L3, still beat the direct taps on ResNet18's
+/// 8×8×256 stage (a training step's gradients ~13% faster on one thread).
+const WINOGRAD_MAX_CF: usize = 256 * 256;
 /// Fewest output rows and columns of a Winograd conv (16 tiles per image at least): fewer
 /// tiles would not repay reading the transformed kernel per block.
 const WINOGRAD_MIN_SIDE: usize = 8;
@@ -293,9 +294,9 @@ pub fn winograd_applies(g: &ConvGeom, e: &Epilogue) -> bool {
         && pool_ok
 }
 
-/// Most `C·F` of an F(4×4) conv: its transformed kernel (36·C·F floats, 576 KiB at 64×64) stays
-/// in L2.
-const WINOGRAD_F4_MAX_CF: usize = 64 * 64;
+/// Most `C·F` of an F(4×4) conv: its transformed kernel is 36·C·F floats, 2.25 MiB at 128×128
+/// (ResNet18's 16×16×128 stage, measured a little faster than F(2×2) there).
+const WINOGRAD_F4_MAX_CF: usize = 128 * 128;
 
 /// The output tile of a Winograd conv ([`winograd_applies`]): F(4×4, 3×3) when the output map
 /// is whole 4×4 tiles and `C·F ≤` [`WINOGRAD_F4_MAX_CF`], else F(2×2, 3×3).
@@ -730,18 +731,20 @@ mod tests {
         assert_eq!(tile(&conv(64, 32, 32, 32, true)), Some(WinogradTile::F4));
         let big = conv(32, 16, 128, 128, false);
         assert!(wino(&big) && !choose(&big, &m).conv.is_some_and(|l| l.pack_kernel()));
-        // F(4×4) only while its 36·C·F transformed kernel fits L2, and on whole 4×4 tiles.
-        assert_eq!(tile(&big), Some(WinogradTile::F2));
+        // F(4×4) up to 128×128 channels, and on whole 4×4 tiles.
+        assert_eq!(tile(&big), Some(WinogradTile::F4));
+        assert_eq!(tile(&conv(32, 16, 256, 256, false)), Some(WinogradTile::F2));
         assert_eq!(tile(&conv(32, 14, 32, 32, false)), Some(WinogradTile::F2));
         // Not: a sigmoid (the epilogue runs in vectors, its activation a maximum), 4×4 maps
-        // (4 tiles an image), 256×256 kernels (4 MiB transformed), 3 channels.
+        // (4 tiles an image), 512×512 kernels (16 MiB transformed), 3 channels.
         let KernelOp::Conv2d { geom, mut epilogue } = conv(64, 32, 32, 32, false) else {
             unreachable!()
         };
         epilogue.act = Activation::Sigmoid;
         assert!(!wino(&KernelOp::Conv2d { geom, epilogue }));
         assert!(!wino(&conv(32, 4, 64, 64, false)));
-        assert!(!wino(&conv(32, 8, 256, 256, false)));
+        assert!(wino(&conv(32, 8, 256, 256, false)));
+        assert!(!wino(&conv(32, 8, 512, 512, false)));
         assert!(!wino(&conv(32, 32, 3, 64, false)));
         // The input gradient of a stride-1 conv is a conv too: Winograd by the same rule.
         let KernelOp::Conv2d { geom, .. } = big else {
