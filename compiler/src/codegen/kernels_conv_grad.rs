@@ -28,7 +28,7 @@ use super::writer::{add, mul, Code};
 /// Parts of the input gradient's scratch: the transposed kernel `wt`, and for a stride-1 conv
 /// whose equivalent forward conv pads, the padded `dyp`.
 fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
-    if let Some(t) = g.grad_input_as_conv().filter(|_| grad_input_winograd(g)) {
+    if let Some(t) = grad_input_winograd(g) {
         let mut parts = vec![("wt", g.kernel_len())];
         parts.extend(winograd_parts(&t, "dyp"));
         return parts;

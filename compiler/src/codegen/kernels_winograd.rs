@@ -177,16 +177,21 @@ pub(super) fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tile: Wino
         "let d0 = {image}{side} * (t / {tw}) * {row_len} + {side} * (t % {tw}) * {cc};"
     ));
     c.line(format!("let xs = &{src}[d0..][..{}];", (win - 1) * row_len + win * cc));
-    c.open(format!("for c0 in (0..{cc}).step_by({LANES})"));
-    c.line(format!(
-        "let v = {}(core::array::from_fn(|i| core::array::from_fn(|j| V::load(&xs[i * {row_len} + j * {cc} + c0..]))));",
-        transforms(tile)[1]
-    ));
-    c.line(format!(
-        "for (xi, v) in v.iter().enumerate() {{ v.store(&mut wv[xi * {} + m * {cc} + c0..]); }}",
-        point_stride(tb, cc)
-    ));
+    transform_window(c, transforms(tile)[1], "xs", row_len, cc, "wv", tb);
     c.close();
+}
+
+/// Row `m` of a block's transformed windows, sixteen channels at a time: `dst[ξ][m][c]` = point
+/// ξ of `func` of the window at `src` (its rows `row_len` apart, its pixels `ch`).
+pub(super) fn transform_window(c: &mut Code, func: &str, src: &str, row_len: usize, ch: usize, dst: &str, tb: usize) {
+    c.open(format!("for c0 in (0..{ch}).step_by({LANES})"));
+    c.line(format!(
+        "let v = {func}(core::array::from_fn(|i| core::array::from_fn(|j| V::load(&{src}[i * {row_len} + j * {ch} + c0..]))));"
+    ));
+    c.line(format!(
+        "for (xi, v) in v.iter().enumerate() {{ v.store(&mut {dst}[xi * {} + m * {ch} + c0..]); }}",
+        point_stride(tb, ch)
+    ));
     c.close();
 }
 

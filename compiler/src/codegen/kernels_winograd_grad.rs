@@ -14,7 +14,9 @@ use crate::kernel_ir::{ConvGeom, Schedule};
 use super::kernels_conv::{blocks_of, pad_image, padded_hw, FORWARD};
 use super::kernels_gemm::open_j0;
 use super::kernels_lanes::{self, lane_rows, LANES};
-use super::kernels_winograd::{channel_block, input_transform, per_channel_pair, point_stride, winograd_geometry};
+use super::kernels_winograd::{
+    channel_block, input_transform, per_channel_pair, point_stride, transform_window, winograd_geometry,
+};
 use super::writer::Code;
 
 /// Points of the F(3×3, 2×2) tiles (those of the forward's F(2×2, 3×3)).
@@ -84,15 +86,7 @@ fn dy_transform(c: &mut Code, g: &ConvGeom, tb: usize) {
         "let ds = &dy[((n * {oh} + 2 * (t / {tw})) * {ow} + 2 * (t % {tw})) * {f}..][..{}];",
         (ow + 2) * f
     ));
-    c.open(format!("for f0 in (0..{f}).step_by({LANES})"));
-    c.line(format!(
-        "let w = winograd_dy(core::array::from_fn(|a| core::array::from_fn(|b| V::load(&ds[(a * {ow} + b) * {f} + f0..]))));"
-    ));
-    c.line(format!(
-        "for (xi, w) in w.iter().enumerate() {{ w.store(&mut ww[xi * {} + m * {f} + f0..]); }}",
-        point_stride(tb, f)
-    ));
-    c.close();
+    transform_window(c, "winograd_dy", "ds", ow * f, f, "ww", tb);
     c.close();
 }
 

@@ -309,11 +309,10 @@ pub fn winograd_tile(g: &ConvGeom) -> WinogradTile {
     }
 }
 
-/// Whether the input gradient of conv `g` runs as a Winograd conv ([`winograd_applies`] to
-/// [`ConvGeom::grad_input_as_conv`]).
-pub fn grad_input_winograd(g: &ConvGeom) -> bool {
-    g.grad_input_as_conv()
-        .is_some_and(|t| winograd_applies(&t, &Epilogue::NONE))
+/// The conv of `dy` ([`ConvGeom::grad_input_as_conv`]) that the input gradient of conv `g` runs
+/// as, when that runs as Winograd ([`winograd_applies`]).
+pub fn grad_input_winograd(g: &ConvGeom) -> Option<ConvGeom> {
+    g.grad_input_as_conv().filter(|t| winograd_applies(t, &Epilogue::NONE))
 }
 
 /// Whether the kernel gradient of conv `g` runs as Winograd F(3×3, 2×2): the conv is one
@@ -362,10 +361,7 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         }
         KernelOp::ConvGradInput { geom } => Some(ConvLayout::GradInput {
             rows_per_block: if geom.strides == [1, 1] { rows(geom.in_hw) } else { 1 },
-            winograd: geom
-                .grad_input_as_conv()
-                .filter(|_| grad_input_winograd(geom))
-                .map(|t| winograd_tile(&t)),
+            winograd: grad_input_winograd(geom).map(|t| winograd_tile(&t)),
         }),
         KernelOp::ConvGradKernel { geom, pooled, .. } => Some(ConvLayout::GradKernel {
             images_per_group: images_per_group(geom),
@@ -722,7 +718,7 @@ mod tests {
     }
 
     #[test]
-    fn winograd_takes_even_3x3_maps_whose_transformed_kernel_fits_l2() {
+    fn winograd_takes_even_3x3_maps_up_to_256_by_256_channels() {
         let m = Machine::reference();
         let wino = |op: &KernelOp| choose(op, &m).conv.is_some_and(|l| l.winograd());
         // The CIFAR-10 CNN's 32×32×32 → 32 with its 2×2 pool; ResNet18's 16×16×128 → 128,
