@@ -14,8 +14,8 @@ use crate::kernel_ir::schedule::{packs_kernel, winograd_applies, ConvLayout};
 use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 
 use super::kernels_gemm::{
-    block_width_line, declare_stats, epilogue, finish_stats, open_j0, row_block, row_stats, tile_width,
-    vector_block_epilogue, width,
+    block_width_line, declare_stats, epilogue, finish_stats, open_j0, row_block, row_stats, store_block, tile_width,
+    width,
 };
 use super::kernels_lanes::{self, lane_rows, lane_vectors, panel_block, LANES};
 use super::kernels_winograd::{winograd_nest, winograd_parts};
@@ -106,8 +106,9 @@ pub(super) fn input_row(c: &mut Code, g: &ConvGeom, nm: &Names, ih: &str) {
     }
 }
 
-/// `acc: [[f32; nb]; mr]` holding the taps of the `mr` pixels `(n, oh, first + m·step)` (every
-/// tap inside the padded image): a vector block when `lanes` is `Some(nv)`, else `axpy`s.
+/// The taps of the `mr` pixels `(n, oh, first + m·step)` (every tap inside the padded image):
+/// in the vector block `va` when `lanes` is `Some(nv)`, else by `axpy`s into `acc: [[f32; nb];
+/// mr]`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn block_taps(
     c: &mut Code,
@@ -154,7 +155,6 @@ pub(super) fn block_taps(
         c.close();
         c.close();
         c.close();
-        kernels_lanes::store(c, mr, nv);
         return;
     }
     c.line(format!(
@@ -168,9 +168,6 @@ pub(super) fn block_taps(
     c.close();
     c.close();
     c.close();
-    if let Some(nv) = lanes {
-        kernels_lanes::store(c, mr, nv);
-    }
 }
 
 /// Emits `OFF`, where the input window of each pixel `m` of a block of `rr` output rows starts
@@ -207,7 +204,7 @@ fn open_tap_rows(c: &mut Code, g: &ConvGeom, nm: &Names, off: &[usize]) {
     c.line(format!("let xb = &xr[{}..][..{}];", mul("kw", cc), last + cc));
 }
 
-/// `acc: [[f32; nb]; rr·OW]` holding the taps of output rows `oh..oh + rr` of image `n` (a
+/// `va: [[V; nv]; rr·OW]` holding the taps of output rows `oh..oh + rr` of image `n` (a
 /// vector block of `nv` vectors per pixel): pixel `m` is `(oh + m / OW, m % OW)`, whose input
 /// window starts `OFF[m]` values into the block's first input row.
 fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: usize) {
@@ -239,7 +236,6 @@ fn rows_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nb: usize, nv: u
     c.close();
     c.close();
     c.close();
-    kernels_lanes::store(c, mr, nv);
 }
 
 /// Input channels per chunk of a streamed kernel ([`stream_taps`]).
@@ -284,9 +280,7 @@ fn stream_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nv: usize) {
         let bm = (mr - pb).min(STREAM_BLOCK);
         let px = add(&pb.to_string(), "m");
         c.line(format!("// pixels {pb}..{}", pb + bm));
-        c.line(format!(
-            "let mut vb: [V; {bm}] = core::array::from_fn(|m| va[{px}][j]);"
-        ));
+        c.line(format!("let mut vb: [V; {bm}] = array_with(|m| va[{px}][j]);"));
         c.open(format!("for ci in c0..c0 + {STREAM_CHUNK}"));
         c.line(format!("let b = V::load(&ws[ci * {f} + {LANES} * j..]);"));
         c.line(format!(
@@ -299,7 +293,6 @@ fn stream_taps(c: &mut Code, g: &ConvGeom, nm: &Names, rr: usize, nv: usize) {
     c.close();
     c.close();
     c.close();
-    kernels_lanes::store(c, mr, nv);
 }
 
 /// Runs `body(c, mr)` for the blocks that cover `avail` positions `mr` at a time (binding
@@ -438,12 +431,14 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
         None => row_block(s).min(avail).max(1),
     };
     // A vector block's epilogue up to the activation, on the whole block (block row `m` at
-    // output offset `row`).
+    // output offset `row`), which it leaves in `acc`.
     let block_epilogue = |c: &mut Code, mr: usize, row: &str| {
-        if lanes.is_some() {
-            vector_block_epilogue(c, e, row, (nb > f).then_some((f, mr)));
+        if let Some(nv) = lanes {
+            store_block(c, e, (mr, nv), row, full, (nb > f).then_some((f, mr)));
         }
     };
+    // A fused max-pool over the block's registers (no statistics to take on the way).
+    let pool_in_registers = lanes.is_some() && !e.bn_stats && kernels_lanes::epilogue_in_registers(e, full);
     // The (rest of the) epilogue of one block row `acc`, rebound to its live columns.
     let row_epilogue = |c: &mut Code| {
         if lanes.is_some() {
@@ -524,6 +519,23 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
             ));
             c.open(format!("for ph in 0..{ph}"));
             blocks_of(c, "pw", pw, mr, |c, mr| {
+                if let (true, Some(nv)) = (pool_in_registers, lanes) {
+                    kernels_lanes::declare_max(c, mr, nv, argmax);
+                    c.open(format!("for t in 0..{}", sh * sw));
+                    c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
+                    c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
+                    block_taps(c, g, nm, "owb", sw, mr, nb, &wdt, lanes);
+                    let row = format!("((n * {oh} + oh) * {ow} + owb + {}) * {f}", mul("m", sw));
+                    kernels_lanes::register_epilogue(c, e, mr, nv, &row);
+                    kernels_lanes::max_into(c, mr, nv, argmax);
+                    c.close();
+                    let out = format!("((n * {ph} + ph) * {pw} + pw + m) * {f}");
+                    kernels_lanes::store_rows(c, "best", mr, nv, "y", &out);
+                    if argmax {
+                        kernels_lanes::store_rows(c, "arg", mr, nv, "argmax", &out);
+                    }
+                    return;
+                }
                 block_width_line(c, nb, f, &fs, full);
                 c.line(format!("let mut best = [[0f32; {nb}]; {mr}];"));
                 if argmax {

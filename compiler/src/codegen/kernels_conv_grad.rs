@@ -405,10 +405,10 @@ pub(crate) fn conv_grad_kernel(
         match lanes {
             // Live lanes from dw, the others zero.
             Some(_) if narrow => c.line(format!(
-                "let mut va: [[V; 1]; {mr}] = core::array::from_fn(|m| {{ let mut t = [0f32; {LANES}]; t[..wd].copy_from_slice(&dw[base + m * {f} + j0..][..wd]); [V::load(&t)] }});"
+                "let mut va: [[V; 1]; {mr}] = array_with(|m| {{ let mut t = [0f32; {LANES}]; t[..wd].copy_from_slice(&dw[base + m * {f} + j0..][..wd]); [V::load(&t)] }});"
             )),
             Some(nv) => c.line(format!(
-                "let mut va: [[V; {nv}]; {mr}] = core::array::from_fn(|m| core::array::from_fn(|j| V::load(&dw[base + m * {f} + j0 + {} * j..])));",
+                "let mut va: [[V; {nv}]; {mr}] = array_with(|m| array_with(|j| V::load(&dw[base + m * {f} + j0 + {} * j..])));",
                 kernels_lanes::LANES
             )),
             None => {

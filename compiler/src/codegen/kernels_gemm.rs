@@ -131,6 +131,27 @@ pub(crate) fn epilogue(c: &mut Code, e: &Epilogue, stats: bool) {
     }
 }
 
+/// Ends the vector block `va` of `mr` rows × `nv` vectors, leaving it in `acc` with the
+/// epilogue up to the activation applied: on the registers before the store when all its
+/// columns are live (`all_live`) and the activation allows, else by [`vector_block_epilogue`]
+/// on the stored array (`live`, as there).
+pub(crate) fn store_block(
+    c: &mut Code,
+    e: &Epilogue,
+    (mr, nv): (usize, usize),
+    row: &str,
+    all_live: bool,
+    live: Option<(usize, usize)>,
+) {
+    if kernels_lanes::epilogue_in_registers(e, all_live) {
+        kernels_lanes::register_epilogue(c, e, mr, nv, row);
+        kernels_lanes::store(c, mr, nv);
+    } else {
+        kernels_lanes::store(c, mr, nv);
+        vector_block_epilogue(c, e, row, live);
+    }
+}
+
 /// [`epilogue`] up to the activation on a whole vector block `acc: [[f32; nb]; mr]` whose
 /// rows have `wd` live columns, before its rows are visited: bias and residual on each row's
 /// live columns (block row `m` at output offset `row`, an expression of `m`), then the
@@ -421,8 +442,7 @@ fn k_blocked(
             "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut c[(i0 + m) * {n} + j0 + {LANES} * j..]); }} }}"
         ));
         c.else_();
-        kernels_lanes::store(c, mr, nv);
-        vector_block_epilogue(c, e, &format!("(i0 + m) * {n}"), None);
+        store_block(c, e, (mr, nv), &format!("(i0 + m) * {n}"), true, None);
         c.open("for (m, acc) in acc.iter().enumerate()");
         c.line(format!("c[(i0 + m) * {n} + j0..][..wd].copy_from_slice(acc);"));
         c.close();
@@ -469,8 +489,7 @@ fn rows_then_columns(
         c.line(format!("let br = &{bm}[{} + j0..][..{nb}];", mul("p", np)));
         kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
         c.close();
-        kernels_lanes::store(c, mr, nv);
-        vector_block_epilogue(c, before_softmax, &format!("(i0 + m) * {n}"), None);
+        store_block(c, before_softmax, (mr, nv), &format!("(i0 + m) * {n}"), full, None);
         c.open("for (m, acc) in acc.iter_mut().enumerate()");
         c.line(format!("let row = (i0 + m) * {n};"));
         row_stats(c, e.bn_stats && !softmax);

@@ -5,11 +5,14 @@
 //! count the compiler unrolls so that every accumulator is a register. Each reduction step
 //! loads the `nv` vectors of B once and adds `splat(a_m)·b` to each row `m`: `nv` loads and
 //! `mr` broadcasts per `mr·nv` multiply-adds. `mr` is the schedule's register tile height,
-//! which it sized to the compiling machine's vector registers. The block is then stored to an
-//! `[[f32; nb]; mr]` array, on which the scalar epilogue runs (once per block, not per step).
+//! which it sized to the compiling machine's vector registers. When every column of the block
+//! is live, the epilogue up to a ReLU (and a fused max-pool) runs on those registers; otherwise
+//! the block is stored to an `[[f32; nb]; mr]` array, on which the scalar epilogue runs (once
+//! per block, not per step).
 
 use super::writer::Code;
-use crate::kernel_ir::{Schedule, Tiling};
+use crate::ir::Activation;
+use crate::kernel_ir::{Epilogue, Schedule, Tiling};
 
 /// f32 lanes of `support::V`.
 pub(crate) const LANES: usize = 16;
@@ -48,7 +51,7 @@ pub(crate) fn declare(c: &mut Code, mr: usize, nv: usize) {
 /// One reduction step: `nv` vectors of B (`load` is the expression loading vector `j`), times
 /// `a` (an expression of the block row `m`), added to every row of the block.
 pub(crate) fn step(c: &mut Code, mr: usize, nv: usize, load: &str, a: &str) {
-    c.line(format!("let bv: [V; {nv}] = core::array::from_fn(|j| {load});"));
+    c.line(format!("let bv: [V; {nv}] = array_with(|j| {load});"));
     c.open(format!("for m in 0..{mr}"));
     c.line(format!("let a = V::splat({a});"));
     c.line(format!("for j in 0..{nv} {{ va[m][j] = va[m][j].fma(a, bv[j]); }}"));
@@ -92,4 +95,78 @@ pub(crate) fn store(c: &mut Code, mr: usize, nv: usize) {
     c.line(format!(
         "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut acc[m][{LANES} * j..]); }} }}"
     ));
+}
+
+/// Whether the epilogue of a vector block whose columns are all live (`live`) runs on its
+/// accumulators ([`register_epilogue`]): bias, residual and ReLU are vector adds and a max.
+/// (Left to the array, LLVM vectorised the bias add across the block's rows, with gathers.)
+pub(crate) fn epilogue_in_registers(e: &Epilogue, live: bool) -> bool {
+    live && matches!(e.act, Activation::Linear | Activation::Relu)
+}
+
+/// The epilogue up to the activation on the accumulators `va` of a block of `mr` rows × `nv`
+/// vectors from column `j0`, every lane live; `row` is the output offset of block row `m`
+/// (without `j0`), which the residual reads at. The same operations in the same order as
+/// the scalar epilogue, so the same values.
+pub(crate) fn register_epilogue(c: &mut Code, e: &Epilogue, mr: usize, nv: usize, row: &str) {
+    if e.bias {
+        c.open(format!("for j in 0..{nv}"));
+        c.line(format!("let b = V::load(&bias[j0 + {LANES} * j..]);"));
+        c.line(format!("for m in 0..{mr} {{ va[m][j] = va[m][j] + b; }}"));
+        c.close();
+    }
+    if e.residual {
+        c.open(format!("for m in 0..{mr}"));
+        c.line(format!("let row = {row};"));
+        c.line(format!(
+            "for j in 0..{nv} {{ va[m][j] = va[m][j] + V::load(&res[row + j0 + {LANES} * j..]); }}"
+        ));
+        c.close();
+    }
+    if e.act == Activation::Relu {
+        c.line(format!(
+            "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j] = va[m][j].max(V::zero()); }} }}"
+        ));
+    }
+}
+
+/// `best` (and `arg`), the running maximum of a pool window's pixels in registers: `[[V; nv];
+/// mr]` declared zero.
+pub(crate) fn declare_max(c: &mut Code, mr: usize, nv: usize, argmax: bool) {
+    c.line(format!("let mut best = [[V::zero(); {nv}]; {mr}];"));
+    if argmax {
+        c.line(format!("let mut arg = [[V::zero(); {nv}]; {mr}];"));
+    }
+}
+
+/// Folds the block `va` of window pixel `t` into `best` (and its index into `arg`): the
+/// first pixel's values, then `if v > best { v } else { best }` per lane, so a later equal
+/// value does not take over (as `max_into` in the scalar epilogue).
+pub(crate) fn max_into(c: &mut Code, mr: usize, nv: usize, argmax: bool) {
+    c.open("if t == 0");
+    c.line("best = va;");
+    c.else_();
+    if argmax {
+        c.line("let tv = V::splat(t as f32);");
+    }
+    c.open(format!("for m in 0..{mr}"));
+    c.open(format!("for j in 0..{nv}"));
+    if argmax {
+        c.line("arg[m][j] = va[m][j].select_gt(best[m][j], tv, arg[m][j]);");
+    }
+    c.line("best[m][j] = va[m][j].max(best[m][j]);");
+    c.close();
+    c.close();
+    c.close();
+}
+
+/// Stores block `name` (`[[V; nv]; mr]`) to `dst` at `row + j0` for block row `m` (`row` an
+/// expression of `m`).
+pub(crate) fn store_rows(c: &mut Code, name: &str, mr: usize, nv: usize, dst: &str, row: &str) {
+    c.open(format!("for m in 0..{mr}"));
+    c.line(format!("let row = {row};"));
+    c.line(format!(
+        "for j in 0..{nv} {{ {name}[m][j].store(&mut {dst}[row + j0 + {LANES} * j..]); }}"
+    ));
+    c.close();
 }

@@ -150,7 +150,7 @@ pub(super) fn per_channel_pair(c: &mut Code, g: &ConvGeom, func: &str, src: &str
     c.open(format!("for ci in 0..{cc}"));
     c.open(format!("for f0 in (0..{f}).step_by({LANES})"));
     c.line(format!(
-        "let k = {func}(core::array::from_fn(|i| V::load(&{src}[(i * {cc} + ci) * {f} + f0..])));"
+        "let k = {func}(array_with(|i| V::load(&{src}[(i * {cc} + ci) * {f} + f0..])));"
     ));
     c.line(format!(
         "for (o, k) in k.iter().enumerate() {{ k.store(&mut {dst}[(o * {cc} + ci) * {f} + f0..]); }}"
@@ -186,7 +186,7 @@ pub(super) fn input_transform(c: &mut Code, g: &ConvGeom, nm: &Names, tile: Wino
 pub(super) fn transform_window(c: &mut Code, func: &str, src: &str, row_len: usize, ch: usize, dst: &str, tb: usize) {
     c.open(format!("for c0 in (0..{ch}).step_by({LANES})"));
     c.line(format!(
-        "let v = {func}(core::array::from_fn(|i| core::array::from_fn(|j| V::load(&{src}[i * {row_len} + j * {ch} + c0..]))));"
+        "let v = {func}(array_with(|i| array_with(|j| V::load(&{src}[i * {row_len} + j * {ch} + c0..]))));"
     ));
     c.line(format!(
         "for (xi, v) in v.iter().enumerate() {{ v.store(&mut {dst}[xi * {} + m * {ch} + c0..]); }}",
@@ -274,7 +274,7 @@ fn vector_outputs(c: &mut Code, g: &ConvGeom, e: &Epilogue, nm: &Names, tile: Wi
     }
     c.open(format!("for j in 0..{nv}"));
     c.line(format!(
-        "let {}o = {}(core::array::from_fn(|xi| V::load(&wm[xi * {} + m * {nb} + {LANES} * j..])));",
+        "let {}o = {}(array_with(|xi| V::load(&wm[xi * {} + m * {nb} + {LANES} * j..])));",
         if e.bias || e.residual || e.act == Activation::Relu {
             "mut "
         } else {

@@ -102,7 +102,7 @@ fn reduce(c: &mut Code, g: &ConvGeom, tb: usize, mr: usize, nb: usize) {
         open_j0(c, "0", &f.to_string(), nb, nb >= f);
         c.line(format!("let at = (xi * {cc} + r0) * {f} + j0;"));
         c.line(format!(
-            "let mut va: [[V; {nv}]; {mr}] = core::array::from_fn(|m| core::array::from_fn(|j| V::load(&gm[at + m * {f} + {LANES} * j..])));"
+            "let mut va: [[V; {nv}]; {mr}] = array_with(|m| array_with(|j| V::load(&gm[at + m * {f} + {LANES} * j..])));"
         ));
         c.open(format!("for t in 0..{tb}"));
         kernels_lanes::step(

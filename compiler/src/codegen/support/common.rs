@@ -16,6 +16,17 @@ pub(crate) fn at_mut<const N: usize>(s: &mut [f32], i: usize) -> &mut [f32; N] {
     (&mut s[i..i + N]).try_into().unwrap()
 }
 
+/// `[f(0), …, f(N − 1)]`, always inlined: `core::array::from_fn` over the 16 or 36 vectors of
+/// a Winograd tile was left a call (its panic guard), which moved every vector through memory.
+#[inline(always)]
+pub(crate) fn array_with<T: Copy + Default, const N: usize>(mut f: impl FnMut(usize) -> T) -> [T; N] {
+    let mut r = [T::default(); N];
+    for (i, r) in r.iter_mut().enumerate() {
+        *r = f(i);
+    }
+    r
+}
+
 /// Dot product with eight independent partial sums, so that it vectorises without fast-math.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {

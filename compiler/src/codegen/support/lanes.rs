@@ -17,6 +17,13 @@ mod lanes {
     #[derive(Clone, Copy)]
     pub(crate) struct V(__m512);
 
+    impl Default for V {
+        #[inline(always)]
+        fn default() -> V {
+            V::zero()
+        }
+    }
+
     impl V {
         #[inline(always)]
         pub(crate) fn zero() -> V {
@@ -92,6 +99,13 @@ mod lanes {
 mod lanes {
     #[derive(Clone, Copy)]
     pub(crate) struct V([f32; 16]);
+
+    impl Default for V {
+        #[inline(always)]
+        fn default() -> V {
+            V::zero()
+        }
+    }
 
     impl V {
         #[inline(always)]

@@ -39,7 +39,7 @@ fn winograd_bt(a: V, b: V, c: V, e: V) -> [V; 4] {
 #[inline(always)]
 pub(crate) fn winograd_input(d: [[V; 4]; 4]) -> [V; 16] {
     // tc[j] = Bᵀ (column j of d), the columns of Bᵀ d.
-    let tc: [[V; 4]; 4] = core::array::from_fn(|j| winograd_bt(d[0][j], d[1][j], d[2][j], d[3][j]));
+    let tc: [[V; 4]; 4] = array_with(|j| winograd_bt(d[0][j], d[1][j], d[2][j], d[3][j]));
     // Row i of (Bᵀ d) B is Bᵀ (row i of Bᵀ d).
     let mut v = [V::zero(); 16];
     for i in 0..4 {
@@ -51,8 +51,8 @@ pub(crate) fn winograd_input(d: [[V; 4]; 4]) -> [V; 16] {
 /// `Aᵀ m A` (2×2, row-major) of the 4×4 products `m` (row-major) of sixteen channels.
 #[inline(always)]
 pub(crate) fn winograd_output(m: [V; 16]) -> [V; 4] {
-    let s0: [V; 4] = core::array::from_fn(|j| m[j] + m[4 + j] + m[8 + j]);
-    let s1: [V; 4] = core::array::from_fn(|j| m[4 + j] - m[8 + j] - m[12 + j]);
+    let s0: [V; 4] = array_with(|j| m[j] + m[4 + j] + m[8 + j]);
+    let s1: [V; 4] = array_with(|j| m[4 + j] - m[8 + j] - m[12 + j]);
     [
         s0[0] + s0[1] + s0[2],
         s0[1] - s0[2] - s0[3],
@@ -97,7 +97,7 @@ fn winograd_gt(m0: V, m1: V, m2: V, m3: V) -> [V; 3] {
 #[inline(always)]
 pub(crate) fn winograd_dw(m: [V; 16]) -> [V; 9] {
     // cols[j][kh] = (G'ᵀ m)[kh][j], then G'ᵀ on each row kh of G'ᵀ m.
-    let cols: [[V; 3]; 4] = core::array::from_fn(|j| winograd_gt(m[j], m[4 + j], m[8 + j], m[12 + j]));
+    let cols: [[V; 3]; 4] = array_with(|j| winograd_gt(m[j], m[4 + j], m[8 + j], m[12 + j]));
     let mut k = [V::zero(); 9];
     for kh in 0..3 {
         k[3 * kh..3 * kh + 3].copy_from_slice(&winograd_gt(cols[0][kh], cols[1][kh], cols[2][kh], cols[3][kh]));
@@ -159,7 +159,7 @@ fn winograd_at6(m: [V; 6]) -> [V; 4] {
 #[inline(always)]
 pub(crate) fn winograd_kernel4(g: [V; 9]) -> [V; 36] {
     // The columns of G g, then G on each of its rows.
-    let cols: [[V; 6]; 3] = core::array::from_fn(|j| winograd_g6(g[j], g[3 + j], g[6 + j]));
+    let cols: [[V; 6]; 3] = array_with(|j| winograd_g6(g[j], g[3 + j], g[6 + j]));
     let mut u = [V::zero(); 36];
     for i in 0..6 {
         u[6 * i..6 * i + 6].copy_from_slice(&winograd_g6(cols[0][i], cols[1][i], cols[2][i]));
@@ -170,10 +170,10 @@ pub(crate) fn winograd_kernel4(g: [V; 9]) -> [V; 36] {
 /// `Bᵀ d B` (6×6, row-major) of a 6×6 input window `d[row][column]` of sixteen channels.
 #[inline(always)]
 pub(crate) fn winograd_input4(d: [[V; 6]; 6]) -> [V; 36] {
-    let cols: [[V; 6]; 6] = core::array::from_fn(|j| winograd_bt6(core::array::from_fn(|i| d[i][j])));
+    let cols: [[V; 6]; 6] = array_with(|j| winograd_bt6(array_with(|i| d[i][j])));
     let mut v = [V::zero(); 36];
     for i in 0..6 {
-        v[6 * i..6 * i + 6].copy_from_slice(&winograd_bt6(core::array::from_fn(|j| cols[j][i])));
+        v[6 * i..6 * i + 6].copy_from_slice(&winograd_bt6(array_with(|j| cols[j][i])));
     }
     v
 }
@@ -181,10 +181,10 @@ pub(crate) fn winograd_input4(d: [[V; 6]; 6]) -> [V; 36] {
 /// `Aᵀ m A` (4×4, row-major) of the 6×6 products `m` (row-major) of sixteen channels.
 #[inline(always)]
 pub(crate) fn winograd_output4(m: [V; 36]) -> [V; 16] {
-    let cols: [[V; 4]; 6] = core::array::from_fn(|j| winograd_at6(core::array::from_fn(|i| m[6 * i + j])));
+    let cols: [[V; 4]; 6] = array_with(|j| winograd_at6(array_with(|i| m[6 * i + j])));
     let mut y = [V::zero(); 16];
     for i in 0..4 {
-        y[4 * i..4 * i + 4].copy_from_slice(&winograd_at6(core::array::from_fn(|j| cols[j][i])));
+        y[4 * i..4 * i + 4].copy_from_slice(&winograd_at6(array_with(|j| cols[j][i])));
     }
     y
 }
