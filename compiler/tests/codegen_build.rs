@@ -14,7 +14,8 @@
 //! pool (inception10), residual epilogues and strided convs (resnet18), and a deep conv stack
 //! (vgg16_cifar10: the layers of vgg16, whose 224×224 input only makes the same crate bigger
 //! in its constants and slower to check, so vgg16 itself is not built here), and strided convs
-//! on odd-sized maps (the test model `examples/strided_odd`).
+//! on odd-sized maps, one reading 6 channels (the test model `examples/strided_odd`). LeNet's
+//! and that model's 6-channel input gradients run by columns and col2im.
 //!
 //! Two more crates split their kernels across two threads (`codegen::threads`): mnist_cnn at
 //! batch 16 and resnet18, checked the same way.

@@ -1,4 +1,5 @@
-//! The convolution gradient templates. Input gradient: of a stride-1 conv, the forward loop
+//! The convolution gradient templates. Input gradient: into fewer channels than a vector, by
+//! columns and col2im (`kernels_conv_scatter`); of a stride-1 conv, the forward loop
 //! nest (`kernels_conv`) over the padded output gradient with the flipped kernel; of a strided
 //! conv with 16·k input channels, vector blocks of input columns of one residue class modulo
 //! the stride (`strided_grad_input`); otherwise, per input pixel, `axpy`s over the taps that
@@ -8,7 +9,9 @@
 
 use crate::ir::Activation;
 use crate::kernel_ir::kernel::{pool_tiles, pooled_hw};
-use crate::kernel_ir::schedule::{grad_input_winograd, grad_kernel_winograd, images_per_group};
+use crate::kernel_ir::schedule::{
+    grad_input_scatters, grad_input_winograd, grad_kernel_winograd, images_per_group, ConvLayout,
+};
 use crate::kernel_ir::{ConvGeom, Epilogue, PooledDy, Schedule};
 
 use super::kernels::act_grad_expr;
@@ -16,6 +19,7 @@ use super::kernels_conv::{
     blocks_of, conv_nest, input_row, layout, pad_image, padded_hw, panel_len, scratch, split_work, times, Names,
     FORWARD,
 };
+use super::kernels_conv_scatter::{grad_input_scatter, scatter_parts};
 use super::kernels_gemm::{
     block_width, block_width_line, open_block, open_j0, out_coord, row_block, tile_width, width,
 };
@@ -28,6 +32,9 @@ use super::writer::{add, mul, Code};
 /// Parts of the input gradient's scratch: the transposed kernel `wt`, and for a stride-1 conv
 /// whose equivalent forward conv pads, the padded `dyp`.
 fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
+    if grad_input_scatters(g) {
+        return scatter_parts(g);
+    }
     if let Some(t) = grad_input_winograd(g) {
         let mut parts = vec![("wt", g.kernel_len())];
         parts.extend(winograd_parts(&t, "dyp"));
@@ -220,6 +227,9 @@ pub(crate) fn grad_input_scratch(g: &ConvGeom) -> (&'static str, usize) {
 /// tap and output channel, an `axpy` over a block of contiguous input channels.
 pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Result<(), String> {
     let (cc, f) = (g.c, g.f);
+    if let ConvLayout::GradInput { scatter: true, .. } = layout(s)? {
+        return grad_input_scatter(c, g, s);
+    }
     if let Some(t) = g.grad_input_as_conv() {
         split_work(c, &grad_input_parts(g));
         // Winograd transforms the kernel from HWIO; the direct nest reads it in panels.

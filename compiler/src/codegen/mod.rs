@@ -14,7 +14,9 @@
 //!   `support::V`: AVX-512 registers when built with `avx512f`, arrays LLVM vectorises
 //!   elsewhere) where the block is whole vectors wide, else `axpy`s over the channel axis;
 //!   3×3 stride-1 convs and their input gradients on maps of 8×8 or more run as Winograd
-//!   F(2×2, 3×3) where the schedule says so (`kernels_winograd`, `support/winograd.rs`);
+//!   F(2×2, 3×3) where the schedule says so (`kernels_winograd`, `support/winograd.rs`), and
+//!   input gradients into fewer channels than a vector by columns and col2im
+//!   (`kernels_conv_scatter`);
 //!   kernels with equal `KernelOp`s share a function, so repeated blocks cost nothing to build;
 //! - per program a `*_prepare` function (load-time kernels) and a `*_run` function calling the
 //!   kernels in order on pieces of one arena carved out with `split_at_mut` (`layout`; the
@@ -47,6 +49,7 @@ mod api_model;
 mod kernels;
 mod kernels_conv;
 mod kernels_conv_grad;
+mod kernels_conv_scatter;
 mod kernels_gemm;
 mod kernels_lanes;
 mod kernels_norm;

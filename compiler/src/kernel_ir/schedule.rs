@@ -89,10 +89,12 @@ pub enum ConvLayout {
         winograd: Option<WinogradTile>,
     },
     /// The input gradient; `rows_per_block` of its stride-1 loop nest (that of a forward conv
-    /// whose output is the input), 1 when strided; `winograd` as for `Forward`, of that conv.
+    /// whose output is the input), 1 when strided; `winograd` as for `Forward`, of that conv;
+    /// `scatter`: a GEMM into columns, scatter-added into the input ([`grad_input_scatters`]).
     GradInput {
         rows_per_block: usize,
         winograd: Option<WinogradTile>,
+        scatter: bool,
     },
     /// The kernel gradient reduces over `images_per_group` images per load of a `dw` block
     /// ([`images_per_group`]); or, `winograd`, runs as Winograd F(3×3, 2×2)
@@ -168,10 +170,14 @@ impl fmt::Display for ConvLayout {
             ConvLayout::GradInput {
                 rows_per_block,
                 winograd,
+                scatter,
             } => {
                 write!(f, "rows={rows_per_block}")?;
                 if let Some(t) = winograd {
                     write!(f, " {t}")?;
+                }
+                if scatter {
+                    write!(f, " scatter")?;
                 }
                 Ok(())
             }
@@ -315,6 +321,15 @@ pub fn grad_input_winograd(g: &ConvGeom) -> Option<ConvGeom> {
     g.grad_input_as_conv().filter(|t| winograd_applies(t, &Epilogue::NONE))
 }
 
+/// Whether the input gradient of conv `g` runs as `cols = dy · wᵀ` per image, in vectors along
+/// the `KH·KW·C` taps and channels, then scatter-added into `dx` (col2im), as the kernels
+/// backend does: when `dx` has fewer channels than a vector (LeNet's 6), which the gathering
+/// nests, vectorised along them, would compute in mostly idle lanes (6 of 16, against 150 of
+/// 160 for LeNet's columns).
+pub fn grad_input_scatters(g: &ConvGeom) -> bool {
+    g.c < PANEL
+}
+
 /// Whether the kernel gradient of conv `g` runs as Winograd F(3×3, 2×2): the conv is one
 /// ([`winograd_applies`]) and its `dy` is not rebuilt from a pooled one.
 pub fn grad_kernel_winograd(g: &ConvGeom, pooled: bool) -> bool {
@@ -362,6 +377,7 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         KernelOp::ConvGradInput { geom } => Some(ConvLayout::GradInput {
             rows_per_block: if geom.strides == [1, 1] { rows(geom.in_hw) } else { 1 },
             winograd: grad_input_winograd(geom).map(|t| winograd_tile(&t)),
+            scatter: grad_input_scatters(geom),
         }),
         KernelOp::ConvGradKernel { geom, pooled, .. } => Some(ConvLayout::GradKernel {
             images_per_group: images_per_group(geom),
@@ -763,6 +779,21 @@ mod tests {
         assert!(!wino(&dw(Some(pd))));
         let geom = ConvGeom { c: 3, ..geom };
         assert!(!wino(&KernelOp::ConvGradInput { geom }));
+    }
+
+    #[test]
+    fn input_gradients_into_fewer_channels_than_a_vector_scatter() {
+        let m = Machine::reference();
+        let scatter = |c: usize| {
+            let KernelOp::Conv2d { geom, .. } = conv(128, 12, c, 16, false) else {
+                unreachable!()
+            };
+            let l = choose(&KernelOp::ConvGradInput { geom }, &m).conv;
+            l.is_some_and(|l| matches!(l, ConvLayout::GradInput { scatter: true, .. }))
+        };
+        // LeNet's 6 channels and any other narrow input; not a whole vector's worth.
+        assert!(scatter(6) && scatter(1) && scatter(15));
+        assert!(!scatter(16) && !scatter(32));
     }
 
     #[test]
