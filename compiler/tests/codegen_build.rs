@@ -202,7 +202,7 @@ fn build_workspace() -> Result<Vec<PathBuf>, String> {
         }
         let c = generate(&spec, &opts).map_err(|e| format!("{}: {e}", b.name))?;
         let lib = c.file("src/lib.rs").unwrap();
-        let splits = lib.matches("std::thread::scope").count();
+        let splits = lib.matches("run_shares(shares").count();
         assert_eq!(
             (splits, lib.matches("_part(").count() >= splits),
             (b.splits, true),

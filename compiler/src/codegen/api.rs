@@ -108,8 +108,10 @@ pub(crate) fn support_rs(no_std: bool) -> String {
     } else {
         include_str!("support/math_std.rs")
     };
+    // Threads need std (a no_std crate runs on one).
+    let pool = if no_std { "" } else { include_str!("support/pool.rs") };
     format!(
-        "{}{math}{}{}",
+        "{}{math}{}{}{pool}",
         include_str!("support/common.rs"),
         include_str!("support/lanes.rs"),
         include_str!("support/winograd.rs")
@@ -185,7 +187,7 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
         if info.threads > 1 {
             format!(
                 "on {} threads: the convolutions and GEMMs whose work divides by samples run as\n\
-                 `<kernel>_part` shares on scoped threads (a constant of this crate: regenerate with\n\
+                 `<kernel>_part` shares, on threads started once (a constant of this crate: regenerate with\n\
                  `cnnc compile --threads N` for another count)",
                 info.threads
             )

@@ -1,14 +1,16 @@
 //! Threads in generated code. In a crate generated for `T > 1` threads, a template whose work
-//! divides by samples (and is worth a thread's spawn) becomes a wrapper that runs `T` calls of
-//! the same template built for `n / T` samples (`<name>_part`), on scoped threads
-//! (`std::thread::scope`; the last share runs on the calling thread), each on a contiguous chunk
+//! divides by samples (and is worth waking a thread) becomes a wrapper that runs `T` calls of
+//! the same template built for `n / T` samples (`<name>_part`): `T − 1` on the crate's
+//! persistent threads (`support/pool.rs`, `run_shares`; a scoped spawn per call cost more than
+//! many shares take) and the last on the calling thread, each on a contiguous chunk
 //! of the batch-major operands (NHWC maps, GEMM rows). Per-sample outputs are written chunk by
 //! chunk. A reduction over the samples (the kernel gradient, a weight gradient `Aᵀ·B`) gives
 //! every thread but the last partial outputs of its own, added to the last one's in thread
 //! order: results depend on the thread count, never on timing. A conv whose epilogue takes BN
 //! statistics gives each share's moments, combined in thread order by Chan et al.'s pairwise
 //! update. A share with scratch (a transposed or packed kernel, padded images) fills its own
-//! copy: each thread repeats that small transpose or pack.
+//! (the pool thread's buffer, kept between calls): each thread repeats that small transpose or
+//! pack.
 //!
 //! Kernels that do not split (BN statistics before a fused max-pool, row-wise templates, a
 //! batch that `T` does not divide) run on one thread as before.
@@ -33,8 +35,8 @@ pub(crate) struct ThreadSplit {
     pub moments: bool,
 }
 
-/// Work below which a kernel stays on one thread: a scoped thread costs a spawn and a join
-/// (tens of µs), against the runtime pool's wake-up of parked workers the schedule assumes.
+/// Work below which a kernel stays on one thread (about 70 µs on one core): waking a pool
+/// thread and waiting for it costs a few µs when it is still spinning, tens once parked.
 const SPAWN_FLOPS: usize = 8_000_000;
 
 /// Largest per-thread partial-sum buffer (f32s) a wrapper keeps on the stack.
@@ -192,7 +194,7 @@ impl ThreadSplit {
     }
 }
 
-/// The wrapper's body: `part` (the name of the share's function) on `threads` scoped threads.
+/// The wrapper's body: `part` (the name of the share's function) on `threads` threads.
 pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, part: &str) -> Result<(), String> {
     let (in_names, out_names) = operand_names(whole)?;
     let (pin, pout) = sp.part.operand_sizes();
@@ -252,23 +254,28 @@ pub(crate) fn emit_wrapper(c: &mut Code, whole: &KernelOp, sp: &ThreadSplit, par
         .iter()
         .skip(1)
         .fold(heads[0].clone(), |acc, h| format!("{acc}.zip({h})"));
-    c.open("std::thread::scope(|scope|");
+    c.line(format!("let mut shares: Vec<Share<'_>> = Vec::with_capacity({last});"));
     c.open(format!("for (t, {pattern}) in {iter}.enumerate()"));
     let mut args = ins_at(None);
     args.extend(out_names.iter().map(|n| format!("at_mut({n}_t, 0)")));
-    if let Some((_, len)) = scratch {
-        c.line(format!("let mut scratch = vec![0f32; {len}];"));
-        args.push("at_mut(&mut scratch, 0)".into());
-    }
-    c.line(format!("scope.spawn(move || {part}({}));", args.join(", ")));
+    let s = match scratch {
+        Some((_, len)) => {
+            args.push(format!("share_scratch::<{len}>(s)"));
+            "s"
+        }
+        None => "_",
+    };
+    c.line(format!(
+        "shares.push(Box::new(move |{s}: &mut Vec<f32>| {part}({})));",
+        args.join(", ")
+    ));
     c.close();
     let mut args = ins_at(Some(last));
     args.extend(lasts);
     if let Some((name, _)) = scratch {
         args.push(format!("at_mut({name}, 0)"));
     }
-    c.line(format!("{part}({});", args.join(", ")));
-    c.close_with(");");
+    c.line(format!("run_shares(shares, || {part}({}));", args.join(", ")));
     if sp.reduce {
         for (name, &len) in out_names.iter().zip(&pout) {
             c.open(format!("for p in {name}_p.chunks_exact({len})"));

@@ -1,6 +1,7 @@
 //! Support code of a crate written by `cnnc compile`: operand views, the inner loops the kernels
-//! share, activations, dropout masks and the safetensors reader. Identical in every crate cnnc
-//! writes (except the math functions at the end, which depend on `no_std`).
+//! share, activations, dropout masks and the safetensors reader, and the threads that run the
+//! kernels' shares. Identical in every crate cnnc writes (except the math functions, which
+//! depend on `no_std`, and the threads, which need std).
 #![allow(dead_code)]
 
 /// The `N` values of `s` from index `i`. Every range was checked against the memory plan by
