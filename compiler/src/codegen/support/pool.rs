@@ -29,13 +29,15 @@ mod pool {
     use std::sync::atomic::{AtomicU8, Ordering};
     use std::sync::{Mutex, OnceLock, TryLockError};
     use std::thread::{self, Thread};
+    use std::time::{Duration, Instant};
 
     const IDLE: u8 = 0;
     const POSTED: u8 = 1;
     const DONE: u8 = 2;
     const FAILED: u8 = 3;
-    /// Polls of a state before parking (some 100 µs: the gap between two split kernels).
-    const SPINS: u32 = 16_384;
+    /// How long a waiting thread polls before parking: about the gap between two split kernels,
+    /// and short, since the runtime that loads a crate has spinning threads of its own.
+    const SPIN: Duration = Duration::from_micros(50);
 
     struct Slot {
         state: AtomicU8,
@@ -53,19 +55,19 @@ mod pool {
 
     /// Waits until `done(state)` (spinning, then parked until unparked), returning the state.
     fn wait_until(state: &AtomicU8, done: impl Fn(u8) -> bool) -> u8 {
-        for _ in 0..SPINS {
-            let s = state.load(Ordering::Acquire);
-            if done(s) {
-                return s;
-            }
-            core::hint::spin_loop();
-        }
+        let start = Instant::now();
+        let mut polls = 0u32;
         loop {
             let s = state.load(Ordering::Acquire);
             if done(s) {
                 return s;
             }
-            thread::park();
+            polls = polls.wrapping_add(1);
+            if !polls.is_multiple_of(64) || start.elapsed() < SPIN {
+                core::hint::spin_loop();
+            } else {
+                thread::park();
+            }
         }
     }
 
