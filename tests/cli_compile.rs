@@ -107,7 +107,7 @@ fn threads_split_the_kernels_of_a_std_crate_and_are_refused_for_no_std() {
     };
     cnnc(args(&[])).assert_ok();
     let lib = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();
-    assert!(lib.contains("std::thread::scope"), "scoped threads");
+    assert!(lib.contains("run_shares(shares"), "shares on the crate's threads");
     assert!(lib.contains("threads=2 split=samples"), "the schedule says so");
     assert!(lib.contains("on 2 threads"), "the crate docs say so");
     let nostd = dir.path().join("nostd");
