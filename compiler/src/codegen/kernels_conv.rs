@@ -517,13 +517,17 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
             c.line(format!(
                 "// [{n}, {ph}, {pw}, {f}] max-pooled outputs ({sh}x{sw} windows of the [{n}, {oh}, {ow}, {f}] convolution), {nb} channels at a time, {mr} windows at a time"
             ));
+            // The loop over the window's pixels `t`: output row `oh`, first column `owb`.
+            let open_window_pixels = |c: &mut Code| {
+                c.open(format!("for t in 0..{}", sh * sw));
+                c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
+                c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
+            };
             c.open(format!("for ph in 0..{ph}"));
             blocks_of(c, "pw", pw, mr, |c, mr| {
                 if let (true, Some(nv)) = (pool_in_registers, lanes) {
                     kernels_lanes::declare_max(c, mr, nv, argmax);
-                    c.open(format!("for t in 0..{}", sh * sw));
-                    c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
-                    c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
+                    open_window_pixels(c);
                     block_taps(c, g, nm, "owb", sw, mr, nb, &wdt, lanes);
                     let row = format!("((n * {oh} + oh) * {ow} + owb + {}) * {f}", mul("m", sw));
                     kernels_lanes::register_epilogue(c, e, mr, nv, &row);
@@ -541,9 +545,7 @@ pub(super) fn conv_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, 
                 if argmax {
                     c.line(format!("let mut arg = [[0f32; {nb}]; {mr}];"));
                 }
-                c.open(format!("for t in 0..{}", sh * sw));
-                c.line(format!("let oh = {};", add(&mul("ph", sh), &format!("t / {sw}"))));
-                c.line(format!("let owb = {};", add(&mul("pw", sw), &format!("t % {sw}"))));
+                open_window_pixels(c);
                 block_taps(c, g, nm, "owb", sw, mr, nb, &wdt, lanes);
                 block_epilogue(
                     c,
