@@ -200,15 +200,11 @@ fn strided_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule, p: &StridedPlan)
                 }
                 c.close();
             }
-            c.open(format!("for m in 0..{mr}"));
-            c.line(format!(
-                "let row = ((n * {h} + i) * {w} + {}) * {cc};",
+            let row = format!(
+                "((n * {h} + i) * {w} + {}) * {cc}",
                 add(&r.to_string(), &times(&add("b0", "m"), sw))
-            ));
-            c.line(format!(
-                "for j in 0..{nv} {{ va[m][j].store(&mut dx[row + j0 + {LANES} * j..]); }}"
-            ));
-            c.close();
+            );
+            kernels_lanes::store_rows(c, "va", mr, nv, "dx", &row);
         });
     }
     c.close();
@@ -447,10 +443,7 @@ pub(crate) fn conv_grad_kernel(
             Some(_) if narrow => c.line(format!(
                 "for m in 0..{mr} {{ let mut t = [0f32; {LANES}]; va[m][0].store(&mut t); dw[base + m * {f} + j0..][..wd].copy_from_slice(&t[..wd]); }}"
             )),
-            Some(nv) => c.line(format!(
-                "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut dw[base + m * {f} + j0 + {} * j..]); }} }}",
-                kernels_lanes::LANES
-            )),
+            Some(nv) => kernels_lanes::store_rows(c, "va", mr, nv, "dw", &format!("base + m * {f}")),
             None => c.line(format!(
                 "for (m, a) in acc.iter().enumerate() {{ dw[base + m * {f} + j0..][..wd].copy_from_slice(&a[..wd]); }}"
             )),

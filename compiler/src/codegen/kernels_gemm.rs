@@ -438,9 +438,7 @@ fn k_blocked(
         kernels_lanes::step(c, mr, nv, &kernels_lanes::row_load("br"), &a_at("i0 + m", "p"));
         c.close();
         c.open(format!("if pend < {k}"));
-        c.line(format!(
-            "for m in 0..{mr} {{ for j in 0..{nv} {{ va[m][j].store(&mut c[(i0 + m) * {n} + j0 + {LANES} * j..]); }} }}"
-        ));
+        kernels_lanes::store_rows(c, "va", mr, nv, "c", &format!("(i0 + m) * {n}"));
         c.else_();
         store_block(c, e, (mr, nv), &format!("(i0 + m) * {n}"), true, None);
         c.open("for (m, acc) in acc.iter().enumerate()");
