@@ -290,10 +290,18 @@ fn moments_ref(rows: usize, c: usize, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
 
 /// Channel counts that are and are not widened into whole vectors, with and without a tail of
 /// rows (`channel_period`: 6 channels are taken 24 rows at a time, 3 channels 48, 24 six, 32
-/// four; 7 rows are fewer than one).
+/// four; 7 rows are fewer than one; 600 channels are not widened and end in a partial vector).
 #[test]
 fn batch_norm_forward_backward_and_moving_stats() {
-    for (rows, c) in [(2000, 24), (2000, 32), (1003, 6), (100, 3), (7, 6), (300, 128)] {
+    for (rows, c) in [
+        (2000, 24),
+        (2000, 32),
+        (1003, 6),
+        (100, 3),
+        (7, 6),
+        (300, 128),
+        (50, 600),
+    ] {
         batch_norm_case(rows, c);
     }
 }
@@ -314,7 +322,7 @@ fn batch_norm_case(rows: usize, c: usize) {
     let moments: Vec<f32> = mean.iter().chain(&var).map(|&v| v as f32).collect();
     let inv: Vec<f64> = var.iter().map(|&v| 1.0 / (v + eps as f64).sqrt()).collect();
     let xhat = |i: usize| (x[i] as f64 - mean[i % c]) * inv[i % c];
-    for act in [Act::Linear, Act::Relu, Act::Tanh] {
+    for act in [Act::Linear, Act::Relu, Act::Sigmoid, Act::Tanh] {
         // y = act(γ x̂ + β + r); g = act'(y)·dy; dx = γ·inv·(g − mean(g) − x̂·mean(g x̂)).
         let y: Vec<f32> = (0..rows * c)
             .map(|i| act_ref(act, (gamma[i % c] as f64 * xhat(i) + beta[i % c] as f64) as f32 + r[i]))

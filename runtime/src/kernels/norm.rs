@@ -15,7 +15,10 @@ use std::ops::Range;
 use super::activation::Act;
 use super::channel_period;
 use super::elementwise::{par_rows, parallel};
-use super::epilogue::{shifted_sums, SUM_BLOCK};
+use super::epilogue::shifted_sums;
+use super::norm_grad::{
+    grad_input, grad_sums, ActGrad, ActIn, DxCoef, LinearGrad, ReluGrad, Rows, SigmoidGrad, TanhGrad,
+};
 use super::Ctx;
 
 /// Runs `f(rows, partial)` over contiguous row ranges (one per thread when the work of `len`
@@ -198,62 +201,21 @@ pub fn bn_backward(
     }
     // One monomorphised loop nest per activation (no branch inside the vector loops).
     match b.act {
-        Act::Linear => backward(ctx, b, dx, dgamma, dbeta, |_, d| d),
-        Act::Relu => backward(ctx, b, dx, dgamma, dbeta, |y, d| if y > 0.0 { d } else { 0.0 }),
-        Act::Sigmoid => backward(ctx, b, dx, dgamma, dbeta, |y, d| d * y * (1.0 - y)),
-        Act::Tanh => backward(ctx, b, dx, dgamma, dbeta, |y, d| d * (1.0 - y * y)),
+        Act::Linear => backward::<LinearGrad>(ctx, b, dx, dgamma, dbeta),
+        Act::Relu => backward::<ReluGrad>(ctx, b, dx, dgamma, dbeta),
+        Act::Sigmoid => backward::<SigmoidGrad>(ctx, b, dx, dgamma, dbeta),
+        Act::Tanh => backward::<TanhGrad>(ctx, b, dx, dgamma, dbeta),
     }
 }
 
-/// What the activation's gradient `g = grad(y, dy)` reads besides `dy`.
-#[derive(Clone, Copy)]
-enum ActIn<'a> {
-    /// No activation: `g = dy`.
-    None,
-    /// Its stored output.
-    Output(&'a [f32]),
-    /// Its input `(x − mean)·scale + beta`, recomputed (a ReLU's gradient only needs the sign).
-    Recomputed {
-        x: &'a [f32],
-        mean: &'a [f32],
-        scale: &'a [f32],
-        beta: &'a [f32],
-    },
-}
-
-/// `g = grad(y, dy)` for row `i`.
-#[inline(always)]
-fn row_grad(src: ActIn, dy: &[f32], i: usize, g: &mut [f32], grad: impl Fn(f32, f32) -> f32) {
-    let c = g.len();
-    let ds = &dy[i * c..][..c];
-    match src {
-        ActIn::Output(y) => {
-            let ys = &y[i * c..][..c];
-            for k in 0..c {
-                g[k] = grad(ys[k], ds[k]);
-            }
-        }
-        ActIn::Recomputed { x, mean, scale, beta } => {
-            let (xs, mean, scale, beta) = (&x[i * c..][..c], &mean[..c], &scale[..c], &beta[..c]);
-            for k in 0..c {
-                // As `bn_apply` computes it.
-                g[k] = grad((xs[k] - mean[k]) * scale[k] + beta[k], ds[k]);
-            }
-        }
-        ActIn::None => g.copy_from_slice(ds),
-    }
-}
-
-/// [`bn_backward`] with the activation's gradient `grad(y, dy)`: two passes over each
-/// [`Part`](channel_period::Part) of the rows.
-#[inline(always)]
-fn backward(
+/// [`bn_backward`] with the activation's gradient `G`: two passes over each
+/// [`Part`](channel_period::Part) of the rows (`norm_grad`).
+fn backward<G: ActGrad>(
     ctx: &Ctx,
     b: &BnBackward,
     dx: Option<&mut [f32]>,
     dgamma: Option<&mut [f32]>,
     dbeta: Option<&mut [f32]>,
-    grad: impl Fn(f32, f32) -> f32 + Copy + Sync,
 ) {
     let c = b.c;
     let rows = b.x.len() / c;
@@ -278,8 +240,11 @@ fn backward(
         let r = part.range.clone();
         let (mean, inv, scale) = (part.expand(mean), part.expand(&inv), part.expand(&scale));
         let beta = beta.map(|v| part.expand(v));
-        let y = act_in(b, r.clone(), &mean, &scale, beta.as_deref());
-        let s = grad_sums(ctx, part.c, &b.x[r.clone()], &b.dy[r], y, &mean, &inv, grad);
+        let rows = part_rows(b, part, &scale, beta.as_deref());
+        let s = par_partials(ctx, part.rows, r.len(), 2 * part.c, |r, p| {
+            let (sg, sgx) = p.split_at_mut(part.c);
+            grad_sums::<G>(ctx.isa, rows, r, &mean, &inv, sg, sgx);
+        });
         part.fold(&s, &mut sums);
     }
     let (sum_g, sum_gx) = sums.split_at(c);
@@ -309,7 +274,7 @@ fn backward(
         let r = part.range.clone();
         let (mean, scale) = (part.expand(mean), part.expand(&scale));
         let beta = beta.map(|v| part.expand(v));
-        let y = act_in(b, r.clone(), &mean, &scale, beta.as_deref());
+        let rows = part_rows(b, part, &scale, beta.as_deref());
         let k = [part.expand(&ka), part.expand(&kb), part.expand(&kd)];
         let k = DxCoef {
             ka: &k[0],
@@ -317,119 +282,32 @@ fn backward(
             kd: &k[2],
             mean: &mean,
         };
-        grad_input(ctx, part.c, &b.x[r.clone()], &b.dy[r.clone()], y, k, &mut dx[r], grad);
+        par_rows(ctx, part.rows, part.c, &mut dx[r], |r, out| {
+            grad_input::<G>(ctx.isa, rows, r, k, out)
+        });
     }
 }
 
-/// What the activation's gradient reads besides `dy` over the values `r` of a [`Part`](channel_period::Part) (whose
-/// per-channel operands are `mean`, `scale`, `beta`); `beta` is given to recompute a ReLU's input.
-fn act_in<'a>(
+/// The operands of `b`'s passes over the values of `part` (whose per-channel operands are
+/// `scale`, `beta`); `beta` is given to recompute a ReLU's input.
+fn part_rows<'a>(
     b: &BnBackward<'a>,
-    r: Range<usize>,
-    mean: &'a [f32],
+    part: &channel_period::Part,
     scale: &'a [f32],
     beta: Option<&'a [f32]>,
-) -> ActIn<'a> {
-    match (b.act, beta) {
+) -> Rows<'a> {
+    let r = part.range.clone();
+    let act = match (b.act, beta) {
         (Act::Linear, _) => ActIn::None,
-        (_, Some(beta)) => ActIn::Recomputed {
-            x: &b.x[r],
-            mean,
-            scale,
-            beta,
-        },
-        _ => ActIn::Output(&b.y.expect("checked in bn_backward")[r]),
+        (_, Some(beta)) => ActIn::Recomputed { scale, beta },
+        _ => ActIn::Output(&b.y.expect("checked in bn_backward")[r.clone()]),
+    };
+    Rows {
+        c: part.c,
+        x: &b.x[r.clone()],
+        dy: &b.dy[r],
+        act,
     }
-}
-
-/// Pass 1 of [`backward`] over `x, dy [rows, c]`: `[Σg (c), Σg·x̂ (c)]`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn grad_sums(
-    ctx: &Ctx,
-    c: usize,
-    x: &[f32],
-    dy: &[f32],
-    y: ActIn,
-    mean: &[f32],
-    inv: &[f32],
-    grad: impl Fn(f32, f32) -> f32 + Copy + Sync,
-) -> Vec<f64> {
-    let (rows, isa) = (x.len() / c, ctx.isa);
-    par_partials(ctx, rows, x.len(), 2 * c, |r, p| {
-        let (sg, sgx) = p.split_at_mut(c);
-        let (mut bg, mut bgx, mut g) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
-        isa.vectorize(
-            #[inline(always)]
-            || {
-                let (mean, inv) = (&mean[..c], &inv[..c]);
-                let (bg, bgx, g) = (&mut bg[..c], &mut bgx[..c], &mut g[..c]);
-                let (sg, sgx) = (&mut sg[..c], &mut sgx[..c]);
-                let mut row = r.start;
-                while row < r.end {
-                    let end = (row + SUM_BLOCK).min(r.end);
-                    bg.fill(0.0);
-                    bgx.fill(0.0);
-                    for i in row..end {
-                        row_grad(y, dy, i, g, grad);
-                        let xs = &x[i * c..][..c];
-                        for k in 0..c {
-                            bg[k] += g[k];
-                            bgx[k] += g[k] * ((xs[k] - mean[k]) * inv[k]);
-                        }
-                    }
-                    for k in 0..c {
-                        sg[k] += bg[k] as f64;
-                        sgx[k] += bgx[k] as f64;
-                    }
-                    row = end;
-                }
-            },
-        )
-    })
-}
-
-/// The per-channel coefficients of `dx = ka·g + kb·(x − mean) + kd`.
-#[derive(Clone, Copy)]
-struct DxCoef<'a> {
-    ka: &'a [f32],
-    kb: &'a [f32],
-    kd: &'a [f32],
-    mean: &'a [f32],
-}
-
-/// Pass 2 of [`backward`] over `x, dy, dx [rows, c]`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn grad_input(
-    ctx: &Ctx,
-    c: usize,
-    x: &[f32],
-    dy: &[f32],
-    y: ActIn,
-    k: DxCoef,
-    dx: &mut [f32],
-    grad: impl Fn(f32, f32) -> f32 + Copy + Sync,
-) {
-    let isa = ctx.isa;
-    par_rows(ctx, x.len() / c, c, dx, |r, out| {
-        let mut g = vec![0f32; c];
-        isa.vectorize(
-            #[inline(always)]
-            || {
-                let (ka, kb, kd, mean) = (&k.ka[..c], &k.kb[..c], &k.kd[..c], &k.mean[..c]);
-                let g = &mut g[..c];
-                for (i, orow) in r.zip(out.chunks_exact_mut(c)) {
-                    let orow = &mut orow[..c];
-                    row_grad(y, dy, i, g, grad);
-                    let xs = &x[i * c..][..c];
-                    for k in 0..c {
-                        orow[k] = ka[k] * g[k] + kb[k] * (xs[k] - mean[k]) + kd[k];
-                    }
-                }
-            },
-        )
-    });
 }
 
 /// `out = momentum·moving + (1 − momentum)·stat` (f64 arithmetic).
