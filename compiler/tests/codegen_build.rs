@@ -18,9 +18,10 @@
 //! and that model's 6-channel input gradients run by columns and col2im.
 //!
 //! Two more crates split their kernels across two threads (`codegen::threads`): mnist_cnn at
-//! batch 16 and resnet18, checked the same way.
+//! batch 16 and resnet18, checked the same way; two more at batch 1 cut their convs into bands
+//! of output rows instead (`codegen::threads_bands`): cifar10_cnn and resnet18.
 //!
-//! To keep the suite fast, the fifteen crates are generated into one cargo workspace (their
+//! To keep the suite fast, the seventeen crates are generated into one cargo workspace (their
 //! `Cargo.toml` turned into members: no `[workspace]`/profile of their own, the example renamed
 //! `check_<package>`) and built by one `cargo build`, the first test to need them doing it for
 //! all. A `no_std` crate with embedded weights is built standalone, as `cnnc compile` writes
@@ -138,6 +139,31 @@ const MODELS: &[Built] = &[
         splits: 47,
         beta: BETA_CLEAR_OF_RELU_TIES,
     },
+    // Batch 1 on two threads: the convs worth a thread cut into bands of output rows
+    // (`codegen::threads_bands`), padded and pooled (cifar10_cnn: its five inference convs of
+    // ≥ 8 MFLOP, and the two pooled ones again with their argmax for training), strided and
+    // with residuals (resnet18's inference convs; its training convs take BN statistics and
+    // stay whole).
+    Built {
+        name: "cifar10_cnn_bands",
+        model: "cifar10_cnn",
+        seed: 23,
+        embed: false,
+        batch: 1,
+        threads: 2,
+        splits: 7,
+        beta: BETA,
+    },
+    Built {
+        name: "resnet18_bands",
+        model: "resnet18",
+        seed: 24,
+        embed: false,
+        batch: 1,
+        threads: 2,
+        splits: 14,
+        beta: BETA_CLEAR_OF_RELU_TIES,
+    },
 ];
 
 fn tmp(name: &str) -> PathBuf {
@@ -204,7 +230,10 @@ fn build_workspace() -> Result<Vec<PathBuf>, String> {
         let lib = c.file("src/lib.rs").unwrap();
         let splits = lib.matches("run_shares(shares").count();
         assert_eq!(
-            (splits, lib.matches("_part(").count() >= splits),
+            (
+                splits,
+                lib.matches("_part(").count() + lib.matches("_band0(").count() >= splits
+            ),
             (b.splits, true),
             "{}: kernel functions split across threads",
             b.name
@@ -564,6 +593,16 @@ fn mnist_cnn_on_two_threads_crate_matches_the_interpreter() {
 #[test]
 fn resnet18_on_two_threads_crate_matches_the_interpreter() {
     check_model("resnet18_threads");
+}
+
+#[test]
+fn cifar10_cnn_batch1_crate_on_two_threads_by_bands_matches_the_interpreter() {
+    check_model("cifar10_cnn_bands");
+}
+
+#[test]
+fn resnet18_batch1_crate_on_two_threads_by_bands_matches_the_interpreter() {
+    check_model("resnet18_bands");
 }
 
 /// vgg16 (224×224) has the same layers: see the module docs.

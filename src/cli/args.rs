@@ -80,8 +80,9 @@ pub struct CompileArgs {
     /// Embed these weights (safetensors) in the crate instead of loading them at run time.
     #[arg(long)]
     pub embed_weights: Option<std::path::PathBuf>,
-    /// Threads the generated convolutions and GEMMs split their samples across (a constant
-    /// of the crate; `--no-std` crates run on one; at most 1024).
+    /// Threads the generated convolutions and GEMMs split their samples across (a batch-1
+    /// conv: bands of its output rows; a constant of the crate; `--no-std` crates run on one;
+    /// at most 1024).
     #[arg(long, default_value_t = 1, value_parser = thread_count)]
     pub threads: usize,
 }

@@ -187,7 +187,8 @@ pub(crate) fn lib_head(c: &mut Code, info: &CrateInfo) {
         if info.threads > 1 {
             format!(
                 "on {} threads: the convolutions and GEMMs whose work divides by samples run as\n\
-                 `<kernel>_part` shares, on threads started once (a constant of this crate: regenerate with\n\
+                 `<kernel>_part` shares (a batch-1 convolution as `<kernel>_band<i>` bands of its output\n\
+                 rows), on threads started once (a constant of this crate: regenerate with\n\
                  `cnnc compile --threads N` for another count)",
                 info.threads
             )

@@ -11,6 +11,7 @@ use crate::kernel_ir::{dump, BnSource, EwOp, KernelOp, PoolKind, Schedule, Split
 
 use super::kernels_norm::Mask;
 use super::threads::{emit_wrapper, thread_split};
+use super::threads_bands::{band_split, emit_band_wrapper};
 use super::writer::Code;
 use super::{
     kernels_conv as conv, kernels_conv_grad as conv_grad, kernels_gemm as gemm, kernels_norm as norm,
@@ -182,8 +183,8 @@ pub(crate) fn takes_slices(op: &KernelOp) -> bool {
 }
 
 /// Emits `fn name(operands..) { body }`, and for a template whose schedule splits it by
-/// samples (`threads::schedule_for`) the share's function after it; returns the functions
-/// written. `in_place`: a moving average whose output is its input (the function then takes
+/// samples or bands (`threads::schedule_for`) the shares' functions after it; returns the
+/// functions written. `in_place`: a moving average whose output is its input (the function then takes
 /// that operand once, `&mut`, after the others).
 pub(crate) fn emit_function(
     c: &mut Code,
@@ -201,33 +202,49 @@ pub(crate) fn emit_function(
     c.doc(doc);
     c.line("#[inline(never)]");
     c.open(format!("fn {name}({})", params.join(", ")));
-    let split = match s.split {
-        Split::Samples => Some(thread_split(op, s.threads).ok_or("a split by samples the template does not have")?),
-        _ => None,
+    // The shares: one template for a split by samples, one per band of a batch-1 conv.
+    let parts: Vec<(String, KernelOp)> = match s.split {
+        Split::Samples => {
+            let sp = thread_split(op, s.threads).ok_or("a split by samples the template does not have")?;
+            emit_wrapper(c, op, &sp, &format!("{name}_part"))?;
+            vec![(format!("{name}_part"), sp.part)]
+        }
+        Split::Bands => {
+            let bands = band_split(op, s.threads).ok_or("a split into bands the template does not have")?;
+            emit_band_wrapper(c, op, &bands, &format!("{name}_band"))?;
+            bands
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| (format!("{name}_band{i}"), b.part))
+                .collect()
+        }
+        _ => {
+            body(c, op, s, in_place)?;
+            Vec::new()
+        }
     };
-    match &split {
-        Some(sp) => emit_wrapper(c, op, sp, &format!("{name}_part"))?,
-        None => body(c, op, s, in_place)?,
-    }
     c.close();
-    let Some(sp) = split else { return Ok(1) };
-    // The share runs on one thread, with the same tiles.
-    let one = Schedule {
-        threads: 1,
-        split: Split::None,
-        // Its layout is the share's (a kernel gradient of fewer images groups fewer).
-        conv: crate::kernel_ir::schedule::conv_layout(
-            &sp.part,
-            match s.tiling {
-                crate::kernel_ir::Tiling::Gemm(t) => t.mr,
-                crate::kernel_ir::Tiling::Rows { .. } => 1,
-            },
-        ),
-        ..*s
-    };
-    c.line("");
-    let doc = format!("One thread's share of [`{name}`]: {}.", dump::op_line(&sp.part, &one));
-    Ok(1 + emit_function(c, &format!("{name}_part"), &sp.part, &one, false, &doc)?)
+    let mut written = 1;
+    for (part_name, part) in parts {
+        // The share runs on one thread, with the same tiles.
+        let one = Schedule {
+            threads: 1,
+            split: Split::None,
+            // Its layout is the share's (a kernel gradient of fewer images groups fewer).
+            conv: crate::kernel_ir::schedule::conv_layout(
+                &part,
+                match s.tiling {
+                    crate::kernel_ir::Tiling::Gemm(t) => t.mr,
+                    crate::kernel_ir::Tiling::Rows { .. } => 1,
+                },
+            ),
+            ..*s
+        };
+        c.line("");
+        let doc = format!("One thread's share of [`{name}`]: {}.", dump::op_line(&part, &one));
+        written += emit_function(c, &part_name, &part, &one, false, &doc)?;
+    }
+    Ok(written)
 }
 
 /// The function's parameters: inputs, outputs, scratch, step.

@@ -60,6 +60,7 @@ mod kernels_winograd_grad;
 mod layout;
 mod program;
 mod threads;
+mod threads_bands;
 mod writer;
 
 use std::collections::HashMap;
@@ -132,8 +133,9 @@ pub struct CodegenOptions {
     pub update: Option<UpdateRule>,
     /// Schedules (tile sizes) are chosen for this machine, for one thread each.
     pub machine: Machine,
-    /// Threads the generated convolutions and GEMMs split their samples across (a constant of
-    /// the crate, `codegen::threads`; 1 for `no_std`).
+    /// Threads the generated convolutions and GEMMs split their samples across (a batch-1
+    /// conv: bands of its output rows; a constant of the crate, `codegen::threads`,
+    /// `codegen::threads_bands`; 1 for `no_std`).
     pub threads: usize,
     /// Format `src/lib.rs` with `rustfmt` when it is installed.
     pub rustfmt: bool,

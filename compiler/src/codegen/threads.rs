@@ -18,6 +18,7 @@
 use crate::kernel_ir::{ConvGeom, Epilogue, KernelOp, Schedule, Split};
 
 use super::kernels::{operand_names, scratch_of};
+use super::threads_bands::band_split;
 use super::writer::Code;
 
 /// How a template's work divides among threads.
@@ -37,20 +38,22 @@ pub(crate) struct ThreadSplit {
 
 /// Work below which a kernel stays on one thread (about 70 µs on one core): waking a pool
 /// thread and waiting for it costs a few µs when it is still spinning, tens once parked.
-const SPAWN_FLOPS: usize = 8_000_000;
+pub(crate) const SPAWN_FLOPS: usize = 8_000_000;
 
 /// Largest per-thread partial-sum buffer (f32s) a wrapper keeps on the stack.
 const STACK_PARTIALS: usize = 4096;
 
 /// The schedule of `op`'s generated function in a crate for `threads` threads: `s` (tiles for
-/// one thread) split by samples when the kernel divides so.
+/// one thread) split by samples when the kernel divides so, else a batch-1 conv by bands of
+/// output rows (`threads_bands`).
 pub(crate) fn schedule_for(op: &KernelOp, s: Schedule, threads: usize) -> Schedule {
-    match thread_split(op, threads) {
-        Some(_) => Schedule {
-            threads,
-            split: Split::Samples,
-            ..s
-        },
+    let split = if thread_split(op, threads).is_some() {
+        Some(Split::Samples)
+    } else {
+        band_split(op, threads).map(|_| Split::Bands)
+    };
+    match split {
+        Some(split) => Schedule { threads, split, ..s },
         None => Schedule {
             threads: 1,
             split: Split::None,

@@ -56,6 +56,9 @@ pub enum Split {
     /// Whole samples (generated code, `codegen::threads`): each thread runs the kernel on a
     /// contiguous share of the batch; reductions add per-thread partials in thread order.
     Samples,
+    /// Bands of output rows of one image (generated code, `codegen::threads_bands`): each
+    /// thread runs the conv of its band's input rows.
+    Bands,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -399,6 +402,7 @@ impl fmt::Display for Schedule {
             Split::N => "n",
             Split::Rows => "rows",
             Split::Samples => "samples",
+            Split::Bands => "bands",
         };
         write!(
             f,
