@@ -148,12 +148,29 @@ unsafe fn column_sums<S: Simd, const NV: usize>(
             q[v] = S::add(q[v], S::mul(d, d));
         }
     }
+    add_lanes::<S, NV>(&s, &q, len, &mut s1[c0..c0 + len], &mut s2[c0..c0 + len]);
+}
+
+/// Adds the first `len` lanes of the `NV` vectors of f32 sums `s` and `q` (whole vectors but
+/// the last) to the f64 sums `s1` and `s2` (`len` each).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(crate) unsafe fn add_lanes<S: Simd, const NV: usize>(
+    s: &[S::V; NV],
+    q: &[S::V; NV],
+    len: usize,
+    s1: &mut [f64],
+    s2: &mut [f64],
+) {
+    let lanes = |v: usize| S::LANES.min(len - v * S::LANES);
     let (mut ts, mut tq) = ([0f32; 64], [0f32; 64]);
     for v in 0..NV {
         st::<S>(&mut ts[v * S::LANES..], s[v], lanes(v));
         st::<S>(&mut tq[v * S::LANES..], q[v], lanes(v));
     }
-    let (s1, s2) = (&mut s1[c0..c0 + len], &mut s2[c0..c0 + len]);
+    let (s1, s2) = (&mut s1[..len], &mut s2[..len]);
     for k in 0..len {
         s1[k] += ts[k] as f64;
         s2[k] += tq[k] as f64;

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use super::epilogue::SUM_BLOCK;
+use super::epilogue::{add_lanes, SUM_BLOCK};
 use super::simd::{ld, st, with_simd, Simd};
 use super::KernelIsa;
 
@@ -182,16 +182,7 @@ unsafe fn column_sums<S: Simd, G: ActGrad, const NV: usize>(
             q[v] = S::add(q[v], S::mul(g, xh));
         }
     }
-    let (mut ts, mut tq) = ([0f32; 64], [0f32; 64]);
-    for v in 0..NV {
-        st::<S>(&mut ts[v * S::LANES..], s[v], lanes(v));
-        st::<S>(&mut tq[v * S::LANES..], q[v], lanes(v));
-    }
-    let (sg, sgx) = (&mut sg[k0..k0 + len], &mut sgx[k0..k0 + len]);
-    for k in 0..len {
-        sg[k] += ts[k] as f64;
-        sgx[k] += tq[k] as f64;
-    }
+    add_lanes::<S, NV>(&s, &q, len, &mut sg[k0..k0 + len], &mut sgx[k0..k0 + len]);
 }
 
 /// Pass 2 over rows `r`: `out` (those rows' values) `= ka·g + kb·(x − mean) + kd`.
