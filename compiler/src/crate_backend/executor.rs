@@ -142,7 +142,7 @@ impl CrateExecutor {
             io,
             loss,
             from_logits,
-            // Tiles for one thread: the generated kernels split by samples (`threads`).
+            // Tiles for one thread: the generated kernels split by samples or bands (`threads`).
             machine: Machine {
                 cores: 1,
                 ..Machine::detect()

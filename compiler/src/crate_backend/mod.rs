@@ -8,7 +8,8 @@
 //! - [`executor`]: [`CrateExecutor`], one library per batch size and purpose, built lazily
 //!   (a partial batch runs a program compiled for exactly its samples, never padding).
 //!
-//! The generated code is plain loops (split by samples across the requested threads), slower
+//! The generated code is plain loops (split by samples across the requested threads, a
+//! batch-1 conv by bands of output rows), slower
 //! than the kernels backend; its value is that the exact code `cnnc compile` writes is what
 //! trains and predicts.
 
