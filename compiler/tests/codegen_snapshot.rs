@@ -191,3 +191,21 @@ fn writes_only_into_its_own_directories() {
     );
     assert!(own.join("keep.txt").is_file() && own.join("src/lib.rs").is_file());
 }
+
+/// A batch-1 conv in a crate for two threads: the wrapper cutting it into two bands of output
+/// rows (`codegen::threads_bands`), and the bands' own templates (the top one padded above, the
+/// bottom one below, each reading its 17 input rows).
+#[test]
+fn batch1_conv_bands() {
+    let (spec, mut opts) = options("cifar10_cnn", 1);
+    opts.threads = 2;
+    let lib = generate(&spec, &opts).unwrap().file("src/lib.rs").unwrap().to_string();
+    let start = lib.find("fn conv2d_1(").expect("cifar10_cnn's second conv");
+    let end = start + lib[start..].find("\n}\n").expect("the wrapper's end") + 2;
+    let bands: Vec<&str> = lib
+        .lines()
+        .filter(|l| l.starts_with("/// One thread's share of [`conv2d_1`]"))
+        .collect();
+    assert_eq!(bands.len(), 2, "one template per band");
+    insta::assert_snapshot!(format!("{}\n\n{}", &lib[start..end], bands.join("\n")));
+}
