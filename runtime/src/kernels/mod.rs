@@ -27,6 +27,7 @@ mod gemv;
 mod im2col;
 mod microkernel;
 pub mod norm;
+mod norm_apply;
 mod norm_grad;
 pub mod optim;
 mod pack;

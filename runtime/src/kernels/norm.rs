@@ -16,6 +16,7 @@ use super::activation::Act;
 use super::channel_period;
 use super::elementwise::{par_rows, parallel};
 use super::epilogue::shifted_sums;
+use super::norm_apply::{self, Affine};
 use super::norm_grad::{
     grad_input, grad_sums, ActGrad, ActIn, DxCoef, LinearGrad, ReluGrad, Rows, SigmoidGrad, TanhGrad,
 };
@@ -127,26 +128,9 @@ fn apply_rows(
     act: Act,
     y: &mut [f32],
 ) {
-    let isa = ctx.isa;
+    let k = Affine { mean, scale, beta };
     par_rows(ctx, x.len() / c, c, y, |rows, out| {
-        let xs = &x[rows.start * c..rows.end * c];
-        let rs = residual.map(|r| &r[rows.start * c..rows.end * c]);
-        isa.vectorize(
-            #[inline(always)]
-            || {
-                for (i, (orow, xrow)) in out.chunks_exact_mut(c).zip(xs.chunks_exact(c)).enumerate() {
-                    for ((((o, &v), &m), &s), &b) in orow.iter_mut().zip(xrow).zip(mean).zip(scale).zip(beta) {
-                        *o = (v - m) * s + b;
-                    }
-                    if let Some(r) = rs {
-                        for (o, &v) in orow.iter_mut().zip(&r[i * c..(i + 1) * c]) {
-                            *o += v;
-                        }
-                    }
-                    act.apply_slice(orow);
-                }
-            },
-        )
+        norm_apply::apply_rows(ctx.isa, c, x, k, residual, act, rows, out)
     });
 }
 
