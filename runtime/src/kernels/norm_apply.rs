@@ -21,6 +21,7 @@ pub(super) struct Affine<'a> {
 }
 
 /// Rows `r` of `x` (and `residual`, both `[.., c]`) into `out` (those rows' values).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn apply_rows(
     isa: KernelIsa,
     c: usize,
