@@ -12,7 +12,6 @@
 mod kernels_common;
 mod support;
 
-use cnnc_runtime::kernels::norm;
 use cnnc_runtime::kernels::pool2d::{max_pool, max_pool_grad_act, PoolGeom};
 use cnnc_runtime::kernels::{
     conv2d_forward, conv2d_forward_small, conv2d_grad_kernel, conv2d_grad_kernel_small, small_conv_applies, Act,
@@ -20,6 +19,7 @@ use cnnc_runtime::kernels::{
 };
 use cnnc_runtime::pool::Pool;
 use kernels_common::{conv_grad_kernel_ref, conv_ref, data, isas, pools};
+use support::{assert_close, Tol};
 
 /// Allowed error in units of `ε · (S + 1)` (see the module comment): the worst observed over
 /// these cases and every ISA is about 1.5 (printed by the tests), so 8 leaves a 5× margin.
@@ -195,33 +195,68 @@ fn forward_matches_reference_for_every_activation_bit_identical_across_threads()
     println!("forward: worst error {worst} ε·(S + 1)");
 }
 
-/// With BN's moments asked, a small conv narrower than a vector (lenet5/conv1's 6 channels)
-/// still runs the small kernel, then a moments pass: the output has the small kernel's bits and
-/// the moments are `norm::moments` of it.
+/// Moments taken in the small kernel: each unit of output rows sums f32 deviations from its
+/// first pixel (a few hundred values), then units combine in f64. Against the f64
+/// moments of the output itself, that leaves errors of a few f32 ulps of the values summed.
+const MOMENTS_TOL: Tol = Tol { abs: 2e-6, rel: 1e-5 };
+
+/// The f64 `[mean; biased variance]` of the columns of `y [rows, f]`.
+fn moments_ref(y: &[f32], f: usize) -> Vec<f32> {
+    let rows = y.len() / f;
+    let mut out = vec![0f32; 2 * f];
+    for j in 0..f {
+        let mean = (0..rows).map(|i| y[i * f + j] as f64).sum::<f64>() / rows as f64;
+        let var = (0..rows).map(|i| (y[i * f + j] as f64 - mean).powi(2)).sum::<f64>() / rows as f64;
+        (out[j], out[f + j]) = (mean as f32, var as f32);
+    }
+    out
+}
+
+/// With BN's moments asked, a small conv keeps the small kernel's output bits, and its moments
+/// match the f64 moments of that output, the same bits for any thread count. Most channel
+/// counts here (16, 32, 48, 64) take them in the kernel, row by row, in units of whole rows:
+/// one unit and many, a short last unit, rows of tiles that overlap (each pixel counted once);
+/// `conv2d_forward` takes 6, 9 and 20 channels' in a separate pass, so the kernel is also called
+/// directly.
 #[test]
-fn narrow_small_conv_with_moments_keeps_the_small_kernel() {
-    for g in [
-        ConvGeom::valid(2, [28, 28], 1, [5, 5], 6, [1, 1]),
-        ConvGeom::valid(1, [11, 13], 2, [3, 3], 6, [2, 2]),
-    ] {
+fn small_conv_moments_match_the_output_bit_identical_across_threads() {
+    let mut geoms: Vec<ConvGeom> = cases().into_iter().map(|(g, _)| g).collect();
+    geoms.push(ConvGeom::same(4, [32, 32], 3, [3, 3], 32, [1, 1]));
+    geoms.push(ConvGeom::same(3, [28, 28], 1, [3, 3], 64, [1, 1]));
+    for g in geoms {
         let (x, w, bias) = (data(g.input_len(), 4), data(g.kernel_len(), 5), data(g.f, 6));
         for isa in isas() {
-            for pool in &pools() {
-                let ctx = Ctx::with_isa(pool, isa);
-                let what = format!("{g:?} {isa:?} {} thread(s)", pool.threads());
-                let mut want = vec![f32::NAN; g.output_len()];
-                let epi = Epilogue::none().with_bias(&bias).with_act(Act::Relu);
-                conv2d_forward_small(&ctx, &g, &x, &w, epi, None, &mut want);
-                let mut want_mo = vec![f32::NAN; 2 * g.f];
-                norm::moments(&ctx, g.m(), g.f, &want, &mut want_mo);
-                let (mut y, mut mo) = (vec![f32::NAN; g.output_len()], vec![f32::NAN; 2 * g.f]);
-                let epi = Epilogue::none()
-                    .with_bias(&bias)
-                    .with_act(Act::Relu)
-                    .with_moments(&mut mo);
-                conv2d_forward(&ctx, &g, &x, &w, epi, &mut y);
-                assert_eq!(bits(&y), bits(&want), "{what}: output");
-                assert_eq!(bits(&mo), bits(&want_mo), "{what}: moments");
+            for act in [Act::Linear, Act::Relu] {
+                let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+                for pool in &pools() {
+                    let ctx = Ctx::with_isa(pool, isa);
+                    let what = format!("{g:?} {isa:?} {act:?} {} thread(s)", pool.threads());
+                    let mut want = vec![f32::NAN; g.output_len()];
+                    let epi = Epilogue::none().with_bias(&bias).with_act(act);
+                    conv2d_forward_small(&ctx, &g, &x, &w, epi, None, &mut want);
+                    // Through `conv2d_forward`, then the small kernel itself for every count.
+                    for direct in [false, true] {
+                        let what = format!("{what} direct={direct}");
+                        let (mut y, mut mo) = (vec![f32::NAN; g.output_len()], vec![f32::NAN; 2 * g.f]);
+                        let epi = Epilogue::none().with_bias(&bias).with_act(act).with_moments(&mut mo);
+                        if direct {
+                            conv2d_forward_small(&ctx, &g, &x, &w, epi, None, &mut y);
+                        } else {
+                            conv2d_forward(&ctx, &g, &x, &w, epi, &mut y);
+                        }
+                        assert_eq!(bits(&y), bits(&want), "{what}: output");
+                        assert_close(&mo, &moments_ref(&y, g.f), MOMENTS_TOL, &format!("{what}: moments"));
+                        if direct {
+                            match &first {
+                                None => first = Some((y, mo)),
+                                Some((fy, fm)) => assert!(
+                                    bits(fy) == bits(&y) && bits(fm) == bits(&mo),
+                                    "{what}: differs across threads"
+                                ),
+                            }
+                        }
+                    }
+                }
             }
         }
     }

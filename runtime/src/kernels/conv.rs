@@ -16,6 +16,7 @@
 //! Then every (B panel, row tile) pair runs the micro-kernel; the epilogue (bias, activation,
 //! BN statistics) runs on the last K chunk while the tile is hot.
 
+use super::activation::Act;
 use super::conv_small::{conv2d_forward_small, small_conv_applies};
 use super::epilogue::Epilogue;
 use super::gemm::{block_rows, k_chunks, padded_ld, row_blocks, row_unit, A_BLOCK_BYTES, KC_MAX};
@@ -182,16 +183,17 @@ thread_local! {
 /// [`conv2d_forward_packed`] to reuse a pack.
 pub fn conv2d_forward(ctx: &Ctx, g: &ConvGeom, x: &[f32], w: &[f32], epi: Epilogue, y: &mut [f32]) {
     g.check(x.len(), w.len(), y.len());
-    // With BN's moments, the GEMM path takes them in its epilogue while the output is hot
-    // (`bn_table`: 4% faster than the small kernel and a moments pass on mnist_cnn/conv1,
-    // cifar10_cnn/conv1, resnet18/stem) — unless the output is narrower than a vector, where
-    // its tiles are mostly empty (lenet5/conv1: 0.79× the unfused sequence, 1.0× this way).
-    let lanes = tile_shape(ctx.isa.checked()).1;
-    if small_conv_applies(ctx.isa, g) && (epi.moments.is_none() || g.f < lanes) {
+    if small_conv_applies(ctx.isa, g) {
+        // The small kernel sums BN's moments row by row while each row is in L1 (`bn_table`:
+        // conv + moments 0.1 ms above the conv alone on cifar10_cnn/conv1, against 0.3 ms
+        // through the GEMM path's epilogue), except after sigmoid or tanh (applied to whole
+        // rows) and on channel counts that leave vectors part empty (lenet5/conv1's 6 of 8
+        // lanes), where a moments pass over rows widened to whole vectors is 7% faster.
         let mut epi = epi;
-        let moments = epi.moments.take();
+        let in_kernel = g.f.is_multiple_of(8) && matches!(epi.act, Act::Linear | Act::Relu);
+        let after = if in_kernel { None } else { epi.moments.take() };
         conv2d_forward_small(ctx, g, x, w, epi, None, y);
-        if let Some(mo) = moments {
+        if let Some(mo) = after {
             super::norm::moments(ctx, g.m(), g.f, y, mo);
         }
         return;

@@ -33,11 +33,11 @@
 
 use super::activation::Act;
 use super::conv::{build_slab, slab_len, ConvGeom};
-use super::epilogue::Epilogue;
+use super::epilogue::{finish_moments, mean_and_m2, Epilogue};
 use super::pool2d::PoolGeom;
 use super::pool_argmax::{pooled_grad, scatter_window};
 use super::scratch::{self, Slot};
-use super::simd::{with_simd, Simd};
+use super::simd::{ld, load_n, st, with_simd, Simd};
 use super::{Ctx, KernelIsa};
 use crate::pool::split_by_tasks;
 
@@ -289,11 +289,17 @@ unsafe fn fwd_row<S: Simd, const STEP: usize, const NV: usize, const P: usize>(
     }
 }
 
-/// A forward thread's first task, its outputs and its argmax outputs.
-type FwdState<'a> = (usize, &'a mut [f32], Option<&'a mut [f32]>);
+/// A forward thread's first row group, its outputs, its argmax outputs and its statistics
+/// units' `[mean; M2]` partials.
+type FwdState<'a> = (usize, &'a mut [f32], Option<&'a mut [f32]>, Vec<f64>);
 
-/// Forward `y = act(conv(x, w) + bias)`; `epi.moments` must be None (assert). With
-/// `pool = Some((pg, argmax))` (window tiling the output exactly: stride = size, no padding,
+/// Output pixels per BN-statistics unit of the forward (rounded to whole output rows).
+const STAT_PIXELS: usize = 256;
+
+/// Forward `y = act(conv(x, w) + bias)`. With `epi.moments` (no pool), the column statistics of
+/// `y` are taken per unit of about [`STAT_PIXELS`] output pixels while the unit is in L1, and
+/// the units combined in order (threads take whole units: the same bits for any thread count).
+/// With `pool = Some((pg, argmax))` (window tiling the output exactly: stride = size, no padding,
 /// `oh`, `ow` multiples of the window), only the max-pooled output `y [n, ph, pw, f]` is
 /// written (the unpooled map stays in an L1 buffer), and with `argmax`, the row-major index
 /// within the window of each output's first maximum (strict `>` over the activated values, as
@@ -307,7 +313,12 @@ pub fn conv2d_forward_small(
     pool: Option<(&PoolGeom, Option<&mut [f32]>)>,
     y: &mut [f32],
 ) {
-    assert!(epi.moments.is_none(), "conv2d_forward_small: no BN statistics epilogue");
+    let mut epi = epi;
+    let moments = epi.moments.take();
+    assert!(
+        moments.is_none() || pool.is_none() && matches!(epi.act, Act::Linear | Act::Relu),
+        "conv2d_forward_small: BN statistics only without a fused pool, after a linear or ReLU output"
+    );
     epi.check(g.f);
     assert!(
         small_conv_applies(ctx.isa, g),
@@ -339,13 +350,22 @@ pub fn conv2d_forward_small(
     let s = Shape::new(g, ldw);
     let p = px_tile(g.ow, nv);
     let (pw_out, ph) = (g.ow / pb, g.oh / pa);
-    // Tasks: groups of `pa` output rows (one pooled row); each writes `pw_out·f` outputs.
+    // Row groups of `pa` output rows (one pooled row) each write `pw_out·f` outputs. Tasks are
+    // units of `unit` groups: one group, or one statistics unit.
     let groups = g.n * ph;
     let group_out = pw_out * g.f;
+    let unit = if moments.is_some() {
+        STAT_PIXELS.div_ceil(g.ow)
+    } else {
+        1
+    };
+    let tasks = groups.div_ceil(unit);
+    let first_group = |task: usize| (task * unit).min(groups);
+    let stat_width = if moments.is_some() { 2 * g.f } else { 0 };
     let threads = ctx.threads();
-    let ys = split_by_tasks(y, groups, threads, |i| i * group_out);
+    let ys = split_by_tasks(y, tasks, threads, |i| first_group(i) * group_out);
     let mut ams: Vec<Option<&mut [f32]>> = match argmax {
-        Some(a) => split_by_tasks(a, groups, threads, |i| i * group_out)
+        Some(a) => split_by_tasks(a, tasks, threads, |i| first_group(i) * group_out)
             .into_iter()
             .map(|(_, a)| Some(a))
             .collect(),
@@ -354,19 +374,23 @@ pub fn conv2d_forward_small(
     let mut states: Vec<FwdState> = ys
         .into_iter()
         .zip(ams.iter_mut())
-        .map(|((r, yp), am)| (r.start, yp, am.take()))
+        .map(|((r, yp), am)| (first_group(r.start), yp, am.take(), vec![0.0; r.len() * stat_width]))
         .collect();
     let wp = g.w + g.pad.left + g.pad.right;
-    let block_groups = (SLAB_FLOATS / (pa * g.stride[0] * s.xrow).max(1)).max(1);
+    // Slab blocks of whole statistics units.
+    let block_groups = (SLAB_FLOATS / (unit * pa * g.stride[0] * s.xrow).max(1)).max(1) * unit;
     let act = epi.act;
     let has_bias = epi.bias.is_some();
     let relu = act == Act::Relu;
     ctx.pool
-        .run_with_state(&mut states, groups, |(first, yp, am), _t, range| {
-            if range.is_empty() {
+        .run_with_state(&mut states, tasks, |(first, yp, am, stats), _t, tasks| {
+            if tasks.is_empty() {
                 return;
             }
+            let range = first_group(tasks.start)..first_group(tasks.end);
             let lines_max = block_groups.min(range.len()) * pa;
+            // `[shift; Σd; Σd²]` of the open statistics unit.
+            let mut unit_sums = vec![0f32; if stat_width > 0 { 3 * ldw } else { 0 }];
             scratch::with(Slot::A, slab_len(g, lines_max, wp), |slab| {
                 scratch::with(Slot::B, if pooled { pa * g.ow * g.f } else { 0 }, |buf| {
                     for b0 in range.clone().step_by(block_groups) {
@@ -409,6 +433,12 @@ pub fn conv2d_forward_small(
                                         if !relu {
                                             act.apply_slice(dst);
                                         }
+                                        if stat_width > 0 {
+                                            // SAFETY: `S` is the checked ISA; `unit_sums` is 3·ldw.
+                                            unsafe {
+                                                add_row_sums::<S>(dst, g.f, grp.is_multiple_of(unit), &mut unit_sums)
+                                            };
+                                        }
                                     });
                                 }
                                 if pooled {
@@ -433,12 +463,118 @@ pub fn conv2d_forward_small(
                                     });
                                 }
                                 grp += 1;
+                                if stat_width > 0 && (grp.is_multiple_of(unit) || grp == range.end) {
+                                    // The unit closes: its f32 sums become its mean and M2.
+                                    let u0 = (grp - 1) / unit * unit;
+                                    let at = (u0 - *first) / unit * stat_width;
+                                    let (mean, m2) = stats[at..at + stat_width].split_at_mut(g.f);
+                                    for ch in 0..g.f {
+                                        mean[ch] = unit_sums[ldw + ch] as f64;
+                                        m2[ch] = unit_sums[2 * ldw + ch] as f64;
+                                    }
+                                    mean_and_m2(((grp - u0) * g.ow) as f64, &unit_sums[..g.f], mean, m2);
+                                }
                             }
                         }
                     }
                 })
             })
         });
+    if let Some(mo) = moments {
+        let partials: Vec<&[f64]> = states.iter().flat_map(|st| st.3.chunks_exact(stat_width)).collect();
+        finish_moments(&partials, g.m(), unit * g.ow, g.f, mo);
+    }
+}
+
+/// Adds each pixel of one output row `row` (`[ow, f]`, L1-hot) to the running f32 statistics
+/// `sums = [shift; Σd; Σd²]` (a third each, `d = y − shift`), first taking the row's first
+/// pixel as the shift and zeroing the sums if `opens`. Blocks of up to four channel vectors, two
+/// pixels at a time (independent chains).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn add_row_sums<S: Simd>(row: &[f32], f: usize, opens: bool, sums: &mut [f32]) {
+    let third = sums.len() / 3;
+    let (sh, rest) = sums.split_at_mut(third);
+    let (s1, s2) = rest.split_at_mut(third);
+    if opens {
+        sh[..f].copy_from_slice(&row[..f]);
+        s1.fill(0.0);
+        s2.fill(0.0);
+    }
+    let mut c0 = 0;
+    while c0 < f {
+        let len = (4 * S::LANES).min(f - c0);
+        let (sh, s1, s2) = (&sh[c0..], &mut s1[c0..], &mut s2[c0..]);
+        match len.div_ceil(S::LANES) {
+            4 => chunk_sums::<S, 4>(row, f, c0, len, sh, s1, s2),
+            3 => chunk_sums::<S, 3>(row, f, c0, len, sh, s1, s2),
+            2 => chunk_sums::<S, 2>(row, f, c0, len, sh, s1, s2),
+            _ => chunk_sums::<S, 1>(row, f, c0, len, sh, s1, s2),
+        }
+        c0 += len;
+    }
+}
+
+/// [`add_row_sums`] of channels `c0..c0 + len` (`NV` vectors, the last one possibly partial).
+///
+/// # Safety
+/// The CPU must support `S`; `c0 + len ≤ f` and `row` holds whole pixels of `f` channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn chunk_sums<S: Simd, const NV: usize>(
+    row: &[f32],
+    f: usize,
+    c0: usize,
+    len: usize,
+    sh: &[f32],
+    s1: &mut [f32],
+    s2: &mut [f32],
+) {
+    let lanes = |v: usize| S::LANES.min(len - v * S::LANES);
+    let px = row.len() / f;
+    let mut h = [S::zero(); NV];
+    for (v, h) in h.iter_mut().enumerate() {
+        *h = ld::<S>(&sh[v * S::LANES..], lanes(v));
+    }
+    // Even and odd pixels in separate sums (constant indices: the sums stay in registers).
+    let (mut s, mut q) = ([[S::zero(); NV]; 2], [[S::zero(); NV]; 2]);
+    let base = row[c0..].as_ptr();
+    // Inlined into the ISA's target-feature context (a plain closure would not be).
+    #[inline(always)]
+    unsafe fn pixel<S: Simd, const NV: usize>(
+        p: *const f32,
+        len: usize,
+        h: &[S::V; NV],
+        s: &mut [S::V; NV],
+        q: &mut [S::V; NV],
+    ) {
+        for v in 0..NV {
+            let d = S::sub(load_n::<S>(p.add(v * S::LANES), S::LANES.min(len - v * S::LANES)), h[v]);
+            s[v] = S::add(s[v], d);
+            q[v] = S::fma(d, d, q[v]);
+        }
+    }
+    let [s0, s1_] = &mut s;
+    let [q0, q1] = &mut q;
+    for j in (0..px - px % 2).step_by(2) {
+        pixel::<S, NV>(base.add(j * f), len, &h, s0, q0);
+        pixel::<S, NV>(base.add((j + 1) * f), len, &h, s1_, q1);
+    }
+    if px % 2 == 1 {
+        pixel::<S, NV>(base.add((px - 1) * f), len, &h, s0, q0);
+    }
+    for v in 0..NV {
+        let o = v * S::LANES;
+        let (a, b) = (S::add(s[0][v], s[1][v]), S::add(q[0][v], q[1][v]));
+        let (a, b) = (
+            S::add(ld::<S>(&s1[o..], lanes(v)), a),
+            S::add(ld::<S>(&s2[o..], lanes(v)), b),
+        );
+        st::<S>(&mut s1[o..], a, lanes(v));
+        st::<S>(&mut s2[o..], b, lanes(v));
+    }
 }
 
 /// Panics unless `pg` is a max-pool that tiles `g`'s output exactly.
