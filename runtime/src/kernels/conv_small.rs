@@ -296,8 +296,9 @@ type FwdState<'a> = (usize, &'a mut [f32], Option<&'a mut [f32]>, Vec<f64>);
 /// Output pixels per BN-statistics unit of the forward (rounded to whole output rows).
 const STAT_PIXELS: usize = 256;
 
-/// Forward `y = act(conv(x, w) + bias)`. With `epi.moments` (no pool), the column statistics of
-/// `y` are taken per unit of about [`STAT_PIXELS`] output pixels while the unit is in L1, and
+/// Forward `y = act(conv(x, w) + bias)`. With `epi.moments` (no pool; a linear or ReLU `act`,
+/// assert), the column statistics of `y` are taken row by row (`add_row_sums`) per unit of
+/// about `STAT_PIXELS` (256) output pixels while the rows are in L1, and
 /// the units combined in order (threads take whole units: the same bits for any thread count).
 /// With `pool = Some((pg, argmax))` (window tiling the output exactly: stride = size, no padding,
 /// `oh`, `ow` multiples of the window), only the max-pooled output `y [n, ph, pw, f]` is
