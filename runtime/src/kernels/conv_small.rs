@@ -289,9 +289,17 @@ unsafe fn fwd_row<S: Simd, const STEP: usize, const NV: usize, const P: usize>(
     }
 }
 
-/// A forward thread's first row group, its outputs, its argmax outputs and its statistics
-/// units' `[mean; M2]` partials.
-type FwdState<'a> = (usize, &'a mut [f32], Option<&'a mut [f32]>, Vec<f64>);
+/// One forward thread's share of the work.
+struct FwdShare<'a> {
+    /// Its first row group (of `pa` output rows).
+    first: usize,
+    /// Its outputs, from `first`.
+    y: &'a mut [f32],
+    /// Its argmax outputs (a fused pool that keeps them).
+    argmax: Option<&'a mut [f32]>,
+    /// `[mean; M2]` of each statistics unit it takes (BN moments only).
+    unit_stats: Vec<f64>,
+}
 
 /// Output pixels per BN-statistics unit of the forward (rounded to whole output rows).
 const STAT_PIXELS: usize = 256;
@@ -372,10 +380,15 @@ pub fn conv2d_forward_small(
             .collect(),
         None => (0..threads).map(|_| None).collect(),
     };
-    let mut states: Vec<FwdState> = ys
+    let mut shares: Vec<FwdShare> = ys
         .into_iter()
         .zip(ams.iter_mut())
-        .map(|((r, yp), am)| (first_group(r.start), yp, am.take(), vec![0.0; r.len() * stat_width]))
+        .map(|((r, y), am)| FwdShare {
+            first: first_group(r.start),
+            y,
+            argmax: am.take(),
+            unit_stats: vec![0.0; r.len() * stat_width],
+        })
         .collect();
     let wp = g.w + g.pad.left + g.pad.right;
     // Slab blocks of whole statistics units.
@@ -383,106 +396,104 @@ pub fn conv2d_forward_small(
     let act = epi.act;
     let has_bias = epi.bias.is_some();
     let relu = act == Act::Relu;
-    ctx.pool
-        .run_with_state(&mut states, tasks, |(first, yp, am, stats), _t, tasks| {
-            if tasks.is_empty() {
-                return;
-            }
-            let range = first_group(tasks.start)..first_group(tasks.end);
-            let lines_max = block_groups.min(range.len()) * pa;
-            // `[shift; Σd; Σd²]` of the open statistics unit.
-            let mut unit_sums = vec![0f32; if stat_width > 0 { 3 * ldw } else { 0 }];
-            scratch::with(Slot::A, slab_len(g, lines_max, wp), |slab| {
-                scratch::with(Slot::B, if pooled { pa * g.ow * g.f } else { 0 }, |buf| {
-                    for b0 in range.clone().step_by(block_groups) {
-                        let b1 = (b0 + block_groups).min(range.end);
-                        let (runs, _) = build_slab(g, x, b0 * pa, b1 * pa, wp, slab);
-                        let mut grp = b0;
-                        for &(_, oy0, oy1, off) in &runs {
-                            for oy in (oy0..oy1).step_by(pa) {
-                                let yo = &mut yp[(grp - *first) * group_out..][..group_out];
-                                for r in 0..pa {
-                                    let xo = off + (oy + r - oy0) * g.stride[0] * s.xrow;
-                                    let dst: &mut [f32] = if pooled {
-                                        &mut buf[r * g.ow * g.f..][..g.ow * g.f]
-                                    } else {
-                                        &mut yo[..]
-                                    };
-                                    // The slab holds rows up to (oy1 − 1)·sh + kh from `off`.
-                                    assert!(xo + (s.kh - 1) * s.xrow + (g.ow - 1) * s.step + s.kwc <= slab.len());
-                                    with_simd!(isa, narrow = g.f <= 8, S, {
-                                        // SAFETY: the slab rows of this output row and the padded
-                                        // weights cover every read (assert above, `pad_weights`);
-                                        // `dst` is one output row; p ≤ ow.
-                                        unsafe {
-                                            let bias = has_bias.then_some(bpad.as_ptr());
-                                            let args = (
-                                                &s,
-                                                slab.as_ptr().add(xo),
-                                                wpad.as_ptr(),
-                                                bias,
-                                                relu,
-                                                dst.as_mut_ptr(),
-                                            );
-                                            let (a0, a1, a2, a3, a4, a5) = args;
-                                            match s.step {
-                                                1 => fwd_dispatch!((nv, p); S, 1; a0, a1, a2, a3, a4, a5),
-                                                _ => fwd_dispatch!((nv, p); S, 0; a0, a1, a2, a3, a4, a5),
-                                            }
+    ctx.pool.run_with_state(&mut shares, tasks, |share, _t, tasks| {
+        let FwdShare {
+            first,
+            y: yp,
+            argmax: am,
+            unit_stats: stats,
+        } = share;
+        if tasks.is_empty() {
+            return;
+        }
+        let range = first_group(tasks.start)..first_group(tasks.end);
+        let lines_max = block_groups.min(range.len()) * pa;
+        // `[shift; Σd; Σd²]` of the open statistics unit.
+        let mut unit_sums = vec![0f32; if stat_width > 0 { 3 * ldw } else { 0 }];
+        scratch::with(Slot::A, slab_len(g, lines_max, wp), |slab| {
+            scratch::with(Slot::B, if pooled { pa * g.ow * g.f } else { 0 }, |buf| {
+                for b0 in range.clone().step_by(block_groups) {
+                    let b1 = (b0 + block_groups).min(range.end);
+                    let (runs, _) = build_slab(g, x, b0 * pa, b1 * pa, wp, slab);
+                    let mut grp = b0;
+                    for &(_, oy0, oy1, off) in &runs {
+                        for oy in (oy0..oy1).step_by(pa) {
+                            let yo = &mut yp[(grp - *first) * group_out..][..group_out];
+                            for r in 0..pa {
+                                let xo = off + (oy + r - oy0) * g.stride[0] * s.xrow;
+                                let dst: &mut [f32] = if pooled {
+                                    &mut buf[r * g.ow * g.f..][..g.ow * g.f]
+                                } else {
+                                    &mut yo[..]
+                                };
+                                // The slab holds rows up to (oy1 − 1)·sh + kh from `off`.
+                                assert!(xo + (s.kh - 1) * s.xrow + (g.ow - 1) * s.step + s.kwc <= slab.len());
+                                with_simd!(isa, narrow = g.f <= 8, S, {
+                                    // SAFETY: the slab rows of this output row and the padded
+                                    // weights cover every read (assert above, `pad_weights`);
+                                    // `dst` is one output row; p ≤ ow.
+                                    unsafe {
+                                        let bias = has_bias.then_some(bpad.as_ptr());
+                                        let args =
+                                            (&s, slab.as_ptr().add(xo), wpad.as_ptr(), bias, relu, dst.as_mut_ptr());
+                                        let (a0, a1, a2, a3, a4, a5) = args;
+                                        match s.step {
+                                            1 => fwd_dispatch!((nv, p); S, 1; a0, a1, a2, a3, a4, a5),
+                                            _ => fwd_dispatch!((nv, p); S, 0; a0, a1, a2, a3, a4, a5),
                                         }
-                                        // ReLU is applied in registers (`max(x, 0)`, as `Act::apply`).
-                                        if !relu {
-                                            act.apply_slice(dst);
-                                        }
-                                        if stat_width > 0 {
-                                            // SAFETY: `S` is the checked ISA; `unit_sums` is 3·ldw.
-                                            unsafe {
-                                                add_row_sums::<S>(dst, g.f, grp.is_multiple_of(unit), &mut unit_sums)
-                                            };
-                                        }
-                                    });
-                                }
-                                if pooled {
-                                    let am = am
-                                        .as_deref_mut()
-                                        .map(|a| a[(grp - *first) * group_out..][..group_out].as_mut_ptr());
-                                    assert!(buf.len() >= pa * g.ow * g.f && yo.len() == group_out);
-                                    with_simd!(isa, narrow = g.f <= 8, S, {
-                                        // SAFETY: sizes asserted above (`am` is sliced to `group_out`).
-                                        unsafe {
-                                            let args = (buf.as_ptr(), g.ow, g.f, pa, pb, yo.as_mut_ptr(), am);
-                                            if (pa, pb) == (2, 2) {
-                                                pool_rows::<S, 2, 2>(
-                                                    args.0, args.1, args.2, args.3, args.4, args.5, args.6,
-                                                )
-                                            } else {
-                                                pool_rows::<S, 0, 0>(
-                                                    args.0, args.1, args.2, args.3, args.4, args.5, args.6,
-                                                )
-                                            }
-                                        }
-                                    });
-                                }
-                                grp += 1;
-                                if stat_width > 0 && (grp.is_multiple_of(unit) || grp == range.end) {
-                                    // The unit closes: its f32 sums become its mean and M2.
-                                    let u0 = (grp - 1) / unit * unit;
-                                    let at = (u0 - *first) / unit * stat_width;
-                                    let (mean, m2) = stats[at..at + stat_width].split_at_mut(g.f);
-                                    for ch in 0..g.f {
-                                        mean[ch] = unit_sums[ldw + ch] as f64;
-                                        m2[ch] = unit_sums[2 * ldw + ch] as f64;
                                     }
-                                    mean_and_m2(((grp - u0) * g.ow) as f64, &unit_sums[..g.f], mean, m2);
+                                    // ReLU is applied in registers (`max(x, 0)`, as `Act::apply`).
+                                    if !relu {
+                                        act.apply_slice(dst);
+                                    }
+                                    if stat_width > 0 {
+                                        // SAFETY: `S` is the checked ISA; `unit_sums` is 3·ldw.
+                                        unsafe {
+                                            add_row_sums::<S>(dst, g.f, grp.is_multiple_of(unit), &mut unit_sums)
+                                        };
+                                    }
+                                });
+                            }
+                            if pooled {
+                                let am = am
+                                    .as_deref_mut()
+                                    .map(|a| a[(grp - *first) * group_out..][..group_out].as_mut_ptr());
+                                assert!(buf.len() >= pa * g.ow * g.f && yo.len() == group_out);
+                                with_simd!(isa, narrow = g.f <= 8, S, {
+                                    // SAFETY: sizes asserted above (`am` is sliced to `group_out`).
+                                    unsafe {
+                                        let args = (buf.as_ptr(), g.ow, g.f, pa, pb, yo.as_mut_ptr(), am);
+                                        if (pa, pb) == (2, 2) {
+                                            pool_rows::<S, 2, 2>(args.0, args.1, args.2, args.3, args.4, args.5, args.6)
+                                        } else {
+                                            pool_rows::<S, 0, 0>(args.0, args.1, args.2, args.3, args.4, args.5, args.6)
+                                        }
+                                    }
+                                });
+                            }
+                            grp += 1;
+                            if stat_width > 0 && (grp.is_multiple_of(unit) || grp == range.end) {
+                                // The unit closes: its f32 sums become its mean and M2.
+                                let u0 = (grp - 1) / unit * unit;
+                                let at = (u0 - *first) / unit * stat_width;
+                                let (mean, m2) = stats[at..at + stat_width].split_at_mut(g.f);
+                                for ch in 0..g.f {
+                                    mean[ch] = unit_sums[ldw + ch] as f64;
+                                    m2[ch] = unit_sums[2 * ldw + ch] as f64;
                                 }
+                                mean_and_m2(((grp - u0) * g.ow) as f64, &unit_sums[..g.f], mean, m2);
                             }
                         }
                     }
-                })
+                }
             })
-        });
+        })
+    });
     if let Some(mo) = moments {
-        let partials: Vec<&[f64]> = states.iter().flat_map(|st| st.3.chunks_exact(stat_width)).collect();
+        let partials: Vec<&[f64]> = shares
+            .iter()
+            .flat_map(|sh| sh.unit_stats.chunks_exact(stat_width))
+            .collect();
         finish_moments(&partials, g.m(), unit * g.ow, g.f, mo);
     }
 }
