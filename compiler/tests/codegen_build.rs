@@ -141,7 +141,8 @@ const MODELS: &[Built] = &[
     },
     // Batch 1 on two threads: the convs worth a thread cut into bands of output rows
     // (`codegen::threads_bands`), padded and pooled (cifar10_cnn: its five inference convs of
-    // ≥ 8 MFLOP, and the two pooled ones again with their argmax for training), strided and
+    // ≥ 8 MFLOP, which read a prepared Winograd kernel, then the training program's three
+    // unpooled ones and its two pooled ones with their argmax), strided and
     // with residuals (resnet18's inference convs; its training convs take BN statistics and
     // stay whole).
     Built {
@@ -151,7 +152,7 @@ const MODELS: &[Built] = &[
         embed: false,
         batch: 1,
         threads: 2,
-        splits: 7,
+        splits: 10,
         beta: BETA,
     },
     Built {

@@ -329,3 +329,45 @@ fn whole_pipeline_kernel_counts() {
         );
     }
 }
+
+#[test]
+fn inference_winograd_kernel_transforms_move_to_the_prepare_stage() {
+    let o = PipelineOptions {
+        prepare_winograd: true,
+        ..opts()
+    };
+    let winograd_convs = |p: &Program| {
+        count(p, |op| {
+            matches!(
+                op,
+                KernelOp::Conv2d {
+                    winograd_u: Some(_),
+                    ..
+                }
+            )
+        })
+    };
+    let transforms = |p: &Program| count(p, |op| matches!(op, KernelOp::WinogradKernel { .. }));
+
+    let p = passes::compile(mnist_cnn(1, Mode::Inference), &o).expect("compile");
+    // conv2 (32 -> 64 channels, 3x3) runs as Winograd; conv1 (one input channel) does not.
+    assert_eq!((winograd_convs(&p), transforms(&p)), (1, 1));
+    assert_eq!(p.run_kernels(), 4, "the run stage keeps its kernel count");
+    let t = find(&p, |op| matches!(op, KernelOp::WinogradKernel { .. }));
+    assert_eq!(t.stage, Stage::Prepare);
+    let conv = find(&p, |op| {
+        matches!(
+            op,
+            KernelOp::Conv2d {
+                winograd_u: Some(_),
+                ..
+            }
+        )
+    });
+    assert_eq!(conv.inputs[1], t.outputs[0], "the conv reads the transformed kernel");
+
+    // Training changes the weights every step: nothing moves.
+    let p = passes::compile(mnist_cnn(8, Mode::Training), &o).expect("compile");
+    assert_eq!((winograd_convs(&p), transforms(&p)), (0, 0));
+    assert_eq!(p.run_kernels(), 14);
+}

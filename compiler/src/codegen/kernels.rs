@@ -47,14 +47,25 @@ pub(crate) fn operand_names(op: &KernelOp) -> Result<(Vec<String>, Vec<String>),
     }
     let t = true;
     Ok(match op {
-        KernelOp::Conv2d { epilogue: e, .. } => (
-            v(&[("x", t), ("w", t), ("bias", e.bias), ("res", e.residual)]),
+        KernelOp::Conv2d {
+            epilogue: e,
+            winograd_u,
+            ..
+        } => (
+            v(&[
+                ("x", t),
+                ("w", winograd_u.is_none()),
+                ("u", winograd_u.is_some()),
+                ("bias", e.bias),
+                ("res", e.residual),
+            ]),
             v(&[
                 ("y", t),
                 ("moments", e.bn_stats),
                 ("argmax", e.argmax && e.max_pool.is_some()),
             ]),
         ),
+        KernelOp::WinogradKernel { .. } => (v(&[("w", t)]), v(&[("u", t)])),
         KernelOp::ConvGradInput { .. } => (v(&[("dy", t), ("w", t)]), v(&[("dx", t)])),
         KernelOp::ConvGradKernel {
             bias_grad,
@@ -158,7 +169,11 @@ pub(crate) fn scratch_of(op: &KernelOp) -> Option<(&'static str, usize)> {
         KernelOp::ConvGradKernel { geom, pooled, .. } => {
             super::kernels_conv_grad::grad_kernel_scratch(geom, pooled.is_some())
         }
-        KernelOp::Conv2d { geom, epilogue } => super::kernels_conv::conv_scratch(geom, epilogue),
+        KernelOp::Conv2d {
+            geom,
+            epilogue,
+            winograd_u,
+        } => super::kernels_conv::conv_scratch(geom, epilogue, *winograd_u),
         KernelOp::Gemm { n, k, trans_b, .. } => super::kernels_gemm::gemm_scratch(*n, *k, *trans_b),
         _ => None,
     }
@@ -275,7 +290,12 @@ fn params(op: &KernelOp, in_place: bool) -> Result<Vec<String>, String> {
 
 fn body(c: &mut Code, op: &KernelOp, s: &Schedule, in_place: bool) -> Result<(), String> {
     match op {
-        KernelOp::Conv2d { geom, epilogue } => conv::conv2d(c, geom, epilogue, s)?,
+        KernelOp::Conv2d {
+            geom,
+            epilogue,
+            winograd_u,
+        } => conv::conv2d(c, geom, epilogue, *winograd_u, s)?,
+        KernelOp::WinogradKernel { c: cc, f, tile } => super::kernels_winograd::prepared_kernel(c, *cc, *f, *tile)?,
         KernelOp::ConvGradInput { geom } => conv_grad::conv_grad_input(c, geom, s)?,
         KernelOp::ConvGradKernel {
             geom,

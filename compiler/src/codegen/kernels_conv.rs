@@ -10,7 +10,7 @@
 
 use crate::ir::{Activation, Pad2d};
 use crate::kernel_ir::kernel::pool_tiles;
-use crate::kernel_ir::schedule::{packs_kernel, winograd_applies, ConvLayout};
+use crate::kernel_ir::schedule::{packs_kernel, winograd_applies, ConvLayout, WinogradTile};
 use crate::kernel_ir::{ConvGeom, Epilogue, Schedule};
 
 use super::kernels_gemm::{
@@ -343,10 +343,16 @@ pub(super) fn pad_image(c: &mut Code, g: &ConvGeom, nm: &Names, wp: usize, slot:
 /// image `xp` and the packed kernel `wp` ([`conv_parts`]). Every output row (on narrow maps,
 /// several) is cut into register blocks of pixels (of pooled windows, with a fused max-pool),
 /// each block's taps read from the padded image without bounds tests.
-pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> Result<(), String> {
-    split_work(c, &conv_parts(g, e));
+pub(crate) fn conv2d(
+    c: &mut Code,
+    g: &ConvGeom,
+    e: &Epilogue,
+    prepared: Option<WinogradTile>,
+    s: &Schedule,
+) -> Result<(), String> {
+    split_work(c, &conv_parts(g, e, prepared));
     if layout(s)?.winograd() {
-        return winograd_nest(c, g, e, s, &FORWARD);
+        return winograd_nest(c, g, e, s, &FORWARD, prepared);
     }
     if layout(s)?.pack_kernel() {
         pack_kernel(c, g);
@@ -363,9 +369,9 @@ pub(crate) fn conv2d(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule) -> 
 
 /// Parts of the forward conv's scratch: the padded image `xp` of a padding conv, the packed
 /// kernel `wp` (see [`ConvLayout::Forward`]); a Winograd conv's [`winograd_parts`].
-fn conv_parts(g: &ConvGeom, e: &Epilogue) -> Vec<(&'static str, usize)> {
-    if winograd_applies(g, e) {
-        return winograd_parts(g, "xp");
+fn conv_parts(g: &ConvGeom, e: &Epilogue, prepared: Option<WinogradTile>) -> Vec<(&'static str, usize)> {
+    if prepared.is_some() || winograd_applies(g, e) {
+        return winograd_parts(g, "xp", prepared);
     }
     let mut parts = Vec::new();
     if let Some([hp, wp]) = padded_hw(g) {
@@ -378,8 +384,12 @@ fn conv_parts(g: &ConvGeom, e: &Epilogue) -> Vec<(&'static str, usize)> {
 }
 
 /// The forward conv's scratch operand (`kernels::scratch_of`).
-pub(crate) fn conv_scratch(g: &ConvGeom, e: &Epilogue) -> Option<(&'static str, usize)> {
-    scratch(&conv_parts(g, e))
+pub(crate) fn conv_scratch(
+    g: &ConvGeom,
+    e: &Epilogue,
+    prepared: Option<WinogradTile>,
+) -> Option<(&'static str, usize)> {
+    scratch(&conv_parts(g, e, prepared))
 }
 
 /// `let (a, b) = work.split_at_mut(len_a);` when a template's scratch holds two parts (more:

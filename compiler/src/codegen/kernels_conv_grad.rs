@@ -37,7 +37,7 @@ fn grad_input_parts(g: &ConvGeom) -> Vec<(&'static str, usize)> {
     }
     if let Some(t) = grad_input_winograd(g) {
         let mut parts = vec![("wt", g.kernel_len())];
-        parts.extend(winograd_parts(&t, "dyp"));
+        parts.extend(winograd_parts(&t, "dyp", None));
         return parts;
     }
     let wt = match g.grad_input_as_conv() {
@@ -239,7 +239,7 @@ pub(crate) fn conv_grad_input(c: &mut Code, g: &ConvGeom, s: &Schedule) -> Resul
             panels: !winograd,
         };
         return if winograd {
-            winograd_nest(c, &t, &Epilogue::NONE, s, &names)
+            winograd_nest(c, &t, &Epilogue::NONE, s, &names, None)
         } else {
             conv_nest(c, &t, &Epilogue::NONE, s, &names)
         };

@@ -4,7 +4,8 @@
 //! of 36. The transforms themselves are the crate's support functions (`support/winograd.rs`).
 //!
 //! Per call, the kernel is transformed once into `u [16, C, F]` (`G g Gᵀ`, sixteen filters at a
-//! time). Per image, the tiles (row-major over the `[OH/2, OW/2]` tile map) go in blocks of `tb`
+//! time), unless the conv reads a `u` prepared at load time (`KernelOp::WinogradKernel`,
+//! [`prepared_kernel`]). Per image, the tiles (row-major over the `[OH/2, OW/2]` tile map) go in blocks of `tb`
 //! (the schedule's register tile height): the block's input windows are transformed into
 //! `wv [16, tb, C]` (`Bᵀ d B`, sixteen channels at a time); then, per block of `nb` output
 //! channels, 16 small products `wm[ξ] [tb, nb] = wv[ξ] · u[ξ]` run in register blocks, and the
@@ -30,12 +31,20 @@ fn transforms(t: WinogradTile) -> [&'static str; 3] {
     }
 }
 
-/// Parts of a Winograd conv's scratch ([`winograd_tile`]'s tile): the transformed kernel `u`,
-/// the padded image (named `xp`) of a padding conv, the transformed input windows `wv` and the
-/// products `wm` of one block of tiles (at most [`MAX_ROWS`] tiles).
-pub(super) fn winograd_parts(g: &ConvGeom, xp: &'static str) -> Vec<(&'static str, usize)> {
-    let points = winograd_tile(g).points();
-    let mut parts = vec![("u", points * g.c * g.f)];
+/// Parts of a Winograd conv's scratch (`prepared`'s tile, else [`winograd_tile`]'s): the
+/// transformed kernel `u` unless `prepared`, the padded image (named `xp`) of a padding conv,
+/// the transformed input windows `wv` and the products `wm` of one block of tiles (at most
+/// [`MAX_ROWS`] tiles).
+pub(super) fn winograd_parts(
+    g: &ConvGeom,
+    xp: &'static str,
+    prepared: Option<WinogradTile>,
+) -> Vec<(&'static str, usize)> {
+    let points = prepared.unwrap_or_else(|| winograd_tile(g)).points();
+    let mut parts = Vec::new();
+    if prepared.is_none() {
+        parts.push(("u", points * g.c * g.f));
+    }
     if let Some([hp, wp]) = padded_hw(g) {
         parts.push((xp, hp * wp * g.c));
     }
@@ -74,9 +83,16 @@ pub(super) fn channel_block(f: usize, s: &Schedule) -> usize {
 }
 
 /// The conv `g` (3×3, stride 1, even output map, `C` and `F` multiples of 16) with epilogue
-/// `e` over the operands `nm` (`nm.w` HWIO), in the scratch of [`winograd_parts`] (already
-/// split into `u`, `nm.xp`, `wv`, `wm`).
-pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedule, nm: &Names) -> Result<(), String> {
+/// `e` over the operands `nm` (`nm.w` HWIO; with `prepared`, the operand `u` instead), in the
+/// scratch of [`winograd_parts`] (already split into `u`, `nm.xp`, `wv`, `wm`).
+pub(super) fn winograd_nest(
+    c: &mut Code,
+    g: &ConvGeom,
+    e: &Epilogue,
+    s: &Schedule,
+    nm: &Names,
+    prepared: Option<WinogradTile>,
+) -> Result<(), String> {
     let (n, [oh, ow], f) = (g.n, g.out_hw, g.f);
     if !winograd_geometry(g) || nm.panels {
         return Err("a Winograd convolution that is not 3x3, stride 1, 16k channels, with an even output map".into());
@@ -93,7 +109,7 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
     let tile = layout(s)?
         .winograd_tile()
         .ok_or("a Winograd convolution without its tile")?;
-    if tile != winograd_tile(g) {
+    if tile != prepared.unwrap_or_else(|| winograd_tile(g)) {
         return Err("a Winograd tile other than its scratch's".into());
     }
     let side = tile.side();
@@ -103,7 +119,9 @@ pub(super) fn winograd_nest(c: &mut Code, g: &ConvGeom, e: &Epilogue, s: &Schedu
     let tiles = (oh / side) * (ow / side);
     let nb = channel_block(f, s);
     let tb = lane_rows(s, tiles).min(MAX_ROWS);
-    kernel_transform(c, g, tile, nm.w);
+    if prepared.is_none() {
+        kernel_transform(c, g, tile, nm.w);
+    }
     if e.bn_stats {
         declare_stats(c, f);
     }
@@ -140,13 +158,24 @@ fn kernel_transform(c: &mut Code, g: &ConvGeom, tile: WinogradTile, w: &str) {
         g.c,
         g.f
     ));
-    per_channel_pair(c, g, transforms(tile)[0], w, "u");
+    per_channel_pair(c, (g.c, g.f), transforms(tile)[0], w, "u");
 }
 
-/// `dst[o][ci][fo] = func(src[..][ci][fo])[o]` for every channel pair, sixteen `fo` at a time:
-/// a transform between the taps of a kernel and its Winograd points (`[_, C, F]` both).
-pub(super) fn per_channel_pair(c: &mut Code, g: &ConvGeom, func: &str, src: &str, dst: &str) {
-    let (cc, f) = (g.c, g.f);
+/// The body of `KernelOp::WinogradKernel`: `u = G w Gᵀ` of a 3×3 kernel `w [3, 3, cc, f]`,
+/// once, at load time.
+pub(super) fn prepared_kernel(c: &mut Code, cc: usize, f: usize, tile: WinogradTile) -> Result<(), String> {
+    if !cc.is_multiple_of(LANES) || !f.is_multiple_of(LANES) {
+        return Err("a Winograd kernel transform whose channels are not whole vectors".into());
+    }
+    c.line(format!("// u = G w Gᵀ of every kernel: [{}, {cc}, {f}]", tile.points()));
+    per_channel_pair(c, (cc, f), transforms(tile)[0], "w", "u");
+    Ok(())
+}
+
+/// `dst[o][ci][fo] = func(src[..][ci][fo])[o]` for every channel pair `(cc, f)`, sixteen `fo`
+/// at a time: a transform between the taps of a kernel and its Winograd points (`[_, C, F]`
+/// both).
+pub(super) fn per_channel_pair(c: &mut Code, (cc, f): (usize, usize), func: &str, src: &str, dst: &str) {
     c.open(format!("for ci in 0..{cc}"));
     c.open(format!("for f0 in (0..{f}).step_by({LANES})"));
     c.line(format!(

@@ -69,7 +69,7 @@ pub(super) fn winograd_grad_kernel(c: &mut Code, g: &ConvGeom, s: &Schedule) -> 
     });
     c.close();
     c.line(format!("// dw = G'ᵀ gm G': [3, 3, {cc}, {f}]"));
-    per_channel_pair(c, g, "winograd_dw", "gm", "dw");
+    per_channel_pair(c, (g.c, g.f), "winograd_dw", "gm", "dw");
     Ok(())
 }
 

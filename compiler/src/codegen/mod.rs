@@ -370,6 +370,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
         fold_bn: true,
         fuse: true,
         update,
+        prepare_winograd: true,
         ..PipelineOptions::default()
     };
     let fwd_train = lower(spec, opts.batch, Mode::Training)?;

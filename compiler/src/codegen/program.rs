@@ -207,7 +207,7 @@ pub(crate) fn emit_program(
     prepare.doc(&format!(
         "Load-time kernels of the {mode} program ({}: {}); they fill\nthe arena's persistent buffers and run again after the parameters change.",
         if counts[0] == 0 { "none".to_string() } else { counts[0].to_string() },
-        if training { "constants" } else { "constants, batch norm folded into weights" }
+        if training { "constants" } else { "constants, batch norm folded into weights, Winograd kernel transforms" }
     ));
     prepare.open(format!(
         "fn {tag}_prepare({}, {})",

@@ -69,10 +69,15 @@ pub(crate) fn thread_split(op: &KernelOp, threads: usize) -> Option<ThreadSplit>
         return None;
     }
     let (part, chunked_inputs, reduce) = match op {
-        KernelOp::Conv2d { geom, epilogue: e } if geom.n.is_multiple_of(t) && !(e.bn_stats && e.max_pool.is_some()) => {
+        KernelOp::Conv2d {
+            geom,
+            epilogue: e,
+            winograd_u,
+        } if geom.n.is_multiple_of(t) && !(e.bn_stats && e.max_pool.is_some()) => {
             let part = KernelOp::Conv2d {
                 geom: ConvGeom { n: geom.n / t, ..*geom },
                 epilogue: *e,
+                winograd_u: *winograd_u,
             };
             (part, product_inputs(e), false)
         }
@@ -359,6 +364,7 @@ mod tests {
                 out_hw: [14, 14],
             },
             epilogue: e,
+            winograd_u: None,
         }
     }
 

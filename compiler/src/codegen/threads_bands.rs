@@ -26,21 +26,30 @@ pub(crate) struct Band {
     pub part: KernelOp,
     /// First value of the image `x` the band reads.
     pub x_offset: usize,
-    /// Its output rows, in units of whole pool windows' rows when a max-pool is fused.
+    /// Its output rows, in units of whole pool windows' rows when a max-pool is fused (and of
+    /// whole rows of Winograd tiles with a prepared kernel).
     pub units: Range<usize>,
 }
 
 /// Bands of a batch-1 conv `op` for `threads` threads, when it has them: no BN statistics,
 /// enough work to wake a thread, and at least a unit of output rows per thread.
 pub(crate) fn band_split(op: &KernelOp, threads: usize) -> Option<Vec<Band>> {
-    let KernelOp::Conv2d { geom: g, epilogue: e } = op else {
+    let KernelOp::Conv2d {
+        geom: g,
+        epilogue: e,
+        winograd_u,
+    } = op
+    else {
         return None;
     };
     if threads < 2 || g.n != 1 || e.bn_stats || op.flops() < SPAWN_FLOPS {
         return None;
     }
-    // A fused pool tiles the map (`pool_tiles`): a unit is one window's rows.
-    let unit = e.max_pool.map_or(1, |w| w.size[0]);
+    // A fused pool tiles the map (`pool_tiles`): a unit is one window's rows; with a prepared
+    // Winograd kernel, also whole rows of tiles (the bands run that tile too).
+    let pool_rows = e.max_pool.map_or(1, |w| w.size[0]);
+    let side = winograd_u.map_or(1, |t| t.side());
+    let unit = (pool_rows..).step_by(pool_rows).find(|u| u.is_multiple_of(side))?;
     let units = g.out_hw[0] / unit;
     if units < threads || units * unit != g.out_hw[0] {
         return None;
@@ -50,7 +59,11 @@ pub(crate) fn band_split(op: &KernelOp, threads: usize) -> Option<Vec<Band>> {
             let u = t * units / threads..(t + 1) * units / threads;
             let (geom, first_row) = band_geom(g, u.start * unit..u.end * unit);
             Band {
-                part: KernelOp::Conv2d { geom, epilogue: *e },
+                part: KernelOp::Conv2d {
+                    geom,
+                    epilogue: *e,
+                    winograd_u: *winograd_u,
+                },
                 x_offset: first_row * g.in_hw[1] * g.c,
                 units: u,
             }
@@ -178,6 +191,7 @@ mod tests {
                 out_hw: [out, out],
             },
             epilogue: e,
+            winograd_u: None,
         }
     }
 

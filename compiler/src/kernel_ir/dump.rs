@@ -83,7 +83,15 @@ fn epilogue(e: &Epilogue) -> String {
 /// The template's constants, as words.
 fn attrs(op: &KernelOp) -> String {
     match op {
-        KernelOp::Conv2d { geom, epilogue: e } => format!("{}{}", conv(geom), epilogue(e)),
+        KernelOp::Conv2d {
+            geom,
+            epilogue: e,
+            winograd_u,
+        } => {
+            let u = winograd_u.map_or(String::new(), |t| format!(" kernel=u({t})"));
+            format!("{}{}{u}", conv(geom), epilogue(e))
+        }
+        KernelOp::WinogradKernel { c, f, tile } => format!("kernel=3x3x{c}x{f} u={tile}"),
         KernelOp::ConvGradInput { geom } => conv(geom),
         KernelOp::ConvGradKernel {
             geom,

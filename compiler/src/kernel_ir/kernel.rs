@@ -9,7 +9,7 @@
 use crate::ir::{Activation, LossKind, Moment, Pad2d, Window2d};
 
 use super::program::BufId;
-use super::schedule::Schedule;
+use super::schedule::{Schedule, WinogradTile};
 use super::update::UpdateRule;
 
 /// Geometry of a 2-D convolution: `x [n, in_hw, c]` ⋆ `kernel [kernel_hw, c, f]` → `[n, out_hw, f]`.
@@ -182,6 +182,19 @@ pub enum KernelOp {
     Conv2d {
         geom: ConvGeom,
         epilogue: Epilogue,
+        /// `Some(tile)`: the kernel operand is not HWIO but Winograd's transformed kernel for
+        /// that output tile, `u [points, c, f]`, made once in the prepare stage by a
+        /// [`KernelOp::WinogradKernel`] (`passes::prepare_winograd`); the schedule then runs
+        /// this tile.
+        winograd_u: Option<WinogradTile>,
+    },
+    /// Winograd's kernel transform of a 3×3 conv with `c` input and `f` output channels:
+    /// `(kernel [3, 3, c, f]) -> (u [points, c, f])`, `u[ξ][ci][fo]` the point ξ of `G g Gᵀ`
+    /// for `tile` (`g` the taps of `kernel[.., ci, fo]`).
+    WinogradKernel {
+        c: usize,
+        f: usize,
+        tile: WinogradTile,
     },
     /// Gradient of the input as an implicit GEMM, M = n·h·w, N = c, K = kh·kw·f:
     /// `(dy, kernel) -> (dx)`.
@@ -358,6 +371,7 @@ impl KernelOp {
     pub fn mnemonic(&self) -> &'static str {
         match self {
             KernelOp::Conv2d { .. } => "conv2d",
+            KernelOp::WinogradKernel { .. } => "winograd_kernel",
             KernelOp::ConvGradInput { .. } => "conv_grad_input",
             KernelOp::ConvGradKernel { .. } => "conv_grad_kernel",
             KernelOp::Gemm { .. } => "gemm",
@@ -430,7 +444,11 @@ impl KernelOp {
         }
         let collect = |v: Vec<Option<usize>>| v.into_iter().flatten().collect::<Vec<_>>();
         let (ins, outs) = match self {
-            KernelOp::Conv2d { geom: g, epilogue: e } => {
+            KernelOp::Conv2d {
+                geom: g,
+                epilogue: e,
+                winograd_u,
+            } => {
                 let y = match &e.max_pool {
                     Some(w) => {
                         let [ph, pw] = pooled_hw(g.out_hw, w);
@@ -442,13 +460,14 @@ impl KernelOp {
                 (
                     vec![
                         Some(g.input_len()),
-                        Some(g.kernel_len()),
+                        Some(winograd_u.map_or(g.kernel_len(), |t| t.points() * g.c * g.f)),
                         opt(e.bias, g.f),
                         opt(e.residual, g.output_len()),
                     ],
                     vec![Some(y), opt(e.bn_stats, 2 * g.f), argmax],
                 )
             }
+            KernelOp::WinogradKernel { c, f, tile } => (vec![Some(9 * c * f)], vec![Some(tile.points() * c * f)]),
             KernelOp::ConvGradInput { geom: g } => (
                 vec![Some(g.output_len()), Some(g.kernel_len())],
                 vec![Some(g.input_len())],

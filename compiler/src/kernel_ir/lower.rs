@@ -86,6 +86,7 @@ fn kernel_op(g: &Graph, node: &Node) -> Result<KernelOp, String> {
                     out_hw: [oh, ow],
                 },
                 epilogue: Epilogue::NONE,
+                winograd_u: None,
             }
         }
         Op::Conv2dGradInput { strides, pad, input_hw } => {

@@ -362,10 +362,16 @@ pub fn conv_layout(op: &KernelOp, mr: usize) -> Option<ConvLayout> {
         }
     };
     match op {
-        KernelOp::Conv2d { geom, epilogue } => {
+        KernelOp::Conv2d {
+            geom,
+            epilogue,
+            winograd_u,
+        } => {
             // (a fused max-pool walks windows, not whole rows: no streamed block)
             let stream_kernel = streams_kernel(geom) && epilogue.max_pool.is_none();
-            let winograd = winograd_applies(geom, epilogue).then(|| winograd_tile(geom));
+            // A prepared `u` fixes the tile (a band of a batch-1 conv may be too small to
+            // choose Winograd itself).
+            let winograd = winograd_u.or_else(|| winograd_applies(geom, epilogue).then(|| winograd_tile(geom)));
             Some(ConvLayout::Forward {
                 pack_kernel: packs_kernel(geom) && winograd.is_none(),
                 rows_per_block: if stream_kernel {
@@ -446,6 +452,7 @@ fn pool_band(op: &KernelOp) -> usize {
         KernelOp::Conv2d {
             geom,
             epilogue: Epilogue { max_pool: Some(w), .. },
+            ..
         } => w.size[0] * geom.out_hw[1],
         _ => 1,
     }
@@ -532,6 +539,7 @@ fn rows_of(op: &KernelOp) -> (usize, usize) {
         KernelOp::Concat { rows, parts } => (*rows, parts.iter().sum()),
         KernelOp::MovingAverage { channels, .. } => (1, *channels),
         KernelOp::OptimizerUpdate { len, .. } => (len.div_ceil(1024), 1024),
+        KernelOp::WinogradKernel { c, f, .. } => (*c, 9 * f),
         KernelOp::Conv2d { .. }
         | KernelOp::ConvGradInput { .. }
         | KernelOp::ConvGradKernel { .. }
@@ -581,7 +589,7 @@ pub struct ScratchLayout {
 /// How many f64 accumulators per thread a template reduces into.
 fn partial_width(op: &KernelOp) -> usize {
     match op {
-        KernelOp::Conv2d { geom, epilogue } => usize::from(epilogue.bn_stats) * 2 * geom.f,
+        KernelOp::Conv2d { geom, epilogue, .. } => usize::from(epilogue.bn_stats) * 2 * geom.f,
         KernelOp::Gemm {
             n, epilogue, bias_grad, ..
         } => usize::from(epilogue.bn_stats) * 2 * n + usize::from(*bias_grad) * n,
@@ -696,7 +704,11 @@ mod tests {
                 pad: Pad2d::default(),
             });
         }
-        KernelOp::Conv2d { geom, epilogue }
+        KernelOp::Conv2d {
+            geom,
+            epilogue,
+            winograd_u: None,
+        }
     }
 
     #[test]
@@ -753,11 +765,16 @@ mod tests {
         assert_eq!(tile(&conv(32, 14, 32, 32, false)), Some(WinogradTile::F2));
         // Not: a sigmoid (the epilogue runs in vectors, its activation a maximum), 4×4 maps
         // (4 tiles an image), 512×512 kernels (16 MiB transformed), 3 channels.
-        let KernelOp::Conv2d { geom, mut epilogue } = conv(64, 32, 32, 32, false) else {
+        let KernelOp::Conv2d { geom, mut epilogue, .. } = conv(64, 32, 32, 32, false) else {
             unreachable!()
         };
         epilogue.act = Activation::Sigmoid;
-        assert!(!wino(&KernelOp::Conv2d { geom, epilogue }));
+        let winograd_u = None;
+        assert!(!wino(&KernelOp::Conv2d {
+            geom,
+            epilogue,
+            winograd_u
+        }));
         assert!(!wino(&conv(32, 4, 64, 64, false)));
         assert!(wino(&conv(32, 8, 256, 256, false)));
         assert!(!wino(&conv(32, 8, 512, 512, false)));

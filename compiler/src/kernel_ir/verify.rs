@@ -17,9 +17,21 @@ fn check_template(op: &KernelOp, errs: &mut Vec<String>, at: &str) {
             op: EwOp::Act(Activation::Softmax) | EwOp::ActGrad(Activation::Softmax),
             ..
         } => errs.push(format!("{at}: softmax is row-wise, not elementwise")),
-        KernelOp::Conv2d { geom, epilogue: e } => {
+        KernelOp::Conv2d {
+            geom,
+            epilogue: e,
+            winograd_u,
+        } => {
             if e.act == Activation::Softmax {
                 errs.push(format!("{at}: softmax epilogue on a convolution"));
+            }
+            if let Some(t) = winograd_u {
+                let whole = geom.out_hw.iter().all(|s| s.is_multiple_of(t.side()));
+                if geom.kernel_hw != [3, 3] || geom.strides != [1, 1] || !whole {
+                    errs.push(format!(
+                        "{at}: a prepared Winograd kernel ({t}) needs a 3x3, stride-1 conv whose output is whole tiles"
+                    ));
+                }
             }
             if let Some(w) = e.max_pool {
                 if !pool_tiles(geom.out_hw, &w) || e.bn_stats {

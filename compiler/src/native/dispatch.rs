@@ -83,6 +83,11 @@ fn targets(sparse: bool, t: &[f32]) -> Targets<'_> {
 /// kernel needs.
 pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
     Ok(match op {
+        // The runtime's Winograd convs transform their kernels themselves (a weight memo).
+        KernelOp::WinogradKernel { .. }
+        | KernelOp::Conv2d {
+            winograd_u: Some(_), ..
+        } => return Err("a prepared Winograd kernel (passes::prepare_winograd is for generated code)".into()),
         KernelOp::Conv2d { .. }
         | KernelOp::ConvGradInput { .. }
         | KernelOp::ConvGradKernel { .. }
@@ -148,6 +153,7 @@ pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32], t: u64) {
         | KernelOp::ConvGradInput { .. }
         | KernelOp::ConvGradKernel { .. }
         | KernelOp::Gemm { .. } => dispatch_gemm::run(s, m, ctx, ws),
+        KernelOp::WinogradKernel { .. } => unreachable!("refused by `check`"),
         KernelOp::Pool { kind, geom } => {
             let (x, y) = (m.get(i[0]), m.get_mut(o[0]));
             match kind {

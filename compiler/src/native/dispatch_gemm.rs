@@ -50,7 +50,7 @@ fn pooled(g: &ConvGeom, e: &IrEpilogue) -> [usize; 2] {
 /// See `dispatch::check`.
 pub(super) fn check(op: &KernelOp) -> Result<usize, String> {
     match op {
-        KernelOp::Conv2d { geom, epilogue } => {
+        KernelOp::Conv2d { geom, epilogue, .. } => {
             check_conv(geom)?;
             if epilogue.act == Activation::Softmax {
                 return Err("softmax in a convolution epilogue".into());
@@ -156,7 +156,7 @@ fn extras<'m>(s: &Step, m: &'m Mem, e: &IrEpilogue) -> (Option<&'m [f32]>, Optio
 pub(super) fn run(s: &Step, m: &Mem, ctx: &Ctx, ws: &mut [f32]) {
     let (i, o) = (&s.ins, &s.outs);
     match &s.op {
-        KernelOp::Conv2d { geom, epilogue: e } => {
+        KernelOp::Conv2d { geom, epilogue: e, .. } => {
             let g = conv_geom(geom);
             let (x, w) = (m.get(i[0]), m.get(i[1]));
             let (bias, residual) = extras(s, m, e);

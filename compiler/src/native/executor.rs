@@ -338,7 +338,7 @@ impl NativeExecutor {
 /// until the next call outside a session.
 fn update_session_packs(c: &Compiled, mem: &Mem, ctx: &Ctx, same_params: bool) {
     for s in &c.run {
-        let KernelOp::Conv2d { geom, epilogue } = &s.op else {
+        let KernelOp::Conv2d { geom, epilogue, .. } = &s.op else {
             continue;
         };
         let mut pack = s.session_pack.borrow_mut();

@@ -93,7 +93,9 @@ impl Profile {
 /// A short description of a kernel's size.
 fn describe(op: &KernelOp) -> String {
     match op {
-        KernelOp::Conv2d { geom: g, epilogue: e } => format!(
+        KernelOp::Conv2d {
+            geom: g, epilogue: e, ..
+        } => format!(
             "n={} {}x{}x{} -> {}x{}x{} k={}x{}{}{}",
             g.n,
             g.in_hw[0],

@@ -44,7 +44,11 @@ fn try_at(p: &mut Fuser, i: usize) -> bool {
         _ => return false,
     }
     let op = match k.op.clone() {
-        KernelOp::Conv2d { geom, .. } => KernelOp::Conv2d { geom, epilogue: e2 },
+        KernelOp::Conv2d { geom, winograd_u, .. } => KernelOp::Conv2d {
+            geom,
+            epilogue: e2,
+            winograd_u,
+        },
         KernelOp::Gemm {
             m,
             n,

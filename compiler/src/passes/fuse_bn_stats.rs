@@ -25,7 +25,11 @@ fn try_at(p: &mut Fuser, j: usize) -> bool {
     let mut e2 = e;
     e2.bn_stats = true;
     let op = match k.op.clone() {
-        KernelOp::Conv2d { geom, .. } => KernelOp::Conv2d { geom, epilogue: e2 },
+        KernelOp::Conv2d { geom, winograd_u, .. } => KernelOp::Conv2d {
+            geom,
+            epilogue: e2,
+            winograd_u,
+        },
         KernelOp::Gemm {
             m,
             n,

@@ -14,7 +14,12 @@ use crate::kernel_ir::{KernelOp, PoolKind, Program};
 use super::fusion::{rewrite_each, Fuser};
 
 fn try_at(p: &mut Fuser, i: usize) -> bool {
-    let KernelOp::Conv2d { geom, epilogue } = p.kernel(i).op else {
+    let KernelOp::Conv2d {
+        geom,
+        epilogue,
+        winograd_u,
+    } = p.kernel(i).op
+    else {
         return false;
     };
     if epilogue.max_pool.is_some() || epilogue.bn_stats || epilogue.act == Activation::Softmax {
@@ -44,7 +49,12 @@ fn try_at(p: &mut Fuser, i: usize) -> bool {
     e.max_pool = Some(w);
     let inputs = p.kernel(i).inputs.clone();
     let outputs = vec![pool.outputs[0]];
-    p.fuse(&[i, j], KernelOp::Conv2d { geom, epilogue: e }, inputs, outputs)
+    let op = KernelOp::Conv2d {
+        geom,
+        epilogue: e,
+        winograd_u,
+    };
+    p.fuse(&[i, j], op, inputs, outputs)
 }
 
 /// Fuses max-pools into conv epilogues; returns the number of fusions.

@@ -32,7 +32,7 @@ enum Producer {
 
 fn try_at(p: &mut Fuser, i: usize) -> bool {
     let (producer, act, out_hw) = match p.kernel(i).op {
-        KernelOp::Conv2d { geom, epilogue: e }
+        KernelOp::Conv2d { geom, epilogue: e, .. }
             if e.max_pool.is_none() && !e.bn_stats && !e.residual && e.act != Activation::Softmax =>
         {
             (Producer::Conv, e.act, Some(geom.out_hw))

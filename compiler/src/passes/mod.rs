@@ -23,6 +23,7 @@ pub mod fuse_pool_argmax;
 pub mod fuse_softmax_xent;
 mod fusion;
 pub mod optimizer;
+pub mod prepare_winograd;
 
 use thiserror::Error;
 
@@ -55,6 +56,9 @@ pub struct PipelineOptions {
     pub fuse: bool,
     /// Training: append optimiser update kernels with this rule.
     pub update: Option<UpdateRule>,
+    /// Inference: transform the kernels of Winograd convs once, in the prepare stage
+    /// ([`prepare_winograd`]); for generated code (the kernels backend memoises its own).
+    pub prepare_winograd: bool,
     /// Run the verifiers after every pass (default: in debug and test builds only).
     pub verify: bool,
 }
@@ -66,6 +70,7 @@ impl Default for PipelineOptions {
             fold_bn: true,
             fuse: true,
             update: None,
+            prepare_winograd: false,
             verify: cfg!(debug_assertions),
         }
     }
@@ -135,6 +140,9 @@ pub fn run_kernel_pipeline(mut p: Program, opts: &PipelineOptions) -> Result<Pro
         kernel_pass(&mut p, opts, "fuse_pool_act_grad", fuse_pool_act_grad::run);
         kernel_pass(&mut p, opts, "fuse_pool_argmax", fuse_pool_argmax::run);
         kernel_pass(&mut p, opts, "fuse_argmax_dw", fuse_argmax_dw::run);
+    }
+    if opts.prepare_winograd {
+        kernel_pass(&mut p, opts, "prepare_winograd", prepare_winograd::run);
     }
     if let (Some(rule), Mode::Training) = (opts.update, p.mode) {
         kernel_pass(&mut p, opts, "optimizer", |p| optimizer::run(p, &rule));
