@@ -47,8 +47,14 @@ pub(crate) fn model_std(c: &mut Code, info: &CrateInfo) {
     } else {
         ""
     };
+    c.line("// A refused allocation is an error, not the allocator's abort (a batch too large here).");
+    c.line("let mut arena = Vec::new();");
+    c.open("if arena.try_reserve_exact(ARENA_F32S).is_err()");
+    c.line("return Err(format!(\"cannot allocate the arena ({ARENA_BYTES} bytes)\"));");
+    c.close();
+    c.line("arena.resize(ARENA_F32S, 0.0);");
     c.line(format!(
-        "Ok(Model {{ params, arena: vec![0.0; ARENA_F32S], infer_ready: false{abi_fields}{train_fields} }})"
+        "Ok(Model {{ params, arena, infer_ready: false{abi_fields}{train_fields} }})"
     ));
     c.close();
     c.line("");

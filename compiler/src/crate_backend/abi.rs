@@ -153,7 +153,10 @@ impl Library {
             return Err(format!("has sizes {sizes:?}, expected {expected:?}"));
         }
         // SAFETY: takes no arguments; a null result is handled.
-        let model = NonNull::new(unsafe { new() }).ok_or("could not create a model")?;
+        let model = NonNull::new(unsafe { new() }).ok_or_else(|| {
+            let gib = sizes.arena as f64 * 4.0 / (1u64 << 30) as f64;
+            format!("could not create a model: its arena of {gib:.2} GiB cannot be allocated; use a smaller batch size")
+        })?;
         Ok(Library {
             model,
             free,

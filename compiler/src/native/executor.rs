@@ -9,7 +9,7 @@
 //! the parameters may have changed in between; an `InferenceSession`, which holds them fixed,
 //! runs it once per program.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, TryReserveError};
 
 use cnnc_runtime::fpenv::FlushDenormals;
 use cnnc_runtime::kernels::{reads_kernel_in_place, Ctx, KernelIsa, PackedB};
@@ -61,11 +61,21 @@ struct Line([f32; 16]);
 struct Arena(Vec<Line>);
 
 impl Arena {
-    fn slice(&mut self, len: usize) -> &mut [f32] {
+    /// Grows the arena to at least `len` f32s; an allocation the machine refuses is an error
+    /// (naming the size) rather than an abort.
+    fn grow(&mut self, len: usize) -> Result<(), TryReserveError> {
         let lines = len.div_ceil(16);
         if self.0.len() < lines {
+            self.0.try_reserve_exact(lines - self.0.len())?;
             self.0.resize(lines, Line([0.0; 16]));
         }
+        Ok(())
+    }
+
+    /// The first `len` f32s; [`Self::grow`] has made room for them.
+    fn slice(&mut self, len: usize) -> &mut [f32] {
+        let lines = len.div_ceil(16);
+        assert!(self.0.len() >= lines, "arena of {} lines, {lines} needed", self.0.len());
         // SAFETY: `Line` is `repr(C)` around `[f32; 16]`, so the vector holds `16 · lines`
         // contiguous initialised f32 values, at least `len`.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<f32>(), len) }
@@ -242,9 +252,23 @@ impl NativeExecutor {
             update: None,
             ..PipelineOptions::default()
         };
+        let graph = g.name.clone();
         let program = compile(g, &pipeline)?;
         let c = Compiled::new(program, &self.io.params, mode == Mode::Training)?;
+        let out_of_memory = |what: &'static str, len: usize| NativeError::OutOfMemory {
+            graph: graph.clone(),
+            n,
+            what,
+            bytes: len.saturating_mul(4),
+        };
+        self.arena
+            .grow(c.arena_len)
+            .map_err(|_| out_of_memory("an arena", c.arena_len))?;
         if self.workspace.len() < c.workspace_len {
+            let more = c.workspace_len - self.workspace.len();
+            self.workspace
+                .try_reserve_exact(more)
+                .map_err(|_| out_of_memory("a kernel workspace", c.workspace_len))?;
             self.workspace.resize(c.workspace_len, 0.0);
         }
         match mode {

@@ -56,6 +56,17 @@ pub enum NativeError {
         op: &'static str,
         msg: String,
     },
+    /// The machine refused the memory a program runs in (a batch too large for it).
+    #[error(
+        "graph '{graph}' at {n} samples needs {what} of {:.2} GiB that cannot be allocated; use a smaller batch size",
+        *bytes as f64 / (1u64 << 30) as f64
+    )]
+    OutOfMemory {
+        graph: String,
+        n: usize,
+        what: &'static str,
+        bytes: usize,
+    },
     /// The training and inference graphs (or a program and its graph) do not agree.
     #[error("{0}")]
     Mismatch(String),
