@@ -64,7 +64,49 @@ fn wrong_shaped_npy_images() {
     let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
     write_npy_f32(&x, &[4, 32, 32, 3], &vec![0.0; 4 * 32 * 32 * 3]).unwrap();
     write_npy_f32(&y, &[4], &[0.0, 1.0, 2.0, 3.0]).unwrap();
-    train_fails(&["--train-x".into(), s(&x), "--train-y".into(), s(&y)], "[32, 32, 3]");
+    train_fails(
+        &["--train-x".into(), s(&x), "--train-y".into(), s(&y)],
+        &format!(
+            "{} + {}: training data has samples of shape [32, 32, 3], but the model's input is [28, 28, 1]",
+            x.display(),
+            y.display()
+        ),
+    );
+}
+
+/// 784 values per sample, but shaped [14, 14, 4]: the size matches, the shape does not.
+#[test]
+fn samples_of_the_right_size_but_the_wrong_shape_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 14, 14, 4], &[0.0; 2 * 784]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    train_fails(
+        &["--train-x".into(), s(&x), "--train-y".into(), s(&y)],
+        "training data has samples of shape [14, 14, 4], but the model's input is [28, 28, 1]",
+    );
+}
+
+/// eval and predict refuse wrongly shaped samples with the same check, saying what the data
+/// are for, before the weights are even read.
+#[test]
+fn eval_and_predict_name_their_data_when_its_shape_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 32, 32, 3], &[0.0; 2 * 3072]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    let m = s(&model("mnist_cnn.yaml"));
+    let w = s(&dir.path().join("no-weights.safetensors"));
+    let shapes = "has samples of shape [32, 32, 3], but the model's input is [28, 28, 1]";
+    cnnc(["eval", &m, "--weights", &w, "--x", &s(&x), "--y", &s(&y)]).assert_fails_with(&format!(
+        "{} + {}: evaluation data {shapes}",
+        x.display(),
+        y.display()
+    ));
+    let out = dir.path().join("out.npy");
+    cnnc(["predict", &m, "--weights", &w, "--input", &s(&x), "--output", &s(&out)])
+        .assert_fails_with(&format!("{}: prediction data {shapes}", x.display()));
+    assert_eq!(files_in(dir.path()), ["x.npy", "y.npy"]);
 }
 
 #[test]

@@ -7,23 +7,18 @@ use cnnc_runtime::weights::load_weights;
 
 use super::args::PredictArgs;
 use super::backend::{self, LossSetup};
+use super::data;
 use super::error::{CliError, OrCli};
 use super::summary::check_output_path;
 
 pub fn run(a: PredictArgs) -> Result<(), CliError> {
     check_output_path("--output", &a.output)?;
     let spec = backend::load_spec(&a.model)?;
+    let (input_shape, _) = backend::model_shapes(&spec)?;
     let (shape, x) = load_npy_images(&a.input).or_cli()?;
     let n = shape[0];
-    if shape[1..] != spec.input[..] {
-        return Err(CliError::new(format!(
-            "{}: inputs of shape {:?}, but the model's input is {:?} (expected [N, {}])",
-            a.input.display(),
-            &shape[1..],
-            spec.input,
-            spec.input.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-        )));
-    }
+    let source = a.input.display().to_string();
+    data::check_sample_shape(&source, "prediction data", &shape[1..], &input_shape)?;
     if n == 0 {
         return Err(CliError::new(format!("{}: holds no samples", a.input.display())));
     }

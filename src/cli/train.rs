@@ -39,7 +39,11 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
 
     let (input_shape, classes) = backend::model_io(&spec)?;
     let pair = a.train_x.as_ref().zip(a.train_y.as_ref());
-    let loaded = data::load(a.data.data.as_deref(), pair, classes, &input_shape)?;
+    let loaded = data::load(a.data.data.as_deref(), pair, classes)?;
+    data::check(&loaded.source, "training data", &loaded.train, classes, &input_shape)?;
+    if let Some(test) = &loaded.test {
+        data::check(&loaded.source, "test data", test, classes, &input_shape)?;
+    }
     let work = workload(&loaded, batch, validation_split, a.steps);
     let built = backend::build(&spec, batch, loss, &a.run, &work)?;
     let mut exec = built.exec;
