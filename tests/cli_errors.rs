@@ -384,3 +384,75 @@ fn a_closed_stdout_pipe_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+/// Outputs that would overwrite an input or each other are refused before any work, naming
+/// both; the inputs are left as they were.
+#[test]
+fn outputs_may_not_overwrite_inputs_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 28, 28, 1], &[0.5; 2 * 784]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(&x, data.join("x_train.npy")).unwrap();
+    std::fs::copy(&y, data.join("y_train.npy")).unwrap();
+    let before = |p: &Path| std::fs::read(p).unwrap();
+    let (x_bytes, y_bytes) = (before(&x), before(&y));
+    let m = s(&model("mnist_cnn.yaml"));
+    // The same file spelt another way.
+    let x_again = dir.path().join(".").join("x.npy");
+    let train = |extra: &[String]| {
+        let mut args = vec!["train".to_string(), m.clone(), "--steps".into(), "1".into()];
+        args.extend(extra.iter().cloned());
+        cnnc(&args)
+    };
+    let pair = ["--train-x".to_string(), s(&x), "--train-y".into(), s(&y)];
+    let with =
+        |more: &[&str]| -> Vec<String> { pair.iter().cloned().chain(more.iter().map(|m| m.to_string())).collect() };
+    train(&with(&["--save", &s(&x_again)])).assert_fails_with(&format!(
+        "--save {} would overwrite --train-x {}",
+        x_again.display(),
+        x.display()
+    ));
+    train(&with(&["--history", &s(&y)])).assert_fails_with(&format!(
+        "--history {} would overwrite --train-y {}",
+        y.display(),
+        y.display()
+    ));
+    let curves = s(&dir.path().join("c.svg"));
+    train(&with(&["--history", &curves, "--plot", &curves]))
+        .assert_fails_with(&format!("--history {curves} and --plot {curves} are the same file"));
+    train(&with(&["--save", &m])).assert_fails_with(&format!("--save {m} would overwrite the model {m}"));
+    let in_data = data.join("y_train.npy");
+    train(&["--data".into(), s(&data), "--save".into(), s(&in_data)]).assert_fails_with(&format!(
+        "--save {} would overwrite a file of --data {}",
+        in_data.display(),
+        in_data.display()
+    ));
+    let predict = |out: &Path| {
+        cnnc([
+            "predict".to_string(),
+            m.clone(),
+            "--weights".into(),
+            s(&y),
+            "--input".into(),
+            s(&x),
+            "--output".into(),
+            s(out),
+        ])
+    };
+    predict(&x_again).assert_fails_with(&format!(
+        "--output {} would overwrite --input {}",
+        x_again.display(),
+        x.display()
+    ));
+    predict(&y).assert_fails_with(&format!(
+        "--output {} would overwrite --weights {}",
+        y.display(),
+        y.display()
+    ));
+    assert_eq!((before(&x), before(&y)), (x_bytes.clone(), y_bytes.clone()));
+    assert_eq!(before(&data.join("y_train.npy")), y_bytes);
+    assert_eq!(files_in(dir.path()), ["data", "x.npy", "y.npy"]);
+}

@@ -217,3 +217,24 @@ fn a_flat_input_takes_images_of_as_many_values() {
     .assert_ok();
     assert_eq!(cnnc_runtime::data::read_npy(&out).unwrap().shape, vec![32, 10]);
 }
+
+/// `--init-weights w --save w` resumes and overwrites in place (atomically, after training).
+#[test]
+fn resuming_may_overwrite_the_initial_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    mnist_subset(&data, 64, 32);
+    let w = dir.path().join("w.safetensors");
+    let steps = ["--batch-size", "32", "--steps", "1", "--validation-split", "0"];
+    train(&data, &w, &steps).assert_ok();
+    let first = std::fs::read(&w).unwrap();
+    train(
+        &data,
+        &w,
+        &[&steps[..], &["--init-weights", &arg(&w), "--seed", "3"]].concat(),
+    )
+    .assert_ok();
+    assert_ne!(std::fs::read(&w).unwrap(), first, "trained one more step");
+    assert_eq!(files_in(dir.path()), ["mnist", "w.safetensors"]);
+}

@@ -9,10 +9,16 @@ use super::args::PredictArgs;
 use super::backend::{self, LossSetup};
 use super::data;
 use super::error::{CliError, OrCli};
-use super::summary::check_output_path;
+use super::paths::{check_no_clobber, check_output_path};
 
 pub fn run(a: PredictArgs) -> Result<(), CliError> {
     check_output_path("--output", &a.output)?;
+    let inputs = [
+        ("the model", a.model.as_path()),
+        ("--input", a.input.as_path()),
+        ("--weights", a.weights.as_path()),
+    ];
+    check_no_clobber(&[("--output", a.output.as_path())], &inputs, &[])?;
     let spec = backend::load_spec(&a.model)?;
     let (input_shape, _) = backend::model_shapes(&spec)?;
     let (shape, x) = load_npy_images(&a.input).or_cli()?;

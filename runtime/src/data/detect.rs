@@ -2,9 +2,31 @@
 //! binary batches, or NumPy arrays named as in Keras's `mnist.npz` (`x_train.npy`,
 //! `y_train.npy`, optionally `x_test.npy`, `y_test.npy`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::idx::{names_of, MNIST_STEMS};
 use super::{load_cifar10_dir, load_mnist_dir, load_npy_pair, DataError, Dataset};
+
+/// The files of `dir` that [`load_dataset_dir`] may read, those that exist: a command writing
+/// its outputs refuses to overwrite one of them.
+pub fn dataset_files(dir: &Path) -> Vec<PathBuf> {
+    let mut names: Vec<String> = [
+        "x_train.npy",
+        "y_train.npy",
+        "x_test.npy",
+        "y_test.npy",
+        "test_batch.bin",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.extend((1..=5).map(|i| format!("data_batch_{i}.bin")));
+    names.extend(MNIST_STEMS.iter().flat_map(|s| names_of(s)));
+    [dir.to_path_buf(), dir.join("cifar-10-batches-bin")]
+        .iter()
+        .flat_map(|d| names.iter().map(move |n| d.join(n)))
+        .filter(|p| p.is_file())
+        .collect()
+}
 
 /// Loads the training set (and the test set when present) from `dir`, whatever its format.
 pub fn load_dataset_dir(dir: &Path) -> Result<(Dataset, Option<Dataset>), DataError> {
@@ -38,5 +60,35 @@ pub fn load_dataset_dir(dir: &Path) -> Result<(Dataset, Option<Dataset>), DataEr
                 .into(),
         }),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_files_lists_the_files_a_load_may_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("cifar-10-batches-bin");
+        std::fs::create_dir(&nested).unwrap();
+        for p in [
+            dir.path().join("x_train.npy"),
+            dir.path().join("train-images.idx3-ubyte.gz"),
+            dir.path().join("notes.txt"),
+            nested.join("data_batch_3.bin"),
+        ] {
+            std::fs::write(p, b"").unwrap();
+        }
+        let mut found = dataset_files(dir.path());
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                nested.join("data_batch_3.bin"),
+                dir.path().join("train-images.idx3-ubyte.gz"),
+                dir.path().join("x_train.npy"),
+            ]
+        );
     }
 }

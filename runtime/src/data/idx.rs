@@ -214,12 +214,22 @@ pub fn load_mnist_dir(dir: &Path) -> Result<(Dataset, Option<Dataset>), DataErro
     Ok((train, test))
 }
 
+/// The four file stems of an MNIST-style directory.
+pub(crate) const MNIST_STEMS: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+
 /// `stem`, `stem.gz`, or the same with the `-idx` dash written as a dot.
 fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
+    names_of(stem)
+        .into_iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The file names `stem` is looked up by, in order.
+pub(crate) fn names_of(stem: &str) -> Vec<String> {
     let dotted = stem.replacen("-idx", ".idx", 1);
     [stem, dotted.as_str()]
         .iter()
         .flat_map(|s| [s.to_string(), format!("{s}.gz")])
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
+        .collect()
 }
