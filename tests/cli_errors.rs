@@ -202,6 +202,44 @@ fn unwritable_output_is_refused_before_training() {
     );
 }
 
+/// Outputs in a missing or unwritable directory are refused before training starts (the full
+/// MNIST for five epochs would take minutes), and nothing is trained or written.
+#[test]
+fn outputs_that_cannot_be_written_are_refused_before_training() {
+    let data = s(&support::root().join("data/mnist"));
+    let mut cases = vec![
+        (
+            "--save",
+            "/no/such/dir/w.safetensors".to_string(),
+            "directory /no/such/dir does not exist",
+        ),
+        (
+            "--plot",
+            "/no/such/dir/c.svg".to_string(),
+            "directory /no/such/dir does not exist",
+        ),
+    ];
+    // sysfs takes no new files, even from root (a chmod-ed directory would not stop root).
+    if cfg!(target_os = "linux") && Path::new("/sys").is_dir() {
+        cases.push(("--save", "/sys/w.safetensors".into(), "cannot write in directory /sys"));
+        cases.push(("--history", "/sys/h.csv".into(), "cannot write in directory /sys"));
+    }
+    for (flag, path, needle) in cases {
+        let run = cnnc([
+            "train",
+            &s(&model("mnist_cnn.yaml")),
+            "--data",
+            &data,
+            "--epochs",
+            "5",
+            flag,
+            &path,
+        ]);
+        run.assert_fails_with(&format!("{flag} {path}: {needle}"));
+        assert!(!run.stderr.contains("Epoch"), "no training: {}", run.stderr);
+    }
+}
+
 /// Zero counts and absurd thread counts are refused by their parsers, for every command alike,
 /// before anything runs or is written.
 #[test]

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use super::error::CliError;
 
 /// Refuses an output path that cannot be written, before any work is done: its directory must
-/// exist and the path must not be a directory.
+/// exist and take new files (outputs are written to a temporary file there, then renamed),
+/// and the path must not be a directory.
 pub fn check_output_path(flag: &str, path: &Path) -> Result<(), CliError> {
     if path.is_dir() {
         return Err(CliError::new(format!("{flag} {}: is a directory", path.display())));
@@ -22,7 +23,21 @@ pub fn check_output_path(flag: &str, path: &Path) -> Result<(), CliError> {
             dir.display()
         )));
     }
-    Ok(())
+    probe_writable(dir).map_err(|e| {
+        CliError::new(format!(
+            "{flag} {}: cannot write in directory {}: {e}",
+            path.display(),
+            dir.display()
+        ))
+    })
+}
+
+/// Creates and removes a file in `dir`: the one reliable test that it takes new files
+/// (permissions, read-only mounts, ACLs and special file systems all have their say).
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".cnnc-probe.{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// A path as the file system resolves it, so that `w.npy`, `./w.npy` and a symlink to it
