@@ -74,6 +74,28 @@ fn wrong_shaped_npy_images() {
     );
 }
 
+#[test]
+fn half_an_npy_pair_names_the_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[1, 28, 28, 1], &[0.0; 784]).unwrap();
+    train_fails(
+        &["--train-x".into(), s(&x), "--train-y".into(), s(&y)],
+        &format!(
+            "{}: no such file (the labels of the pair with {})",
+            y.display(),
+            x.display()
+        ),
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(&x, data.join("x_train.npy")).unwrap();
+    train_fails(
+        &["--data".into(), s(&data)],
+        &format!("{}: x_train.npy found but y_train.npy is missing", data.display()),
+    );
+}
+
 /// 784 values per sample, but shaped [14, 14, 4]: the size matches, the shape does not.
 #[test]
 fn samples_of_the_right_size_but_the_wrong_shape_are_refused() {

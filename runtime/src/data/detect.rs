@@ -31,9 +31,12 @@ pub fn dataset_files(dir: &Path) -> Vec<PathBuf> {
 /// Loads the training set (and the test set when present) from `dir`, whatever its format.
 pub fn load_dataset_dir(dir: &Path) -> Result<(Dataset, Option<Dataset>), DataError> {
     let has = |name: &str| dir.join(name).is_file();
-    if has("x_train.npy") && has("y_train.npy") {
+    for (x, y) in [("x_train.npy", "y_train.npy"), ("x_test.npy", "y_test.npy")] {
+        check_pair(dir, x, y, has(x), has(y))?;
+    }
+    if has("x_train.npy") {
         let train = load_npy_pair(&dir.join("x_train.npy"), &dir.join("y_train.npy"), None)?;
-        let test = if has("x_test.npy") && has("y_test.npy") {
+        let test = if has("x_test.npy") {
             let test = load_npy_pair(&dir.join("x_test.npy"), &dir.join("y_test.npy"), Some(train.classes))?;
             if test.sample_shape != train.sample_shape {
                 return Err(DataError::SampleShapeMismatch {
@@ -60,6 +63,21 @@ pub fn load_dataset_dir(dir: &Path) -> Result<(Dataset, Option<Dataset>), DataEr
                 .into(),
         }),
         other => other,
+    }
+}
+
+/// Half of a NumPy pair names the missing file rather than every format a directory may hold
+/// (or, for the test pair, is not silently ignored).
+fn check_pair(dir: &Path, x: &str, y: &str, has_x: bool, has_y: bool) -> Result<(), DataError> {
+    let half = |found: &str, missing: &str| DataError::IncompletePair {
+        dir: dir.to_path_buf(),
+        found: found.into(),
+        missing: missing.into(),
+    };
+    match (has_x, has_y) {
+        (true, false) => Err(half(x, y)),
+        (false, true) => Err(half(y, x)),
+        _ => Ok(()),
     }
 }
 
@@ -90,5 +108,22 @@ mod tests {
                 dir.path().join("x_train.npy"),
             ]
         );
+    }
+
+    #[test]
+    fn half_a_numpy_pair_names_the_missing_file() {
+        for (present, missing) in [
+            ("x_train.npy", "y_train.npy"),
+            ("y_train.npy", "x_train.npy"),
+            ("x_test.npy", "y_test.npy"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(present), b"").unwrap();
+            let err = load_dataset_dir(dir.path()).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("{}: {present} found but {missing} is missing", dir.path().display())
+            );
+        }
     }
 }

@@ -254,6 +254,16 @@ pub fn load_npy_labels(path: &Path) -> Result<(Vec<f32>, Option<usize>), DataErr
 /// Loads an image file and a label file. `classes` bounds the labels; when `None` it is
 /// inferred (the one-hot width, else the largest label + 1).
 pub fn load_npy_pair(images: &Path, labels: &Path, classes: Option<usize>) -> Result<Dataset, DataError> {
+    // Before reading either: a missing labels file is found without reading the images first.
+    for (path, what, other) in [(images, "images", labels), (labels, "labels", images)] {
+        if !path.exists() {
+            let reason = format!("no such file (the {what} of the pair with {})", other.display());
+            return Err(DataError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, reason),
+            ));
+        }
+    }
     let (shape, x) = load_npy_images(images)?;
     let (y, width) = load_npy_labels(labels)?;
     if shape[0] != y.len() {
