@@ -96,6 +96,31 @@ fn half_an_npy_pair_names_the_missing_file() {
     );
 }
 
+/// IDX files with a zero dimension, and a directory where a file belongs, are refused naming
+/// the file, before anything is built or trained.
+#[test]
+fn empty_idx_files_and_directories_for_files_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = |dims: &[u32]| -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        b.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
+        b
+    };
+    std::fs::write(dir.path().join("train-images-idx3-ubyte"), idx(&[0, 28, 28])).unwrap();
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx(&[0])).unwrap();
+    let images = dir.path().join("train-images-idx3-ubyte");
+    train_fails(
+        &["--data".into(), s(dir.path())],
+        &format!("{}: IDX dimension 0 of [0, 28, 28] is 0", images.display()),
+    );
+    let y = dir.path().join("y.npy");
+    write_npy_f32(&y, &[1], &[0.0]).unwrap();
+    train_fails(
+        &["--train-x".into(), s(dir.path()), "--train-y".into(), s(&y)],
+        &format!("{}: is a directory, expected a file", dir.path().display()),
+    );
+}
+
 /// 784 values per sample, but shaped [14, 14, 4]: the size matches, the shape does not.
 #[test]
 fn samples_of_the_right_size_but_the_wrong_shape_are_refused() {
