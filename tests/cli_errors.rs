@@ -541,3 +541,59 @@ fn outputs_may_not_overwrite_inputs_or_each_other() {
     assert_eq!(before(&data.join("y_train.npy")), y_bytes);
     assert_eq!(files_in(dir.path()), ["data", "x.npy", "y.npy"]);
 }
+
+/// Weights holding a NaN are refused by train --init-weights and eval --weights, naming the
+/// tensor and the index of the value; nothing is trained or written.
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 4, 4, 1], &[0.5; 32]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    let yaml = dir.path().join("m.yaml");
+    std::fs::write(
+        &yaml,
+        "name: m\ninput: [4, 4, 1]\nlayers:\n  - flatten\n  - dense: {units: 2, activation: softmax}\n",
+    )
+    .unwrap();
+    let spec = |name: &str, shape: &[usize]| cnnc_runtime::ParamSpec {
+        name: name.into(),
+        shape: shape.to_vec(),
+        init: cnnc_runtime::Init::Zeros,
+        trainable: true,
+    };
+    let mut kernel = vec![0.1f32; 32];
+    kernel[7] = f32::NAN;
+    let w = dir.path().join("w.safetensors");
+    cnnc_runtime::weights::save_weights(
+        &w,
+        &[spec("dense.kernel", &[16, 2]), spec("dense.bias", &[2])],
+        &[
+            cnnc_runtime::Tensor::from_vec(&[16, 2], kernel).unwrap(),
+            cnnc_runtime::Tensor::zeros(&[2]),
+        ],
+    )
+    .unwrap();
+    let needle = format!(
+        "{}: tensor dense.kernel holds NaN at index 7 (position [3, 1] of shape [16, 2])",
+        w.display()
+    );
+    let (m, xs, ys, ws) = (s(&yaml), s(&x), s(&y), s(&w));
+    let save = s(&dir.path().join("out.safetensors"));
+    let train = cnnc([
+        "train",
+        &m,
+        "--train-x",
+        &xs,
+        "--train-y",
+        &ys,
+        "--init-weights",
+        &ws,
+        "--save",
+        &save,
+    ]);
+    train.assert_fails_with(&needle);
+    assert!(!train.stderr.contains("Epoch"), "{}", train.stderr);
+    cnnc(["eval", &m, "--weights", &ws, "--x", &xs, "--y", &ys]).assert_fails_with(&needle);
+    assert_eq!(files_in(dir.path()), ["m.yaml", "w.safetensors", "x.npy", "y.npy"]);
+}
