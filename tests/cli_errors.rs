@@ -64,7 +64,96 @@ fn wrong_shaped_npy_images() {
     let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
     write_npy_f32(&x, &[4, 32, 32, 3], &vec![0.0; 4 * 32 * 32 * 3]).unwrap();
     write_npy_f32(&y, &[4], &[0.0, 1.0, 2.0, 3.0]).unwrap();
-    train_fails(&["--train-x".into(), s(&x), "--train-y".into(), s(&y)], "[32, 32, 3]");
+    train_fails(
+        &["--train-x".into(), s(&x), "--train-y".into(), s(&y)],
+        &format!(
+            "{} + {}: training data has samples of shape [32, 32, 3], but the model's input is [28, 28, 1]",
+            x.display(),
+            y.display()
+        ),
+    );
+}
+
+#[test]
+fn half_an_npy_pair_names_the_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[1, 28, 28, 1], &[0.0; 784]).unwrap();
+    train_fails(
+        &["--train-x".into(), s(&x), "--train-y".into(), s(&y)],
+        &format!(
+            "{}: no such file (the labels of the pair with {})",
+            y.display(),
+            x.display()
+        ),
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(&x, data.join("x_train.npy")).unwrap();
+    train_fails(
+        &["--data".into(), s(&data)],
+        &format!("{}: x_train.npy found but y_train.npy is missing", data.display()),
+    );
+}
+
+/// IDX files with a zero dimension, and a directory where a file belongs, are refused naming
+/// the file, before anything is built or trained.
+#[test]
+fn empty_idx_files_and_directories_for_files_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = |dims: &[u32]| -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        b.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
+        b
+    };
+    std::fs::write(dir.path().join("train-images-idx3-ubyte"), idx(&[0, 28, 28])).unwrap();
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx(&[0])).unwrap();
+    let images = dir.path().join("train-images-idx3-ubyte");
+    train_fails(
+        &["--data".into(), s(dir.path())],
+        &format!("{}: IDX dimension 0 of [0, 28, 28] is 0", images.display()),
+    );
+    let y = dir.path().join("y.npy");
+    write_npy_f32(&y, &[1], &[0.0]).unwrap();
+    train_fails(
+        &["--train-x".into(), s(dir.path()), "--train-y".into(), s(&y)],
+        &format!("{}: is a directory, expected a file", dir.path().display()),
+    );
+}
+
+/// 784 values per sample, but shaped [14, 14, 4]: the size matches, the shape does not.
+#[test]
+fn samples_of_the_right_size_but_the_wrong_shape_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 14, 14, 4], &[0.0; 2 * 784]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    train_fails(
+        &["--train-x".into(), s(&x), "--train-y".into(), s(&y)],
+        "training data has samples of shape [14, 14, 4], but the model's input is [28, 28, 1]",
+    );
+}
+
+/// eval and predict refuse wrongly shaped samples with the same check, saying what the data
+/// are for, before the weights are even read.
+#[test]
+fn eval_and_predict_name_their_data_when_its_shape_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 32, 32, 3], &[0.0; 2 * 3072]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    let m = s(&model("mnist_cnn.yaml"));
+    let w = s(&dir.path().join("no-weights.safetensors"));
+    let shapes = "has samples of shape [32, 32, 3], but the model's input is [28, 28, 1]";
+    cnnc(["eval", &m, "--weights", &w, "--x", &s(&x), "--y", &s(&y)]).assert_fails_with(&format!(
+        "{} + {}: evaluation data {shapes}",
+        x.display(),
+        y.display()
+    ));
+    let out = dir.path().join("out.npy");
+    cnnc(["predict", &m, "--weights", &w, "--input", &s(&x), "--output", &s(&out)])
+        .assert_fails_with(&format!("{}: prediction data {shapes}", x.display()));
+    assert_eq!(files_in(dir.path()), ["x.npy", "y.npy"]);
 }
 
 #[test]
@@ -158,6 +247,44 @@ fn unwritable_output_is_refused_before_training() {
         ],
         "/no/such/dir",
     );
+}
+
+/// Outputs in a missing or unwritable directory are refused before training starts (the full
+/// MNIST for five epochs would take minutes), and nothing is trained or written.
+#[test]
+fn outputs_that_cannot_be_written_are_refused_before_training() {
+    let data = s(&support::root().join("data/mnist"));
+    let mut cases = vec![
+        (
+            "--save",
+            "/no/such/dir/w.safetensors".to_string(),
+            "directory /no/such/dir does not exist",
+        ),
+        (
+            "--plot",
+            "/no/such/dir/c.svg".to_string(),
+            "directory /no/such/dir does not exist",
+        ),
+    ];
+    // sysfs takes no new files, even from root (a chmod-ed directory would not stop root).
+    if cfg!(target_os = "linux") && Path::new("/sys").is_dir() {
+        cases.push(("--save", "/sys/w.safetensors".into(), "cannot write in directory /sys"));
+        cases.push(("--history", "/sys/h.csv".into(), "cannot write in directory /sys"));
+    }
+    for (flag, path, needle) in cases {
+        let run = cnnc([
+            "train",
+            &s(&model("mnist_cnn.yaml")),
+            "--data",
+            &data,
+            "--epochs",
+            "5",
+            flag,
+            &path,
+        ]);
+        run.assert_fails_with(&format!("{flag} {path}: {needle}"));
+        assert!(!run.stderr.contains("Epoch"), "no training: {}", run.stderr);
+    }
 }
 
 /// Zero counts and absurd thread counts are refused by their parsers, for every command alike,
@@ -341,4 +468,132 @@ fn a_closed_stdout_pipe_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
+
+/// Outputs that would overwrite an input or each other are refused before any work, naming
+/// both; the inputs are left as they were.
+#[test]
+fn outputs_may_not_overwrite_inputs_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 28, 28, 1], &[0.5; 2 * 784]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(&x, data.join("x_train.npy")).unwrap();
+    std::fs::copy(&y, data.join("y_train.npy")).unwrap();
+    let before = |p: &Path| std::fs::read(p).unwrap();
+    let (x_bytes, y_bytes) = (before(&x), before(&y));
+    let m = s(&model("mnist_cnn.yaml"));
+    // The same file spelt another way.
+    let x_again = dir.path().join(".").join("x.npy");
+    let train = |extra: &[String]| {
+        let mut args = vec!["train".to_string(), m.clone(), "--steps".into(), "1".into()];
+        args.extend(extra.iter().cloned());
+        cnnc(&args)
+    };
+    let pair = ["--train-x".to_string(), s(&x), "--train-y".into(), s(&y)];
+    let with =
+        |more: &[&str]| -> Vec<String> { pair.iter().cloned().chain(more.iter().map(|m| m.to_string())).collect() };
+    train(&with(&["--save", &s(&x_again)])).assert_fails_with(&format!(
+        "--save {} would overwrite --train-x {}",
+        x_again.display(),
+        x.display()
+    ));
+    train(&with(&["--history", &s(&y)])).assert_fails_with(&format!(
+        "--history {} would overwrite --train-y {}",
+        y.display(),
+        y.display()
+    ));
+    let curves = s(&dir.path().join("c.svg"));
+    train(&with(&["--history", &curves, "--plot", &curves]))
+        .assert_fails_with(&format!("--history {curves} and --plot {curves} are the same file"));
+    train(&with(&["--save", &m])).assert_fails_with(&format!("--save {m} would overwrite the model {m}"));
+    let in_data = data.join("y_train.npy");
+    train(&["--data".into(), s(&data), "--save".into(), s(&in_data)]).assert_fails_with(&format!(
+        "--save {} would overwrite a file of --data {}",
+        in_data.display(),
+        in_data.display()
+    ));
+    let predict = |out: &Path| {
+        cnnc([
+            "predict".to_string(),
+            m.clone(),
+            "--weights".into(),
+            s(&y),
+            "--input".into(),
+            s(&x),
+            "--output".into(),
+            s(out),
+        ])
+    };
+    predict(&x_again).assert_fails_with(&format!(
+        "--output {} would overwrite --input {}",
+        x_again.display(),
+        x.display()
+    ));
+    predict(&y).assert_fails_with(&format!(
+        "--output {} would overwrite --weights {}",
+        y.display(),
+        y.display()
+    ));
+    assert_eq!((before(&x), before(&y)), (x_bytes.clone(), y_bytes.clone()));
+    assert_eq!(before(&data.join("y_train.npy")), y_bytes);
+    assert_eq!(files_in(dir.path()), ["data", "x.npy", "y.npy"]);
+}
+
+/// Weights holding a NaN are refused by train --init-weights and eval --weights, naming the
+/// tensor and the index of the value; nothing is trained or written.
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy_f32(&x, &[2, 4, 4, 1], &[0.5; 32]).unwrap();
+    write_npy_f32(&y, &[2], &[0.0, 1.0]).unwrap();
+    let yaml = dir.path().join("m.yaml");
+    std::fs::write(
+        &yaml,
+        "name: m\ninput: [4, 4, 1]\nlayers:\n  - flatten\n  - dense: {units: 2, activation: softmax}\n",
+    )
+    .unwrap();
+    let spec = |name: &str, shape: &[usize]| cnnc_runtime::ParamSpec {
+        name: name.into(),
+        shape: shape.to_vec(),
+        init: cnnc_runtime::Init::Zeros,
+        trainable: true,
+    };
+    let mut kernel = vec![0.1f32; 32];
+    kernel[7] = f32::NAN;
+    let w = dir.path().join("w.safetensors");
+    cnnc_runtime::weights::save_weights(
+        &w,
+        &[spec("dense.kernel", &[16, 2]), spec("dense.bias", &[2])],
+        &[
+            cnnc_runtime::Tensor::from_vec(&[16, 2], kernel).unwrap(),
+            cnnc_runtime::Tensor::zeros(&[2]),
+        ],
+    )
+    .unwrap();
+    let needle = format!(
+        "{}: tensor dense.kernel holds NaN at index 7 (position [3, 1] of shape [16, 2])",
+        w.display()
+    );
+    let (m, xs, ys, ws) = (s(&yaml), s(&x), s(&y), s(&w));
+    let save = s(&dir.path().join("out.safetensors"));
+    let train = cnnc([
+        "train",
+        &m,
+        "--train-x",
+        &xs,
+        "--train-y",
+        &ys,
+        "--init-weights",
+        &ws,
+        "--save",
+        &save,
+    ]);
+    train.assert_fails_with(&needle);
+    assert!(!train.stderr.contains("Epoch"), "{}", train.stderr);
+    cnnc(["eval", &m, "--weights", &ws, "--x", &xs, "--y", &ys]).assert_fails_with(&needle);
+    assert_eq!(files_in(dir.path()), ["m.yaml", "w.safetensors", "x.npy", "y.npy"]);
 }

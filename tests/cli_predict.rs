@@ -113,3 +113,61 @@ fn predict_accepts_any_number_of_samples() {
     let (_, y1) = read_f32(&output1);
     Tolerance::EXACT.assert_close("batch 1 vs batch 3", &y1, &y);
 }
+
+/// A model ending in feature maps (no flatten, no classifier) writes `[N, H, W, C]`, each value
+/// the convolution's: a 3x3 `same` conv with an all-0.1 kernel on a constant 0.5 image.
+#[test]
+fn a_model_ending_in_feature_maps_writes_them_with_their_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("maps.yaml");
+    std::fs::write(
+        &yaml,
+        "name: maps\ninput: [4, 4, 1]\nlayers:\n  - conv2d: {filters: 2, kernel_size: 3, padding: same}\n",
+    )
+    .unwrap();
+    let spec = |name: &str, shape: &[usize]| ParamSpec {
+        name: name.into(),
+        shape: shape.to_vec(),
+        init: Init::Zeros,
+        trainable: true,
+    };
+    let weights = dir.path().join("w.safetensors");
+    save_weights(
+        &weights,
+        &[spec("conv2d.kernel", &[3, 3, 1, 2]), spec("conv2d.bias", &[2])],
+        &[
+            Tensor::from_vec(&[3, 3, 1, 2], vec![0.1; 18]).unwrap(),
+            Tensor::from_vec(&[2], vec![0.0, 1.0]).unwrap(),
+        ],
+    )
+    .unwrap();
+    let input = dir.path().join("x.npy");
+    write_npy_f32(&input, &[3, 4, 4, 1], &[0.5; 48]).unwrap();
+    // Neighbours inside the image: 4 at a corner, 6 on an edge, 9 inside.
+    #[rustfmt::skip]
+    let taps = [4.0, 6.0, 6.0, 4.0, 6.0, 9.0, 9.0, 6.0, 6.0, 9.0, 9.0, 6.0, 4.0, 6.0, 6.0, 4.0f32];
+    let want: Vec<f32> = (0..3)
+        .flat_map(|_| taps.iter().flat_map(|t| [0.05 * t, 0.05 * t + 1.0]))
+        .collect();
+    for backend in ["kernels", "interp"] {
+        let output = dir.path().join(format!("y-{backend}.npy"));
+        let run = cnnc([
+            "predict".as_ref(),
+            yaml.as_os_str(),
+            "--weights".as_ref(),
+            weights.as_os_str(),
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--output".as_ref(),
+            output.as_os_str(),
+            "--backend".as_ref(),
+            backend.as_ref(),
+            "--batch-size".as_ref(),
+            "2".as_ref(),
+        ]);
+        run.assert_ok();
+        let (shape, y) = read_f32(&output);
+        assert_eq!(shape, vec![3, 4, 4, 2], "{backend}");
+        Tolerance::KERNEL.assert_close(backend, &y, &want);
+    }
+}

@@ -172,3 +172,69 @@ fn profile_prints_each_programs_kernels_and_is_refused_without_kernel_timing() {
         interp.stderr
     );
 }
+
+/// A model whose input is flat `[784]` trains, evaluates and predicts on 28x28 MNIST images.
+#[test]
+fn a_flat_input_takes_images_of_as_many_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    mnist_subset(&data, 64, 32);
+    let flat = dir.path().join("flat.yaml");
+    std::fs::write(
+        &flat,
+        "name: flat\ninput: [784]\nlayers:\n  - dense: {units: 10, activation: softmax}\n",
+    )
+    .unwrap();
+    let w = dir.path().join("w.safetensors");
+    let common = ["--data".to_string(), arg(&data), "--threads".into(), "1".into()];
+    let mut args = vec![
+        "train".to_string(),
+        arg(&flat),
+        "--save".into(),
+        arg(&w),
+        "--steps".into(),
+        "2".into(),
+    ];
+    args.extend(common.iter().cloned());
+    cnnc(&args).assert_ok();
+    let mut args = vec!["eval".to_string(), arg(&flat), "--weights".into(), arg(&w)];
+    args.extend(common.iter().cloned());
+    let eval = cnnc(&args);
+    eval.assert_ok();
+    assert!(eval.stdout.contains("32 samples (test of"), "{}", eval.stdout);
+    let out = dir.path().join("p.npy");
+    cnnc([
+        "predict".to_string(),
+        arg(&flat),
+        "--weights".into(),
+        arg(&w),
+        "--input".into(),
+        arg(&data.join("x_test.npy")),
+        "--output".into(),
+        arg(&out),
+    ])
+    .assert_ok();
+    assert_eq!(cnnc_runtime::data::read_npy(&out).unwrap().shape, vec![32, 10]);
+}
+
+/// `--init-weights w --save w` resumes and overwrites in place (atomically, after training).
+#[test]
+fn resuming_may_overwrite_the_initial_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    mnist_subset(&data, 64, 32);
+    let w = dir.path().join("w.safetensors");
+    let steps = ["--batch-size", "32", "--steps", "1", "--validation-split", "0"];
+    train(&data, &w, &steps).assert_ok();
+    let first = std::fs::read(&w).unwrap();
+    train(
+        &data,
+        &w,
+        &[&steps[..], &["--init-weights", &arg(&w), "--seed", "3"]].concat(),
+    )
+    .assert_ok();
+    assert_ne!(std::fs::read(&w).unwrap(), first, "trained one more step");
+    assert_eq!(files_in(dir.path()), ["mnist", "w.safetensors"]);
+}

@@ -43,6 +43,20 @@ pub enum WeightsError {
         path.display()
     )]
     TooLarge { path: PathBuf, max: u64, data: u64 },
+    /// A NaN or infinity, which would poison every output and gradient it touches.
+    #[error(
+        "{}: tensor {name} holds {value} at index {index} (position {position:?} of shape {shape:?}); \
+         weights must be finite",
+        path.display()
+    )]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        position: Vec<usize>,
+        shape: Vec<usize>,
+        value: f32,
+    },
     /// The parameters handed to `save_weights` do not match their specs.
     #[error("{}: cannot save: {reason}", path.display())]
     Params { path: PathBuf, reason: String },
@@ -168,17 +182,37 @@ pub fn load_weights(path: &Path, specs: &[ParamSpec]) -> Result<Vec<Tensor>, Wei
                 });
             }
             // safetensors validated that the byte range matches shape × dtype.
-            let data = view
+            let data: Vec<f32> = view
                 .data()
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
+            if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+                return Err(WeightsError::NonFinite {
+                    path: path.to_path_buf(),
+                    name: spec.name.clone(),
+                    index,
+                    position: unravel(index, &spec.shape),
+                    shape: spec.shape.clone(),
+                    value: data[index],
+                });
+            }
             Ok(Tensor {
                 shape: spec.shape.clone(),
                 data,
             })
         })
         .collect()
+}
+
+/// The row-major position of flat `index` in `shape`.
+fn unravel(mut index: usize, shape: &[usize]) -> Vec<usize> {
+    let mut position = vec![0; shape.len()];
+    for (p, &d) in position.iter_mut().zip(shape).rev() {
+        *p = index % d.max(1);
+        index /= d.max(1);
+    }
+    position
 }
 
 /// Names the first parameter whose bytes lie past the end of a truncated file, by reading its

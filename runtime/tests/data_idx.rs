@@ -191,3 +191,49 @@ fn count_and_rank_mismatches_are_errors() {
     let msg = load_idx_pair(&labels, &images, 10).unwrap_err().to_string();
     assert!(msg.contains("expected 3 dimensions"), "{msg}");
 }
+
+#[test]
+fn a_gz_file_that_is_not_gzip_says_so_when_it_is_not_idx_either() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("train-images-idx3-ubyte.gz");
+    write(&path, b"hello world, not gzip");
+    let msg = read_idx(&path).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "{}: not an IDX file (magic 68 65 6c 6c, expected 00 00 08 <ndim>); the file is named .gz but is not \
+             gzip-compressed",
+            path.display()
+        )
+    );
+    // Raw IDX under a .gz name still reads: gzip is recognised by its magic.
+    write(&path, &idx_bytes(&[2], &[1, 2]));
+    assert_eq!(read_idx(&path).unwrap().data, vec![1, 2]);
+}
+
+#[test]
+fn a_directory_is_not_an_idx_file() {
+    let dir = TempDir::new().unwrap();
+    let msg = read_idx(dir.path()).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!("{}: is a directory, expected a file", dir.path().display())
+    );
+}
+
+#[test]
+fn a_zero_dimension_is_refused_naming_the_file() {
+    let dir = TempDir::new().unwrap();
+    for (dims, i) in [([0u32, 28, 28], 0), ([5, 0, 28], 1)] {
+        let path = dir.path().join("images");
+        write(&path, &idx_bytes(&dims, &[]));
+        let msg = read_idx(&path).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{}: IDX dimension {i} of {dims:?} is 0: the file holds no samples",
+                path.display()
+            )
+        );
+    }
+}

@@ -203,3 +203,24 @@ fn dataset_directories_are_recognised_by_their_files() {
     let (train, _) = cnnc_runtime::data::load_dataset_dir(&mnist).unwrap();
     assert_eq!(train.n, 60_000);
 }
+
+#[test]
+fn half_a_pair_names_the_missing_file() {
+    let dir = TempDir::new().unwrap();
+    let (xp, yp) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write(&xp, &npy_bytes("|u1", &[1, 1, 1], &[0]));
+    let msg = load_npy_pair(&xp, &yp, None).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "{}: no such file (the labels of the pair with {})",
+            yp.display(),
+            xp.display()
+        )
+    );
+    let msg = load_npy_pair(&yp, &xp, None).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!("{}: no such file (the images", yp.display())),
+        "{msg}"
+    );
+}

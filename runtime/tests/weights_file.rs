@@ -202,3 +202,26 @@ fn an_endless_file_is_refused() {
     assert!(matches!(err, WeightsError::TooLarge { .. }), "{err}");
     assert!(err.to_string().starts_with("/dev/zero: more than"), "{err}");
 }
+
+#[test]
+fn non_finite_values_are_refused_naming_tensor_and_index() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let specs = specs();
+    for (value, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
+        let mut params = init_params(&specs, 1);
+        params[3].data[45] = value; // dense.kernel [36, 10]: row 4, column 5
+        params[3].data[300] = f32::NAN; // later bad values are not the ones reported
+        save_weights(&path, &specs, &params).unwrap();
+        let err = load_weights(&path, &specs).unwrap_err();
+        assert!(matches!(err, WeightsError::NonFinite { index: 45, .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: tensor dense.kernel holds {shown} at index 45 (position [4, 5] of shape [36, 10]); \
+                 weights must be finite",
+                path.display()
+            )
+        );
+    }
+}

@@ -238,7 +238,7 @@ pub struct PredictArgs {
     /// Inputs as float32 .npy, [N, H, W, C].
     #[arg(long)]
     pub input: PathBuf,
-    /// Outputs as float32 .npy, [N, outputs].
+    /// Outputs as float32 .npy, [N, outputs] (or [N, H, W, C] for a model ending in feature maps).
     #[arg(long)]
     pub output: PathBuf,
     #[arg(long, value_parser = positive)]

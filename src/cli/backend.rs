@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use cnnc_compiler::crate_backend::{CrateExecutor, CrateOptions, Purpose};
 use cnnc_compiler::interp::InterpExecutor;
-use cnnc_compiler::ir::{LossKind, Mode, OutputRole};
+use cnnc_compiler::ir::{Graph, LossKind, Mode, OutputRole};
 use cnnc_compiler::lower::{check_classifier_output, lower};
 use cnnc_compiler::native::NativeExecutor;
 use cnnc_compiler::spec::{load_model, ModelSpec, TrainingSpec};
@@ -72,8 +72,18 @@ impl LossSetup {
 pub fn model_io(spec: &ModelSpec) -> Result<(Vec<usize>, usize), CliError> {
     let g = lower(spec, 1, Mode::Inference).or_cli()?;
     check_classifier_output(spec, &g).or_cli()?;
+    let (input, output) = io_shapes(spec, &g)?;
+    Ok((input, output.iter().product()))
+}
+
+/// Per-sample input and prediction shapes of the model, whatever its output (for predict).
+pub fn model_shapes(spec: &ModelSpec) -> Result<(Vec<usize>, Vec<usize>), CliError> {
+    io_shapes(spec, &lower(spec, 1, Mode::Inference).or_cli()?)
+}
+
+fn io_shapes(spec: &ModelSpec, g: &Graph) -> Result<(Vec<usize>, Vec<usize>), CliError> {
     match (g.input(), g.output(&OutputRole::Prediction)) {
-        (Some(i), Some(p)) => Ok((g.shape(i).0[1..].to_vec(), g.shape(p).0[1..].iter().product())),
+        (Some(i), Some(p)) => Ok((g.shape(i).0[1..].to_vec(), g.shape(p).0[1..].to_vec())),
         _ => Err(CliError::new(format!("model '{}': no input or prediction", spec.name))),
     }
 }

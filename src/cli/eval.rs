@@ -14,11 +14,12 @@ pub fn run(a: EvalArgs) -> Result<(), CliError> {
     let batch = a.batch_size.or(spec.training.batch_size).unwrap_or(32);
     let (input_shape, classes) = backend::model_io(&spec)?;
     let pair = a.x.as_ref().zip(a.y.as_ref());
-    let loaded = data::load(a.data.data.as_deref(), pair, classes, &input_shape)?;
+    let loaded = data::load(a.data.data.as_deref(), pair, classes)?;
     let (name, set) = match &loaded.test {
         Some(test) => ("test", test),
         None => ("all", &loaded.train),
     };
+    data::check(&loaded.source, "evaluation data", set, classes, &input_shape)?;
     let work = backend::Workload {
         training: false,
         partial: vec![(set.n % batch, false)],

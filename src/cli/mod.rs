@@ -6,6 +6,7 @@ mod compile;
 mod data;
 mod error;
 mod eval;
+mod paths;
 mod plot;
 mod predict;
 mod progress;

@@ -46,23 +46,3 @@ pub fn human_bytes(b: usize) -> String {
         b => format!("{b} B"),
     }
 }
-
-/// Refuses an output path that cannot be written, before any work is done: its directory must
-/// exist and the path must not be a directory.
-pub fn check_output_path(flag: &str, path: &std::path::Path) -> Result<(), CliError> {
-    if path.is_dir() {
-        return Err(CliError::new(format!("{flag} {}: is a directory", path.display())));
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        return Err(CliError::new(format!(
-            "{flag} {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        )));
-    }
-    Ok(())
-}

@@ -1,7 +1,7 @@
 //! `cnnc train`: fit a model on a dataset, report per-epoch metrics and the test score, save
 //! the weights (atomically), the history and the curves.
 
-use cnnc_runtime::data::validation_split_at;
+use cnnc_runtime::data::{dataset_files, validation_split_at};
 use cnnc_runtime::init::init_params;
 use cnnc_runtime::optim::{Optimizer, OptimizerKind};
 use cnnc_runtime::train::{evaluate, fit, FitConfig, TrainError, Validation};
@@ -10,19 +10,16 @@ use cnnc_runtime::Tensor;
 
 use super::args::{OptimizerChoice, TrainArgs};
 use super::backend::{self, LossSetup};
+use super::data;
 use super::error::{CliError, OrCli};
+use super::paths::{check_no_clobber, check_output_path, Named};
 use super::plot::{self, Curves};
 use super::progress::ProgressObserver;
-use super::{data, summary::check_output_path};
 
 pub fn run(a: TrainArgs) -> Result<(), CliError> {
     let spec = backend::load_spec(&a.model)?;
     let t = &spec.training;
-    for (flag, path) in [("--save", &a.save), ("--history", &a.history), ("--plot", &a.plot)] {
-        if let Some(p) = path {
-            check_output_path(flag, p)?;
-        }
-    }
+    check_paths(&a)?;
     if let Some(p) = &a.plot {
         plot::check_extension(p)?;
     }
@@ -39,7 +36,11 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
 
     let (input_shape, classes) = backend::model_io(&spec)?;
     let pair = a.train_x.as_ref().zip(a.train_y.as_ref());
-    let loaded = data::load(a.data.data.as_deref(), pair, classes, &input_shape)?;
+    let loaded = data::load(a.data.data.as_deref(), pair, classes)?;
+    data::check(&loaded.source, "training data", &loaded.train, classes, &input_shape)?;
+    if let Some(test) = &loaded.test {
+        data::check(&loaded.source, "test data", test, classes, &input_shape)?;
+    }
     let work = workload(&loaded, batch, validation_split, a.steps);
     let built = backend::build(&spec, batch, loss, &a.run, &work)?;
     let mut exec = built.exec;
@@ -124,6 +125,39 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         plot::write(path, &curves)?;
     }
     Ok(())
+}
+
+/// Refuses, before any work, outputs that cannot be written or would overwrite an input (the
+/// model, the data, initial weights other than by `--save`) or one another.
+fn check_paths(a: &TrainArgs) -> Result<(), CliError> {
+    let outputs: Vec<Named> = [
+        named("--save", &a.save),
+        named("--history", &a.history),
+        named("--plot", &a.plot),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for &(flag, p) in &outputs {
+        check_output_path(flag, p)?;
+    }
+    let data_files = a.data.data.as_deref().map(dataset_files).unwrap_or_default();
+    let inputs: Vec<Named> = [
+        Some(("the model", a.model.as_path())),
+        named("--train-x", &a.train_x),
+        named("--train-y", &a.train_y),
+        named("--init-weights", &a.init_weights),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(data_files.iter().map(|p| ("a file of --data", p.as_path())))
+    .collect();
+    check_no_clobber(&outputs, &inputs, &[("--save", "--init-weights")])
+}
+
+/// An optional path flag, with its name when given.
+fn named<'a>(flag: &'a str, path: &'a Option<std::path::PathBuf>) -> Option<Named<'a>> {
+    path.as_deref().map(|p| (flag, p))
 }
 
 /// The batch sizes besides `batch` that training will call the backend with: the last batch

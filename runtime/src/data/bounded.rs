@@ -6,9 +6,22 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+/// Opens `path` for reading, refusing a directory (which Unix opens, only for reads to fail
+/// with a bare "Is a directory").
+pub(crate) fn open_file(path: &Path) -> std::io::Result<File> {
+    let file = File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory, expected a file",
+        ));
+    }
+    Ok(file)
+}
+
 /// The bytes of `path` if it holds at most `max` of them; `Ok(None)` if it holds more.
 pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
-    let file = File::open(path)?;
+    let file = open_file(path)?;
     let meta = file.metadata()?;
     if meta.is_file() && meta.len() > max {
         return Ok(None);
@@ -42,6 +55,14 @@ mod tests {
     #[test]
     fn an_endless_device_stops_at_the_ceiling() {
         assert_eq!(read_capped(Path::new("/dev/zero"), 1 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn a_directory_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_capped(dir.path(), 10).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::IsADirectory);
+        assert_eq!(err.to_string(), "is a directory, expected a file");
     }
 
     #[test]

@@ -3,13 +3,12 @@
 //! Reads are bounded: neither a file nor what it decompresses to may exceed a ceiling, so a
 //! device, a pipe or a gzip bomb is refused instead of filling memory.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 
-use super::bounded::{read_capped, read_to_end_capped};
+use super::bounded::{open_file, read_capped, read_to_end_capped};
 use super::DataError;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -50,7 +49,7 @@ fn too_large(path: &Path, max: u64, decompressed: bool) -> DataError {
 
 /// A reader of the file's content, gunzipped when it is a gzip stream (and whether it is).
 pub(crate) fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn Read>, bool), DataError> {
-    let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut file = open_file(path).map_err(|e| DataError::io(path, e))?;
     let mut magic = Vec::with_capacity(2);
     (&mut file)
         .take(2)

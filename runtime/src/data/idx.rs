@@ -35,7 +35,17 @@ pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
             DataError::io(path, source)
         }
     };
-    let bad = |reason: String| DataError::format(path, reason);
+    // A file named .gz that is not gzip is read as it is (gzip is recognised by its magic), but
+    // if it is not an IDX file either, its name is likely why.
+    let misnamed = !gz && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    let bad = |reason: String| {
+        let hint = if misnamed {
+            "; the file is named .gz but is not gzip-compressed"
+        } else {
+            ""
+        };
+        DataError::format(path, format!("{reason}{hint}"))
+    };
     let mut head = [0u8; 4];
     let got = read_up_to(&mut reader, &mut head).map_err(read_err)?;
     let [z0, z1, kind, ndim] = head;
@@ -52,6 +62,11 @@ pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
         )));
     }
     let dims = dims_of(&dims_bytes);
+    if let Some(i) = dims.iter().position(|&d| d == 0) {
+        return Err(bad(format!(
+            "IDX dimension {i} of {dims:?} is 0: the file holds no samples"
+        )));
+    }
     let count = element_count(&dims).map_err(bad)?;
     let limit = count.min(MAX_DATASET_FILE_BYTES as usize);
     let data = read_to_end_capped(&mut reader, limit as u64, limit.min(1 << 30)).map_err(read_err)?;
@@ -214,12 +229,22 @@ pub fn load_mnist_dir(dir: &Path) -> Result<(Dataset, Option<Dataset>), DataErro
     Ok((train, test))
 }
 
+/// The four file stems of an MNIST-style directory.
+pub(crate) const MNIST_STEMS: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+
 /// `stem`, `stem.gz`, or the same with the `-idx` dash written as a dot.
 fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
+    names_of(stem)
+        .into_iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The file names `stem` is looked up by, in order.
+pub(crate) fn names_of(stem: &str) -> Vec<String> {
     let dotted = stem.replacen("-idx", ".idx", 1);
     [stem, dotted.as_str()]
         .iter()
         .flat_map(|s| [s.to_string(), format!("{s}.gz")])
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
+        .collect()
 }

@@ -16,7 +16,7 @@ pub use atomic::{write_atomic, write_atomic_with};
 pub use bounded::{read_capped, read_to_end_capped};
 pub use cifar::{load_cifar10_batch, load_cifar10_dir, CIFAR10_CLASSES};
 pub use dataset::{epoch_order, first_bad_label, one_hot, validation_split_at, Dataset};
-pub use detect::load_dataset_dir;
+pub use detect::{dataset_files, load_dataset_dir};
 pub use error::DataError;
 pub use gunzip::{read_maybe_gzip, read_maybe_gzip_capped, MAX_DATASET_FILE_BYTES};
 pub use idx::{load_idx_pair, load_mnist_dir, read_idx, Idx, MNIST_CLASSES};

@@ -2,13 +2,13 @@
 //! labels (any integer or float dtype, `[n]`, `[n, 1]` or one-hot `[n, k]`), and an atomic
 //! `float32` writer.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, WriteOptions, WriterBuilder};
 
 use super::atomic::write_atomic_with;
+use super::bounded::open_file;
 use super::idx::bytes_to_unit;
 use super::{DataError, Dataset};
 
@@ -41,7 +41,7 @@ const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
 pub fn read_npy(path: &Path) -> Result<NpyArray, DataError> {
     let io = |e| DataError::io(path, e);
     let bad = |reason: String| DataError::format(path, reason);
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = open_file(path).map_err(io)?;
     let mut head = Vec::new();
     (&mut file)
         .take(MAX_NPY_HEADER_BYTES as u64 + 12)
@@ -254,6 +254,16 @@ pub fn load_npy_labels(path: &Path) -> Result<(Vec<f32>, Option<usize>), DataErr
 /// Loads an image file and a label file. `classes` bounds the labels; when `None` it is
 /// inferred (the one-hot width, else the largest label + 1).
 pub fn load_npy_pair(images: &Path, labels: &Path, classes: Option<usize>) -> Result<Dataset, DataError> {
+    // Before reading either: a missing labels file is found without reading the images first.
+    for (path, what, other) in [(images, "images", labels), (labels, "labels", images)] {
+        if !path.exists() {
+            let reason = format!("no such file (the {what} of the pair with {})", other.display());
+            return Err(DataError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, reason),
+            ));
+        }
+    }
     let (shape, x) = load_npy_images(images)?;
     let (y, width) = load_npy_labels(labels)?;
     if shape[0] != y.len() {
