@@ -374,6 +374,48 @@ fn nested_blocks_and_parameter_passing() {
     assert_eq!((filters, kernel_size), (5, [1, 1]));
 }
 
+/// `$param` in a block's `name:` and `inputs:` stands for a string argument: the caller names
+/// a layer of each instance and tells another which one to take; repeats still suffix it.
+#[test]
+fn block_parameters_name_layers_and_pick_inputs() {
+    let spec = parse(
+        "input: [8]\nblocks:\n  branch:\n    params: [tag, {from: input}, {step: step}]\n    layers:\n      \
+         - dense: {name: $tag, inputs: [$from], units: 4}\n      - dense: {name: side, inputs: [input], units: 4}\n      \
+         - add: {inputs: [$tag, side]}\n      - repeat:\n          times: 2\n          layers:\n            \
+         - dense: {name: $step, units: 4}\n  pair:\n    params: [tag]\n    layers:\n      \
+         - branch: {name: $tag, tag: $tag}\n      - branch: {inputs: [$tag], tag: second, from: side}\n\
+         layers:\n  - branch: {tag: first}\n  - pair: {tag: p}\n",
+    );
+    assert_eq!(
+        &names(&spec)[..6],
+        [
+            "branch/first",
+            "branch/side",
+            "branch/add",
+            "branch/step",
+            "branch/step_1",
+            "pair/p/p"
+        ]
+    );
+    assert_eq!(inputs(&spec, "branch/first"), [MODEL_INPUT]);
+    assert_eq!(inputs(&spec, "branch/add"), ["branch/first", "branch/side"]);
+    assert_eq!(
+        inputs(&spec, "pair/p/p"),
+        ["branch/step_1"],
+        "an instance named by its caller"
+    );
+    assert_eq!(
+        inputs(&spec, "pair/branch/second"),
+        ["pair/branch/side"],
+        "`from: side`"
+    );
+    assert_eq!(
+        inputs(&spec, "pair/branch/side"),
+        ["pair/p/step_1"],
+        "`inputs: [$tag]` names an instance"
+    );
+}
+
 #[test]
 fn training_section() {
     let spec = parse(

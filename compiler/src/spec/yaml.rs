@@ -32,7 +32,10 @@
 //!   - conv_bn_relu: {filters: 64, strides: 2}             # an instance, named conv_bn_relu, _1, ...
 //! ```
 //!
-//! Any argument value may be `$param`. A block instance is a scope: its layers are named
+//! Any argument value may be `$param`, and so may a layer's `name:` and each entry of its
+//! `inputs:` when the parameter's value is a string (`name: $tag` names each instance's layer
+//! after its argument; `inputs: [$from]` lets the caller pick the layer it takes; a whole value
+//! only: `conv_$i` is refused). A block instance is a scope: its layers are named
 //! `<instance>/<name>` (automatic names restart in each instance), its `inputs:` refer to the
 //! instance's own layers, and `input` there means the instance's input. The instance's output
 //! is its last layer; other layers may refer to the instance by its name. An instance accepts
