@@ -112,8 +112,8 @@ fn training(t: RawTraining) -> TrainingSpec {
         momentum: t.momentum.map(|v| v.0),
         loss: t.loss.map(|l| l.0),
         from_logits: t.from_logits,
-        batch_size: t.batch_size,
-        epochs: t.epochs,
+        batch_size: t.batch_size.map(|v| v.0),
+        epochs: t.epochs.map(|v| v.0),
         validation_split: t.validation_split.map(|v| v.0),
     }
 }

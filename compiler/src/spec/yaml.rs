@@ -54,7 +54,9 @@ use serde::Deserialize as DeriveDeserialize;
 use yaml_serde::Value;
 
 use super::arg::Arg;
-use super::keywords::{ActName, InitName, LossName, OptimizerName, PaddingName, Pair, F32};
+use super::keywords::{
+    ActName, Count, Fraction, InitName, LearningRate, LossName, OptimizerName, PaddingName, Pair, F32,
+};
 use super::locate;
 
 #[derive(DeriveDeserialize, Debug)]
@@ -83,13 +85,13 @@ pub struct RawBlock {
 #[serde(deny_unknown_fields, expecting = "training settings")]
 pub struct RawTraining {
     pub optimizer: Option<OptimizerName>,
-    pub learning_rate: Option<F32>,
-    pub momentum: Option<F32>,
+    pub learning_rate: Option<LearningRate>,
+    pub momentum: Option<Fraction>,
     pub loss: Option<LossName>,
     pub from_logits: Option<bool>,
-    pub batch_size: Option<usize>,
-    pub epochs: Option<usize>,
-    pub validation_split: Option<F32>,
+    pub batch_size: Option<Count>,
+    pub epochs: Option<Count>,
+    pub validation_split: Option<Fraction>,
 }
 
 /// A block parameter: `filters` (required) or `{strides: 1}` (with a default).
