@@ -115,9 +115,7 @@ pub fn load_weights(path: &Path, specs: &[ParamSpec]) -> Result<Vec<Tensor>, Wei
         })?;
     let st = SafeTensors::deserialize(&file).map_err(|e| WeightsError::Corrupt {
         path: path.to_path_buf(),
-        reason: match e {
-            e => header_problem(&file).unwrap_or_else(|| describe(&e)),
-        },
+        reason: header_problem(&file).unwrap_or_else(|| describe(&e)),
     })?;
     let wanted: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     let mut unexpected: Vec<String> = st
