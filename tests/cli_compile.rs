@@ -148,3 +148,37 @@ fn a_model_named_after_a_rust_keyword_gets_a_usable_crate_name() {
     let check = std::fs::read_to_string(out.join("examples/check.rs")).unwrap();
     assert!(check.contains("use model_fn::*;"), "{check}");
 }
+
+/// An output path that cannot be a directory (under a regular file) is refused by name, and
+/// nothing is left behind: no crate, no temporary directory beside it.
+#[test]
+fn an_unwritable_output_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file.txt");
+    std::fs::write(&file, "mine").unwrap();
+    for out in [file.join("crate"), file.join("a/b/crate")] {
+        let run = cnnc(["compile".to_string(), s(&model("lenet5.yaml")), "-o".into(), s(&out)]);
+        run.assert_fails_with(&s(&file));
+        assert_eq!(files_in(dir.path()), ["file.txt"]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    }
+}
+
+/// Regenerating swaps a whole new crate into place: what cnnc did not write (a `target/` from
+/// building it, the user's files) is kept, and no temporary or old directory is left beside it.
+#[test]
+fn regenerating_keeps_the_build_directory_and_user_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lenet");
+    let args = || ["compile".to_string(), s(&model("lenet5.yaml")), "-o".into(), s(&out)];
+    cnnc(args()).assert_ok();
+    std::fs::create_dir_all(out.join("target/release")).unwrap();
+    std::fs::write(out.join("target/release/built"), "x").unwrap();
+    std::fs::write(out.join("src/mine.rs"), "user").unwrap();
+    std::fs::write(out.join("Cargo.lock"), "lock").unwrap();
+    cnnc(args()).assert_ok();
+    assert_eq!(files_in(dir.path()), ["lenet"]);
+    assert!(out.join("target/release/built").is_file());
+    assert_eq!(std::fs::read_to_string(out.join("src/mine.rs")).unwrap(), "user");
+    assert!(out.join("Cargo.lock").is_file() && out.join("src/lib.rs").is_file());
+}

@@ -374,6 +374,48 @@ fn nested_blocks_and_parameter_passing() {
     assert_eq!((filters, kernel_size), (5, [1, 1]));
 }
 
+/// `$param` in a block's `name:` and `inputs:` stands for a string argument: the caller names
+/// a layer of each instance and tells another which one to take; repeats still suffix it.
+#[test]
+fn block_parameters_name_layers_and_pick_inputs() {
+    let spec = parse(
+        "input: [8]\nblocks:\n  branch:\n    params: [tag, {from: input}, {step: step}]\n    layers:\n      \
+         - dense: {name: $tag, inputs: [$from], units: 4}\n      - dense: {name: side, inputs: [input], units: 4}\n      \
+         - add: {inputs: [$tag, side]}\n      - repeat:\n          times: 2\n          layers:\n            \
+         - dense: {name: $step, units: 4}\n  pair:\n    params: [tag]\n    layers:\n      \
+         - branch: {name: $tag, tag: $tag}\n      - branch: {inputs: [$tag], tag: second, from: side}\n\
+         layers:\n  - branch: {tag: first}\n  - pair: {tag: p}\n",
+    );
+    assert_eq!(
+        &names(&spec)[..6],
+        [
+            "branch/first",
+            "branch/side",
+            "branch/add",
+            "branch/step",
+            "branch/step_1",
+            "pair/p/p"
+        ]
+    );
+    assert_eq!(inputs(&spec, "branch/first"), [MODEL_INPUT]);
+    assert_eq!(inputs(&spec, "branch/add"), ["branch/first", "branch/side"]);
+    assert_eq!(
+        inputs(&spec, "pair/p/p"),
+        ["branch/step_1"],
+        "an instance named by its caller"
+    );
+    assert_eq!(
+        inputs(&spec, "pair/branch/second"),
+        ["pair/branch/side"],
+        "`from: side`"
+    );
+    assert_eq!(
+        inputs(&spec, "pair/branch/side"),
+        ["pair/p/step_1"],
+        "`inputs: [$tag]` names an instance"
+    );
+}
+
 #[test]
 fn training_section() {
     let spec = parse(
@@ -391,8 +433,36 @@ fn training_section() {
         (Some(true), Some(16), Some(3), Some(0.2))
     );
     assert_eq!(spec.name, "test", "the name defaults to the file stem");
-    let e = parse_err("input: [4]\nlayers: [dense: {units: 2}]\ntraining: {epochs: 0}\n");
-    assert!(e.contains("training: epochs must be at least 1"), "{e}");
+    // Values out of range are reported where they stand, like layer arguments.
+    for (training, want) in [
+        ("{epochs: 0}", "test.yaml:3:20: training.epochs: must be at least 1"),
+        (
+            "{batch_size: 0}",
+            "test.yaml:3:24: training.batch_size: must be at least 1",
+        ),
+        (
+            "{epochs: -2}",
+            "test.yaml:3:20: training.epochs: invalid value: integer `-2`, expected a positive integer",
+        ),
+        (
+            "\n  optimizer: sgd\n  learning_rate: -0.1",
+            "test.yaml:5:18: training.learning_rate: must be positive, got -0.1",
+        ),
+        (
+            "{momentum: 1}",
+            "test.yaml:3:22: training.momentum: must be in [0, 1), got 1",
+        ),
+        (
+            "{validation_split: .nan}",
+            "test.yaml:3:30: training.validation_split: must be in [0, 1), got NaN",
+        ),
+        ("{loss: hinge}", "test.yaml:3:18: training.loss: unknown loss `hinge`"),
+    ] {
+        let e = parse_err(&format!(
+            "input: [4]\nlayers: [dense: {{units: 2}}]\ntraining: {training}\n"
+        ));
+        assert!(e.starts_with(want), "{e}\nwanted: {want}");
+    }
     let e = parse_err("input: [4]\nlayers: [dense: {units: 2}]\ntraining: {lr: 0.1}\n");
     assert!(e.contains("test.yaml:3:") && e.contains("unknown field `lr`"), "{e}");
     // Numbers an f32 cannot hold are refused as written, not rounded to 0 or infinity.
@@ -543,6 +613,30 @@ fn a_byte_order_mark_is_ignored_and_lines_stay_right() {
     let path = dir.path().join("bom.yaml");
     std::fs::write(&path, "\u{feff}input: [4]\nlayers: [flatten]\n").unwrap();
     assert!(cnnc_compiler::spec::load_model(&path).is_ok());
+}
+
+/// A lone CR ends a line (old Mac files), for libyaml's errors and for the scan that locates
+/// layers alike; CRLF and LF still do.
+#[test]
+fn cr_only_line_endings_keep_lines_right() {
+    let e = parse_err("input: [4]\rlayers:\r  - dense: {units: 2}\r  - dense: {units: 2, activation: swish}\r");
+    assert!(e.starts_with("test.yaml:4:"), "{e}");
+    let spec = parse("input: [4]\rlayers:\r  - dense: {units: 2}\r\r  - flatten\r");
+    let lines: Vec<_> = spec.layers.iter().map(|l| l.line).collect();
+    assert_eq!(lines, [Some(3), Some(5)]);
+    let e = parse_err("input: [4]\r\nlayers:\r  - dense: {name: a, units: 2}\n  - dense: {name: a, units: 2}\r");
+    assert!(
+        e.starts_with("test.yaml:4:5: duplicate layer name `a` (first declared at line 3)"),
+        "{e}"
+    );
+    let e = parse_err("input: [4]\rlayers: [dense: {units: 2}]\rtraining: {epochs: 0}\r");
+    assert!(e.starts_with("test.yaml:3:20: training.epochs"), "{e}");
+    // The not-UTF-8 error of a file is located the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mac.yaml");
+    std::fs::write(&path, b"input: [4]\rlayers:\r  - dense: {name: \xff}\r").unwrap();
+    let e = cnnc_compiler::spec::load_model(&path).unwrap_err().to_string();
+    assert!(e.contains("mac.yaml:3:19: the model file is not UTF-8"), "{e}");
 }
 
 #[test]

@@ -129,10 +129,7 @@ pub fn load_weights(path: &Path, specs: &[ParamSpec]) -> Result<Vec<Tensor>, Wei
         })?;
     let st = SafeTensors::deserialize(&file).map_err(|e| WeightsError::Corrupt {
         path: path.to_path_buf(),
-        reason: match e {
-            SafeTensorError::MetadataIncompleteBuffer => truncation(&file, specs),
-            other => describe(&other),
-        },
+        reason: header_problem(&file).unwrap_or_else(|| describe(&e)),
     })?;
     let wanted: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     let mut unexpected: Vec<String> = st
@@ -215,41 +212,80 @@ fn unravel(mut index: usize, shape: &[usize]) -> Vec<usize> {
     position
 }
 
-/// Names the first parameter whose bytes lie past the end of a truncated file, by reading its
-/// `data_offsets` from the (intact) JSON header.
-fn truncation(file: &[u8], specs: &[ParamSpec]) -> String {
-    let generic = "data section does not match the header (truncated or padded file)".to_string();
-    let Some(n) = file
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-    else {
-        return generic;
+/// Why `file` is not a safetensors file, naming the tensor at fault when there is one: the
+/// `safetensors` crate's errors often do not (a tensor whose offsets run past the end, or
+/// disagree with its shape, or whose dtype is unknown). Reads the JSON header itself; `None`
+/// when it finds nothing wrong.
+fn header_problem(file: &[u8]) -> Option<String> {
+    let Some(len) = file.get(..8) else {
+        return Some(format!(
+            "truncated: {} bytes, shorter than the 8-byte header length",
+            file.len()
+        ));
     };
-    let Some(header) = file
-        .get(8..8usize.saturating_add(n))
-        .and_then(|h| std::str::from_utf8(h).ok())
-    else {
-        return generic;
+    let n = u64::from_le_bytes(len.try_into().ok()?);
+    let rest = file.len() as u64 - 8;
+    if n > rest {
+        return Some(format!(
+            "the header length says {n} bytes but only {rest} follow (truncated, or not a safetensors file)"
+        ));
+    }
+    let (header, data) = file[8..].split_at(n as usize);
+    let Ok(header) = std::str::from_utf8(header) else {
+        return Some("the header is not UTF-8 text".into());
     };
-    let data_len = file.len() - 8 - n;
-    let end_of = |name: &str| -> Option<usize> {
-        let entry = &header[header.find(&format!("\"{name}\":"))?..];
-        let offsets = &entry[entry.find("\"data_offsets\":[")? + 16..];
-        let close = offsets.find(']')?;
-        offsets[..close].split(',').nth(1)?.trim().parse().ok()
+    let entries: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(header) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("the header is not a JSON object: {e}")),
     };
-    specs
-        .iter()
-        .filter_map(|s| end_of(&s.name).map(|end| (s, end)))
-        .filter(|&(_, end)| end > data_len)
-        .min_by_key(|&(_, end)| end)
-        .map(|(s, end)| {
+    let mut tensors = Vec::new();
+    for (name, v) in entries.iter().filter(|(k, _)| *k != "__metadata__") {
+        let field = |key: &str| v.get(key).cloned().unwrap_or_default();
+        let dtype = match serde_json::from_value::<Dtype>(field("dtype")) {
+            Ok(d) => d,
+            Err(_) => return Some(format!("tensor {name}: unknown dtype {}", field("dtype"))),
+        };
+        let Ok(shape) = serde_json::from_value::<Vec<usize>>(field("shape")) else {
+            return Some(format!(
+                "tensor {name}: shape {} is not a list of sizes",
+                field("shape")
+            ));
+        };
+        let Ok([begin, end]) = serde_json::from_value::<[usize; 2]>(field("data_offsets")) else {
+            return Some(format!(
+                "tensor {name}: data_offsets {} is not [begin, end]",
+                field("data_offsets")
+            ));
+        };
+        tensors.push((begin, end, name, dtype, shape));
+    }
+    tensors.sort_by_key(|t| (t.0, t.1));
+    let mut at = 0;
+    for (begin, end, name, dtype, shape) in tensors {
+        let bytes = shape
+            .iter()
+            .try_fold(dtype.bitsize(), |a, &d| a.checked_mul(d))
+            .map(|bits| bits.div_ceil(8));
+        let problem = if end > data.len() {
             format!(
-                "truncated: tensor {} ends at data byte {end} but the file holds only {data_len} data bytes",
-                s.name
+                "truncated: tensor {name} ends at data byte {end} but the file holds only {} data bytes",
+                data.len()
             )
-        })
-        .unwrap_or(generic)
+        } else if begin != at || end < begin {
+            format!("tensor {name}: data_offsets [{begin}, {end}] do not start where the previous tensor ends ({at})")
+        } else if bytes != Some(end - begin) {
+            format!(
+                "tensor {name}: data_offsets [{begin}, {end}] hold {} bytes, but {dtype} of shape {shape:?} needs {}",
+                end - begin,
+                bytes.map_or("more than can be addressed".into(), |b| b.to_string())
+            )
+        } else {
+            at = end;
+            continue;
+        };
+        return Some(problem);
+    }
+    (at != data.len()).then(|| format!("{} bytes after the last tensor's data (padded file)", data.len() - at))
 }
 
 fn describe(e: &SafeTensorError) -> String {

@@ -225,3 +225,107 @@ fn non_finite_values_are_refused_naming_tensor_and_index() {
         );
     }
 }
+
+/// A safetensors file with `header` (JSON) and `data` bytes after it.
+fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut f = (header.len() as u64).to_le_bytes().to_vec();
+    f.extend_from_slice(header.as_bytes());
+    f.extend_from_slice(data);
+    f
+}
+
+/// Headers the `safetensors` crate refuses without naming the tensor (or at all clearly): the
+/// message names the file and, where one is at fault, the tensor.
+#[test]
+fn bad_headers_name_the_file_and_the_tensor() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let spec = vec![ParamSpec {
+        name: "conv2d.bias".into(),
+        shape: vec![4],
+        init: Init::Zeros,
+        trainable: true,
+    }];
+    let cases = [
+        (
+            with_header("{\"conv2d.bias\": {", &[]),
+            "the header is not a JSON object: EOF",
+        ),
+        (with_header("[1, 2]", &[]), "the header is not a JSON object"),
+        (
+            with_header(
+                r#"{"conv2d.bias":{"dtype":"F33","shape":[4],"data_offsets":[0,16]}}"#,
+                &[0; 16],
+            ),
+            "tensor conv2d.bias: unknown dtype \"F33\"",
+        ),
+        (
+            with_header(
+                r#"{"conv2d.bias":{"dtype":"F32","shape":"4","data_offsets":[0,16]}}"#,
+                &[0; 16],
+            ),
+            "tensor conv2d.bias: shape \"4\" is not a list of sizes",
+        ),
+        (
+            with_header(
+                r#"{"conv2d.bias":{"dtype":"F32","shape":[4],"data_offsets":[0,4096]}}"#,
+                &[0; 16],
+            ),
+            "truncated: tensor conv2d.bias ends at data byte 4096 but the file holds only 16 data bytes",
+        ),
+        (
+            with_header(
+                r#"{"conv2d.bias":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+            ),
+            "tensor conv2d.bias: data_offsets [0, 8] hold 8 bytes, but F32 of shape [4] needs 16",
+        ),
+        (
+            with_header(
+                r#"{"conv2d.bias":{"dtype":"F32","shape":[4],"data_offsets":[4,20]}}"#,
+                &[0; 20],
+            ),
+            "tensor conv2d.bias: data_offsets [4, 20] do not start where the previous tensor ends (0)",
+        ),
+        (
+            with_header(
+                r#"{"conv2d.bias":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+                &[0; 20],
+            ),
+            "4 bytes after the last tensor's data (padded file)",
+        ),
+        (
+            vec![200, 0, 0, 0, 0, 0, 0, 0, b'{'],
+            "the header length says 200 bytes but only 1 follow",
+        ),
+    ];
+    for (bytes, want) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load_weights(&path, &spec).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, WeightsError::Corrupt { .. }), "{msg}");
+        assert!(
+            msg.starts_with(&format!("{}: not a valid safetensors file: ", path.display())),
+            "{msg}"
+        );
+        assert!(msg.contains(want), "{msg}\nwanted: {want}");
+    }
+    // A valid file of another dtype or shape names the tensor (checked against the model).
+    let f16 = with_header(
+        r#"{"conv2d.bias":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
+    std::fs::write(&path, f16).unwrap();
+    let msg = load_weights(&path, &spec).unwrap_err().to_string();
+    assert!(msg.contains("tensor conv2d.bias has dtype F16, expected F32"), "{msg}");
+    let shape = with_header(
+        r#"{"conv2d.bias":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#,
+        &[0; 16],
+    );
+    std::fs::write(&path, shape).unwrap();
+    let msg = load_weights(&path, &spec).unwrap_err().to_string();
+    assert!(
+        msg.contains("tensor conv2d.bias has shape [2, 2], expected [4]"),
+        "{msg}"
+    );
+}

@@ -40,7 +40,8 @@
 //!
 //! [`GeneratedCrate::write_to`] writes the files and a marker (`.cnnc-crate`) listing them, so
 //! that regenerating into the same directory is allowed and removes files no longer written,
-//! while a non-empty directory without the marker is refused.
+//! while a non-empty directory without the marker is refused. It writes beside the directory
+//! and swaps the result into place (`out_dir`): a failed write leaves no half-written crate.
 
 mod api;
 mod api_abi;
@@ -58,6 +59,7 @@ mod kernels_rows;
 mod kernels_winograd;
 mod kernels_winograd_grad;
 mod layout;
+mod out_dir;
 mod program;
 mod threads;
 mod threads_bands;
@@ -218,8 +220,10 @@ impl GeneratedCrate {
     }
 
     /// Writes the crate into `dir` (created when missing). Refuses a non-empty directory that
-    /// has no [`MARKER`]; in one that has, removes the files the previous generation wrote and
-    /// this one does not. Returns the written paths.
+    /// has no [`MARKER`]; in one that has, the files the previous generation wrote are replaced
+    /// and everything else (a `target/`, the user's files) kept. The crate is written beside
+    /// `dir` and swapped into place (`out_dir`), so a failure leaves `dir` as it was. Returns
+    /// the written paths.
     pub fn write_to(&self, dir: &Path) -> Result<Vec<PathBuf>, CodegenError> {
         let out_err = |path: &Path, msg: String| CodegenError::Output {
             path: path.to_path_buf(),
@@ -257,31 +261,59 @@ impl GeneratedCrate {
         if self.weights.is_some() {
             written.push(PathBuf::from(WEIGHTS_FILE));
         }
-        for old in &previous {
-            let safe = old.components().all(|c| matches!(c, std::path::Component::Normal(_)));
-            if safe && !written.contains(old) && dir.join(old).is_file() {
-                std::fs::remove_file(dir.join(old)).map_err(io(&dir.join(old)))?;
-            }
+        let mut keep = Vec::new();
+        if dir.is_dir() {
+            kept_entries(dir, Path::new(""), &previous, &written, &mut keep).map_err(io(dir))?;
         }
+        let staging = out_dir::Staging::new(dir).map_err(io(dir))?;
+        let tmp = staging.path();
         for (rel, text) in &self.files {
-            let path = dir.join(rel);
+            let path = tmp.join(rel);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
+                std::fs::create_dir_all(parent).map_err(io(&dir.join(rel)))?;
             }
-            std::fs::write(&path, text).map_err(io(&path))?;
+            std::fs::write(&path, text).map_err(io(&dir.join(rel)))?;
         }
         if let Some(w) = &self.weights {
             let dst = dir.join(WEIGHTS_FILE);
-            std::fs::copy(w, &dst).map_err(|e| out_err(&dst, format!("copying {}: {e}", w.display())))?;
+            std::fs::copy(w, tmp.join(WEIGHTS_FILE))
+                .map_err(|e| out_err(&dst, format!("copying {}: {e}", w.display())))?;
         }
         let mut list = String::from("# Written by `cnnc compile`; cnnc may overwrite or remove the files below.\n");
         for p in &written {
             list.push_str(&format!("{}\n", p.display()));
         }
-        std::fs::write(&marker, list).map_err(io(&marker))?;
+        std::fs::write(tmp.join(MARKER), list).map_err(io(&marker))?;
+        staging.commit(&keep).map_err(io(dir))?;
         written.push(PathBuf::from(MARKER));
         Ok(written.into_iter().map(|p| dir.join(p)).collect())
     }
+}
+
+/// The entries under `dir/rel` that a new generation keeps: all but the marker, the files the
+/// previous generation wrote (`previous`) and those the new one writes (`written`, which
+/// replace them); a directory holding none of these is kept whole.
+fn kept_entries(
+    dir: &Path,
+    rel: &Path,
+    previous: &[PathBuf],
+    written: &[PathBuf],
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir.join(rel))? {
+        let entry = entry?;
+        let r = rel.join(entry.file_name());
+        if r == Path::new(MARKER) || previous.contains(&r) || written.contains(&r) {
+            continue;
+        }
+        let ours = |p: &PathBuf| p.starts_with(&r);
+        if entry.file_type()?.is_dir() && (previous.iter().any(ours) || written.iter().any(ours)) {
+            kept_entries(dir, &r, previous, written, out)?;
+        } else {
+            out.push(r);
+        }
+    }
+    Ok(())
 }
 
 /// Rust's strict and reserved keywords (2021 edition, plus 2024's `gen`): a crate named so

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use yaml_serde::{Mapping, Value};
 
-use super::arg::{lookup, param_ref, Env};
+use super::arg::{lookup, param_ref, show, Env};
 use super::convert::layer_kind;
 use super::kind::AutoNamer;
 use super::validate::{shortened, MAX_LAYERS, MAX_NAME_CHARS};
@@ -112,21 +112,37 @@ fn training(t: RawTraining) -> TrainingSpec {
         momentum: t.momentum.map(|v| v.0),
         loss: t.loss.map(|l| l.0),
         from_logits: t.from_logits,
-        batch_size: t.batch_size,
-        epochs: t.epochs,
+        batch_size: t.batch_size.map(|v| v.0),
+        epochs: t.epochs.map(|v| v.0),
         validation_split: t.validation_split.map(|v| v.0),
     }
 }
 
-/// Names declared (by `name:`) directly in `items` or in nested repeats: the names a repeat
-/// suffixes per iteration.
-fn declared_names(items: &[RawItem], out: &mut HashSet<String>) {
+/// Names declared (by `name:`, `$param`s substituted) directly in `items` or in nested repeats:
+/// the names a repeat suffixes per iteration.
+fn declared_names(items: &[RawItem], env: &Env, out: &mut HashSet<String>) {
     for item in items {
-        match &item.kind {
-            RawKind::Layer(l) => out.extend(l.common().0.clone()),
-            RawKind::Call(args) => out.extend(args.get("name").and_then(Value::as_str).map(str::to_string)),
-            RawKind::Repeat(r) => declared_names(&r.layers, out),
-        }
+        let name = match &item.kind {
+            RawKind::Layer(l) => l.common().0.as_deref(),
+            RawKind::Call(args) => args.get("name").and_then(Value::as_str),
+            RawKind::Repeat(r) => {
+                declared_names(&r.layers, env, out);
+                None
+            }
+        };
+        out.extend(name.map(|n| layer_name(n, env).unwrap_or_else(|_| n.to_string())));
+    }
+}
+
+/// A layer's `name:` or an `inputs:` entry: a `$param` there stands for the parameter's value,
+/// which must be a string (`name: $prefix` names each instance's layer after an argument).
+fn layer_name(s: &str, env: &Env) -> Result<String, String> {
+    let Some(p) = param_ref(s) else {
+        return Ok(s.to_string());
+    };
+    match lookup(p, env)? {
+        Value::String(v) => Ok(v.clone()),
+        v => Err(format!("${p} = {}: a layer name must be a string", show(v))),
     }
 }
 
@@ -267,6 +283,16 @@ impl Expander<'_> {
                 if let Some((shown, why)) = name_problem(n) {
                     return Err(self.err(pos, format!("invalid layer name {shown}{}: {why}", scope.context)));
                 }
+                if n.contains('$') {
+                    return Err(self.err(
+                        pos,
+                        format!(
+                            "invalid layer name `{}`{}: `$param` stands only for a whole name (`name: $param`)",
+                            shortened(n),
+                            scope.context
+                        ),
+                    ));
+                }
                 renamed(scope, n)
             }
             None => scope.namer.next(base, |n| table.contains_key(n)),
@@ -296,13 +322,26 @@ impl Expander<'_> {
 
     fn layer(&mut self, scope: &mut Scope, item: &RawItem, raw: &RawLayer) -> Result<(), CompileError> {
         let (name, inputs) = raw.common();
-        let kind = layer_kind(raw, &scope.env).map_err(|m| {
-            let who = name.as_deref().map(|n| format!(" `{n}`")).unwrap_or_default();
+        let fail = |who: Option<&str>, m: String| {
+            let who = who.map(|n| format!(" `{n}`")).unwrap_or_default();
             self.err(item.pos, format!("{} layer{who}{}: {m}", item.key, scope.context))
-        })?;
+        };
+        let name = name
+            .as_deref()
+            .map(|n| layer_name(n, &scope.env).map_err(|m| fail(None, format!("argument `name`: {m}"))))
+            .transpose()?;
+        let inputs = inputs
+            .as_ref()
+            .map(|l| {
+                let named = |r: &String| layer_name(r, &scope.env);
+                let l = l.iter().map(named).collect::<Result<Vec<_>, _>>();
+                l.map_err(|m| fail(name.as_deref(), format!("argument `inputs`: {m}")))
+            })
+            .transpose()?;
+        let kind = layer_kind(raw, &scope.env).map_err(|m| fail(name.as_deref(), m))?;
         let local = self.declare(scope, name.as_deref(), kind.auto_name_base(), item.pos)?;
         let full = format!("{}{local}", scope.prefix);
-        let refs = self.inputs(scope, inputs, item.pos)?;
+        let refs = self.inputs(scope, &inputs, item.pos)?;
         let spec = LayerSpec {
             name: full.clone(),
             kind,
@@ -333,7 +372,7 @@ impl Expander<'_> {
             ));
         }
         let mut names = HashSet::new();
-        declared_names(&r.layers, &mut names);
+        declared_names(&r.layers, &scope.env, &mut names);
         for i in 0..times {
             self.tick(item.pos)?;
             scope.repeats.push((names.clone(), i));

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 
-use super::{Activation, Init, LossKind, Padding, TrainingSpec};
+use super::{validate, Activation, Init, LossKind, Padding, TrainingSpec};
 
 /// Finds `s` (case-insensitively) in `table`, or says what was allowed.
 fn lookup<T: Copy>(s: &str, table: &[(&'static str, T)], what: &str) -> Result<T, String> {
@@ -25,11 +25,26 @@ macro_rules! keyword {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                lookup(&s, &$table, $what).map($name).map_err(de::Error::custom)
+                d.deserialize_str(KeywordVisitor(&$table, $what)).map($name)
             }
         }
     };
+}
+
+/// Looks a keyword up in `.0` while the YAML scalar is being read, so that an unknown one is
+/// reported at its line and column (an error after reading has only the enclosing mapping's).
+struct KeywordVisitor<'t, T: 'static>(&'t [(&'static str, T)], &'static str);
+
+impl<T: Copy> Visitor<'_> for KeywordVisitor<'_, T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} name", self.1)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        lookup(v, self.0, self.1).map_err(E::custom)
+    }
 }
 
 keyword!(
@@ -95,7 +110,7 @@ pub struct F32(pub f32);
 
 impl<'de> Deserialize<'de> for F32 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(F32Visitor)
+        d.deserialize_any(F32Visitor::ANY)
     }
 }
 
@@ -115,7 +130,13 @@ pub fn f32_as_written(v: f64) -> Result<f32, String> {
     Ok(x)
 }
 
-struct F32Visitor;
+/// Reads an f32 and applies a rule to it: in the visitor, so that an error has the value's
+/// line and column.
+struct F32Visitor(fn(f32) -> Result<(), String>);
+
+impl F32Visitor {
+    const ANY: F32Visitor = F32Visitor(|_| Ok(()));
+}
 
 impl Visitor<'_> for F32Visitor {
     type Value = F32;
@@ -125,7 +146,9 @@ impl Visitor<'_> for F32Visitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<F32, E> {
-        f32_as_written(v).map(F32).map_err(E::custom)
+        let x = f32_as_written(v).map_err(E::custom)?;
+        (self.0)(x).map_err(E::custom)?;
+        Ok(F32(x))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<F32, E> {
@@ -134,6 +157,63 @@ impl Visitor<'_> for F32Visitor {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<F32, E> {
         self.visit_f64(v as f64)
+    }
+}
+
+// `training:` values, checked where they stand by `validate`'s rules (which also check
+// code-built specs), so that their errors have a line and column like a layer argument's.
+
+/// `learning_rate:` (positive).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LearningRate(pub f32);
+
+impl<'de> Deserialize<'de> for LearningRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(F32Visitor(validate::learning_rate))
+            .map(|v| LearningRate(v.0))
+    }
+}
+
+/// `momentum:`, `validation_split:` (in [0, 1)).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fraction(pub f32);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(F32Visitor(validate::fraction)).map(|v| Fraction(v.0))
+    }
+}
+
+/// `batch_size:`, `epochs:` (at least 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Count(pub usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl Visitor<'_> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a positive integer")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+        let n = usize::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))?;
+        validate::count(n).map_err(E::custom)?;
+        Ok(Count(n))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+        }
     }
 }
 

@@ -508,6 +508,9 @@ pub fn parse_located(text: &str, path: &Path) -> Result<RawModel, CompileError> 
         Some(t) => (t, text.len() - t.len()),
         None => (text, 0),
     };
+    // libyaml takes a lone CR (old Mac line endings) for a line break too; the scan, by lines,
+    // must see the same lines. Same length, so byte offsets in messages stay right.
+    let text = &lone_crs_as_lf(text);
     if text.trim().is_empty() {
         return Err(CompileError::syntax(
             SourceLoc::new(Some(path.to_path_buf()), None, None),
@@ -533,8 +536,27 @@ pub fn parse_located(text: &str, path: &Path) -> Result<RawModel, CompileError> 
     Ok(raw)
 }
 
-/// The 1-based line and column (in characters, as libyaml counts) just after `before`.
+/// `text` with each CR not followed by LF replaced by LF.
+fn lone_crs_as_lf(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\r') {
+        return text.into();
+    }
+    let mut chars = text.chars().peekable();
+    let mut out = String::with_capacity(text.len());
+    while let Some(c) = chars.next() {
+        out.push(if c == '\r' && chars.peek() != Some(&'\n') {
+            '\n'
+        } else {
+            c
+        });
+    }
+    out.into()
+}
+
+/// The 1-based line and column (in characters, as libyaml counts) just after `before`; LF,
+/// CRLF and a lone CR each end a line.
 pub fn line_col(before: &str) -> (usize, usize) {
+    let before = lone_crs_as_lf(before);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (
         before.matches('\n').count() + 1,

@@ -144,27 +144,47 @@ fn check_training(t: &TrainingSpec) -> Result<(), String> {
             ));
         }
     }
-    let in_range = |v: Option<f32>, lo: f32, hi: f32, hi_open: bool, what: &str| match v {
-        Some(x) if !(x.is_finite() && x >= lo && (x < hi || (!hi_open && x == hi))) => {
-            let close = if hi_open { ')' } else { ']' };
-            Err(format!("{what} must be in [{lo}, {hi}{close}, got {x}"))
-        }
-        _ => Ok(()),
-    };
-    in_range(t.momentum, 0.0, 1.0, true, "momentum")?;
-    in_range(t.validation_split, 0.0, 1.0, true, "validation_split")?;
-    if let Some(lr) = t.learning_rate {
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(format!("learning_rate must be positive, got {lr}"));
-        }
+    fn named(what: &str) -> impl Fn(String) -> String + '_ {
+        move |m| format!("{what} {m}")
     }
-    if t.batch_size == Some(0) {
-        return Err("batch_size must be at least 1".into());
+    t.momentum.map_or(Ok(()), fraction).map_err(named("momentum"))?;
+    t.validation_split
+        .map_or(Ok(()), fraction)
+        .map_err(named("validation_split"))?;
+    t.learning_rate
+        .map_or(Ok(()), learning_rate)
+        .map_err(named("learning_rate"))?;
+    t.batch_size.map_or(Ok(()), count).map_err(named("batch_size"))?;
+    t.epochs.map_or(Ok(()), count).map_err(named("epochs"))
+}
+
+// The checks of single `training:` values, shared with the YAML reader (`yaml.rs`), which
+// applies them where the value stands so that the error has its line and column.
+
+/// `momentum`, `validation_split`: in [0, 1).
+pub(super) fn fraction(x: f32) -> Result<(), String> {
+    if x.is_finite() && (0.0..1.0).contains(&x) {
+        Ok(())
+    } else {
+        Err(format!("must be in [0, 1), got {x}"))
     }
-    if t.epochs == Some(0) {
-        return Err("epochs must be at least 1".into());
+}
+
+pub(super) fn learning_rate(lr: f32) -> Result<(), String> {
+    if lr.is_finite() && lr > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("must be positive, got {lr}"))
     }
-    Ok(())
+}
+
+/// `batch_size`, `epochs`.
+pub(super) fn count(n: usize) -> Result<(), String> {
+    if n >= 1 {
+        Ok(())
+    } else {
+        Err("must be at least 1".into())
+    }
 }
 
 fn size(v: usize, what: &str, max: usize) -> Result<(), String> {

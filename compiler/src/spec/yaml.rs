@@ -32,7 +32,10 @@
 //!   - conv_bn_relu: {filters: 64, strides: 2}             # an instance, named conv_bn_relu, _1, ...
 //! ```
 //!
-//! Any argument value may be `$param`. A block instance is a scope: its layers are named
+//! Any argument value may be `$param`, and so may a layer's `name:` and each entry of its
+//! `inputs:` when the parameter's value is a string (`name: $tag` names each instance's layer
+//! after its argument; `inputs: [$from]` lets the caller pick the layer it takes; a whole value
+//! only: `conv_$i` is refused). A block instance is a scope: its layers are named
 //! `<instance>/<name>` (automatic names restart in each instance), its `inputs:` refer to the
 //! instance's own layers, and `input` there means the instance's input. The instance's output
 //! is its last layer; other layers may refer to the instance by its name. An instance accepts
@@ -51,7 +54,9 @@ use serde::Deserialize as DeriveDeserialize;
 use yaml_serde::Value;
 
 use super::arg::Arg;
-use super::keywords::{ActName, InitName, LossName, OptimizerName, PaddingName, Pair, F32};
+use super::keywords::{
+    ActName, Count, Fraction, InitName, LearningRate, LossName, OptimizerName, PaddingName, Pair, F32,
+};
 use super::locate;
 
 #[derive(DeriveDeserialize, Debug)]
@@ -80,13 +85,13 @@ pub struct RawBlock {
 #[serde(deny_unknown_fields, expecting = "training settings")]
 pub struct RawTraining {
     pub optimizer: Option<OptimizerName>,
-    pub learning_rate: Option<F32>,
-    pub momentum: Option<F32>,
+    pub learning_rate: Option<LearningRate>,
+    pub momentum: Option<Fraction>,
     pub loss: Option<LossName>,
     pub from_logits: Option<bool>,
-    pub batch_size: Option<usize>,
-    pub epochs: Option<usize>,
-    pub validation_split: Option<F32>,
+    pub batch_size: Option<Count>,
+    pub epochs: Option<Count>,
+    pub validation_split: Option<Fraction>,
 }
 
 /// A block parameter: `filters` (required) or `{strides: 1}` (with a default).
