@@ -366,6 +366,18 @@ fn inference_winograd_kernel_transforms_move_to_the_prepare_stage() {
     });
     assert_eq!(conv.inputs[1], t.outputs[0], "the conv reads the transformed kernel");
 
+    // A transformed kernel that does not fit in L2 is streamed on every call: it stays in the conv.
+    let small_l2 = PipelineOptions {
+        machine: Machine {
+            l2: 64 * 1024,
+            ..Machine::reference()
+        },
+        prepare_winograd: true,
+        ..opts()
+    };
+    let p = passes::compile(mnist_cnn(1, Mode::Inference), &small_l2).expect("compile");
+    assert_eq!((winograd_convs(&p), transforms(&p)), (0, 0));
+
     // Training changes the weights every step: nothing moves.
     let p = passes::compile(mnist_cnn(8, Mode::Training), &o).expect("compile");
     assert_eq!((winograd_convs(&p), transforms(&p)), (0, 0));

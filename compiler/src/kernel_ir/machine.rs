@@ -107,14 +107,20 @@ fn detect_vector_width() -> usize {
 
 /// Size of the first cache of `level` and `kind` listed for cpu0 in sysfs (`48K`, `1024K`, `32M`).
 fn cache_bytes(level: usize, kind: &str) -> Option<usize> {
-    let root = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    cache_bytes_in(std::path::Path::new("/sys/devices/system/cpu/cpu0/cache"), level, kind)
+}
+
+fn cache_bytes_in(root: &std::path::Path, level: usize, kind: &str) -> Option<usize> {
     for entry in std::fs::read_dir(root).ok()?.flatten() {
         let dir = entry.path();
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().map(|s| s.trim().to_string());
-        if read("level")?.parse::<usize>().ok()? != level || read("type")? != kind {
+        // Not every entry is a cache (`uevent`): skip what does not describe one.
+        let (Some(l), Some(t), Some(size)) = (read("level"), read("type"), read("size")) else {
             continue;
+        };
+        if l.parse() == Ok(level) && t == kind {
+            return parse_size(&size);
         }
-        return parse_size(&read("size")?);
     }
     None
 }
@@ -140,6 +146,33 @@ mod tests {
         assert_eq!(parse_size("32M"), Some(32 * 1024 * 1024));
         assert_eq!(parse_size("512"), Some(512));
         assert_eq!(parse_size("x"), None);
+    }
+
+    /// sysfs lists `uevent` beside the `index*` directories, often first: it used to end the
+    /// search, and every machine got the fallback's caches.
+    #[test]
+    fn cache_sizes_are_found_past_other_entries() {
+        let root = std::env::temp_dir().join(format!("cnnc-sysfs-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("uevent"), "").unwrap();
+        for (i, (level, kind, size)) in [(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "2048K")]
+            .into_iter()
+            .enumerate()
+        {
+            let d = root.join(format!("index{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for (f, v) in [
+                ("level", level.to_string()),
+                ("type", kind.into()),
+                ("size", size.into()),
+            ] {
+                std::fs::write(d.join(f), format!("{v}\n")).unwrap();
+            }
+        }
+        assert_eq!(cache_bytes_in(&root, 1, "Data"), Some(48 * KIB));
+        assert_eq!(cache_bytes_in(&root, 2, "Unified"), Some(2 * MIB));
+        assert_eq!(cache_bytes_in(&root, 3, "Unified"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -142,7 +142,9 @@ pub fn run_kernel_pipeline(mut p: Program, opts: &PipelineOptions) -> Result<Pro
         kernel_pass(&mut p, opts, "fuse_argmax_dw", fuse_argmax_dw::run);
     }
     if opts.prepare_winograd {
-        kernel_pass(&mut p, opts, "prepare_winograd", prepare_winograd::run);
+        kernel_pass(&mut p, opts, "prepare_winograd", |p| {
+            prepare_winograd::run(p, &opts.machine)
+        });
     }
     if let (Some(rule), Mode::Training) = (opts.update, p.mode) {
         kernel_pass(&mut p, opts, "optimizer", |p| optimizer::run(p, &rule));
