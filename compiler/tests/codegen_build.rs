@@ -35,6 +35,7 @@ use std::time::Instant;
 use cnnc_compiler::codegen::{generate, package_name, spec_optimizer, CodegenOptions, MARKER};
 use cnnc_compiler::interp::InterpExecutor;
 use cnnc_compiler::ir::{LossKind, Mode};
+use cnnc_compiler::kernel_ir::Machine;
 use cnnc_compiler::lower::lower;
 use cnnc_compiler::spec::{load_model, ModelSpec};
 use cnnc_compiler::tolerance::{self, Tolerance};
@@ -141,8 +142,9 @@ const MODELS: &[Built] = &[
     },
     // Batch 1 on two threads: the convs worth a thread cut into bands of output rows
     // (`codegen::threads_bands`), padded and pooled (cifar10_cnn: its five inference convs of
-    // ≥ 8 MFLOP, which read a prepared Winograd kernel, then the training program's three
-    // unpooled ones and its two pooled ones with their argmax), strided and
+    // ≥ 8 MFLOP, three of which read a prepared Winograd kernel, the other two sharing their
+    // functions with the training program's; the training program's three unpooled ones and its
+    // two pooled ones with their argmax), strided and
     // with residuals (resnet18's inference convs; its training convs take BN statistics and
     // stay whole).
     Built {
@@ -152,7 +154,7 @@ const MODELS: &[Built] = &[
         embed: false,
         batch: 1,
         threads: 2,
-        splits: 10,
+        splits: 8,
         beta: BETA,
     },
     Built {
@@ -221,6 +223,13 @@ fn build_workspace() -> Result<Vec<PathBuf>, String> {
     for b in MODELS {
         let spec = spec(b.model);
         let mut opts = CodegenOptions::new(&spec, b.batch);
+        // The reference machine's caches, so that schedules (and the split counts below) do
+        // not depend on the host's; the host's vector width, so that the code suits it.
+        opts.machine = Machine {
+            vector_width: opts.machine.vector_width,
+            cores: 1,
+            ..Machine::reference()
+        };
         opts.threads = b.threads;
         opts.package = Some(package_name(b.name));
         if b.embed {
