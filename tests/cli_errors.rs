@@ -595,5 +595,16 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
     train.assert_fails_with(&needle);
     assert!(!train.stderr.contains("Epoch"), "{}", train.stderr);
     cnnc(["eval", &m, "--weights", &ws, "--x", &xs, "--y", &ys]).assert_fails_with(&needle);
+    // Before any backend is built: the native backend's cache stays empty.
+    let cache = tempfile::tempdir().unwrap();
+    let native = std::process::Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(["predict", &m, "--weights", &ws, "--input", &xs, "--backend", "native"])
+        .args(["--output", &s(&dir.path().join("p.npy"))])
+        .env("CNNC_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&native.stderr);
+    assert!(!native.status.success() && stderr.contains(&needle), "{stderr}");
+    assert!(files_in(cache.path()).is_empty(), "built: {:?}", files_in(cache.path()));
     assert_eq!(files_in(dir.path()), ["m.yaml", "w.safetensors", "x.npy", "y.npy"]);
 }

@@ -10,7 +10,7 @@ use cnnc_compiler::lower::{check_classifier_output, lower};
 use cnnc_compiler::native::NativeExecutor;
 use cnnc_compiler::spec::{load_model, ModelSpec, TrainingSpec};
 use cnnc_runtime::train::LossFn;
-use cnnc_runtime::Executor;
+use cnnc_runtime::{Executor, ParamSpec};
 
 use super::args::{BackendChoice, LossChoice, RunArgs, MAX_THREADS};
 use super::error::{CliError, OrCli};
@@ -74,6 +74,24 @@ pub fn model_io(spec: &ModelSpec) -> Result<(Vec<usize>, usize), CliError> {
     check_classifier_output(spec, &g).or_cli()?;
     let (input, output) = io_shapes(spec, &g)?;
     Ok((input, output.iter().product()))
+}
+
+/// The model's parameters as every backend lists them (graph order), from the lowering alone,
+/// so that a weights file is read and checked before a backend is built (a native build takes
+/// seconds); [`check_params`] confirms the backend agrees.
+pub fn param_specs(spec: &ModelSpec) -> Result<Vec<ParamSpec>, CliError> {
+    Ok(lower(spec, 1, Mode::Training).or_cli()?.param_specs())
+}
+
+/// Checks that `exec` takes the parameters `specs` describe (a compiler bug if not).
+pub fn check_params(exec: &dyn Executor, specs: &[ParamSpec]) -> Result<(), CliError> {
+    if exec.params() == specs {
+        return Ok(());
+    }
+    Err(CliError::new(format!(
+        "internal error: the {} backend lists other parameters than the model's",
+        exec.backend_name()
+    )))
 }
 
 /// Per-sample input and prediction shapes of the model, whatever its output (for predict).

@@ -24,10 +24,12 @@ pub fn run(a: EvalArgs) -> Result<(), CliError> {
         training: false,
         partial: vec![(set.n % batch, false)],
     };
+    let specs = backend::param_specs(&spec)?;
+    let params = load_weights(&a.weights, &specs).or_cli()?;
     let built = backend::build(&spec, batch, loss, &a.run, &work)?;
     backend::report(&spec, &built);
     let mut exec = built.exec;
-    let params = load_weights(&a.weights, exec.params()).or_cli()?;
+    backend::check_params(exec.as_ref(), &specs)?;
     let (l, acc) = evaluate(exec.as_mut(), &params, set, batch, loss.loss_fn()).or_cli()?;
     println!(
         "{} samples ({name} of {}): loss: {l:.4} - accuracy: {acc:.4}",

@@ -37,10 +37,12 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         training: false,
         partial: vec![(n % batch, false)],
     };
+    let specs = backend::param_specs(&spec)?;
+    let params = load_weights(&a.weights, &specs).or_cli()?;
     let built = backend::build(&spec, batch, loss, &a.run, &work)?;
     backend::report(&spec, &built);
     let mut exec = built.exec;
-    let params = load_weights(&a.weights, exec.params()).or_cli()?;
+    backend::check_params(exec.as_ref(), &specs)?;
     let preds = predict(exec.as_mut(), &params, &x, n).or_cli()?;
     backend::print_profile(exec.as_ref());
     let shape: Vec<usize> = std::iter::once(n).chain(output_shape.iter().copied()).collect();

@@ -41,15 +41,15 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
     if let Some(test) = &loaded.test {
         data::check(&loaded.source, "test data", test, classes, &input_shape)?;
     }
-    let work = workload(&loaded, batch, validation_split, a.steps);
-    let built = backend::build(&spec, batch, loss, &a.run, &work)?;
-    let mut exec = built.exec;
-
-    let specs = exec.params().to_vec();
+    let specs = backend::param_specs(&spec)?;
     let mut params: Vec<Tensor> = match &a.init_weights {
         Some(w) => load_weights(w, &specs).or_cli()?,
         None => init_params(&specs, a.seed),
     };
+    let work = workload(&loaded, batch, validation_split, a.steps);
+    let built = backend::build(&spec, batch, loss, &a.run, &work)?;
+    let mut exec = built.exec;
+    backend::check_params(exec.as_ref(), &specs)?;
     let shapes: Vec<Vec<usize>> = specs.iter().filter(|s| s.trainable).map(|s| s.shape.clone()).collect();
     let mut opt = Optimizer::new(opt_kind, &shapes);
 

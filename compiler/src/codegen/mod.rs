@@ -71,12 +71,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use cnnc_runtime::weights::{load_weights, WeightsError};
-use cnnc_runtime::ParamSpec;
 use thiserror::Error;
 
 use crate::autodiff::{training_graph, AutodiffError};
 use crate::error::CompileError;
-use crate::ir::{Graph, LossKind, Mode, Op, Shape};
+use crate::ir::{Graph, LossKind, Mode, Shape};
 use crate::kernel_ir::{self, BufKind, Buffer, Machine, Program, Storage, UpdateRule};
 use crate::lower::lower;
 use crate::passes::{compile, PassError, PipelineOptions};
@@ -350,22 +349,6 @@ pub fn package_name(name: &str) -> String {
     s
 }
 
-/// Parameter specs of a graph, in graph order.
-fn param_specs(g: &Graph) -> Vec<ParamSpec> {
-    g.params()
-        .into_iter()
-        .filter_map(|id| match &g.node(id).op {
-            Op::Param { name, role, init } => Some(ParamSpec {
-                name: name.clone(),
-                shape: g.shape(id).0.clone(),
-                init: *init,
-                trainable: role.trainable(),
-            }),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Generates the crate for `spec`.
 pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrate, CodegenError> {
     let model = spec.name.clone();
@@ -406,7 +389,7 @@ pub fn generate(spec: &ModelSpec, opts: &CodegenOptions) -> Result<GeneratedCrat
         ..PipelineOptions::default()
     };
     let fwd_train = lower(spec, opts.batch, Mode::Training)?;
-    let specs = param_specs(&fwd_train);
+    let specs = fwd_train.param_specs();
     let inference_graph = lower(spec, opts.batch, Mode::Inference)?;
     let io_shapes = |g: &Graph| -> Option<(Vec<usize>, Vec<usize>)> {
         let input = g.shape(g.input()?).0.clone();
