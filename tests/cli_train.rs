@@ -84,6 +84,11 @@ fn training_on_real_mnist_learns_and_writes_weights_history_and_plot() {
     let csv = std::fs::read_to_string(&history).unwrap();
     assert!(csv.starts_with("epoch,") && csv.lines().count() == 2, "{csv}");
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
+    let left = support::files_in(plot.parent().unwrap());
+    assert!(
+        left.iter().all(|f| !f.contains(".tmp.")),
+        "the plot's temporary file is gone: {left:?}"
+    );
 
     // `eval` of the saved weights reproduces the test score printed by `train`.
     let eval = cnnc([

@@ -102,9 +102,15 @@ pub fn write(path: &Path, c: &Curves) -> Result<(), CliError> {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
+    // Drawn beside `path` and renamed over it: an interrupted or failed draw leaves the old plot
+    // (or none), never a torn one. The temporary name keeps the extension plotters reads.
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}.{ext}", std::process::id()));
     let res = match ext.as_str() {
-        "svg" => draw(SVGBackend::new(path, size).into_drawing_area(), c),
-        "png" => draw(BitMapBackend::new(path, size).into_drawing_area(), c),
+        "svg" => draw(SVGBackend::new(&tmp, size).into_drawing_area(), c),
+        "png" => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), c),
         _ => {
             return Err(CliError::new(format!(
                 "--plot {}: use a .png or .svg file name",
@@ -112,5 +118,11 @@ pub fn write(path: &Path, c: &Curves) -> Result<(), CliError> {
             )))
         }
     };
+    let res = res
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
     res.map_err(|e| CliError::new(format!("cannot draw {}: {e}", path.display())))
 }
