@@ -13,6 +13,7 @@
 use std::ops::Range;
 
 use crate::ir::Pad2d;
+use crate::kernel_ir::schedule::gcd;
 use crate::kernel_ir::{ConvGeom, KernelOp};
 
 use super::kernels::{operand_names, scratch_of};
@@ -49,7 +50,7 @@ pub(crate) fn band_split(op: &KernelOp, threads: usize) -> Option<Vec<Band>> {
     // Winograd kernel, also whole rows of tiles (the bands run that tile too).
     let pool_rows = e.max_pool.map_or(1, |w| w.size[0]);
     let side = winograd_u.map_or(1, |t| t.side());
-    let unit = (pool_rows..).step_by(pool_rows).find(|u| u.is_multiple_of(side))?;
+    let unit = pool_rows / gcd(pool_rows, side) * side;
     let units = g.out_hw[0] / unit;
     if units < threads || units * unit != g.out_hw[0] {
         return None;
@@ -170,6 +171,7 @@ pub(crate) fn emit_band_wrapper(c: &mut Code, whole: &KernelOp, bands: &[Band], 
 mod tests {
     use super::*;
     use crate::ir::{Activation, Window2d};
+    use crate::kernel_ir::schedule::WinogradTile;
     use crate::kernel_ir::Epilogue;
 
     fn conv(in_hw: usize, k: usize, stride: usize, pad: usize, e: Epilogue) -> KernelOp {
@@ -233,6 +235,33 @@ mod tests {
         let bands = band_split(&conv(16, 3, 1, 1, pooled), 2).expect("pooled bands");
         assert_eq!(bands[1].units, 4..8);
         assert_eq!(geom(&bands[1].part).out_hw, [8, 16]);
+    }
+
+    #[test]
+    fn a_prepared_winograd_kernel_cuts_bands_between_rows_of_its_tiles() {
+        let pooled = Epilogue {
+            max_pool: Some(Window2d {
+                size: [2, 2],
+                strides: [2, 2],
+                pad: Pad2d::default(),
+            }),
+            ..Epilogue::NONE
+        };
+        let mut op = conv(24, 3, 1, 1, pooled);
+        if let KernelOp::Conv2d { winograd_u, .. } = &mut op {
+            *winograd_u = Some(WinogradTile::F4);
+        }
+        // Units of 4 rows (2-row pool windows, 4-row tiles): 6 units, 3 a band.
+        let bands = band_split(&op, 2).expect("bands");
+        assert_eq!((bands[0].units.clone(), bands[1].units.clone()), (0..3, 3..6));
+        assert_eq!(geom(&bands[1].part).out_hw, [12, 24]);
+        assert!(matches!(
+            bands[1].part,
+            KernelOp::Conv2d {
+                winograd_u: Some(WinogradTile::F4),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -430,7 +430,7 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-fn gcd(a: usize, b: usize) -> usize {
+pub(crate) fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
     } else {
@@ -769,12 +769,12 @@ mod tests {
             unreachable!()
         };
         epilogue.act = Activation::Sigmoid;
-        let winograd_u = None;
-        assert!(!wino(&KernelOp::Conv2d {
+        let sigmoid = KernelOp::Conv2d {
             geom,
             epilogue,
-            winograd_u
-        }));
+            winograd_u: None,
+        };
+        assert!(!wino(&sigmoid));
         assert!(!wino(&conv(32, 4, 64, 64, false)));
         assert!(wino(&conv(32, 8, 256, 256, false)));
         assert!(!wino(&conv(32, 8, 512, 512, false)));
